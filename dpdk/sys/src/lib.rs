@@ -1,0 +1,8 @@
+//! Raw bindings to the system DPDK (22.11 LTS, found with pkg-config) and to Photon's C shim
+//! (`csrc/shim.h`) for DPDK's static-inline fast-path functions.
+//!
+//! Everything here is `unsafe` to call; the safe layer is the `photon-dpdk` crate.
+#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+#![allow(clippy::all)]
+
+include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
