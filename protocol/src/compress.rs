@@ -1,1 +1,329 @@
-//! See docs/protocol.md.
+//! Block compression with relay-assigned short IDs (docs/protocol.md §6.3).
+//!
+//! A compressed block is the block's header and its transactions in block order: each one the
+//! receiver is expected to know as a reference to its short ID, the others whole. References
+//! are indexes into a few runs of IDs ("groups", §6.3.1), bit-packed at
+//! `ceil(log2(window))` bits each, where the window is the number of IDs the groups span.
+//!
+//! Sender: [`compress`] against the sender's [`TxStore`]. Receiver: [`decompress`] against its
+//! own store; it returns the block when every referenced transaction is known (no round trip),
+//! or a [`PendingBlock`] naming the missing short IDs, to be completed with
+//! [`PendingBlock::supply`] and [`PendingBlock::finish`]. The rebuilt block is checked by the
+//! chain adapter (merkle root, witness commitment) before it is returned.
+
+pub mod bits;
+mod format;
+pub mod model;
+mod plan;
+pub mod varint;
+
+pub use format::{ref_width, CompressedBlockRepr, FormatError, IdGroup, VERSION};
+pub use plan::choose_groups;
+
+use crate::chain::{Bitcoin, ChainAdapter, ChainError};
+use crate::shortid::{ShortId, TxStore, TxStoreConfig};
+
+/// Why a block could not be compressed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompressError {
+    #[error("block has {count} transactions, more than the {max} a {chain} block can hold")]
+    TooManyTxs {
+        count: usize,
+        max: usize,
+        chain: &'static str,
+    },
+}
+
+/// Why a compressed block could not be turned back into a block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecompressError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("compressed block is for chain {found}, this decoder is for chain {expected}")]
+    WrongChain { expected: u8, found: u8 },
+    #[error("transaction {position} of the block: {error}")]
+    Tx { position: usize, error: ChainError },
+    #[error("rebuilt block rejected: {0}")]
+    Block(ChainError),
+    #[error("{0} short IDs are still missing")]
+    StillMissing(usize),
+}
+
+/// Sizes of one compressed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressStats {
+    pub tx_count: usize,
+    /// Transactions sent as references.
+    pub known: usize,
+    /// Transactions sent whole.
+    pub whole: usize,
+    pub groups: usize,
+    /// Bits per reference.
+    pub width: u32,
+    /// IDs the groups span.
+    pub window: u64,
+    /// The whole compressed block.
+    pub bytes: usize,
+    /// Header and whole transactions, with their length prefixes.
+    pub header_and_whole_bytes: usize,
+}
+
+impl CompressStats {
+    pub fn of(repr: &CompressedBlockRepr<'_>) -> Self {
+        let header_and_whole_bytes = varint::len(repr.header.len() as u64)
+            + repr.header.len()
+            + repr
+                .whole_txs
+                .iter()
+                .map(|t| varint::len(t.len() as u64) + t.len())
+                .sum::<usize>();
+        CompressStats {
+            tx_count: repr.tx_count as usize,
+            known: repr.refs.len(),
+            whole: repr.whole_txs.len(),
+            groups: repr.groups.len(),
+            width: ref_width(repr.window()),
+            window: repr.window(),
+            bytes: repr.buffer_len(),
+            header_and_whole_bytes,
+        }
+    }
+
+    /// Bytes spent on the known transactions: everything but the header and the whole
+    /// transactions (so counts, groups and references), per known transaction.
+    pub fn bytes_per_known_tx(&self) -> f64 {
+        if self.known == 0 {
+            return 0.0;
+        }
+        (self.bytes - self.header_and_whole_bytes) as f64 / self.known as f64
+    }
+}
+
+/// A compressed block and its sizes.
+#[derive(Debug, Clone)]
+pub struct Compressed {
+    pub bytes: Vec<u8>,
+    pub stats: CompressStats,
+}
+
+/// Compress `block` against the sender's store: every transaction whose wtxid has a short ID
+/// is sent as a reference, the others (the coinbase at least) whole.
+///
+/// Looking up by wtxid, not txid, makes the reference name the exact bytes (witness included).
+pub fn compress<C: ChainAdapter>(
+    block: &C::Block,
+    store: &TxStore,
+) -> Result<Compressed, CompressError> {
+    let txs = C::transactions(block);
+    if txs.len() > C::MAX_TXS_PER_BLOCK {
+        return Err(CompressError::TooManyTxs {
+            count: txs.len(),
+            max: C::MAX_TXS_PER_BLOCK,
+            chain: C::NAME,
+        });
+    }
+    let header = C::header_bytes(block);
+    let mut refs = Vec::with_capacity(txs.len());
+    let mut whole_positions = Vec::new();
+    let mut whole_encoded = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(txs.len());
+    for (position, tx) in txs.iter().enumerate() {
+        let ids = C::tx_ids(tx);
+        match store.id_by_wtxid(&ids.wtxid) {
+            Some(id) if seen.insert(id) => refs.push(id),
+            _ => {
+                // `position < MAX_TXS_PER_BLOCK`, far below u32::MAX.
+                whole_positions.push(position as u32);
+                whole_encoded.push(C::encode_tx(tx));
+            }
+        }
+    }
+    let mut sorted: Vec<u32> = refs.iter().map(|id| id.0).collect();
+    sorted.sort_unstable();
+    let repr = CompressedBlockRepr {
+        chain_id: C::CHAIN_ID,
+        header: &header,
+        tx_count: txs.len() as u32,
+        whole_positions,
+        groups: choose_groups(&sorted),
+        refs,
+        whole_txs: whole_encoded.iter().map(Vec::as_slice).collect(),
+    };
+    let mut bytes = Vec::with_capacity(repr.buffer_len());
+    repr.emit(&mut bytes)
+        .expect("the encoder builds a valid repr: groups cover every reference");
+    let stats = CompressStats::of(&repr);
+    Ok(Compressed { bytes, stats })
+}
+
+/// Result of [`decompress`].
+#[derive(Debug)]
+pub enum Decompressed<C: ChainAdapter> {
+    /// Every transaction was known: the block, checked by the chain adapter.
+    Complete(C::Block),
+    /// Some referenced transactions are not in the store: ask the peer for
+    /// [`PendingBlock::missing`], then [`PendingBlock::supply`] them.
+    Missing(PendingBlock),
+}
+
+/// A block waiting for transactions the receiver did not have.
+#[derive(Debug, Clone)]
+pub struct PendingBlock {
+    chain_id: u8,
+    header: Vec<u8>,
+    slots: Vec<Option<Vec<u8>>>,
+    /// (short ID, block position), sorted by short ID.
+    missing: Vec<(ShortId, usize)>,
+}
+
+/// [`PendingBlock::supply`] was given an ID the block is not waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("short ID {0} is not missing from this block")]
+pub struct NotMissing(pub ShortId);
+
+impl PendingBlock {
+    /// The short IDs still missing, ascending.
+    pub fn missing(&self) -> Vec<ShortId> {
+        self.missing.iter().map(|&(id, _)| id).collect()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// Give the transaction (chain encoding) for a missing short ID.
+    pub fn supply(&mut self, id: ShortId, tx: &[u8]) -> Result<(), NotMissing> {
+        let at = self
+            .missing
+            .binary_search_by_key(&id, |&(m, _)| m)
+            .map_err(|_| NotMissing(id))?;
+        let (_, position) = self.missing.remove(at);
+        self.slots[position] = Some(tx.to_vec());
+        Ok(())
+    }
+
+    /// Take whatever missing transactions the store now has (e.g. after fetching them).
+    pub fn fill_from(&mut self, store: &TxStore) {
+        let slots = &mut self.slots;
+        self.missing.retain(|&(id, position)| match store.get(id) {
+            Some(tx) => {
+                slots[position] = Some(tx.to_vec());
+                false
+            }
+            None => true,
+        });
+    }
+
+    /// Rebuild and check the block once nothing is missing.
+    pub fn finish<C: ChainAdapter>(self) -> Result<C::Block, DecompressError> {
+        if self.chain_id != C::CHAIN_ID {
+            return Err(DecompressError::WrongChain {
+                expected: C::CHAIN_ID,
+                found: self.chain_id,
+            });
+        }
+        if !self.missing.is_empty() {
+            return Err(DecompressError::StillMissing(self.missing.len()));
+        }
+        let txs = self.slots.iter().map(|s| s.as_deref().unwrap_or_default());
+        assemble::<C>(&self.header, txs)
+    }
+}
+
+fn assemble<'t, C: ChainAdapter>(
+    header: &[u8],
+    txs: impl ExactSizeIterator<Item = &'t [u8]>,
+) -> Result<C::Block, DecompressError> {
+    let mut decoded = Vec::with_capacity(txs.len());
+    for (position, bytes) in txs.enumerate() {
+        decoded.push(C::decode_tx(bytes).map_err(|error| DecompressError::Tx { position, error })?);
+    }
+    C::assemble(header, decoded).map_err(DecompressError::Block)
+}
+
+/// Decompress a block received from the network against the receiver's store.
+pub fn decompress<C: ChainAdapter>(
+    data: &[u8],
+    store: &TxStore,
+) -> Result<Decompressed<C>, DecompressError> {
+    let repr = CompressedBlockRepr::parse(data, C::MAX_TXS_PER_BLOCK)?;
+    if repr.chain_id != C::CHAIN_ID {
+        return Err(DecompressError::WrongChain {
+            expected: C::CHAIN_ID,
+            found: repr.chain_id,
+        });
+    }
+    // Block order: whole transactions at their positions, references fill the rest.
+    let n = repr.tx_count as usize;
+    let mut order: Vec<Result<&[u8], ShortId>> = Vec::with_capacity(n);
+    let (mut w, mut r) = (0usize, 0usize);
+    let mut missing = Vec::new();
+    for position in 0..n {
+        if repr.whole_positions.get(w) == Some(&(position as u32)) {
+            order.push(Ok(repr.whole_txs[w]));
+            w += 1;
+        } else {
+            let id = repr.refs[r];
+            r += 1;
+            match store.get(id) {
+                Some(tx) => order.push(Ok(tx)),
+                None => {
+                    missing.push((id, position));
+                    order.push(Err(id));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        let txs = order.into_iter().map(|t| t.unwrap_or_default());
+        return assemble::<C>(repr.header, txs).map(Decompressed::Complete);
+    }
+    missing.sort_unstable();
+    Ok(Decompressed::Missing(PendingBlock {
+        chain_id: repr.chain_id,
+        header: repr.header.to_vec(),
+        slots: order
+            .into_iter()
+            .map(|t| t.ok().map(<[u8]>::to_vec))
+            .collect(),
+        missing,
+    }))
+}
+
+/// Fuzz entry (fuzz/fuzz_targets/compressed_block.rs, replayed by
+/// protocol/tests/fuzz_corpus_compress.rs): any input must parse or fail with a typed error,
+/// a parsed block must emit back to the same bytes, and decompressing it against an empty
+/// store must ask for exactly its references (or fail with a typed error), never panic.
+pub fn fuzz_compressed_block(data: &[u8]) {
+    let parsed = CompressedBlockRepr::parse(data, Bitcoin::MAX_TXS_PER_BLOCK);
+    let store = TxStore::new(TxStoreConfig::default());
+    let result = decompress::<Bitcoin>(data, &store);
+    let Ok(repr) = parsed else {
+        assert!(result.is_err(), "decompress accepted what parse rejected");
+        return;
+    };
+    let mut out = Vec::new();
+    repr.emit(&mut out)
+        .expect("a parsed compressed block emits");
+    assert_eq!(out, data, "parse then emit is not the identity");
+    assert_eq!(repr.buffer_len(), data.len());
+    match result {
+        Ok(Decompressed::Complete(block)) => {
+            assert!(
+                repr.refs.is_empty(),
+                "completed without the referenced transactions"
+            );
+            assert_eq!(Bitcoin::transactions(&block).len(), repr.tx_count as usize);
+        }
+        Ok(Decompressed::Missing(pending)) => {
+            let mut want = repr.refs.clone();
+            want.sort_unstable();
+            assert_eq!(pending.missing(), want);
+            assert!(matches!(
+                pending.finish::<Bitcoin>(),
+                Err(DecompressError::StillMissing(n)) if n == want.len()
+            ));
+        }
+        Err(_) => {}
+    }
+}
