@@ -1,3 +1,5 @@
 #![no_main]
-// Filled in with the parser it drives.
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+// Any bytes as a Photon datagram of any kind: parse, then emit/parse round trip (§1, §2).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    photon_protocol::wire::fuzz_packet(data);
+});

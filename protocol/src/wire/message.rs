@@ -920,3 +920,279 @@ impl<'a> Repr<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header bytes 0..36 with the given type, payload length, stream, sender, index and count
+    /// (no flags, no hops, K = R = 0, tag 0), written out field by field as on the wire.
+    fn hdr(ty: u8, len: u16, stream: u64, sender: u32, index: u16, count: u16) -> Vec<u8> {
+        let mut h = vec![0x50, 0x68, 0x01, ty, 0x00, 0x00];
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(&stream.to_be_bytes());
+        h.extend_from_slice(&sender.to_be_bytes());
+        h.extend_from_slice(&index.to_be_bytes());
+        h.extend_from_slice(&count.to_be_bytes());
+        h.extend_from_slice(&[0; 4 + 8]);
+        h
+    }
+
+    /// Parses `bytes`, checks the repr, and checks that emitting it gives `bytes` back.
+    fn golden(bytes: &[u8], expect: Repr<'_>) {
+        let p = Packet::new_checked(bytes).unwrap();
+        let repr = Repr::parse(&p).unwrap();
+        assert_eq!(repr, expect);
+        assert_eq!(repr.buffer_len(), Ok(bytes.len()));
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = repr.emit(&mut buf).unwrap();
+        assert_eq!(&buf[..n], bytes);
+    }
+
+    fn repr(sender: u32, message: Message<'_>) -> Repr<'_> {
+        Repr {
+            sender,
+            hops: 0,
+            flags: 0,
+            message,
+        }
+    }
+
+    #[test]
+    fn golden_keepalive() {
+        let bytes = [
+            0x50, 0x68, 0x01, 0x32, 0x00, 0x00, 0x00, 0x08, // magic, v1, keepalive, len 8
+            0, 0, 0, 0, 0, 0, 0, 0, // stream
+            0, 0, 0, 5, // sender 5
+            0, 0, 0, 0, 0, 0, 0, 0, // index, count, K, R
+            0, 0, 0, 0, 0, 0, 0, 0, // hop tag
+            0, 0, 0, 1, 0, 0, 0, 2, // seq 1, echo 2
+        ];
+        golden(
+            &bytes,
+            repr(5, Message::Keepalive(KeepaliveRepr { seq: 1, echo: 2 })),
+        );
+    }
+
+    #[test]
+    fn golden_transaction_with_and_without_short_id() {
+        let mut with = hdr(0x10, 18, 0x77, 3, 0, 1);
+        with.extend_from_slice(&[
+            0x01, // has short ID
+            0xca, 0xfe, 0xba, 0xbe, // short ID
+            0, 0, 0, 3, // tx_len 3
+            0, 0, 0, 0, // offset 0
+            0, 3, // data_len 3
+            0x02, 0x00, 0x00, // data
+        ]);
+        let tx = TransactionRepr {
+            transfer: 0x77,
+            index: 0,
+            count: 1,
+            short_id: Some(0xcafe_babe),
+            tx_len: 3,
+            offset: 0,
+            data: &[0x02, 0x00, 0x00],
+        };
+        golden(&with, repr(3, Message::Transaction(tx)));
+
+        // Second fragment of a 5-byte tx, no short ID.
+        let mut without = hdr(0x10, 17, 0x78, 3, 1, 2);
+        without.extend_from_slice(&[0x00, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 3, 0, 2, 0xaa, 0xbb]);
+        let tx = TransactionRepr {
+            transfer: 0x78,
+            index: 1,
+            count: 2,
+            short_id: None,
+            tx_len: 5,
+            offset: 3,
+            data: &[0xaa, 0xbb],
+        };
+        golden(&without, repr(3, Message::Transaction(tx)));
+    }
+
+    #[test]
+    fn golden_short_id_assign() {
+        let mut bytes = hdr(0x11, 2 + 36 * 2, 0, 1, 0, 0);
+        bytes.extend_from_slice(&[0, 2]);
+        bytes.extend_from_slice(&[0x11; 32]);
+        bytes.extend_from_slice(&[0, 0, 0, 1]);
+        bytes.extend_from_slice(&[0x22; 32]);
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xfe]);
+        let m = ShortIdAssignRepr {
+            entries: vec![([0x11; 32], 1), ([0x22; 32], 0xffff_fffe)],
+        };
+        golden(&bytes, repr(1, Message::ShortIdAssign(m)));
+    }
+
+    #[test]
+    fn golden_tx_request() {
+        let mut bytes = hdr(0x12, 10, 9, 2, 0, 0);
+        bytes.extend_from_slice(&[0, 2, 0, 0, 0, 7, 0x80, 0, 0, 0]);
+        let m = TxRequestRepr {
+            stream: 9,
+            short_ids: vec![7, 0x8000_0000],
+        };
+        golden(&bytes, repr(2, Message::TxRequest(m)));
+    }
+
+    #[test]
+    fn golden_receipt_and_key_release() {
+        let mut bytes = hdr(0x20, 32, 0x0102, 4, 0, 0);
+        bytes.extend_from_slice(&[0xab; 32]);
+        let m = ReceiptRepr {
+            stream: 0x0102,
+            manifest_hash: [0xab; 32],
+        };
+        golden(&bytes, repr(4, Message::Receipt(m)));
+
+        let mut bytes = hdr(0x21, 96, 0x0102, 4, 0, 0);
+        bytes.extend_from_slice(&[0x4b; 32]);
+        bytes.extend_from_slice(&[0x5e; 64]);
+        let m = KeyReleaseRepr {
+            stream: 0x0102,
+            key: [0x4b; 32],
+            signature: [0x5e; 64],
+        };
+        golden(&bytes, repr(4, Message::KeyRelease(m)));
+    }
+
+    #[test]
+    fn golden_repair_request_list_and_bitmap() {
+        // Sparse: list of 2 repair-shard indices.
+        let mut bytes = hdr(0x22, 10, 5, 6, 0, 0);
+        bytes.extend_from_slice(&[0x02, 0x00, 0, 0, 0, 2, 0x00, 0x03, 0x01, 0x00]);
+        let m = RepairRequestRepr::new(5, FragmentKind::Repair, vec![256, 3]);
+        golden(&bytes, repr(6, Message::RepairRequest(m)));
+
+        // Dense: source shards 10, 11, 12, 17 -> bitmap from base 10, 8 bits.
+        let mut bytes = hdr(0x22, 7, 5, 6, 0, 0);
+        bytes.extend_from_slice(&[0x01, 0x01, 0, 10, 0, 8, 0b1110_0001]);
+        let m = RepairRequestRepr::new(5, FragmentKind::Source, vec![17, 10, 11, 12]);
+        golden(&bytes, repr(6, Message::RepairRequest(m)));
+    }
+
+    #[test]
+    fn golden_register_and_ack() {
+        let mut bytes = hdr(0x30, 152, 0, 0, 0, 0);
+        bytes.extend_from_slice(&[0x01; 32]); // identity
+        bytes.extend_from_slice(&[0x02; 32]); // ephemeral
+        bytes.extend_from_slice(&[0x03; 16]); // nonce
+        bytes.extend_from_slice(&[0, 0, 1, 0x8b, 0xcf, 0xe5, 0x68, 0x00]); // 1_700_000_000_000 ms
+        bytes.extend_from_slice(&[0x04; 64]); // signature
+        let m = RegisterRepr {
+            identity: [1; 32],
+            ephemeral: [2; 32],
+            nonce: [3; 16],
+            timestamp_ms: 1_700_000_000_000,
+            signature: [4; 64],
+        };
+        golden(&bytes, repr(0, Message::Register(m)));
+        assert_eq!(&m.signing_input()[..20], b"photon/register/v1\0\0");
+
+        let mut bytes = hdr(0x31, 161, 0, 100, 0, 0);
+        bytes.push(0); // accepted
+        bytes.extend_from_slice(&[0, 0, 0, 42]); // node id 42
+        bytes.extend_from_slice(&[0x05; 32]);
+        bytes.extend_from_slice(&[0x06; 32]);
+        bytes.extend_from_slice(&[0x03; 16]);
+        bytes.extend_from_slice(&[0, 0, 1, 0x8b, 0xcf, 0xe5, 0x68, 0x01]);
+        bytes.extend_from_slice(&[0, 0, 0x03, 0xe8]); // keepalive 1000 ms
+        bytes.extend_from_slice(&[0x07; 64]);
+        let m = RegisterAckRepr {
+            status: register_status::ACCEPTED,
+            node_id: 42,
+            identity: [5; 32],
+            ephemeral: [6; 32],
+            nonce: [3; 16],
+            timestamp_ms: 1_700_000_000_001,
+            keepalive_ms: 1000,
+            signature: [7; 64],
+        };
+        golden(&bytes, repr(100, Message::RegisterAck(m)));
+    }
+
+    #[test]
+    fn trailing_payload_bytes_are_ignored() {
+        // A later version appended 3 bytes to a keepalive: an old peer still reads it.
+        let mut bytes = hdr(0x32, 11, 0, 5, 0, 0);
+        bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0xee, 0xee, 0xee]);
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        let r = Repr::parse(&p).unwrap();
+        assert_eq!(
+            r.message,
+            Message::Keepalive(KeepaliveRepr { seq: 1, echo: 2 })
+        );
+        assert_eq!(r.buffer_len(), Ok(HEADER_LEN + 8));
+    }
+
+    #[test]
+    fn bad_payloads_get_typed_errors() {
+        let parse = |bytes: &[u8]| Repr::parse(&Packet::new_checked(bytes).unwrap()).unwrap_err();
+        // Receipt short by one byte.
+        let mut b = hdr(0x20, 31, 1, 1, 0, 0);
+        b.extend_from_slice(&[0; 31]);
+        assert_eq!(
+            parse(&b),
+            Error::BadLength {
+                msg: "receipt",
+                len: 31
+            }
+        );
+        // Short-ID list announcing more entries than follow.
+        let mut b = hdr(0x11, 2 + 36, 0, 1, 0, 0);
+        b.extend_from_slice(&[0, 2]);
+        b.extend_from_slice(&[0; 36]);
+        assert_eq!(
+            parse(&b),
+            Error::BadLength {
+                msg: "short-ID assignment",
+                len: 38
+            }
+        );
+        // Transaction data running past tx_len.
+        let mut b = hdr(0x10, 17, 1, 1, 0, 1);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 1, 2]);
+        assert_eq!(parse(&b), Error::BadField { field: "offset" });
+        // Repair request with an unknown kind and one with an unknown encoding.
+        let mut b = hdr(0x22, 8, 1, 1, 0, 0);
+        b.extend_from_slice(&[0x10, 0, 0, 0, 0, 1, 0, 1]);
+        assert_eq!(parse(&b), Error::BadField { field: "kind" });
+        b[HEADER_LEN] = 0x01;
+        b[HEADER_LEN + 1] = 9;
+        assert_eq!(parse(&b), Error::BadField { field: "encoding" });
+        // Bitmap running past index 65535.
+        let mut b = hdr(0x22, 7, 1, 1, 0, 0);
+        b.extend_from_slice(&[0x01, 0x01, 0xff, 0xff, 0, 2, 0xc0]);
+        assert_eq!(parse(&b), Error::BadField { field: "n" });
+        // Empty tx request.
+        let mut b = hdr(0x12, 2, 1, 1, 0, 0);
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(parse(&b), Error::BadField { field: "n" });
+    }
+
+    #[test]
+    fn emit_refuses_what_cannot_fit() {
+        let m = TxRequestRepr {
+            stream: 0,
+            short_ids: vec![1; MAX_TX_REQUEST_IDS + 1],
+        };
+        assert!(matches!(m.buffer_len(), Err(Error::TooLong { .. })));
+        let m = TxRequestRepr {
+            stream: 0,
+            short_ids: vec![1; MAX_TX_REQUEST_IDS],
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        assert!(m.emit(0, 0, 0, &mut buf).unwrap() <= MAX_DATAGRAM);
+        // A repair request whose indices neither list nor bitmap can carry in one datagram.
+        let missing: Vec<u16> = (0..=65535u16).step_by(2).collect();
+        let m = RepairRequestRepr::new(1, FragmentKind::Source, missing);
+        assert!(matches!(m.buffer_len(), Err(Error::TooLong { .. })));
+        // Too small an output buffer.
+        let k = KeepaliveRepr { seq: 0, echo: 0 };
+        assert_eq!(
+            k.emit(0, 0, 0, &mut buf[..40]),
+            Err(Error::BufferTooSmall { need: 44, got: 40 })
+        );
+    }
+}
