@@ -176,6 +176,20 @@ pub struct PendingBlock {
     missing: Vec<(ShortId, usize)>,
 }
 
+impl std::fmt::Display for PendingBlock {
+    /// `missing short IDs [0x..., ...]`: what the receiver asks its peer for.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "missing short IDs [")?;
+        for (i, (id, _)) in self.missing.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{id}")?;
+        }
+        write!(f, "]")
+    }
+}
+
 /// [`PendingBlock::supply`] was given an ID the block is not waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("short ID {0} is not missing from this block")]
