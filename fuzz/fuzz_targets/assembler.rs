@@ -1,3 +1,3 @@
 #![no_main]
-// Filled in with the parser it drives.
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+// Length-prefixed datagrams fed to an assembler with small limits (§7.2).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| photon_protocol::assembler::fuzz_assembler(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// Filled in with the parser it drives.
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+// Manifest fragment payloads (§4.1): parse, round trip, root and signature checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| photon_protocol::integrity::fuzz_manifest(data));
