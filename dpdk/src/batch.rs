@@ -116,11 +116,12 @@ impl MbufBatch {
     pub(crate) fn consume_front(&mut self, n: usize) {
         let n = n.min(self.len);
         for slot in &mut self.slots[..n] {
-            if let Some(m) = slot.take() {
-                let _ = m.into_raw();
-            }
+            // The driver (or ring) owns these now: clear the slot without freeing.
+            std::mem::forget(slot.take());
         }
-        self.slots[..self.len].rotate_left(n);
+        if n < self.len {
+            self.slots[..self.len].rotate_left(n);
+        }
         self.len -= n;
     }
 }

@@ -26,11 +26,9 @@ where
     T: Send + 'static,
 {
     std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-        let pinned = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.id == core)
-            .is_some_and(core_affinity::set_for_current);
+        // Not limited to the current affinity mask: after rte_eal_init the main thread (and
+        // so every thread it spawns) is confined to the EAL's main lcore.
+        let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
         if !pinned {
             return Err(Error::Pin { core });
         }
@@ -48,7 +46,8 @@ where
     })
 }
 
-/// The CPU cores this process may run on.
+/// The CPU cores this process may run on (ask before `Eal::init`, which narrows the calling
+/// thread's affinity to the EAL's main lcore).
 pub fn available_cores() -> Vec<usize> {
     core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect()
 }
