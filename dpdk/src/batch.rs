@@ -29,7 +29,10 @@ impl std::fmt::Debug for MbufBatch {
 
 impl MbufBatch {
     pub fn new() -> MbufBatch {
-        MbufBatch { slots: [const { None }; MAX_BURST], len: 0 }
+        MbufBatch {
+            slots: [const { None }; MAX_BURST],
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {

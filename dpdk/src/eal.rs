@@ -35,8 +35,10 @@ impl Eal {
         // program name), so the strings and the array are leaked: the EAL lives as long as
         // the process.
         let cstrings: &'static mut [CString] = Vec::leak(cstrings);
-        let argv: Vec<*mut c_char> =
-            cstrings.iter_mut().map(|c| c.as_ptr() as *mut c_char).collect();
+        let argv: Vec<*mut c_char> = cstrings
+            .iter_mut()
+            .map(|c| c.as_ptr() as *mut c_char)
+            .collect();
         let argv: &'static mut [*mut c_char] = Vec::leak(argv);
         let argc = argv.len() as i32;
         // SAFETY: argv points to `argc` valid NUL-terminated strings that are never freed;
@@ -44,7 +46,11 @@ impl Eal {
         let ret = unsafe { photon_dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {
             let errno = rte_errno();
-            return Err(Error::EalInit { errno, message: strerror(errno), args: Args(&owned).to_string() });
+            return Err(Error::EalInit {
+                errno,
+                message: strerror(errno),
+                args: Args(&owned).to_string(),
+            });
         }
         Ok(Eal { _private: () })
     }
@@ -52,8 +58,13 @@ impl Eal {
     /// Creates (hot-plugs) a virtual device after start-up with `rte_dev_probe`, e.g.
     /// `("net_ring0", "")` or `("net_null0", "size=64")`.
     pub fn create_vdev(&self, name: &str, args: &str) -> Result<()> {
-        let devargs = if args.is_empty() { name.to_owned() } else { format!("{name},{args}") };
-        let c = CString::new(devargs.as_str()).map_err(|_| Error::NulInArgument(devargs.clone()))?;
+        let devargs = if args.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name},{args}")
+        };
+        let c =
+            CString::new(devargs.as_str()).map_err(|_| Error::NulInArgument(devargs.clone()))?;
         // SAFETY: valid C string for the duration of the call; the EAL is running.
         let ret = unsafe { photon_dpdk_sys::rte_dev_probe(c.as_ptr()) };
         crate::error::check("rte_dev_probe", ret).map(|_| ())

@@ -5,7 +5,11 @@ use std::fmt;
 pub enum Error {
     /// `rte_eal_init` failed: a bad argument, a missing device, no memory...
     #[error("EAL initialisation failed: {message} (rte_errno {errno}); arguments: {args}")]
-    EalInit { errno: i32, message: String, args: String },
+    EalInit {
+        errno: i32,
+        message: String,
+        args: String,
+    },
     /// The EAL was already started in this process (it starts once per process).
     #[error("the EAL is already initialised in this process")]
     EalAlreadyInitialized,
@@ -17,7 +21,11 @@ pub enum Error {
     PortNotFound { name: String },
     /// A DPDK call returned an error code.
     #[error("{call} failed: {message} (errno {errno})")]
-    Call { call: &'static str, errno: i32, message: String },
+    Call {
+        call: &'static str,
+        errno: i32,
+        message: String,
+    },
     /// An mbuf operation did not fit (not enough headroom/tailroom, too many segments, ...).
     #[error("mbuf operation {op} failed: {why}")]
     Mbuf { op: &'static str, why: &'static str },
@@ -26,7 +34,11 @@ pub enum Error {
     PoolEmpty { pool: String },
     /// A queue index past what the port was configured with, or already taken.
     #[error("queue {queue} of port {port} is not available: {why}")]
-    Queue { port: u16, queue: u16, why: &'static str },
+    Queue {
+        port: u16,
+        queue: u16,
+        why: &'static str,
+    },
     /// The calling thread is not a DPDK lcore and could not be registered.
     #[error("could not register the thread as a DPDK lcore: {message}")]
     ThreadRegister { message: String },
@@ -63,14 +75,22 @@ pub(crate) fn check(call: &'static str, ret: i32) -> Result<i32> {
         Ok(ret)
     } else {
         let errno = -ret;
-        Err(Error::Call { call, errno, message: strerror(errno) })
+        Err(Error::Call {
+            call,
+            errno,
+            message: strerror(errno),
+        })
     }
 }
 
 /// For calls that return NULL/-1 and set `rte_errno`.
 pub(crate) fn from_rte_errno(call: &'static str) -> Error {
     let errno = rte_errno();
-    Error::Call { call, errno, message: strerror(errno) }
+    Error::Call {
+        call,
+        errno,
+        message: strerror(errno),
+    }
 }
 
 pub(crate) struct Args<'a>(pub &'a [String]);

@@ -113,16 +113,25 @@ impl Mbuf {
 
     /// Grows the data at the front by `len` bytes (taken from the headroom) and returns them.
     pub fn prepend(&mut self, len: usize) -> Result<&mut [u8]> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf { op: "prepend", why: "length over 65535" })?;
+        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
+            op: "prepend",
+            why: "length over 65535",
+        })?;
         if !self.is_writable() {
-            return Err(Error::Mbuf { op: "prepend", why: "buffer is shared" });
+            return Err(Error::Mbuf {
+                op: "prepend",
+                why: "buffer is shared",
+            });
         }
         // SAFETY: valid owned mbuf; rte_pktmbuf_prepend checks the headroom and returns NULL
         // when it is too small; on success `len` bytes at the returned pointer are ours.
         unsafe {
             let p = sys::photon_pktmbuf_prepend(self.ptr.as_ptr(), len16);
             if p.is_null() {
-                return Err(Error::Mbuf { op: "prepend", why: "not enough headroom" });
+                return Err(Error::Mbuf {
+                    op: "prepend",
+                    why: "not enough headroom",
+                });
             }
             Ok(std::slice::from_raw_parts_mut(p as *mut u8, len))
         }
@@ -131,16 +140,25 @@ impl Mbuf {
     /// Grows the data at the end by `len` bytes (from the last segment's tailroom) and
     /// returns them (uninitialised contents are whatever the buffer held: overwrite them).
     pub fn append(&mut self, len: usize) -> Result<&mut [u8]> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf { op: "append", why: "length over 65535" })?;
+        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
+            op: "append",
+            why: "length over 65535",
+        })?;
         if !self.is_writable() || self.segments() != 1 {
-            return Err(Error::Mbuf { op: "append", why: "buffer is shared or chained" });
+            return Err(Error::Mbuf {
+                op: "append",
+                why: "buffer is shared or chained",
+            });
         }
         // SAFETY: valid owned single-segment mbuf; rte_pktmbuf_append checks the tailroom
         // and returns NULL when too small; the returned bytes lie inside our buffer.
         unsafe {
             let p = sys::photon_pktmbuf_append(self.ptr.as_ptr(), len16);
             if p.is_null() {
-                return Err(Error::Mbuf { op: "append", why: "not enough tailroom" });
+                return Err(Error::Mbuf {
+                    op: "append",
+                    why: "not enough tailroom",
+                });
             }
             Ok(std::slice::from_raw_parts_mut(p as *mut u8, len))
         }
@@ -154,13 +172,19 @@ impl Mbuf {
 
     /// Removes `len` bytes from the front of the data.
     pub fn adj(&mut self, len: usize) -> Result<()> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf { op: "adj", why: "length over 65535" })?;
+        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
+            op: "adj",
+            why: "length over 65535",
+        })?;
         // SAFETY: valid owned mbuf; rte_pktmbuf_adj returns NULL if len > data_len. It only
         // moves this handle's data offset; for a shared buffer every holder has its own
         // (indirect) mbuf header, or the caller owns the only reference.
         let p = unsafe { sys::photon_pktmbuf_adj(self.ptr.as_ptr(), len16) };
         if p.is_null() {
-            Err(Error::Mbuf { op: "adj", why: "longer than the first segment" })
+            Err(Error::Mbuf {
+                op: "adj",
+                why: "longer than the first segment",
+            })
         } else {
             Ok(())
         }
@@ -168,11 +192,17 @@ impl Mbuf {
 
     /// Removes `len` bytes from the end of the data.
     pub fn trim(&mut self, len: usize) -> Result<()> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf { op: "trim", why: "length over 65535" })?;
+        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
+            op: "trim",
+            why: "length over 65535",
+        })?;
         // SAFETY: valid owned mbuf; rte_pktmbuf_trim returns -1 if len > last segment's length.
         let r = unsafe { sys::photon_pktmbuf_trim(self.ptr.as_ptr(), len16) };
         if r != 0 {
-            Err(Error::Mbuf { op: "trim", why: "longer than the last segment" })
+            Err(Error::Mbuf {
+                op: "trim",
+                why: "longer than the last segment",
+            })
         } else {
             Ok(())
         }
@@ -185,7 +215,14 @@ impl Mbuf {
         // free it separately: into_raw below); on failure nothing changed.
         let r = unsafe { sys::photon_pktmbuf_chain(self.ptr.as_ptr(), tail.as_ptr()) };
         if r != 0 {
-            return Err((Error::Mbuf { op: "chain", why: "too many segments" }, self, tail));
+            return Err((
+                Error::Mbuf {
+                    op: "chain",
+                    why: "too many segments",
+                },
+                self,
+                tail,
+            ));
         }
         let _ = tail.into_raw();
         Ok(self)
@@ -194,7 +231,10 @@ impl Mbuf {
     /// Chains a shared payload after this header mbuf: the zero-copy fan-out of DPDK's
     /// ipv4_multicast example. The payload's reference moves into the chain; freeing the
     /// chain drops it.
-    pub fn chain_shared(self, payload: SharedMbuf) -> std::result::Result<Mbuf, (Error, Mbuf, SharedMbuf)> {
+    pub fn chain_shared(
+        self,
+        payload: SharedMbuf,
+    ) -> std::result::Result<Mbuf, (Error, Mbuf, SharedMbuf)> {
         // SAFETY: the header is a valid owned mbuf and the payload a valid single-segment
         // mbuf whose reference we hold; rte_pktmbuf_chain writes the header's last segment
         // `next` pointer and the header's nb_segs/pkt_len; of the payload it only stores
@@ -203,7 +243,14 @@ impl Mbuf {
         // our reference (freed by rte_pktmbuf_free, which decrements the payload's refcount).
         let r = unsafe { sys::photon_pktmbuf_chain(self.ptr.as_ptr(), payload.as_ptr()) };
         if r != 0 {
-            return Err((Error::Mbuf { op: "chain_shared", why: "too many segments" }, self, payload));
+            return Err((
+                Error::Mbuf {
+                    op: "chain_shared",
+                    why: "too many segments",
+                },
+                self,
+                payload,
+            ));
         }
         std::mem::forget(payload);
         Ok(self)
@@ -214,7 +261,11 @@ impl Mbuf {
     pub fn clone_into(&self, pool: &Mempool) -> Result<Mbuf> {
         // SAFETY: valid mbuf and pool; returns NULL when the pool is empty.
         let c = unsafe { sys::photon_pktmbuf_clone(self.ptr.as_ptr(), pool.as_ptr()) };
-        NonNull::new(c).map(Mbuf::from_nonnull).ok_or(Error::PoolEmpty { pool: "clone pool".into() })
+        NonNull::new(c)
+            .map(Mbuf::from_nonnull)
+            .ok_or(Error::PoolEmpty {
+                pool: "clone pool".into(),
+            })
     }
 
     /// Turns a single-segment, direct mbuf into a [`SharedMbuf`] for fan-out.
@@ -222,11 +273,23 @@ impl Mbuf {
         if self.segments() != 1 {
             // rte_pktmbuf_free walks `next` of a shared segment once per holder, so only
             // single-segment payloads can be shared by refcount.
-            return Err((Error::Mbuf { op: "into_shared", why: "payload must be one segment" }, self));
+            return Err((
+                Error::Mbuf {
+                    op: "into_shared",
+                    why: "payload must be one segment",
+                },
+                self,
+            ));
         }
         // SAFETY: reading a flag of a valid mbuf.
         if unsafe { sys::photon_mbuf_is_direct(self.ptr.as_ptr()) } == 0 {
-            return Err((Error::Mbuf { op: "into_shared", why: "payload must be a direct mbuf" }, self));
+            return Err((
+                Error::Mbuf {
+                    op: "into_shared",
+                    why: "payload must be a direct mbuf",
+                },
+                self,
+            ));
         }
         let ptr = self.ptr;
         std::mem::forget(self);
@@ -235,7 +298,10 @@ impl Mbuf {
 
     /// The bytes of every segment in order.
     pub fn segments_data(&self) -> SegmentIter<'_> {
-        SegmentIter { next: self.ptr.as_ptr(), _owner: std::marker::PhantomData }
+        SegmentIter {
+            next: self.ptr.as_ptr(),
+            _owner: std::marker::PhantomData,
+        }
     }
 
     /// Copies the whole chain into a Vec (for tests and slow paths).
@@ -275,7 +341,10 @@ impl<'a> Iterator for SegmentIter<'a> {
             let m = self.next;
             self.next = sys::photon_mbuf_next(m);
             let p = sys::photon_mbuf_data(m);
-            Some(std::slice::from_raw_parts(p, sys::photon_mbuf_data_len(m) as usize))
+            Some(std::slice::from_raw_parts(
+                p,
+                sys::photon_mbuf_data_len(m) as usize,
+            ))
         }
     }
 }

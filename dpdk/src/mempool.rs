@@ -33,7 +33,9 @@ impl Mempool {
         let ptr = unsafe {
             sys::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, sys::SOCKET_ID_ANY)
         };
-        NonNull::new(ptr).map(|ptr| Mempool { ptr }).ok_or_else(|| from_rte_errno("rte_pktmbuf_pool_create"))
+        NonNull::new(ptr)
+            .map(|ptr| Mempool { ptr })
+            .ok_or_else(|| from_rte_errno("rte_pktmbuf_pool_create"))
     }
 
     /// Default data room: 2048 bytes of data plus DPDK's headroom.
@@ -44,7 +46,11 @@ impl Mempool {
     pub fn alloc(&self) -> Result<Mbuf> {
         // SAFETY: the pool pointer is valid for the life of the process.
         let m = unsafe { sys::photon_pktmbuf_alloc(self.ptr.as_ptr()) };
-        NonNull::new(m).map(Mbuf::from_nonnull).ok_or_else(|| Error::PoolEmpty { pool: format!("{:p}", self.ptr) })
+        NonNull::new(m)
+            .map(Mbuf::from_nonnull)
+            .ok_or_else(|| Error::PoolEmpty {
+                pool: format!("{:p}", self.ptr),
+            })
     }
 
     /// Mbufs currently taken from the pool (in flight anywhere: queues, rings, our code).

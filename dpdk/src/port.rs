@@ -21,7 +21,12 @@ pub struct PortConfig {
 
 impl Default for PortConfig {
     fn default() -> Self {
-        PortConfig { queues: 1, rx_desc: 1024, tx_desc: 1024, promiscuous: true }
+        PortConfig {
+            queues: 1,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            promiscuous: true,
+        }
     }
 }
 
@@ -97,28 +102,54 @@ impl Port {
 
     /// Configures and starts port `id` with `cfg.queues` RX and TX queues whose RX buffers come
     /// from `pool`, and returns the port with its queue handles (index = queue id).
-    pub fn start(eal: &Eal, id: u16, cfg: &PortConfig, pool: &Mempool) -> Result<(Port, Vec<RxQueue>, Vec<TxQueue>)> {
+    pub fn start(
+        eal: &Eal,
+        id: u16,
+        cfg: &PortConfig,
+        pool: &Mempool,
+    ) -> Result<(Port, Vec<RxQueue>, Vec<TxQueue>)> {
         // SAFETY: plain validity query.
         if unsafe { sys::rte_eth_dev_is_valid_port(id) } == 0 {
-            return Err(Error::PortNotFound { name: format!("port {id}") });
+            return Err(Error::PortNotFound {
+                name: format!("port {id}"),
+            });
         }
         let (mut max_rx, mut max_tx) = (0u16, 0u16);
         // SAFETY: valid port id and out-pointers.
-        check("rte_eth_dev_info_get", unsafe { sys::photon_eth_max_queues(id, &mut max_rx, &mut max_tx) })?;
+        check("rte_eth_dev_info_get", unsafe {
+            sys::photon_eth_max_queues(id, &mut max_rx, &mut max_tx)
+        })?;
         if cfg.queues == 0 || cfg.queues > max_rx || cfg.queues > max_tx {
-            return Err(Error::Queue { port: id, queue: cfg.queues, why: "more queues than the device supports" });
+            return Err(Error::Queue {
+                port: id,
+                queue: cfg.queues,
+                why: "more queues than the device supports",
+            });
         }
         // SAFETY: valid port id; the shim fills rte_eth_conf.
-        check("rte_eth_dev_configure", unsafe { sys::photon_eth_dev_configure(id, cfg.queues, cfg.queues, 1) })?;
+        check("rte_eth_dev_configure", unsafe {
+            sys::photon_eth_dev_configure(id, cfg.queues, cfg.queues, 1)
+        })?;
         let socket = eal.socket_id();
         // SAFETY: valid port id.
         let dev_socket = unsafe { sys::rte_eth_dev_socket_id(id) };
-        let socket = if dev_socket >= 0 { dev_socket as u32 } else { socket as u32 };
+        let socket = if dev_socket >= 0 {
+            dev_socket as u32
+        } else {
+            socket as u32
+        };
         for q in 0..cfg.queues {
             // SAFETY: configured port, queue < nb_rx; NULL rxconf means the driver's defaults;
             // the pool outlives the port (pools are never freed).
             check("rte_eth_rx_queue_setup", unsafe {
-                sys::rte_eth_rx_queue_setup(id, q, cfg.rx_desc, socket, std::ptr::null(), pool.as_ptr())
+                sys::rte_eth_rx_queue_setup(
+                    id,
+                    q,
+                    cfg.rx_desc,
+                    socket,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
             })?;
             // SAFETY: as above for TX.
             check("rte_eth_tx_queue_setup", unsafe {
@@ -133,8 +164,18 @@ impl Port {
             let _ = unsafe { sys::rte_eth_promiscuous_enable(id) };
         }
         let inner = Arc::new(PortInner { id });
-        let rx = (0..cfg.queues).map(|queue| RxQueue { port: inner.clone(), queue }).collect();
-        let tx = (0..cfg.queues).map(|queue| TxQueue { port: inner.clone(), queue }).collect();
+        let rx = (0..cfg.queues)
+            .map(|queue| RxQueue {
+                port: inner.clone(),
+                queue,
+            })
+            .collect();
+        let tx = (0..cfg.queues)
+            .map(|queue| TxQueue {
+                port: inner.clone(),
+                queue,
+            })
+            .collect();
         Ok((Port { inner }, rx, tx))
     }
 
@@ -146,15 +187,22 @@ impl Port {
     pub fn link(&self) -> Result<Link> {
         let (mut speed, mut up) = (0u32, 0i32);
         // SAFETY: valid started port, valid out-pointers.
-        check("rte_eth_link_get_nowait", unsafe { sys::photon_eth_link(self.inner.id, &mut speed, &mut up) })?;
-        Ok(Link { up: up != 0, speed_mbps: speed })
+        check("rte_eth_link_get_nowait", unsafe {
+            sys::photon_eth_link(self.inner.id, &mut speed, &mut up)
+        })?;
+        Ok(Link {
+            up: up != 0,
+            speed_mbps: speed,
+        })
     }
 
     /// The port's MAC address.
     pub fn mac(&self) -> Result<[u8; 6]> {
         let mut mac = [0u8; 6];
         // SAFETY: valid port and a 6-byte out buffer.
-        check("rte_eth_macaddr_get", unsafe { sys::photon_eth_macaddr(self.inner.id, mac.as_mut_ptr()) })?;
+        check("rte_eth_macaddr_get", unsafe {
+            sys::photon_eth_macaddr(self.inner.id, mac.as_mut_ptr())
+        })?;
         Ok(mac)
     }
 
@@ -196,7 +244,8 @@ impl RxQueue {
         // SAFETY: this handle is the only user of (port, queue) (not Clone, `&mut self`); the
         // pointer addresses `room` free slots; the driver writes n <= room valid mbufs there.
         unsafe {
-            let n = sys::photon_rx_burst(self.port.id, self.queue, batch.free_slots_ptr(), room) as usize;
+            let n = sys::photon_rx_burst(self.port.id, self.queue, batch.free_slots_ptr(), room)
+                as usize;
             batch.commit_filled(n);
             n
         }
@@ -222,7 +271,8 @@ impl TxQueue {
         }
         // SAFETY: this handle is the only user of (port, queue); the first `len` slots hold
         // valid owned mbufs; the driver takes ownership of the first n it returns.
-        let n = unsafe { sys::photon_tx_burst(self.port.id, self.queue, batch.filled_ptr(), len) } as usize;
+        let n = unsafe { sys::photon_tx_burst(self.port.id, self.queue, batch.filled_ptr(), len) }
+            as usize;
         batch.consume_front(n);
         n
     }

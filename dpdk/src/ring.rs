@@ -25,7 +25,11 @@ impl Drop for RingInner {
         loop {
             // SAFETY: nobody else uses the ring any more; the slots are free.
             let n = unsafe {
-                sys::photon_ring_dequeue_burst(self.ptr.as_ptr(), batch.free_slots_ptr() as *mut *mut _, batch.room() as u32)
+                sys::photon_ring_dequeue_burst(
+                    self.ptr.as_ptr(),
+                    batch.free_slots_ptr() as *mut *mut _,
+                    batch.room() as u32,
+                )
             };
             if n == 0 {
                 break;
@@ -64,7 +68,12 @@ impl Ring {
         let p = unsafe { sys::rte_ring_create(c.as_ptr(), count, sys::SOCKET_ID_ANY, flags) };
         let ptr = NonNull::new(p).ok_or_else(|| from_rte_errno("rte_ring_create"))?;
         let inner = Arc::new(RingInner { ptr });
-        Ok((RingProducer { inner: inner.clone() }, RingConsumer { inner }))
+        Ok((
+            RingProducer {
+                inner: inner.clone(),
+            },
+            RingConsumer { inner },
+        ))
     }
 }
 
@@ -76,7 +85,11 @@ impl RingProducer {
         // SAFETY: unique producer; the first `len` slots hold owned mbufs; the ring takes
         // ownership of the first n.
         let n = unsafe {
-            sys::photon_ring_enqueue_burst(self.inner.ptr.as_ptr(), batch.filled_ptr() as *const *mut _, len)
+            sys::photon_ring_enqueue_burst(
+                self.inner.ptr.as_ptr(),
+                batch.filled_ptr() as *const *mut _,
+                len,
+            )
         };
         batch.consume_front(n as usize);
         n as usize

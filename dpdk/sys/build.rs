@@ -31,7 +31,11 @@ fn main() {
     let cflags = pkg_config_cflags();
 
     let mut build = cc::Build::new();
-    build.file("csrc/shim.c").include("csrc").opt_level(3).warnings(false);
+    build
+        .file("csrc/shim.c")
+        .include("csrc")
+        .opt_level(3)
+        .warnings(false);
     for flag in &cflags {
         build.flag(flag);
     }
@@ -85,7 +89,9 @@ fn main() {
         .expect("bindgen could not generate DPDK bindings (is libclang installed? run scripts/setup.sh)");
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings.rs");
 }
 
 fn pkg_config_cflags() -> Vec<String> {

@@ -27,18 +27,26 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
 /// The DPDK side, inside the namespace: start an af_packet port and wait for the marker frame.
 fn child(iface: &str) {
     let vdev = format!("net_af_packet0,iface={iface}");
-    let eal = Eal::init(&common::test_eal_args(&["--vdev", &vdev])).expect("EAL with af_packet vdev");
+    let eal =
+        Eal::init(&common::test_eal_args(&["--vdev", &vdev])).expect("EAL with af_packet vdev");
     let pool = Mempool::new(&eal, "afp", 1024, 0, Mempool::DEFAULT_DATA_ROOM).expect("pool");
     let id = Port::id_by_name(&eal, "net_af_packet0").expect("af_packet port");
     let (port, mut rx, _tx) = Port::start(&eal, id, &PortConfig::default(), &pool).expect("start");
@@ -77,18 +85,36 @@ fn af_packet_receives_a_real_frame_from_another_namespace() {
     let _guard = Netns(vec![ns_a.clone(), ns_b.clone()]);
     ip(&["netns", "add", &ns_b]).expect("second namespace");
     let (va, vb) = (format!("pa{tag}"), format!("pb{tag}"));
-    ip(&["link", "add", &va, "netns", &ns_a, "type", "veth", "peer", "name", &vb, "netns", &ns_b]).expect("veth pair");
+    ip(&[
+        "link", "add", &va, "netns", &ns_a, "type", "veth", "peer", "name", &vb, "netns", &ns_b,
+    ])
+    .expect("veth pair");
     ip(&["-n", &ns_a, "addr", "add", "10.211.0.1/24", "dev", &va]).expect("address");
     ip(&["-n", &ns_a, "link", "set", &va, "up"]).expect("up a");
     ip(&["-n", &ns_b, "link", "set", &vb, "up"]).expect("up b");
     // No ARP from the DPDK side: a static neighbour lets the kernel send straight away.
-    ip(&["-n", &ns_a, "neigh", "add", "10.211.0.2", "lladdr", "02:00:00:00:00:02", "dev", &va]).expect("neighbour");
+    ip(&[
+        "-n",
+        &ns_a,
+        "neigh",
+        "add",
+        "10.211.0.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        &va,
+    ])
+    .expect("neighbour");
 
     let exe = std::env::current_exe().expect("test binary path");
     let mut dpdk = Command::new("ip")
         .args(["netns", "exec", &ns_b])
         .arg(&exe)
-        .args(["--exact", "af_packet_receives_a_real_frame_from_another_namespace", "--nocapture"])
+        .args([
+            "--exact",
+            "af_packet_receives_a_real_frame_from_another_namespace",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, &vb)
         .stdout(Stdio::piped())
         .spawn()
@@ -109,12 +135,22 @@ fn af_packet_receives_a_real_frame_from_another_namespace() {
             break;
         }
         let _ = Command::new("ip")
-            .args(["netns", "exec", &ns_a, "bash", "-c", &format!("echo -n {payload} > /dev/udp/10.211.0.2/9999")])
+            .args([
+                "netns",
+                "exec",
+                &ns_a,
+                "bash",
+                "-c",
+                &format!("echo -n {payload} > /dev/udp/10.211.0.2/9999"),
+            ])
             .status();
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = dpdk.wait().expect("DPDK side exits");
     let lines = reader.join().expect("reader");
     assert!(status.success(), "the DPDK side failed: {lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("GOT frame")), "no frame reported: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("GOT frame")),
+        "no frame reported: {lines:?}"
+    );
 }

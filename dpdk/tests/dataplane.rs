@@ -12,7 +12,14 @@ fn unique(prefix: &str) -> String {
 }
 
 fn new_pool(n: u32) -> Mempool {
-    Mempool::new(common::eal(), &unique("pool"), n, 0, Mempool::DEFAULT_DATA_ROOM).expect("mempool")
+    Mempool::new(
+        common::eal(),
+        &unique("pool"),
+        n,
+        0,
+        Mempool::DEFAULT_DATA_ROOM,
+    )
+    .expect("mempool")
 }
 
 fn frame(pool: &Mempool, fill: u8, len: usize) -> Mbuf {
@@ -28,7 +35,8 @@ fn ring_port(pool: &Mempool) -> (Port, photon_dpdk::RxQueue, photon_dpdk::TxQueu
     let name = unique("net_ring_dp");
     eal.create_vdev(&name, "").expect("create net_ring vdev");
     let id = Port::id_by_name(eal, &name).expect("port by name");
-    let (port, mut rx, mut tx) = Port::start(eal, id, &PortConfig::default(), pool).expect("start port");
+    let (port, mut rx, mut tx) =
+        Port::start(eal, id, &PortConfig::default(), pool).expect("start port");
     (port, rx.remove(0), tx.remove(0))
 }
 
@@ -37,7 +45,10 @@ fn burst_round_trip_through_net_ring() {
     let pool = new_pool(512);
     let base = pool.in_use();
     let (port, mut rx, mut tx) = ring_port(&pool);
-    assert!(port.link().expect("link").up, "net_ring reports its link up");
+    assert!(
+        port.link().expect("link").up,
+        "net_ring reports its link up"
+    );
 
     let mut out = MbufBatch::new();
     for i in 0..MAX_BURST {
@@ -51,13 +62,18 @@ fn burst_round_trip_through_net_ring() {
     let n = rx.rx_burst(&mut got);
     assert_eq!(n, MAX_BURST);
     for (i, m) in got.iter().enumerate() {
-        let expect: Vec<u8> = (0..60 + i).map(|j| (i as u8).wrapping_add(j as u8)).collect();
+        let expect: Vec<u8> = (0..60 + i)
+            .map(|j| (i as u8).wrapping_add(j as u8))
+            .collect();
         assert_eq!(m.data(), &expect[..], "frame {i} came back byte-identical");
     }
     drop(got);
     assert_eq!(pool.in_use(), base, "every mbuf returned to the pool");
     let st = port.stats().expect("stats");
-    assert_eq!((st.rx_packets, st.tx_packets), (MAX_BURST as u64, MAX_BURST as u64));
+    assert_eq!(
+        (st.rx_packets, st.tx_packets),
+        (MAX_BURST as u64, MAX_BURST as u64)
+    );
 }
 
 #[test]
@@ -76,16 +92,27 @@ fn shared_payload_returns_to_pool_with_last_reference() {
     assert_eq!(payload.refcnt(), 1);
     assert_eq!(pool.in_use(), base + 1, "still held by the last reference");
     drop(payload);
-    assert_eq!(pool.in_use(), base, "freed exactly when the last reference went");
+    assert_eq!(
+        pool.in_use(),
+        base,
+        "freed exactly when the last reference went"
+    );
 
     // Indirect clones: the direct buffer stays until the clone is freed too.
     let clone_pool = pool_small();
     let m = frame(&pool, 1, 100);
     let c = m.clone_into(&clone_pool).expect("clone");
     assert_eq!(c.data(), m.data());
-    assert!(!c.is_writable() && !m.is_writable(), "shared bytes are read-only");
+    assert!(
+        !c.is_writable() && !m.is_writable(),
+        "shared bytes are read-only"
+    );
     drop(m);
-    assert_eq!(pool.in_use(), base + 1, "direct buffer kept alive by its clone");
+    assert_eq!(
+        pool.in_use(),
+        base + 1,
+        "direct buffer kept alive by its clone"
+    );
     drop(c);
     assert_eq!(pool.in_use(), base);
     assert_eq!(clone_pool.in_use(), 0);
@@ -108,7 +135,8 @@ fn chained_header_and_shared_payload_transmit() {
     let mut out = MbufBatch::new();
     for (dest, p) in refs.into_iter().enumerate() {
         let mut h = hdr_pool.alloc().expect("header");
-        h.extend_from_slice(&[dest as u8; 14]).expect("header bytes");
+        h.extend_from_slice(&[dest as u8; 14])
+            .expect("header bytes");
         let chain = h.chain_shared(p).map_err(|(e, _, _)| e).expect("chain");
         assert_eq!(chain.segments(), 2);
         assert_eq!(chain.pkt_len(), 514);
@@ -122,11 +150,19 @@ fn chained_header_and_shared_payload_transmit() {
     let body: Vec<u8> = (0..500).map(|j| 100u8.wrapping_add(j as u8)).collect();
     for (dest, m) in got.iter().enumerate() {
         let bytes = m.to_vec();
-        assert_eq!(&bytes[..14], &[dest as u8; 14], "each destination has its own header");
+        assert_eq!(
+            &bytes[..14],
+            &[dest as u8; 14],
+            "each destination has its own header"
+        );
         assert_eq!(&bytes[14..], &body[..], "all share the same payload bytes");
     }
     drop(got);
-    assert_eq!((pool.in_use(), hdr_pool.in_use()), base, "payload and headers all returned");
+    assert_eq!(
+        (pool.in_use(), hdr_pool.in_use()),
+        base,
+        "payload and headers all returned"
+    );
 }
 
 #[test]
@@ -148,7 +184,10 @@ fn tx_leftovers_stay_owned() {
             break;
         }
     }
-    assert!(!batch.is_empty(), "the ring filled up and TX left some mbufs in the batch");
+    assert!(
+        !batch.is_empty(),
+        "the ring filled up and TX left some mbufs in the batch"
+    );
     assert_eq!(pool.in_use() as usize, base as usize + total + batch.len());
     batch.clear();
     let mut got = MbufBatch::new();
@@ -197,8 +236,14 @@ fn two_pinned_lcores_pass_packets_over_a_ring() {
         (lc, next)
     })
     .expect("spawn consumer");
-    let p = producer.join().expect("producer thread").expect("producer lcore");
-    let (c, received) = consumer.join().expect("consumer thread").expect("consumer lcore");
+    let p = producer
+        .join()
+        .expect("producer thread")
+        .expect("producer lcore");
+    let (c, received) = consumer
+        .join()
+        .expect("consumer thread")
+        .expect("consumer lcore");
     assert_eq!(received as usize, N);
     assert_eq!((p.core, c.core), (c0, c1));
     assert_ne!(p.lcore_id, c.lcore_id, "each thread got its own lcore id");
@@ -209,12 +254,17 @@ fn two_pinned_lcores_pass_packets_over_a_ring() {
 fn unknown_port_name_is_a_clear_error() {
     let err = Port::id_by_name(common::eal(), "net_does_not_exist").unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("net_does_not_exist") && text.contains("no DPDK port"), "{text}");
+    assert!(
+        text.contains("net_does_not_exist") && text.contains("no DPDK port"),
+        "{text}"
+    );
 }
 
 #[test]
 fn bad_vdev_after_start_is_a_clear_error() {
-    let err = common::eal().create_vdev("net_bogusdriver0", "").unwrap_err();
+    let err = common::eal()
+        .create_vdev("net_bogusdriver0", "")
+        .unwrap_err();
     assert!(err.to_string().contains("rte_dev_probe"), "{err}");
 }
 
@@ -223,7 +273,10 @@ fn mbuf_bounds_are_checked() {
     let pool = new_pool(16);
     let mut m = pool.alloc().expect("alloc");
     let head = m.headroom();
-    assert!(m.prepend(head + 1).is_err(), "cannot prepend past the headroom");
+    assert!(
+        m.prepend(head + 1).is_err(),
+        "cannot prepend past the headroom"
+    );
     m.prepend(8).expect("fits").copy_from_slice(&[1; 8]);
     assert_eq!(m.data(), &[1; 8]);
     assert!(m.adj(9).is_err());

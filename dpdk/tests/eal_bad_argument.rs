@@ -7,7 +7,11 @@ use photon_dpdk::{Eal, Error};
 fn bad_argument_is_an_error_value() {
     let args = common::test_eal_args(&["--definitely-not-an-eal-option"]);
     match Eal::init(&args) {
-        Err(Error::EalInit { errno, message, args }) => {
+        Err(Error::EalInit {
+            errno,
+            message,
+            args,
+        }) => {
             assert_eq!(errno, 22, "EINVAL");
             assert!(message.contains("Invalid argument"), "{message}");
             assert!(args.contains("--definitely-not-an-eal-option"));

@@ -9,7 +9,10 @@ fn nonexistent_device_is_an_error_value() {
     match Eal::init(&args) {
         Err(Error::EalInit { message, args, .. }) => {
             assert!(!message.is_empty());
-            assert!(args.contains("net_nosuchdriver0"), "the error names the arguments: {args}");
+            assert!(
+                args.contains("net_nosuchdriver0"),
+                "the error names the arguments: {args}"
+            );
         }
         other => panic!("expected EalInit error, got {other:?}"),
     }

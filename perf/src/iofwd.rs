@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use photon_dpdk::{lcore, Eal, MbufBatch, Mempool, Port, PortConfig};
+use photon_dpdk::{lcore, Eal, MbufBatch, Mempool, Port, PortConfig, RxQueue, TxQueue};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,6 +23,10 @@ pub struct Args {
     /// Skip the testpmd reference (prints only our rate).
     #[arg(long)]
     no_testpmd: bool,
+    /// Alternate testpmd and our loop this many times and report the median of each (evens
+    /// out other load on the machine).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
 }
 
 const EAL_COMMON: [&str; 5] = ["--no-huge", "--no-shconf", "--no-pci", "-m", "1024"];
@@ -30,44 +34,95 @@ const EAL_COMMON: [&str; 5] = ["--no-huge", "--no-shconf", "--no-pci", "-m", "10
 pub fn run(args: &Args) -> Result<(), String> {
     let cores = lcore::available_cores();
     let main_core = *cores.first().ok_or("no CPU core available")?;
-    let fwd_core = args.core.unwrap_or(*cores.last().ok_or("no CPU core available")?);
-    println!("io-forward net_null0 <-> net_null1 on core {fwd_core} ({}s per side, 1s warm-up)", args.seconds);
+    let fwd_core = args
+        .core
+        .unwrap_or(*cores.last().ok_or("no CPU core available")?);
+    let all_cores = cores
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "io-forward net_null0 <-> net_null1 on core {fwd_core}: {} round(s), {}s per side per round after 1s warm-up",
+        args.rounds, args.seconds
+    );
 
-    let reference = if args.no_testpmd { None } else { Some(testpmd(args, main_core, fwd_core)?) };
-    let ours = photon(args, main_core, fwd_core)?;
-
-    println!();
-    println!("| forwarder                        | Mpps (both directions) |");
-    println!("|----------------------------------|------------------------|");
-    if let Some(r) = reference {
-        println!("| dpdk-testpmd --forward-mode=io   | {:>22.2} |", r / 1e6);
+    let (eal, mut queues) = photon_setup(main_core)?;
+    let (mut reference, mut ours) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds.max(1) {
+        if !args.no_testpmd {
+            let r = testpmd(args, &all_cores, main_core, fwd_core)?;
+            println!("round {round}: dpdk-testpmd {:.2} Mpps", r / 1e6);
+            reference.push(r);
+        }
+        let (o, q) = photon_round(&eal, queues, fwd_core, args.seconds)?;
+        queues = q;
+        println!("round {round}: photon-dpdk  {:.2} Mpps", o / 1e6);
+        ours.push(o);
     }
-    println!("| photon-dpdk io-forward loop      | {:>22.2} |", ours / 1e6);
+    let ours = median(&mut ours);
+    println!();
+    println!(
+        "| forwarder (one core, 2 x net_null, burst 32) | Mpps, median of {} |",
+        args.rounds.max(1)
+    );
+    println!("|----------------------------------------------|--------------------|");
+    let reference = (!reference.is_empty()).then(|| median(&mut reference));
+    if let Some(r) = reference {
+        println!(
+            "| dpdk-testpmd --forward-mode=io                | {:>18.2} |",
+            r / 1e6
+        );
+    }
+    println!(
+        "| photon-dpdk io-forward loop                   | {:>18.2} |",
+        ours / 1e6
+    );
     if let Some(r) = reference {
         println!("\nratio photon / testpmd = {:.3} (goal >= 0.9)", ours / r);
     }
     Ok(())
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Runs testpmd for warm-up + `seconds` with a 1 s stats period and averages the per-period
 /// RX rates of both ports after warm-up.
-fn testpmd(args: &Args, main_core: usize, fwd_core: usize) -> Result<f64, String> {
+fn testpmd(args: &Args, all_cores: &str, main_core: usize, fwd_core: usize) -> Result<f64, String> {
     let lcores = format!("{main_core},{fwd_core}");
-    // Line-buffered, so every periodic statistics block reaches the log before SIGINT.
-    let mut cmd = Command::new("stdbuf");
-    cmd.args(["-oL", &args.testpmd]);
-    cmd.args(["-l", &lcores]).args(EAL_COMMON).args(["--file-prefix", "photon_testpmd"]);
+    // taskset: our own EAL narrowed this process's affinity, which a child would inherit.
+    // stdbuf: line-buffered, so every periodic statistics block reaches the log before SIGINT.
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", all_cores, "stdbuf", "-oL", &args.testpmd]);
+    cmd.args(["-l", &lcores])
+        .args(EAL_COMMON)
+        .args(["--file-prefix", "photon_testpmd"]);
     cmd.args(["--vdev", "net_null0", "--vdev", "net_null1", "--"]);
-    cmd.args(["--forward-mode=io", "--auto-start", "--stats-period", "1", "--nb-cores=1"]);
+    cmd.args([
+        "--forward-mode=io",
+        "--auto-start",
+        "--stats-period",
+        "1",
+        "--nb-cores=1",
+    ]);
     // testpmd's periodic statistics go to a file: through a pipe they stay in its stdio buffer.
     let log_path = std::env::temp_dir().join(format!("photon-testpmd-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run {} ({e}); install dpdk-dev (scripts/setup.sh) or pass --no-testpmd", args.testpmd))?;
+        .map_err(|e| {
+            format!(
+                "cannot run {} ({e}); install dpdk-dev (scripts/setup.sh) or pass --no-testpmd",
+                args.testpmd
+            )
+        })?;
     // Poll the log until `seconds` one-second periods with traffic follow a warm-up period
     // (testpmd needs a few seconds to create its pool before forwarding starts).
     let deadline = Instant::now() + Duration::from_secs(args.seconds + 60);
@@ -75,23 +130,34 @@ fn testpmd(args: &Args, main_core: usize, fwd_core: usize) -> Result<f64, String
         std::thread::sleep(Duration::from_millis(250));
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let busy = period_rates(&text).len();
-        if busy > args.seconds as usize || Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+        if busy > args.seconds as usize
+            || Instant::now() > deadline
+            || child.try_wait().ok().flatten().is_some()
+        {
             break text;
         }
     };
     // testpmd prints its totals and frees its ports on SIGINT.
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     child.wait().map_err(|e| format!("testpmd: {e}"))?;
     if std::env::var_os("PHOTON_KEEP_TESTPMD_LOG").is_none() {
         let _ = std::fs::remove_file(&log_path);
     }
     // The first period with traffic is warm-up.
-    let periods: Vec<f64> = period_rates(&text).into_iter().skip(1).take(args.seconds as usize).collect();
+    let periods: Vec<f64> = period_rates(&text)
+        .into_iter()
+        .skip(1)
+        .take(args.seconds as usize)
+        .collect();
     if periods.is_empty() {
-        return Err(format!("could not read testpmd's rates; its output ended with:\n{}", tail(&text, 20)));
+        return Err(format!(
+            "could not read testpmd's rates; its output ended with:\n{}",
+            tail(&text, 20)
+        ));
     }
     let avg = periods.iter().sum::<f64>() / periods.len() as f64;
-    println!("dpdk-testpmd: {:.2} Mpps over {} one-second periods", avg / 1e6, periods.len());
     Ok(avg)
 }
 
@@ -103,7 +169,10 @@ fn period_rates(text: &str) -> Vec<f64> {
         .filter_map(|l| l.trim().strip_prefix("Rx-pps:"))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
         .collect();
-    pps.chunks_exact(2).map(|c| c[0] + c[1]).filter(|&p| p > 0.0).collect()
+    pps.chunks_exact(2)
+        .map(|c| c[0] + c[1])
+        .filter(|&p| p > 0.0)
+        .collect()
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -111,24 +180,49 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Our loop: the same shape as testpmd's io engine (burst of 32 from one port, burst to the
-/// other, free what TX refused), on a thread pinned to `fwd_core` and registered as an lcore.
-fn photon(args: &Args, main_core: usize, fwd_core: usize) -> Result<f64, String> {
+type Queues = [(RxQueue, TxQueue); 2];
+
+/// Starts our EAL (once per process) with the two net_null ports.
+fn photon_setup(main_core: usize) -> Result<(Eal, Queues), String> {
     let lcores = format!("{main_core}");
     let mut eal_args = vec!["photon-perf", "-l", &lcores];
     eal_args.extend(EAL_COMMON);
-    eal_args.extend(["--file-prefix", "photon_iofwd", "--vdev", "net_null0", "--vdev", "net_null1"]);
+    eal_args.extend([
+        "--file-prefix",
+        "photon_iofwd",
+        "--vdev",
+        "net_null0",
+        "--vdev",
+        "net_null1",
+    ]);
     let eal = Eal::init(&eal_args).map_err(|e| e.to_string())?;
-    let pool = Mempool::new(&eal, "iofwd", 8191, 256, Mempool::DEFAULT_DATA_ROOM).map_err(|e| e.to_string())?;
+    let pool = Mempool::new(&eal, "iofwd", 8191, 256, Mempool::DEFAULT_DATA_ROOM)
+        .map_err(|e| e.to_string())?;
     let mut queues = Vec::new();
     for name in ["net_null0", "net_null1"] {
         let id = Port::id_by_name(&eal, name).map_err(|e| e.to_string())?;
-        let (_port, rx, tx) = Port::start(&eal, id, &PortConfig::default(), &pool).map_err(|e| e.to_string())?;
-        queues.push((rx.into_iter().next().ok_or("no rx queue")?, tx.into_iter().next().ok_or("no tx queue")?));
+        let (_port, rx, tx) =
+            Port::start(&eal, id, &PortConfig::default(), &pool).map_err(|e| e.to_string())?;
+        queues.push((
+            rx.into_iter().next().ok_or("no rx queue")?,
+            tx.into_iter().next().ok_or("no tx queue")?,
+        ));
     }
-    let (mut q1, mut q0) = (queues.pop().ok_or("port 1")?, queues.pop().ok_or("port 0")?);
-    let seconds = args.seconds;
-    let handle = lcore::spawn(&eal, fwd_core, "iofwd", move |_| {
+    let q1 = queues.pop().ok_or("port 1")?;
+    let q0 = queues.pop().ok_or("port 0")?;
+    Ok((eal, [q0, q1]))
+}
+
+/// Our loop: the same shape as testpmd's io engine (burst of 32 from one port, burst to the
+/// other, free what TX refused), on a thread pinned to `fwd_core` and registered as an lcore.
+fn photon_round(
+    eal: &Eal,
+    queues: Queues,
+    fwd_core: usize,
+    seconds: u64,
+) -> Result<(f64, Queues), String> {
+    let handle = lcore::spawn(eal, fwd_core, "iofwd", move |_| {
+        let [mut q0, mut q1] = queues;
         let mut batch = MbufBatch::new();
         let mut forwarded = 0u64;
         let warm_until = Instant::now() + Duration::from_secs(1);
@@ -154,13 +248,16 @@ fn photon(args: &Args, main_core: usize, fwd_core: usize) -> Result<f64, String>
                 }
                 if now >= end {
                     let (t0, f0) = measuring.unwrap_or((now, forwarded));
-                    return (forwarded - f0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-9);
+                    let pps =
+                        (forwarded - f0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-9);
+                    return (pps, [q0, q1]);
                 }
             }
         }
     })
     .map_err(|e| e.to_string())?;
-    let pps = handle.join().map_err(|_| "forwarding thread panicked")?.map_err(|e| e.to_string())?;
-    println!("photon-dpdk:  {:.2} Mpps over {} s", pps / 1e6, args.seconds);
-    Ok(pps)
+    handle
+        .join()
+        .map_err(|_| "forwarding thread panicked")?
+        .map_err(|e| e.to_string())
 }

@@ -2,7 +2,12 @@
 //! (`csrc/shim.h`) for DPDK's static-inline fast-path functions.
 //!
 //! Everything here is `unsafe` to call; the safe layer is the `photon-dpdk` crate.
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
