@@ -61,7 +61,7 @@ pub struct RingConsumer {
 impl Ring {
     /// Creates a ring with room for `count - 1` mbufs (`count` a power of two), split into
     /// its two ends. Mbufs left inside when both ends are dropped are freed.
-    pub fn new(_eal: &Eal, name: &str, count: u32) -> Result<(RingProducer, RingConsumer)> {
+    pub fn create(_eal: &Eal, name: &str, count: u32) -> Result<(RingProducer, RingConsumer)> {
         let c = CString::new(name).map_err(|_| Error::NulInArgument(name.into()))?;
         let flags = sys::RING_F_SP_ENQ | sys::RING_F_SC_DEQ;
         // SAFETY: valid C string; returns NULL with rte_errno on failure.

@@ -202,7 +202,7 @@ fn two_pinned_lcores_pass_packets_over_a_ring() {
     let eal = common::eal();
     let pool = new_pool(1024);
     let base = pool.in_use();
-    let (mut prod, mut cons) = Ring::new(eal, &unique("ring"), 256).expect("ring");
+    let (mut prod, mut cons) = Ring::create(eal, &unique("ring"), 256).expect("ring");
     let cores = lcore::available_cores();
     let (c0, c1) = (cores[0], *cores.get(1).unwrap_or(&cores[0]));
     const N: usize = 10_000;
