@@ -1,4 +1,6 @@
 //! Golden bytes of the compressed block format (docs/protocol.md §6.3) and its typed errors.
+// Bytes of references are written in groups of the 3-bit reference width, not of 4 bits.
+#![allow(clippy::unusual_byte_groupings)]
 
 use photon_protocol::chain::{Bitcoin, ChainAdapter};
 use photon_protocol::compress::varint::VarintError;

@@ -1,5 +1,7 @@
 //! Property tests of the compressed block codecs (docs/protocol.md §6.3): varints, bit packing,
 //! group choice and the whole encoding round trip; arbitrary bytes never panic the decoder.
+// Bytes of references are written in groups of the 3-bit reference width, not of 4 bits.
+#![allow(clippy::unusual_byte_groupings)]
 
 use photon_protocol::compress::bits::{packed_len, BitReader, BitWriter};
 use photon_protocol::compress::{

@@ -4,6 +4,8 @@
 //!
 //! The seed files are small real compressed blocks, written by
 //! `cargo test -p photon-protocol --test fuzz_corpus_compress -- --ignored write_seeds`.
+// Bytes of references are written in groups of the 3-bit reference width, not of 4 bits.
+#![allow(clippy::unusual_byte_groupings)]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -57,8 +59,7 @@ fn early_blocks() -> Vec<Vec<u8>> {
 fn write_seeds() {
     let blocks = early_blocks();
     assert_eq!(blocks.len(), 439);
-    let mut write =
-        |name: &str, bytes: &[u8]| std::fs::write(corpus_dir().join(name), bytes).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(corpus_dir().join(name), bytes).unwrap();
     // The golden vector of compress_golden.rs.
     #[rustfmt::skip]
     write("golden-format", &[
