@@ -142,7 +142,7 @@ impl FecParams {
                 max: MAX_BLOCK_LEN,
             });
         }
-        if shard_size == 0 || shard_size % 2 != 0 || shard_size > usize::from(u16::MAX) {
+        if shard_size == 0 || shard_size & 1 != 0 || shard_size > usize::from(u16::MAX) {
             return Err(FecError::BadShardSize(shard_size));
         }
         let k = block_len.div_ceil(shard_size);
@@ -166,7 +166,7 @@ impl FecParams {
                 max: MAX_BLOCK_LEN,
             });
         }
-        if shard_size == 0 || shard_size % 2 != 0 || shard_size > usize::from(u16::MAX) {
+        if shard_size == 0 || shard_size & 1 != 0 || shard_size > usize::from(u16::MAX) {
             return Err(FecError::BadShardSize(shard_size));
         }
         if source_count + repair_count > MAX_TOTAL_SHARDS

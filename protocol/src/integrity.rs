@@ -20,7 +20,11 @@
 //! - [`ManifestCollector`]: the receiver's side; gathers fragments and answers shard hashes.
 
 use ring::digest;
-use ring::signature::{self, Ed25519KeyPair};
+use ring::signature;
+
+/// The signing key a manifest takes: ring's Ed25519 key pair, re-exported so callers (and the
+/// identity module, §5) need no direct `ring` dependency.
+pub use ring::signature::Ed25519KeyPair;
 
 use crate::fec::{self, Encoded, FecError, FecParams, RepairPolicy};
 
