@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         trials
     );
     println!(
-        "| repair overhead | K | R | Km+Rm manifest | wire bytes (all datagrams) | decoded at 1 % loss | at 2 % | at 5 % |"
+        "| repair overhead | K | R | manifest Km+Rm: datagram bytes (% of block) | wire bytes (all datagrams) | decoded at 1 % loss | at 2 % | at 5 % |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (oi, &permille) in OVERHEADS_PERMILLE.iter().enumerate() {
@@ -85,11 +85,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cells.push(ok as f64 * 100.0 / trials as f64);
         }
         println!(
-            "| {:.0} % | {} | {} | {} | {} (+{:.2} % over the block) | {:.3} % | {:.3} % | {:.3} % |",
+            "| {:.0} % | {} | {} | {}+{}: {} ({:.2} %) | {} (+{:.2} % over the block) | {:.3} % | {:.3} % | {:.3} % |",
             f64::from(permille) / 10.0,
             k,
             r,
-            mt,
+            km,
+            mt - km,
+            mt * (wire::HEADER_LEN + manifest.fragment_len()),
+            (mt * (wire::HEADER_LEN + manifest.fragment_len())) as f64 * 100.0 / block.len() as f64,
             wire_bytes,
             (wire_bytes as f64 / block.len() as f64 - 1.0) * 100.0,
             cells[0],
