@@ -9,7 +9,7 @@
 //! it) and hands back the [`BlockKey`] that opens it and travels in the key release. Because a key
 //! never seals twice, the nonce can be the stream id without risk of nonce reuse.
 
-use crate::identity::{Identity, IdentityError, PublicKey};
+use crate::identity::{Identity, PublicKey};
 use crate::wire::KeyReleaseRepr;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::SecureRandom;
@@ -148,10 +148,7 @@ impl BlockKey {
         let input = key_release_signing_input(release.stream, &release.key);
         origin
             .verify(&input, &release.signature)
-            .map_err(|e| match e {
-                IdentityError::BadSignature => SealError::BadSignature,
-                _ => SealError::BadSignature,
-            })?;
+            .map_err(|_| SealError::BadSignature)?;
         Ok(BlockKey { bytes: release.key })
     }
 }
