@@ -77,6 +77,9 @@ pub enum Error {
     /// A message type this library does not know.
     #[error("unknown message type {0:#04x}")]
     UnknownType(u8),
+    /// A kind-specific parser was handed a datagram of another kind.
+    #[error("expected a {expected} datagram, got type {got:#04x}")]
+    WrongType { expected: &'static str, got: u8 },
     /// The payload length does not fit the message kind (e.g. a receipt shorter than its fixed
     /// part, or a list whose count does not match the bytes that follow).
     #[error("bad payload length for {msg}: {len} bytes")]

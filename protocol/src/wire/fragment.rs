@@ -58,12 +58,19 @@ pub struct FragmentRepr<'a> {
 }
 
 impl<'a> FragmentRepr<'a> {
-    /// Parses a block fragment from a packet. Fails with [`Error::UnknownType`] if the packet is
-    /// not a block fragment.
+    /// Parses a block fragment from a packet. Fails with [`Error::WrongType`] if the packet is
+    /// another kind.
     pub fn parse<T: AsRef<[u8]>>(packet: &'a Packet<T>) -> Result<FragmentRepr<'a>> {
         let header = HeaderRepr::parse(packet)?;
-        let kind = FragmentKind::from_msg_type(header.msg_type)
-            .ok_or(Error::UnknownType(header.msg_type.as_u8()))?;
+        FragmentRepr::from_header(&header, packet.payload())
+    }
+
+    /// From an already parsed header and its payload.
+    pub(super) fn from_header(header: &HeaderRepr, payload: &'a [u8]) -> Result<FragmentRepr<'a>> {
+        let kind = FragmentKind::from_msg_type(header.msg_type).ok_or(Error::WrongType {
+            expected: "block fragment",
+            got: header.msg_type.as_u8(),
+        })?;
         let repr = FragmentRepr {
             kind,
             stream: header.stream,
@@ -71,7 +78,7 @@ impl<'a> FragmentRepr<'a> {
             count: header.count,
             k: header.k,
             r: header.r,
-            payload: packet.payload(),
+            payload,
         };
         repr.check()?;
         Ok(repr)
@@ -303,6 +310,12 @@ mod tests {
         .unwrap();
         buf[6..8].fill(0);
         let p = Packet::new_checked(&buf[..]).unwrap();
-        assert_eq!(FragmentRepr::parse(&p), Err(Error::UnknownType(0x32)));
+        assert_eq!(
+            FragmentRepr::parse(&p),
+            Err(Error::WrongType {
+                expected: "block fragment",
+                got: 0x32
+            })
+        );
     }
 }

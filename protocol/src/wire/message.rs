@@ -143,7 +143,10 @@ fn emit_body<'a, B: Body<'a>>(
 fn parse_body<'a, B: Body<'a>, T: AsRef<[u8]>>(packet: &'a Packet<T>) -> Result<B> {
     let header = HeaderRepr::parse(packet)?;
     if header.msg_type != B::TYPE {
-        return Err(Error::UnknownType(header.msg_type.as_u8()));
+        return Err(Error::WrongType {
+            expected: B::NAME,
+            got: header.msg_type.as_u8(),
+        });
     }
     B::from_parts(&header, packet.payload())
 }
@@ -152,7 +155,7 @@ macro_rules! impl_repr {
     ($ty:ty) => {
         impl<'a> $ty {
             /// Parses this message kind from a packet (type must match, else
-            /// [`Error::UnknownType`]).
+            /// [`Error::WrongType`]).
             pub fn parse<T: AsRef<[u8]>>(packet: &'a Packet<T>) -> Result<Self> {
                 parse_body(packet)
             }
@@ -853,7 +856,7 @@ impl<'a> Repr<'a> {
         let payload = packet.payload();
         let message = match header.msg_type {
             MessageType::SourceShard | MessageType::RepairShard | MessageType::Manifest => {
-                Message::Fragment(FragmentRepr::parse(packet)?)
+                Message::Fragment(FragmentRepr::from_header(&header, payload)?)
             }
             MessageType::Transaction => {
                 Message::Transaction(TransactionRepr::from_parts(&header, payload)?)
@@ -1165,6 +1168,17 @@ mod tests {
         let mut b = hdr(0x22, 7, 1, 1, 0, 0);
         b.extend_from_slice(&[0x01, 0x01, 0xff, 0xff, 0, 2, 0xc0]);
         assert_eq!(parse(&b), Error::BadField { field: "n" });
+        // A kind-specific parser refuses another kind.
+        let mut b = hdr(0x32, 8, 0, 1, 0, 0);
+        b.extend_from_slice(&[0; 8]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            ReceiptRepr::parse(&p),
+            Err(Error::WrongType {
+                expected: "receipt",
+                got: 0x32
+            })
+        );
         // Empty tx request.
         let mut b = hdr(0x12, 2, 1, 1, 0, 0);
         b.extend_from_slice(&[0, 0]);
