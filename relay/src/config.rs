@@ -1,0 +1,580 @@
+//! The relay's TOML configuration. `configs/relay.toml` documents every setting.
+//!
+//! Parsing is strict (`deny_unknown_fields`: a misspelt key is an error, not a silent default),
+//! and every error names the key and says what to change: toml's own messages carry the line,
+//! column and key; [`Config::validate`] adds the cross-field checks.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use photon_protocol::hopauth::{HopKey, HopKeys};
+use serde::Deserialize;
+
+use crate::table::{LocalSpec, PeerKind, PeerSpec};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax, a missing or unknown key, a value of the wrong type or format.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value that parses but does not make sense (with the key it concerns).
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A MAC address written `02:00:00:00:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let bad = || {
+            format!("invalid MAC address {s:?}: expected six hex bytes like \"02:00:00:00:00:01\"")
+        };
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut mac = [0u8; 6];
+        for (b, p) in mac.iter_mut().zip(parts) {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 128-bit hop key written as 32 hex digits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key16(pub [u8; 16]);
+
+impl std::fmt::Debug for Key16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key16(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Key16 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key16, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "invalid hop key: expected 32 hex digits, got {} characters",
+                s.len()
+            ))
+        };
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut k = [0u8; 16];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Key16(k))
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub relay: RelayConfig,
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    #[serde(default)]
+    pub eal: EalConfig,
+    /// `[[port]]` tables, in port-index order.
+    #[serde(rename = "port")]
+    pub ports: Vec<PortConfig>,
+    /// `[[neighbour]]` tables: static IP → MAC entries.
+    #[serde(default, rename = "neighbour")]
+    pub neighbours: Vec<Neighbour>,
+    /// `[[peer]]` tables: peer relays of the mesh.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerRelay>,
+}
+
+/// `[relay]`: who the relay is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    pub node_id: u32,
+    pub ip: Ipv4Addr,
+    #[serde(default = "default_prefix")]
+    pub prefix_len: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    pub udp_port: u16,
+    pub cores: Vec<usize>,
+    #[serde(default)]
+    pub main_core: usize,
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u8,
+}
+
+fn default_prefix() -> u8 {
+    24
+}
+fn default_max_hops() -> u8 {
+    8
+}
+
+/// `[dataplane]`: sizes and timers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    pub drain_us: u64,
+    pub dedup_entries: usize,
+    pub rx_mbufs: u32,
+    pub header_mbufs: u32,
+    pub mbuf_cache: u32,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub control_ring: u32,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            drain_us: 100,
+            dedup_entries: 1 << 20,
+            rx_mbufs: 16383,
+            header_mbufs: 32767,
+            mbuf_cache: 256,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            control_ring: 1024,
+        }
+    }
+}
+
+/// `[eal]`: how DPDK starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    pub file_prefix: String,
+    pub no_huge: bool,
+    pub memory_mb: Option<u32>,
+    pub args: Vec<String>,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        EalConfig {
+            file_prefix: "photon-relay".into(),
+            no_huge: false,
+            memory_mb: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// `[[port]]`: one ethdev.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// The device name DPDK knows it by (`net_tap0`, `0000:01:00.0`).
+    pub name: String,
+    /// Create this virtual device: `--vdev` arguments (`net_tap0,iface=photon0`).
+    #[serde(default)]
+    pub vdev: Option<String>,
+    /// Use this PCI device (bound to vfio-pci): passed as `-a`.
+    #[serde(default)]
+    pub pci: Option<String>,
+}
+
+/// `[[neighbour]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbour {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+/// `[[peer]]`: a peer relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRelay {
+    pub node_id: u32,
+    pub addr: SocketAddrV4,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default = "yes")]
+    pub subscribed: bool,
+    /// Static hop keys for testbeds without the handshake (§4.2): relay → peer.
+    #[serde(default)]
+    pub send_key: Option<Key16>,
+    /// Peer → relay.
+    #[serde(default)]
+    pub recv_key: Option<Key16>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Parses and validates a configuration.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Cross-field checks; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.relay;
+        if r.node_id == 0 {
+            return Err(invalid(
+                "relay.node_id",
+                "0 is reserved for unregistered senders; pick another id",
+            ));
+        }
+        if r.udp_port == 0 {
+            return Err(invalid("relay.udp_port", "must not be 0"));
+        }
+        if r.prefix_len > 32 {
+            return Err(invalid(
+                "relay.prefix_len",
+                format!("{} is not an IPv4 prefix length (0..=32)", r.prefix_len),
+            ));
+        }
+        if let Some(gw) = r.gateway {
+            if !self.on_link(gw) {
+                return Err(invalid(
+                    "relay.gateway",
+                    format!("{gw} is not in {}/{}", r.ip, r.prefix_len),
+                ));
+            }
+        }
+        if r.cores.is_empty() {
+            return Err(invalid(
+                "relay.cores",
+                "list at least one core for a pipeline",
+            ));
+        }
+        for (i, c) in r.cores.iter().enumerate() {
+            if r.cores[..i].contains(c) {
+                return Err(invalid("relay.cores", format!("core {c} is listed twice")));
+            }
+            if *c == r.main_core {
+                return Err(invalid(
+                    "relay.cores",
+                    format!("core {c} is also relay.main_core; give pipelines their own cores"),
+                ));
+            }
+        }
+        if r.max_hops == 0 {
+            return Err(invalid("relay.max_hops", "0 would forward nothing"));
+        }
+        let d = &self.dataplane;
+        if d.drain_us == 0 {
+            return Err(invalid("dataplane.drain_us", "must be at least 1"));
+        }
+        if d.dedup_entries == 0 {
+            return Err(invalid("dataplane.dedup_entries", "must be at least 1"));
+        }
+        if !d.control_ring.is_power_of_two() || d.control_ring < 2 {
+            return Err(invalid(
+                "dataplane.control_ring",
+                format!("{} is not a power of two >= 2", d.control_ring),
+            ));
+        }
+        if d.rx_mbufs == 0 || d.header_mbufs == 0 || d.rx_desc == 0 || d.tx_desc == 0 {
+            return Err(invalid(
+                "dataplane",
+                "pool sizes and descriptor counts must be positive",
+            ));
+        }
+        if self.ports.is_empty() {
+            return Err(invalid("port", "configure at least one [[port]]"));
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if self.ports[..i].iter().any(|q| q.name == p.name) {
+                return Err(invalid(
+                    format!("port[{i}].name"),
+                    format!("{:?} is listed twice", p.name),
+                ));
+            }
+            if p.vdev.is_some() && p.pci.is_some() {
+                return Err(invalid(
+                    format!("port[{i}]"),
+                    "set either vdev or pci, not both",
+                ));
+            }
+        }
+        for (i, n) in self.neighbours.iter().enumerate() {
+            if self.neighbours[..i].iter().any(|m| m.ip == n.ip) {
+                return Err(invalid(
+                    format!("neighbour[{i}].ip"),
+                    format!("{} is listed twice", n.ip),
+                ));
+            }
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            let key = |k: &str| format!("peer[{i}].{k}");
+            if p.node_id == 0 || p.node_id == r.node_id {
+                return Err(invalid(
+                    key("node_id"),
+                    format!("{} is reserved or the relay's own id", p.node_id),
+                ));
+            }
+            if self.peers[..i].iter().any(|q| q.node_id == p.node_id) {
+                return Err(invalid(
+                    key("node_id"),
+                    format!("{} is listed twice", p.node_id),
+                ));
+            }
+            if usize::from(p.port) >= self.ports.len() {
+                return Err(invalid(
+                    key("port"),
+                    format!(
+                        "port index {} but only {} [[port]] configured",
+                        p.port,
+                        self.ports.len()
+                    ),
+                ));
+            }
+            if p.send_key.is_some() != p.recv_key.is_some() {
+                return Err(invalid(
+                    key("send_key"),
+                    "give both send_key and recv_key, or neither (handshake)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_link(&self, ip: Ipv4Addr) -> bool {
+        let bits = u32::from(self.relay.prefix_len);
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        u32::from(ip) & mask == u32::from(self.relay.ip) & mask
+    }
+
+    /// The next hop towards `ip`: itself when on-link, else `relay.gateway`.
+    pub fn next_hop(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.on_link(ip) {
+            Some(ip)
+        } else {
+            self.relay.gateway
+        }
+    }
+
+    /// The static neighbour entry's MAC for the next hop towards `ip`.
+    pub fn next_hop_mac(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        let hop = self.next_hop(ip)?;
+        self.neighbours
+            .iter()
+            .find(|n| n.ip == hop)
+            .map(|n| n.mac.0)
+    }
+
+    /// The relay's identity, given the MAC of each port (known once the ports started).
+    pub fn local_spec(&self, port_macs: Vec<[u8; 6]>) -> LocalSpec {
+        LocalSpec {
+            node_id: self.relay.node_id,
+            ip: self.relay.ip,
+            udp_port: self.relay.udp_port,
+            port_macs,
+            max_hops: self.relay.max_hops,
+        }
+    }
+
+    /// The configured peer relays whose next hop resolves from the static neighbours, and the
+    /// node ids of those that do not (the control path resolves them by ARP).
+    pub fn peer_specs(&self) -> (Vec<PeerSpec>, Vec<u32>) {
+        let mut specs = Vec::new();
+        let mut unresolved = Vec::new();
+        for p in &self.peers {
+            let Some(mac) = self.next_hop_mac(*p.addr.ip()) else {
+                unresolved.push(p.node_id);
+                continue;
+            };
+            let keys = match (&p.send_key, &p.recv_key) {
+                (Some(s), Some(r)) => Some(HopKeys {
+                    send: HopKey::from_bytes(&s.0),
+                    recv: HopKey::from_bytes(&r.0),
+                }),
+                _ => None,
+            };
+            specs.push(PeerSpec {
+                node_id: p.node_id,
+                kind: PeerKind::Relay,
+                addr: p.addr,
+                next_hop_mac: mac,
+                port: p.port,
+                keys,
+                subscribed: p.subscribed,
+            });
+        }
+        (specs, unresolved)
+    }
+
+    /// The EAL command line: main lcore, file prefix, memory, devices, extra arguments.
+    pub fn eal_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "photon-relay".to_string(),
+            "-l".into(),
+            self.relay.main_core.to_string(),
+        ];
+        a.extend(["--file-prefix".into(), self.eal.file_prefix.clone()]);
+        if self.eal.no_huge {
+            a.push("--no-huge".into());
+        }
+        if let Some(m) = self.eal.memory_mb {
+            a.extend(["-m".into(), m.to_string()]);
+        }
+        if self.ports.iter().all(|p| p.pci.is_none()) {
+            a.push("--no-pci".into());
+        }
+        for p in &self.ports {
+            if let Some(v) = &p.vdev {
+                a.extend(["--vdev".into(), v.clone()]);
+            }
+            if let Some(pci) = &p.pci {
+                a.extend(["-a".into(), pci.clone()]);
+            }
+        }
+        a.extend(self.eal.args.iter().cloned());
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [relay]
+        node_id = 1
+        ip = "10.0.0.1"
+        udp_port = 4433
+        cores = [1]
+        [[port]]
+        name = "net_ring0"
+        vdev = "net_ring0"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.relay.prefix_len, 24);
+        assert_eq!(c.dataplane.drain_us, 100);
+        assert_eq!(
+            c.eal_args(),
+            [
+                "photon-relay",
+                "-l",
+                "0",
+                "--file-prefix",
+                "photon-relay",
+                "--no-pci",
+                "--vdev",
+                "net_ring0"
+            ]
+        );
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");
+        for name in [
+            "relay.toml",
+            "relay-afpacket.toml",
+            "relay-tap.toml",
+            "relay-nic.toml",
+        ] {
+            let path = Path::new(dir).join(name);
+            let c = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.ports.is_empty(), "{name}");
+        }
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let e = err(&MINIMAL.replace("udp_port = 4433", "udp_port = 4433\nudp_prot = 1"));
+        assert!(e.contains("udp_prot"), "{e}");
+        let e = err(&MINIMAL.replace("\"10.0.0.1\"", "\"10.0.0.300\""));
+        assert!(e.contains("ip") && e.contains("10.0.0.300"), "{e}");
+        let e = err(&MINIMAL.replace("cores = [1]", "cores = [1, 1]"));
+        assert!(
+            e.contains("relay.cores") && e.contains("core 1 is listed twice"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("cores = [1]", "cores = [0]"));
+        assert!(e.contains("main_core"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[neighbour]]\nip = \"10.0.0.2\"\nmac = \"02:00:00:00:00\""
+        ));
+        assert!(e.contains("MAC") && e.contains("02:00:00:00:00"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[peer]]\nnode_id = 2\naddr = \"10.0.0.2:4433\"\nport = 3"
+        ));
+        assert!(e.contains("peer[0].port"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[peer]]\nnode_id = 2\naddr = \"10.0.0.2:4433\"\nsend_key = \"00\""
+        ));
+        assert!(e.contains("hop key"), "{e}");
+        let e = err(&MINIMAL.replace("[relay]", "[relay]\ngateway = \"192.168.0.1\""));
+        assert!(e.contains("relay.gateway"), "{e}");
+    }
+
+    #[test]
+    fn next_hops_resolve_on_link_or_via_gateway() {
+        let text = format!(
+            "{}\n[[neighbour]]\nip = \"10.0.0.2\"\nmac = \"02:00:00:00:00:02\"\n[[neighbour]]\nip = \"10.0.0.254\"\nmac = \"02:00:00:00:00:fe\"\n\
+             [[peer]]\nnode_id = 2\naddr = \"10.0.0.2:4433\"\n[[peer]]\nnode_id = 3\naddr = \"192.0.2.7:4433\"\n[[peer]]\nnode_id = 4\naddr = \"10.0.0.9:4433\"",
+            MINIMAL.replace("[relay]", "[relay]\ngateway = \"10.0.0.254\"")
+        );
+        let c = Config::from_toml(&text).unwrap();
+        let (specs, unresolved) = c.peer_specs();
+        assert_eq!(
+            specs
+                .iter()
+                .map(|s| (s.node_id, s.next_hop_mac[5]))
+                .collect::<Vec<_>>(),
+            vec![(2, 2), (3, 0xfe)]
+        );
+        assert_eq!(unresolved, vec![4]);
+    }
+}

@@ -1,0 +1,425 @@
+//! The forwarding decision, sans-IO: is this fragment forwarded, and what header does each copy
+//! get. The DPDK pipeline ([`crate::pipeline`]) calls exactly these functions; the tests call
+//! them on plain byte vectors.
+
+use photon_protocol::wire::HEADER_LEN;
+
+use crate::counters::DropReason;
+use crate::dedup::{Dedup, FragmentKey, Seen};
+use crate::packet::{write_forward_header, FragmentInfo};
+use crate::table::{Peer, Table};
+
+/// Why a classified fragment is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Dropped for a reason counted as a drop.
+    Drop(DropReason),
+    /// Already forwarded (counted as a dedup hit).
+    Duplicate,
+}
+
+/// Checks, in this order: the sender is in the table, its session exists, its hop tag verifies
+/// (so forged fragments can neither be forwarded nor poison the dedup table), the hop limit,
+/// that someone is subscribed, and finally dedup (`now`: the coarse clock of
+/// [`Dedup::check_insert`]). Returns the sender's slot.
+#[inline]
+pub fn admit(
+    table: &Table,
+    dedup: &Dedup,
+    frame: &[u8],
+    info: &FragmentInfo,
+    now: u16,
+) -> Result<usize, Reject> {
+    let slot = table
+        .slot_of(info.sender)
+        .ok_or(Reject::Drop(DropReason::UnknownSender))?;
+    let peer = table
+        .peer(slot)
+        .ok_or(Reject::Drop(DropReason::UnknownSender))?;
+    let keys = peer
+        .spec
+        .keys
+        .as_ref()
+        .ok_or(Reject::Drop(DropReason::NoSession))?;
+    let header = frame
+        .get(info.photon_offset..info.photon_offset + HEADER_LEN)
+        .unwrap_or(&[]);
+    if !keys.recv.verify(header) {
+        return Err(Reject::Drop(DropReason::BadHopTag));
+    }
+    if info.hops >= table.local().max_hops {
+        return Err(Reject::Drop(DropReason::HopLimit));
+    }
+    if table.destination_count(slot) == 0 {
+        return Err(Reject::Drop(DropReason::NoDestination));
+    }
+    let key = FragmentKey {
+        stream: info.stream,
+        msg_type: info.msg_type,
+        index: info.index,
+    };
+    match dedup.check_insert(&key, now) {
+        Seen::New => Ok(slot),
+        Seen::Duplicate => Err(Reject::Duplicate),
+    }
+}
+
+/// Writes the 78-byte header of the copy for `dest` into `out`: Ethernet/IPv4/UDP towards the
+/// peer's observed address, the received Photon header `photon_in` with `sender` = this relay,
+/// `hops` + 1 and the hop tag under the link's send key. `payload_sum` comes from
+/// [`crate::packet::payload_sum`], once per received fragment. Returns the length, or `None` if
+/// a buffer is short or `dest` has no key.
+#[inline]
+pub fn write_copy_header(
+    out: &mut [u8],
+    table: &Table,
+    dest: &Peer,
+    photon_in: &[u8],
+    info: &FragmentInfo,
+    payload_sum: u16,
+) -> Option<usize> {
+    let keys = dest.spec.keys.as_ref()?;
+    write_forward_header(
+        out,
+        &dest.template,
+        photon_in,
+        table.local().node_id,
+        info.hops.saturating_add(1),
+        info.payload_len(),
+        payload_sum,
+        |h| keys.send.tag(h),
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use photon_protocol::hopauth::{HopKey, HopKeys};
+    use photon_protocol::wire::{
+        flags, FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet,
+    };
+    use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
+
+    use super::*;
+    use crate::packet::{classify, payload_sum, Action, HeaderTemplate, Local, FORWARD_HEADER_LEN};
+    use crate::table::{LocalSpec, PeerKind, PeerSpec};
+
+    pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    pub const PORT: u16 = 4433;
+
+    pub fn keys_of(id: u32) -> HopKeys {
+        // Deterministic per-peer keys; `send` is relay→peer, `recv` peer→relay.
+        HopKeys {
+            send: HopKey::from_bytes(&[id as u8; 16]),
+            recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
+        }
+    }
+
+    pub fn peer_addr(id: u32) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, id as u8), 5000 + id as u16)
+    }
+
+    pub fn peer_mac(id: u32) -> [u8; 6] {
+        [2, 0, 0, 0, 1, id as u8]
+    }
+
+    pub fn table(ids: &[u32]) -> Table {
+        let local = LocalSpec {
+            node_id: 1,
+            ip: RELAY_IP,
+            udp_port: PORT,
+            port_macs: vec![RELAY_MAC],
+            max_hops: 4,
+        };
+        let peers = ids
+            .iter()
+            .map(|&id| PeerSpec {
+                node_id: id,
+                kind: PeerKind::Gateway,
+                addr: peer_addr(id),
+                next_hop_mac: peer_mac(id),
+                port: 0,
+                keys: Some(keys_of(id)),
+                subscribed: true,
+            })
+            .collect();
+        Table::new(local, peers).unwrap()
+    }
+
+    pub fn local() -> Local {
+        Local {
+            mac: RELAY_MAC,
+            ip: RELAY_IP,
+            udp_port: PORT,
+        }
+    }
+
+    /// A fragment frame as peer `from` sends it to the relay, signed with its key, with a real
+    /// UDP checksum (or none when `udp_csum` is false).
+    pub fn fragment_frame(
+        from: u32,
+        stream: u64,
+        index: u16,
+        payload: &[u8],
+        hops: u8,
+        udp_csum: bool,
+    ) -> Vec<u8> {
+        let f = FragmentRepr {
+            kind: FragmentKind::Source,
+            stream,
+            index,
+            count: 100,
+            k: 100,
+            r: 10,
+            payload,
+        };
+        let mut dgram = vec![0u8; f.buffer_len()];
+        f.emit(from, 0, hops, &mut dgram).unwrap();
+        keys_of(from).recv.sign_header(&mut dgram).unwrap();
+        udp_frame(from, &dgram, udp_csum)
+    }
+
+    /// Wraps a datagram in Ethernet/IPv4/UDP from peer `from` to the relay.
+    pub fn udp_frame(from: u32, dgram: &[u8], udp_csum: bool) -> Vec<u8> {
+        let a = peer_addr(from);
+        let t = HeaderTemplate::new(peer_mac(from), *a.ip(), a.port(), RELAY_MAC, RELAY_IP, PORT);
+        let mut frame = t.bytes().to_vec();
+        frame.extend_from_slice(dgram);
+        let total = frame.len() - 14;
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+            ip.set_total_len(total as u16);
+            ip.fill_checksum();
+        }
+        {
+            let mut udp = UdpPacket::new_unchecked(&mut frame[34..]);
+            udp.set_len((total - 20) as u16);
+            if udp_csum {
+                udp.fill_checksum(&IpAddress::Ipv4(*a.ip()), &IpAddress::Ipv4(RELAY_IP));
+            }
+        }
+        frame
+    }
+
+    /// Runs the whole decision on a frame the way the pipeline does, and returns the copies
+    /// (destination node id, bytes).
+    pub fn forward(
+        table: &Table,
+        dedup: &Dedup,
+        frame: &[u8],
+    ) -> Result<Vec<(u32, Vec<u8>)>, Reject> {
+        let Action::Fragment(info) = classify(frame, &local()) else {
+            panic!("not a fragment: {:?}", classify(frame, &local()));
+        };
+        let from = admit(table, dedup, frame, &info, 0)?;
+        let sum = payload_sum(frame, &info);
+        let payload = &frame[info.payload_offset()..info.photon_offset + info.datagram_len];
+        Ok(table
+            .destinations(from)
+            .map(|(_, dest)| {
+                let mut out = vec![0u8; FORWARD_HEADER_LEN];
+                let photon_in = &frame[info.photon_offset..];
+                assert_eq!(
+                    write_copy_header(&mut out, table, dest, photon_in, &info, sum),
+                    Some(FORWARD_HEADER_LEN)
+                );
+                out.extend_from_slice(payload);
+                (dest.spec.node_id, out)
+            })
+            .collect())
+    }
+
+    fn check_copy(to: u32, copy: &[u8], payload: &[u8], hops: u8) {
+        let eth = EthernetFrame::new_checked(copy).unwrap();
+        assert_eq!(eth.dst_addr().0, peer_mac(to));
+        assert_eq!(eth.src_addr().0, RELAY_MAC);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum(), "IPv4 checksum of the copy to {to}");
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr()),
+            (RELAY_IP, *peer_addr(to).ip())
+        );
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            (udp.src_port(), udp.dst_port()),
+            (PORT, peer_addr(to).port())
+        );
+        assert!(
+            udp.verify_checksum(
+                &IpAddress::Ipv4(RELAY_IP),
+                &IpAddress::Ipv4(*peer_addr(to).ip())
+            ),
+            "UDP checksum of the copy to {to}"
+        );
+        let p = Packet::new_checked(udp.payload()).unwrap();
+        let h = HeaderRepr::parse(&p).unwrap();
+        assert_eq!(
+            (h.sender, h.hops, h.msg_type),
+            (1, hops, MessageType::SourceShard)
+        );
+        assert!(
+            keys_of(to).send.verify(p.header()),
+            "hop tag under the relay→{to} key"
+        );
+        assert_eq!(p.payload(), payload, "payload forwarded untouched");
+    }
+
+    #[test]
+    fn fans_out_to_every_subscriber_but_the_sender_with_valid_checksums_and_tags() {
+        let t = table(&[2, 3, 4, 5]);
+        let d = Dedup::new(1024, [0, 0]);
+        for (stream, (udp_csum, len)) in [(true, 1196usize), (true, 777), (false, 1196), (true, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let frame = fragment_frame(3, stream as u64, 9, &payload, 1, udp_csum);
+            let copies = forward(&t, &d, &frame).unwrap();
+            let to: Vec<u32> = copies.iter().map(|c| c.0).collect();
+            assert_eq!(to, vec![2, 4, 5], "everyone but the sender 3");
+            for (id, c) in &copies {
+                check_copy(*id, c, &payload, 2);
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_not_forwarded_and_checksum_still_right() {
+        let t = table(&[2, 3]);
+        let d = Dedup::new(1024, [0, 0]);
+        let payload = vec![0xabu8; 301];
+        let f = FragmentRepr {
+            kind: FragmentKind::Repair,
+            stream: 1,
+            index: 0,
+            count: 10,
+            k: 100,
+            r: 10,
+            payload: &payload,
+        };
+        let mut dgram = vec![0u8; f.buffer_len()];
+        f.emit(2, 0, 0, &mut dgram).unwrap();
+        keys_of(2).recv.sign_header(&mut dgram).unwrap();
+        dgram.extend_from_slice(&[0xee; 5]); // trailing bytes inside the UDP payload
+        let frame = udp_frame(2, &dgram, true);
+        let copies = forward(&t, &d, &frame).unwrap();
+        assert_eq!(copies.len(), 1);
+        let eth = EthernetFrame::new_checked(&copies[0].1[..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(udp.payload().len(), 36 + 301);
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4(RELAY_IP),
+            &IpAddress::Ipv4(*peer_addr(3).ip())
+        ));
+    }
+
+    #[test]
+    fn duplicate_is_forwarded_once_even_from_another_peer() {
+        let t = table(&[2, 3, 4]);
+        let d = Dedup::new(1024, [1, 1]);
+        let payload = [1u8; 100];
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(2, 77, 5, &payload, 0, true))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(2, 77, 5, &payload, 0, true)),
+            Err(Reject::Duplicate)
+        );
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(3, 77, 5, &payload, 1, true)),
+            Err(Reject::Duplicate),
+            "second path"
+        );
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(3, 77, 6, &payload, 1, true))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn unknown_sender_bad_tag_no_session_and_hop_limit_are_dropped() {
+        let t = table(&[2, 3]);
+        let d = Dedup::new(1024, [2, 2]);
+        let payload = [1u8; 50];
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(9, 1, 0, &payload, 0, true)),
+            Err(Reject::Drop(DropReason::UnknownSender))
+        );
+        let mut forged = fragment_frame(2, 1, 0, &payload, 0, true);
+        forged[42 + 8] ^= 1; // stream byte: the tag no longer matches
+        assert_eq!(
+            forward(&t, &d, &forged),
+            Err(Reject::Drop(DropReason::BadHopTag))
+        );
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(2, 1, 0, &payload, 4, true)),
+            Err(Reject::Drop(DropReason::HopLimit))
+        );
+        // A forged copy did not poison the dedup table: the genuine one still goes through.
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(2, 1, 0, &payload, 0, true))
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut spec_t = table(&[2]);
+        assert_eq!(
+            forward(&spec_t, &d, &fragment_frame(2, 5, 0, &payload, 0, true)),
+            Err(Reject::Drop(DropReason::NoDestination))
+        );
+        let local = spec_t.local().clone();
+        let mut peers: Vec<PeerSpec> = spec_t.peers().iter().map(|p| p.spec.clone()).collect();
+        peers[0].keys = None;
+        spec_t = Table::new(local, peers).unwrap();
+        assert_eq!(
+            forward(&spec_t, &d, &fragment_frame(2, 6, 0, &payload, 0, true)),
+            Err(Reject::Drop(DropReason::NoSession))
+        );
+    }
+
+    #[test]
+    fn control_messages_and_retransmissions_go_to_the_control_path() {
+        let payload = [1u8; 10];
+        let f = FragmentRepr {
+            kind: FragmentKind::Source,
+            stream: 1,
+            index: 0,
+            count: 100,
+            k: 100,
+            r: 0,
+            payload: &payload,
+        };
+        let mut dgram = vec![0u8; f.buffer_len()];
+        f.emit(2, flags::RETRANSMIT, 0, &mut dgram).unwrap();
+        assert_eq!(
+            classify(&udp_frame(2, &dgram, true), &local()),
+            Action::Control
+        );
+        let ka = HeaderRepr {
+            msg_type: MessageType::Keepalive,
+            flags: 0,
+            hops: 0,
+            payload_len: 0,
+            stream: 0,
+            sender: 2,
+            index: 0,
+            count: 0,
+            k: 0,
+            r: 0,
+        };
+        let mut dgram = vec![0u8; 36];
+        ka.emit(&mut dgram).unwrap();
+        assert_eq!(
+            classify(&udp_frame(2, &dgram, true), &local()),
+            Action::Control
+        );
+    }
+}
