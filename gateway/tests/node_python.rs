@@ -188,10 +188,21 @@ fn relay_with_a_bitcoinlib_node() {
         out.iter().filter(|l| l.starts_with("ok: ")).count() >= 20,
         "{out:#?}"
     );
-    let stats = conn.stats();
+    // Counters are published every 500 ms: wait for a snapshot that has the last delivery.
+    let deadline = Instant::now() + WAIT;
+    let stats = loop {
+        let s = conn.stats();
+        if s.getdata_served >= 2 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(stats.pow_rejected, 1);
     assert_eq!(stats.blocks_received, 1);
     assert_eq!(stats.txs_received, 1);
+    assert_eq!(stats.blocks_sent, 2);
+    assert_eq!(stats.blocks_announced, 1);
+    assert_eq!((stats.getdata_served, stats.getdata_not_found), (2, 1));
     conn.shutdown();
 }
 

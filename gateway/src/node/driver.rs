@@ -182,7 +182,8 @@ impl NodeConnection {
         self.call(Call::SendCmpctBlock(block));
     }
 
-    /// Counters of the current (or last) connection, at most [`STATS_EVERY`] old.
+    /// Counters of the current (or last) connection, published by the driver thread every
+    /// [`STATS_EVERY`] (500 ms) and when a connection ends.
     pub fn stats(&self) -> NodeStats {
         self.stats
             .lock()
@@ -334,13 +335,15 @@ impl Driver {
                 }
                 peer.advance_transmit(n);
             }
+            // Housekeeping: counters are published here only, at most every STATS_EVERY.
             if published.elapsed() >= STATS_EVERY {
                 self.publish(peer);
                 published = Instant::now();
             }
             let wait = peer
                 .poll_timeout()
-                .saturating_duration_since(Instant::now());
+                .saturating_duration_since(Instant::now())
+                .min(STATS_EVERY);
             let result = match self.input_rx.recv_timeout(wait) {
                 Ok(Input::Bytes(g, bytes)) if g == generation => {
                     peer.handle_bytes(&bytes, Instant::now())
@@ -367,6 +370,10 @@ impl Driver {
                 Err(RecvTimeoutError::Timeout) => peer.handle_timeout(Instant::now()),
             };
             if let Err(e) = result {
+                // What the peer reported before the failure still reaches the gateway.
+                while let Some(ev) = peer.poll_event() {
+                    self.emit(ConnectionEvent::Node(ev));
+                }
                 return End::Lost(e.to_string());
             }
         }

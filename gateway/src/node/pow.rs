@@ -93,6 +93,18 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any 80 bytes: no panic (bits with huge exponents included), and a random header
+        /// never passes (it would need a hash with 32 leading zero bits: odds about 2^-32).
+        #[test]
+        fn random_headers_never_panic_never_pass(raw in proptest::array::uniform32(0u8..), tail in proptest::collection::vec(0u8.., 48)) {
+            let mut bytes = raw.to_vec();
+            bytes.extend(tail);
+            let h: Header = deserialize(&bytes).unwrap();
+            proptest::prop_assert!(check_pow(&h, pow_limit(Network::Bitcoin)).is_err());
+        }
+    }
+
     #[test]
     fn easy_target_refused_on_mainnet_but_regtest_accepts() {
         // Regtest's genesis header: bits 0x207fffff, above mainnet's limit.

@@ -563,3 +563,33 @@ fn a_block_split_into_small_reads() {
     assert!(matches!(&sim.events()[..], [NodeEvent::BlockReceived { block, .. }] if *block == b));
     let _ = deserialize::<Block>(&bitcoin::consensus::serialize(&b)).unwrap();
 }
+
+proptest::proptest! {
+    /// Fuzz-style: well-framed messages whose payloads are random bytes, under every command
+    /// the peer handles, never panic and never close the connection (bad payloads are counted).
+    #[test]
+    fn random_payloads_never_panic(
+        msgs in proptest::collection::vec(
+            (0usize..16, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)),
+            1..20,
+        ),
+    ) {
+        const COMMANDS: [&str; 16] = [
+            "version", "verack", "inv", "getdata", "headers", "block", "tx", "getheaders",
+            "getblocktxn", "sendcmpct", "cmpctblock", "ping", "pong", "feefilter", "notfound",
+            "wtxidrelay",
+        ];
+        let mut sim = Sim::handshaken();
+        sim.peer.send_block(block(227836)).unwrap();
+        for (c, payload) in msgs {
+            let mut bytes = Vec::new();
+            encode_message(&mut bytes, Magic::BITCOIN, NetworkMessage::Unknown {
+                command: CommandString::try_from(COMMANDS[c]).unwrap(),
+                payload,
+            });
+            proptest::prop_assert_eq!(sim.peer.handle_bytes(&bytes, sim.now), Ok(()));
+            sim.recv();
+            sim.events();
+        }
+    }
+}
