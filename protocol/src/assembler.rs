@@ -151,6 +151,13 @@ pub struct AssemblerStats {
     pub decode_errors: u64,
 }
 
+/// `t + d`, saturating far in the future instead of panicking on a huge configured duration.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(1 << 30)))
+        .unwrap_or(t)
+}
+
 #[derive(Debug)]
 struct Pending {
     kind: FragmentKind,
@@ -174,7 +181,7 @@ impl Stream {
     fn new(now: Instant, repair_delay: Duration) -> Self {
         Stream {
             last_progress: now,
-            next_repair: now + repair_delay,
+            next_repair: later(now, repair_delay),
             repair_rounds: 0,
             manifest: None,
             decoder: None,
@@ -304,7 +311,11 @@ impl Assembler {
             .map(|(&id, _)| id);
         match victim {
             Some(id) => {
-                self.finish(id, Finished::Expired);
+                // Not remembered as finished: if it was genuine, its fragments may start it
+                // again (and repair requests recover what was dropped).
+                if let Some(st) = self.streams.remove(&id) {
+                    self.buffered = self.buffered.saturating_sub(st.bytes);
+                }
                 self.stats.streams_evicted += 1;
                 Ok(())
             }
@@ -385,7 +396,7 @@ impl Assembler {
         let delay = self.config.repair_delay;
         if let Some(s) = self.streams.get_mut(&id) {
             s.last_progress = now;
-            s.next_repair = now + delay;
+            s.next_repair = later(now, delay);
         }
     }
 
@@ -572,7 +583,7 @@ impl Assembler {
         self.streams
             .values()
             .map(|s| {
-                let expiry = s.last_progress + self.config.stream_timeout;
+                let expiry = later(s.last_progress, self.config.stream_timeout);
                 if s.repair_rounds < self.config.max_repair_rounds {
                     expiry.min(s.next_repair)
                 } else {
@@ -588,7 +599,7 @@ impl Assembler {
         let expired: Vec<u64> = self
             .streams
             .iter()
-            .filter(|(_, s)| now >= s.last_progress + timeout)
+            .filter(|(_, s)| now >= later(s.last_progress, timeout))
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
@@ -602,7 +613,7 @@ impl Assembler {
                 continue;
             }
             s.repair_rounds += 1;
-            s.next_repair = now + delay;
+            s.next_repair = later(now, delay);
             match (&s.manifest, &s.decoder) {
                 (Some(c), Some(d)) => {
                     let chunks = c.missing_chunks();

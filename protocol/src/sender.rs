@@ -222,10 +222,12 @@ impl Sender {
         }
         let cost = Duration::from_nanos((len as u64).saturating_mul(1_000_000_000) / rate);
         // After an idle spell, credit at most `burst` datagrams' worth of time.
-        let floor = now
-            .checked_sub(cost * self.config.burst.saturating_sub(1))
-            .unwrap_or(now);
-        self.next_send = self.next_send.max(floor) + cost;
+        let credit = cost
+            .checked_mul(self.config.burst.saturating_sub(1))
+            .unwrap_or(Duration::MAX);
+        let floor = now.checked_sub(credit).unwrap_or(now);
+        let start = self.next_send.max(floor);
+        self.next_send = start.checked_add(cost).unwrap_or(start);
     }
 
     fn emit(
