@@ -271,17 +271,32 @@ impl LocalCounters {
 #[derive(Debug)]
 pub struct CoreCounters {
     values: [AtomicU64; COUNTERS],
+    table_generation: AtomicU64,
 }
 
 impl Default for CoreCounters {
     fn default() -> Self {
         CoreCounters {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
+            table_generation: AtomicU64::new(0),
         }
     }
 }
 
 impl CoreCounters {
+    /// Records the forwarding-table generation the core switched to (once per switch).
+    pub fn set_table_generation(&self, generation: u64) {
+        self.table_generation.store(generation, Ordering::Release);
+    }
+
+    /// The table generation the core forwards with: once every core reports the generation
+    /// [`crate::publish::Publisher::publish`] returned, the new table is live everywhere (e.g.
+    /// a registration can be acknowledged). Frames already received may still have used the
+    /// previous table.
+    pub fn table_generation(&self) -> u64 {
+        self.table_generation.load(Ordering::Acquire)
+    }
+
     /// Copies the data core's counters out (housekeeping branch only).
     pub fn publish(&self, local: &LocalCounters) {
         for (cell, &v) in self.values.iter().zip(local.values.iter()) {

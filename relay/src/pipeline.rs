@@ -120,6 +120,9 @@ pub struct Pipeline<R, T> {
 
 impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     pub fn new(parts: PipelineParts<R, T>) -> Pipeline<R, T> {
+        parts
+            .counters
+            .set_table_generation(parts.table.generation());
         Pipeline {
             ports: parts
                 .ports
@@ -162,7 +165,9 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// one RX burst per port, each processed to completion. Returns the frames received.
     #[inline]
     pub fn poll(&mut self) -> usize {
-        self.table.refresh();
+        if self.table.refresh() {
+            self.published.set_table_generation(self.table.generation());
+        }
         self.dedup_clock = Dedup::clock(photon_dpdk::rdtsc());
         self.drain_control();
         let mut received = 0;

@@ -1,0 +1,325 @@
+//! Shared by the relay's integration tests: EAL start-up (once per test binary), frame builders
+//! and a harness that drives one pipeline through rte_rings.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use photon_dpdk::{Eal, Mbuf, MbufBatch, Mempool, Ring, RingConsumer, RingProducer};
+use photon_protocol::hopauth::{HopKey, HopKeys};
+use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
+use photon_relay::counters::{CoreCounters, Counter, DropReason};
+use photon_relay::dedup::Dedup;
+use photon_relay::packet::HeaderTemplate;
+use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo};
+use photon_relay::publish::{self, Publisher};
+use photon_relay::table::{LocalSpec, PeerKind, PeerSpec, Table};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
+};
+
+pub fn eal() -> &'static Eal {
+    static EAL: OnceLock<Eal> = OnceLock::new();
+    EAL.get_or_init(|| {
+        let args = [
+            "relay-test",
+            "--no-huge",
+            "--no-shconf",
+            "--no-pci",
+            "-m",
+            "512",
+            "--log-level",
+            "lib.eal:error",
+        ];
+        Eal::init(&args).expect("EAL starts with --no-huge and virtual devices")
+    })
+}
+
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn pool(n: u32, data_room: u16) -> Mempool {
+    Mempool::new(eal(), &unique("rpool"), n, 0, data_room).expect("mempool")
+}
+
+pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const PORT: u16 = 4433;
+pub const RELAY_ID: u32 = 1;
+
+pub fn keys_of(id: u32) -> HopKeys {
+    HopKeys {
+        send: HopKey::from_bytes(&[id as u8; 16]),
+        recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
+    }
+}
+
+pub fn peer_addr(id: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100 + id as u8), 5000 + id as u16)
+}
+
+pub fn peer_mac(id: u32) -> [u8; 6] {
+    [2, 0, 0, 0, 1, id as u8]
+}
+
+pub fn local_spec() -> LocalSpec {
+    LocalSpec {
+        node_id: RELAY_ID,
+        ip: RELAY_IP,
+        udp_port: PORT,
+        port_macs: vec![RELAY_MAC],
+        max_hops: 8,
+    }
+}
+
+pub fn peer(id: u32) -> PeerSpec {
+    PeerSpec {
+        node_id: id,
+        kind: PeerKind::Gateway,
+        addr: peer_addr(id),
+        next_hop_mac: peer_mac(id),
+        port: 0,
+        keys: Some(keys_of(id)),
+        subscribed: true,
+    }
+}
+
+pub fn table(ids: &[u32]) -> Table {
+    Table::new(local_spec(), ids.iter().map(|&i| peer(i)).collect()).expect("table")
+}
+
+/// Ethernet/IPv4/UDP from peer `from` to the relay around `dgram`, with valid checksums.
+pub fn udp_frame(from: u32, dgram: &[u8]) -> Vec<u8> {
+    let a = peer_addr(from);
+    let t = HeaderTemplate::new(peer_mac(from), *a.ip(), a.port(), RELAY_MAC, RELAY_IP, PORT);
+    let mut frame = t.bytes().to_vec();
+    frame.extend_from_slice(dgram);
+    let total = frame.len() - 14;
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+        ip.set_total_len(total as u16);
+        ip.fill_checksum();
+    }
+    let mut udp = UdpPacket::new_unchecked(&mut frame[34..]);
+    udp.set_len((total - 20) as u16);
+    udp.fill_checksum(&IpAddress::Ipv4(*a.ip()), &IpAddress::Ipv4(RELAY_IP));
+    frame
+}
+
+/// A source-shard fragment from `from`, signed with its key.
+pub fn fragment(from: u32, stream: u64, index: u16, payload: &[u8]) -> Vec<u8> {
+    let f = FragmentRepr {
+        kind: FragmentKind::Source,
+        stream,
+        index,
+        count: 1000,
+        k: 1000,
+        r: 10,
+        payload,
+    };
+    let mut dgram = vec![0u8; f.buffer_len()];
+    f.emit(from, 0, 0, &mut dgram).expect("emit");
+    keys_of(from).recv.sign_header(&mut dgram).expect("sign");
+    udp_frame(from, &dgram)
+}
+
+pub fn keepalive(from: u32) -> Vec<u8> {
+    let h = HeaderRepr {
+        msg_type: MessageType::Keepalive,
+        flags: 0,
+        hops: 0,
+        payload_len: 0,
+        stream: 0,
+        sender: from,
+        index: 0,
+        count: 0,
+        k: 0,
+        r: 0,
+    };
+    let mut dgram = vec![0u8; 36];
+    h.emit(&mut dgram).expect("emit");
+    udp_frame(from, &dgram)
+}
+
+pub fn arp_request(from: u32, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(EthernetAddress::BROADCAST);
+    eth.set_src_addr(EthernetAddress(peer_mac(from)));
+    eth.set_ethertype(EthernetProtocol::Arp);
+    let mut arp = ArpPacket::new_unchecked(eth.payload_mut());
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(peer_mac(from)),
+        source_protocol_addr: *peer_addr(from).ip(),
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    }
+    .emit(&mut arp);
+    f
+}
+
+pub fn icmp_echo(from: u32, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + data.len()];
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(EthernetAddress(RELAY_MAC));
+        eth.set_src_addr(EthernetAddress(peer_mac(from)));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+    }
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len((20 + 8 + data.len()) as u16);
+        ip.set_hop_limit(64);
+        ip.set_next_header(IpProtocol::Icmp);
+        ip.set_src_addr(*peer_addr(from).ip());
+        ip.set_dst_addr(RELAY_IP);
+        ip.fill_checksum();
+    }
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut f[34..]);
+    icmp.set_msg_type(Icmpv4Message::EchoRequest);
+    icmp.set_msg_code(0);
+    icmp.set_echo_ident(0x1234);
+    icmp.set_echo_seq_no(7);
+    icmp.data_mut().copy_from_slice(data);
+    icmp.fill_checksum();
+    f
+}
+
+/// Checks one forwarded copy: addressed to `to`, valid IPv4 and UDP checksums, sender = relay,
+/// hops + 1, hop tag under the relay→`to` key, and the payload. Returns the Photon header.
+pub fn check_copy(to: u32, copy: &[u8], payload: &[u8]) -> HeaderRepr {
+    let eth = EthernetFrame::new_checked(copy).expect("ethernet");
+    assert_eq!(eth.dst_addr().0, peer_mac(to), "next-hop MAC of {to}");
+    assert_eq!(eth.src_addr().0, RELAY_MAC);
+    let ip = Ipv4Packet::new_checked(eth.payload()).expect("ipv4");
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.dst_addr(), *peer_addr(to).ip());
+    let udp = UdpPacket::new_checked(ip.payload()).expect("udp");
+    assert_eq!(
+        udp.dst_port(),
+        peer_addr(to).port(),
+        "observed port of {to}"
+    );
+    assert!(
+        udp.verify_checksum(
+            &IpAddress::Ipv4(RELAY_IP),
+            &IpAddress::Ipv4(*peer_addr(to).ip())
+        ),
+        "UDP checksum to {to}"
+    );
+    let p = Packet::new_checked(udp.payload()).expect("photon");
+    assert!(keys_of(to).send.verify(p.header()), "hop tag for {to}");
+    assert_eq!(p.payload(), payload);
+    let h = HeaderRepr::parse(&p).expect("header");
+    assert_eq!(h.sender, RELAY_ID);
+    h
+}
+
+/// Node id a forwarded copy is addressed to (by destination MAC).
+pub fn dest_of(copy: &[u8]) -> u32 {
+    u32::from(copy[5])
+}
+
+/// One pipeline driven through rings: the test enqueues frames, calls `poll`, and dequeues
+/// what the pipeline transmitted.
+pub struct Harness {
+    pub pipeline: Pipeline<RingConsumer, RingProducer>,
+    pub input: RingProducer,
+    pub output: RingConsumer,
+    pub control: RingConsumer,
+    pub to_wire: RingProducer,
+    pub tables: Publisher<Table>,
+    pub counters: Arc<CoreCounters>,
+    pub rx_pool: Mempool,
+    pub header_pool: Mempool,
+}
+
+impl Harness {
+    pub fn new(table: Table) -> Harness {
+        Harness::with_sizes(table, 1024, 1024, 1024)
+    }
+
+    pub fn with_sizes(table: Table, rx_mbufs: u32, header_mbufs: u32, out_ring: u32) -> Harness {
+        let eal = eal();
+        let rx_pool = pool(rx_mbufs, Mempool::DEFAULT_DATA_ROOM);
+        let header_pool = pool(header_mbufs, 256);
+        let (input, rx) = Ring::create(eal, &unique("in"), 1024).expect("ring");
+        let (tx, output) = Ring::create(eal, &unique("out"), out_ring).expect("ring");
+        let (to_control, control) = Ring::create(eal, &unique("ctl"), 256).expect("ring");
+        let (to_wire, from_control) = Ring::create(eal, &unique("wire"), 256).expect("ring");
+        let tables = publish::channel(table);
+        let counters = Arc::new(CoreCounters::default());
+        let parts = PipelineParts {
+            ports: vec![PortIo {
+                rx,
+                tx,
+                from_control: Some(from_control),
+            }],
+            header_pool,
+            table: tables.reader(),
+            dedup: Arc::new(Dedup::new(1 << 16, [11, 22])),
+            to_control,
+            counters: counters.clone(),
+            drain_tsc: 1,
+        };
+        Harness {
+            pipeline: Pipeline::new(parts),
+            input,
+            output,
+            control,
+            to_wire,
+            tables,
+            counters,
+            rx_pool,
+            header_pool,
+        }
+    }
+
+    pub fn mbuf(&self, bytes: &[u8]) -> Mbuf {
+        let mut m = self.rx_pool.alloc().expect("alloc");
+        m.extend_from_slice(bytes).expect("fits");
+        m
+    }
+
+    /// Sends frames through the pipeline (as many polls as needed) and returns what came out.
+    pub fn run(&mut self, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        for f in frames {
+            let m = self.mbuf(f);
+            self.input.enqueue_one(m).expect("input ring has room");
+        }
+        while self.pipeline.poll() > 0 {}
+        self.pipeline.housekeeping();
+        self.take_output()
+    }
+
+    pub fn take_output(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut b = MbufBatch::new();
+        while self.output.dequeue(&mut b) > 0 {
+            for m in b.drain() {
+                out.push(m.to_vec());
+            }
+        }
+        out
+    }
+
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.pipeline.counters().get(c)
+    }
+
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.counter(Counter::Drop(r))
+    }
+
+    /// Mbufs of both pools still in use.
+    pub fn in_use(&self) -> (u32, u32) {
+        (self.rx_pool.in_use(), self.header_pool.in_use())
+    }
+}
