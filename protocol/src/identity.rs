@@ -88,6 +88,11 @@ impl Identity {
         &self.pkcs8
     }
 
+    /// The key pair, for signing a block's manifest (`integrity::SignedManifest`, `Sender`).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
     /// The public key.
     pub fn public_key(&self) -> PublicKey {
         let mut k = [0u8; 32];
