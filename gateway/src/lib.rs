@@ -1,3 +1,14 @@
 //! The Photon gateway: speaks its node's P2P protocol and the Photon protocol to relays.
+//!
+//! - [`node`]: the Bitcoin P2P peer to the local node (sans-IO `NodePeer`, TCP driver).
+//! - [`core`]: the network side as a sans-IO state machine ([`core::Gateway`]).
+//! - [`udp`]: batched UDP I/O (recvmmsg/sendmmsg) and the receive-buffer arena.
+//! - [`driver`]: the thread that joins node connection, core and socket.
+//! - [`config`]: the TOML configuration; [`metrics`]: Prometheus `/metrics`.
 #![forbid(unsafe_code)]
+pub mod config;
+pub mod core;
+pub mod driver;
+pub mod metrics;
 pub mod node;
+pub mod udp;

@@ -1,0 +1,689 @@
+//! The gateway's network side as a sans-IO state machine (quinn style).
+//!
+//! [`Gateway`] owns everything between the node and the UDP socket: the links to relays and to
+//! peer gateways (registration, hop keys, keepalive, failover), the transaction store, the
+//! outbound block streams (compress → seal → FEC + signed manifest → paced fragments → key
+//! release) and the inbound ones (verified fragments → decode → receipt → key → open →
+//! decompress → node). It never touches a socket, a thread or the wall clock for behaviour:
+//!
+//! - feed it with [`Gateway::handle_node_event`], [`Gateway::handle_datagram`] and
+//!   [`Gateway::handle_timeout`], each with the caller's `now`;
+//! - drain [`Gateway::poll_transmit`] (datagrams to send, already hop-signed),
+//!   [`Gateway::poll_node_action`] (blocks and transactions for the node) and
+//!   [`Gateway::poll_event`] (what happened, for logs, metrics and tests);
+//! - sleep until [`Gateway::poll_timeout`] or the next input.
+//!
+//! The one exception to "no clock": the durations of the CPU stages of a block (compress,
+//! seal, FEC + manifest, open, decompress) are measured with [`std::time::Instant::now`] for the
+//! latency histograms; they never change what the state machine does.
+//!
+//! Spec: `docs/protocol.md`; the gateway's own choices (key-release policy, receipts routing,
+//! direct peer fallback) are documented in `docs/gateway.md`.
+
+mod inbound;
+mod links;
+mod outbound;
+mod txs;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bitcoin::{Block, BlockHash, Transaction};
+use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats};
+use photon_protocol::fec::RepairPolicy;
+use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::shortid::{TxStore, TxStoreConfig, TxStoreStats};
+use photon_protocol::wire::{self, Message, MessageType, Packet, Repr};
+use ring::rand::SystemRandom;
+
+use crate::node::NodeEvent;
+
+use self::inbound::InStream;
+use self::links::Link;
+pub use self::links::{LinkKind, LinkState};
+use self::outbound::{Fanout, OutStream};
+use self::txs::TxState;
+
+/// Index of a link in the gateway's link table (relays first, then peers, in config order).
+pub type LinkId = usize;
+
+/// A relay to register with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEndpoint {
+    pub addr: SocketAddr,
+    /// The relay's Ed25519 identity: its register acks must be signed by it (§5.3).
+    pub public_key: PublicKey,
+}
+
+/// A peer gateway reached over a direct UDP link (same protocol, no relay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEndpoint {
+    pub addr: SocketAddr,
+    pub public_key: PublicKey,
+    /// Blocks this peer sends us over the direct link are originated by us to the relays, as if
+    /// our node had mined them: the peer hides behind us (censorship resistance).
+    pub originate_for: bool,
+}
+
+/// When the origin releases a block's key (§2.6, §7; `docs/gateway.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyReleasePolicy {
+    /// With the first fragment: for private deployments where relays are trusted.
+    Immediate,
+    /// Once receipts came from `share` of `receivers` receiving gateways (rounded up, at least
+    /// one when `receivers > 0`), or `timeout` after the stream started, whichever is first.
+    Receipts {
+        share: f64,
+        receivers: u32,
+        timeout: Duration,
+    },
+}
+
+impl KeyReleasePolicy {
+    /// Receipts needed before the timeout; 0 releases at once.
+    pub fn receipts_needed(&self) -> u32 {
+        match *self {
+            KeyReleasePolicy::Immediate => 0,
+            KeyReleasePolicy::Receipts {
+                share, receivers, ..
+            } => {
+                if receivers == 0 {
+                    return 0;
+                }
+                let n = (share.clamp(0.0, 1.0) * f64::from(receivers)).ceil() as u32;
+                n.clamp(1, receivers)
+            }
+        }
+    }
+}
+
+/// How a block from the network goes to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// `block`, unsolicited: the fastest way in.
+    Push,
+    /// `headers`/`inv`, the node fetches it.
+    Announce,
+    /// `cmpctblock` where the node asked for high-bandwidth compact blocks, else push.
+    Compact,
+}
+
+/// Settings of the core. [`CoreConfig::new`] gives defaults for tests and the binary's config
+/// fills in the rest.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub relays: Vec<RelayEndpoint>,
+    pub peers: Vec<PeerEndpoint>,
+    /// Origins whose blocks we accept (peers are added automatically).
+    pub trusted_origins: Vec<PublicKey>,
+    /// Uplink budget for block fragments, bytes per second, all destinations together.
+    pub uplink_bytes_per_sec: u64,
+    /// Datagrams that may leave back to back after an idle spell.
+    pub burst: u32,
+    pub repair: RepairPolicy,
+    pub key_release: KeyReleasePolicy,
+    /// Peers that sent no receipt for one of our blocks this long after it started get the
+    /// whole stream over the direct link.
+    pub peer_fallback: Duration,
+    /// Blocks from our node go only to peers (which originate them for us), never to relays.
+    pub originate_via_peers: bool,
+    pub delivery: Delivery,
+    pub tx_store: TxStoreConfig,
+    pub assembler: AssemblerConfig,
+    /// Keepalive period when the relay's ack does not ask for one (and for peer links).
+    pub keepalive: Duration,
+    /// A link silent for this long is down; a relay link re-registers, the next relay takes over.
+    pub link_quiet: Duration,
+    /// Register again this long after an unanswered registration.
+    pub register_retry: Duration,
+    /// Ask again for missing transactions after this long (on the next link).
+    pub tx_request_retry: Duration,
+    /// Give up on a block whose transactions did not come after this many requests.
+    pub tx_request_rounds: u32,
+    /// Our outbound streams are kept this long for repair requests and late fallbacks.
+    pub outbound_linger: Duration,
+    /// Transactions from the node waiting for their short ID, most kept.
+    pub max_awaiting_ids: usize,
+}
+
+impl CoreConfig {
+    pub fn new() -> Self {
+        CoreConfig {
+            relays: Vec::new(),
+            peers: Vec::new(),
+            trusted_origins: Vec::new(),
+            uplink_bytes_per_sec: 12_500_000,
+            burst: 16,
+            repair: RepairPolicy::DEFAULT,
+            key_release: KeyReleasePolicy::Receipts {
+                share: 0.5,
+                receivers: 1,
+                timeout: Duration::from_secs(3),
+            },
+            peer_fallback: Duration::from_millis(500),
+            originate_via_peers: false,
+            delivery: Delivery::Push,
+            tx_store: TxStoreConfig::default(),
+            assembler: AssemblerConfig::default(),
+            keepalive: Duration::from_millis(1000),
+            link_quiet: Duration::from_millis(3000),
+            register_retry: Duration::from_millis(1000),
+            tx_request_retry: Duration::from_millis(200),
+            tx_request_rounds: 5,
+            outbound_linger: Duration::from_secs(30),
+            max_awaiting_ids: 100_000,
+        }
+    }
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig::new()
+    }
+}
+
+/// What the gateway asks of its node connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAction {
+    SendBlock(Block),
+    AnnounceBlock(Block),
+    SendCmpctBlock(Block),
+    AnnounceTx(Transaction),
+}
+
+/// Durations of an outbound block's stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutTimings {
+    pub compress: Duration,
+    pub seal: Duration,
+    /// FEC encode, shard hashes, manifest build and signature.
+    pub fec_manifest: Duration,
+}
+
+/// Durations of an inbound block's stages, from its first fragment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InTimings {
+    /// First fragment → K verified shards decoded.
+    pub assemble: Duration,
+    /// Decoded → key in hand (zero if the key came first).
+    pub key_wait: Duration,
+    pub open: Duration,
+    /// Decompression, including waiting for requested transactions.
+    pub decompress: Duration,
+    /// First fragment → handed to the node.
+    pub total: Duration,
+}
+
+/// Why the key of one of our blocks went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    Immediate,
+    Receipts,
+    Timeout,
+}
+
+/// What happened, for logs, metrics and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayEvent {
+    LinkUp {
+        link: LinkId,
+        kind: LinkKind,
+        addr: SocketAddr,
+    },
+    LinkDown {
+        link: LinkId,
+        kind: LinkKind,
+        addr: SocketAddr,
+    },
+    /// A relay refused our registration (status of §2.9).
+    RegisterRefused { link: LinkId, status: u8 },
+    /// A block of our node (or of a peer we originate for) went out as `stream`.
+    BlockOriginated {
+        hash: BlockHash,
+        stream: u64,
+        block_bytes: usize,
+        compressed_bytes: usize,
+        datagrams_planned: usize,
+        timings: OutTimings,
+    },
+    KeyReleased {
+        stream: u64,
+        receipts: u32,
+        reason: ReleaseReason,
+        after: Duration,
+    },
+    /// The stream went to peers directly: they sent no receipt in time.
+    PeerFallback { stream: u64, peers: usize },
+    /// A block from the network was handed to the node.
+    BlockDelivered {
+        hash: BlockHash,
+        stream: u64,
+        via: LinkKind,
+        tx_requests: u32,
+        compressed_bytes: usize,
+        block_bytes: usize,
+        timings: InTimings,
+    },
+    /// A stream whose block could not be delivered.
+    BlockFailed { stream: u64, reason: String },
+}
+
+/// Counters (drops are counted, never logged per datagram).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Not a Photon datagram (§1.5 errors).
+    pub dropped_malformed: u64,
+    /// From an address that is none of our links.
+    pub dropped_unknown_peer: u64,
+    /// Hop tag did not verify, or no session yet.
+    pub dropped_bad_tag: u64,
+    /// Registrations refused (bad signature, stale, unknown identity, replay).
+    pub dropped_register: u64,
+    /// Messages we do not expect on that link.
+    pub dropped_unexpected: u64,
+    pub blocks_from_node: u64,
+    pub blocks_from_network: u64,
+    /// Blocks already known (delivered or seen from the node) when they came again.
+    pub blocks_duplicate: u64,
+    pub txs_from_node: u64,
+    pub txs_from_network: u64,
+    pub txs_duplicate: u64,
+    pub txs_bad: u64,
+    /// Block bytes (chain encoding) and compressed bytes, out and in.
+    pub block_bytes_out: u64,
+    pub compressed_bytes_out: u64,
+    pub block_bytes_in: u64,
+    pub compressed_bytes_in: u64,
+    pub receipts_sent: u64,
+    pub receipts_received: u64,
+    pub receipts_mismatched: u64,
+    pub key_releases_sent: u64,
+    pub key_releases_received: u64,
+    pub key_releases_bad: u64,
+    pub repair_requests_sent: u64,
+    pub repair_requests_received: u64,
+    pub tx_requests_sent: u64,
+    pub txs_requested: u64,
+    pub tx_requests_served: u64,
+    pub short_ids_assigned: u64,
+    pub open_failed: u64,
+    pub decompress_failed: u64,
+    pub blocks_given_up: u64,
+    pub peer_fallbacks: u64,
+    pub registrations: u64,
+    pub failovers: u64,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub len: usize,
+}
+
+/// The gateway core. See the module documentation for the call order.
+pub struct Gateway {
+    config: CoreConfig,
+    identity: Identity,
+    rng: SystemRandom,
+    /// Unix time in ms at `epoch`, to timestamp registrations without reading the clock.
+    epoch: Instant,
+    epoch_unix_ms: u64,
+
+    links: Vec<Link>,
+    by_addr: HashMap<SocketAddr, LinkId>,
+    /// The relay that carries transactions and requests (first live relay in config order).
+    primary: Option<LinkId>,
+
+    store: TxStore,
+    txs: TxState,
+    known_blocks: FifoSet<BlockHash>,
+
+    out_streams: Vec<OutStream>,
+    fanout: Option<Fanout>,
+    frag_buf: Vec<u8>,
+    next_stream_rr: usize,
+
+    asm: Assembler,
+    in_streams: HashMap<u64, InStream>,
+    in_order: VecDeque<u64>,
+
+    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    node_actions: VecDeque<NodeAction>,
+    events: VecDeque<GatewayEvent>,
+    next_housekeeping: Instant,
+    stats: GatewayStats,
+}
+
+/// Most inbound streams tracked (keys and sealed blocks waiting, pending transactions).
+const MAX_IN_STREAMS: usize = 256;
+/// Block hashes remembered to drop duplicates and echoes from the node.
+const KNOWN_BLOCKS: usize = 4096;
+/// Housekeeping (store expiry, reassembly expiry) period.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Events kept when nobody drains them.
+const MAX_EVENTS: usize = 4096;
+
+impl Gateway {
+    /// A gateway with `identity`, started at `now` which is `unix_ms` on the wall clock.
+    pub fn new(mut config: CoreConfig, identity: Identity, now: Instant, unix_ms: u64) -> Self {
+        let mut trusted: Vec<[u8; 32]> = config.trusted_origins.iter().map(|k| k.0).collect();
+        trusted.extend(config.peers.iter().map(|p| p.public_key.0));
+        trusted.sort_unstable();
+        trusted.dedup();
+        config.assembler.trusted_origins = trusted;
+        let our_key = identity.public_key();
+        let mut links = Vec::new();
+        for (i, r) in config.relays.iter().enumerate() {
+            links.push(Link::new(
+                LinkKind::Relay(i),
+                r.addr,
+                r.public_key,
+                true,
+                now,
+                &config,
+            ));
+        }
+        for (i, p) in config.peers.iter().enumerate() {
+            // The smaller key registers: one session per pair, no race.
+            let initiator = our_key.0 < p.public_key.0;
+            links.push(Link::new(
+                LinkKind::Peer(i),
+                p.addr,
+                p.public_key,
+                initiator,
+                now,
+                &config,
+            ));
+        }
+        let by_addr = links.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
+        Gateway {
+            asm: Assembler::new(config.assembler.clone()),
+            store: TxStore::new(config.tx_store),
+            txs: TxState::new(config.max_awaiting_ids),
+            config,
+            identity,
+            rng: SystemRandom::new(),
+            epoch: now,
+            epoch_unix_ms: unix_ms,
+            links,
+            by_addr,
+            primary: None,
+            known_blocks: FifoSet::new(KNOWN_BLOCKS),
+            out_streams: Vec::new(),
+            fanout: None,
+            frag_buf: vec![0u8; wire::MAX_DATAGRAM],
+            next_stream_rr: 0,
+            in_streams: HashMap::new(),
+            in_order: VecDeque::new(),
+            control: VecDeque::new(),
+            node_actions: VecDeque::new(),
+            events: VecDeque::new(),
+            next_housekeeping: now + HOUSEKEEPING,
+            stats: GatewayStats::default(),
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    pub fn assembler_stats(&self) -> &AssemblerStats {
+        self.asm.stats()
+    }
+
+    pub fn tx_store_stats(&self) -> TxStoreStats {
+        self.store.stats()
+    }
+
+    /// State of each link, in link order (relays, then peers).
+    pub fn links(&self) -> Vec<(LinkKind, SocketAddr, LinkState)> {
+        self.links
+            .iter()
+            .map(|l| (l.kind, l.addr, l.state()))
+            .collect()
+    }
+
+    /// The relay that carries transactions now.
+    pub fn primary_relay(&self) -> Option<SocketAddr> {
+        self.primary.map(|i| self.links[i].addr)
+    }
+
+    /// Inbound streams decoded but still without their key (the key is withheld).
+    pub fn blocks_waiting_for_key(&self) -> usize {
+        self.in_streams
+            .values()
+            .filter(|s| s.sealed.is_some() && s.key.is_none())
+            .count()
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        self.epoch_unix_ms + now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn event(&mut self, ev: GatewayEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(ev);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_node_action(&mut self) -> Option<NodeAction> {
+        self.node_actions.pop_front()
+    }
+
+    /// An event from the node side.
+    pub fn handle_node_event(&mut self, now: Instant, event: NodeEvent) {
+        match event {
+            NodeEvent::BlockReceived { block, hash, .. } => {
+                if !self.known_blocks.insert(hash) {
+                    // Our own delivery echoed back, or a block the network already gave us.
+                    self.stats.blocks_duplicate += 1;
+                    return;
+                }
+                self.stats.blocks_from_node += 1;
+                self.originate(now, &block);
+            }
+            NodeEvent::TxReceived { tx, .. } => self.tx_from_node(now, &tx),
+            NodeEvent::Handshaken(_)
+            | NodeEvent::BlockAnnounced { .. }
+            | NodeEvent::BlockRejected { .. } => {}
+        }
+    }
+
+    /// One datagram received from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += datagram.len() as u64;
+        let Ok(packet) = Packet::new_checked(datagram) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        let Ok(msg_type) = packet.msg_type() else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        // Registration messages carry their own Ed25519 signatures and no hop tag.
+        match msg_type {
+            MessageType::Register => return self.handle_register(now, from, &packet),
+            MessageType::RegisterAck => return self.handle_register_ack(now, from, &packet),
+            _ => {}
+        }
+        let Some(&link) = self.by_addr.get(&from) else {
+            self.stats.dropped_unknown_peer += 1;
+            return;
+        };
+        if !self.links[link].verify(&packet) {
+            self.stats.dropped_bad_tag += 1;
+            return;
+        }
+        self.heard(now, link);
+        if msg_type.is_block_fragment() {
+            self.handle_fragment(now, link, &packet);
+            return;
+        }
+        let Ok(repr) = Repr::parse(&packet) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        match repr.message {
+            Message::Keepalive(k) => self.links[link].echo = k.seq,
+            Message::Transaction(t) => self.handle_transaction(now, link, &t),
+            Message::ShortIdAssign(a) => self.handle_short_id_assign(now, &a),
+            Message::TxRequest(r) => self.handle_tx_request(link, &r),
+            Message::Receipt(r) => self.handle_receipt(now, link, &r),
+            Message::KeyRelease(k) => self.handle_key_release(now, link, &k),
+            Message::RepairRequest(r) => self.handle_repair_request(link, &r),
+            Message::Fragment(_) | Message::Register(_) | Message::RegisterAck(_) => {
+                self.stats.dropped_unexpected += 1;
+            }
+        }
+    }
+
+    /// Timers: registration, keepalive, failover, key release, peer fallback, repair requests,
+    /// transaction requests, expiry. Call when [`Gateway::poll_timeout`] is due (calling it
+    /// early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.link_timers(now);
+        if self.asm.poll_timeout().is_some_and(|t| t <= now) {
+            self.asm.handle_timeout(now);
+            self.drain_assembler(now);
+        }
+        self.outbound_timers(now);
+        self.inbound_timers(now);
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.store.expire(now);
+            self.txs.expire(now);
+        }
+    }
+
+    /// The next instant [`Gateway::handle_timeout`] or [`Gateway::poll_transmit`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.next_housekeeping);
+        let mut take = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        for l in &self.links {
+            take(l.next_timer());
+        }
+        take(self.asm.poll_timeout());
+        for s in &self.out_streams {
+            take(s.next_timer());
+        }
+        for s in self.in_streams.values() {
+            take(s.next_retry);
+        }
+        if !self.control.is_empty() || self.fanout.is_some() {
+            take(Some(self.epoch));
+        }
+        t
+    }
+
+    /// The next datagram to send, written into `buf` (at least [`wire::MAX_DATAGRAM`] bytes),
+    /// already hop-signed for its destination; `None` when nothing may leave before
+    /// [`Gateway::poll_timeout`].
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = if let Some((dst, bytes)) = self.control.pop_front() {
+            let len = bytes.len().min(buf.len());
+            buf[..len].copy_from_slice(&bytes[..len]);
+            Transmit { dst, len }
+        } else {
+            self.poll_fragment(now, buf)?
+        };
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += t.len as u64;
+        Some(t)
+    }
+
+    /// Queue `message` for `link`, signed with its hop key. Dropped (counted) when the link has
+    /// no session.
+    fn send_message(&mut self, link: LinkId, message: Message<'_>, flags: u8) -> bool {
+        let l = &self.links[link];
+        let Some(session) = l.session.as_ref() else {
+            return false;
+        };
+        let repr = Repr {
+            sender: session.our_id,
+            hops: 0,
+            flags,
+            message,
+        };
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let Ok(n) = repr.emit(&mut buf) else {
+            return false;
+        };
+        buf.truncate(n);
+        if session.keys.send.sign_header(&mut buf).is_err() {
+            return false;
+        }
+        self.control.push_back((l.addr, buf));
+        true
+    }
+
+    /// Links whose session is up, of one kind.
+    fn live_links(&self, relays: bool) -> Vec<LinkId> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_up() && matches!(l.kind, LinkKind::Relay(_)) == relays)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The live link to the peer whose identity is `key`.
+    fn peer_link_of(&self, key: &PublicKey) -> Option<LinkId> {
+        self.links
+            .iter()
+            .position(|l| matches!(l.kind, LinkKind::Peer(_)) && l.remote_key == *key && l.is_up())
+    }
+}
+
+/// A bounded set that forgets its oldest members.
+#[derive(Debug)]
+pub(crate) struct FifoSet<T: std::hash::Hash + Eq + Clone> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+    cap: usize,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> FifoSet<T> {
+    pub(crate) fn new(cap: usize) -> Self {
+        FifoSet {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// True if newly inserted.
+    pub(crate) fn insert(&mut self, v: T) -> bool {
+        if !self.set.insert(v.clone()) {
+            return false;
+        }
+        self.order.push_back(v);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+//! Blocks out: compress (§6) → seal with a fresh key (§5) → FEC + signed manifest (§3, §4.1)
+//! → fragments paced to the uplink, one hop-signed copy per destination → key release after
+//! receipts or timeout (§2.6) → direct peer fallback.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use bitcoin::Block;
+use photon_protocol::chain::Bitcoin;
+use photon_protocol::compress::compress;
+use photon_protocol::seal::{BlockKey, SealKey};
+use photon_protocol::sender::{Sender, SenderConfig};
+use photon_protocol::wire::{
+    self, flags, KeyReleaseRepr, Message, Packet, ReceiptRepr, RepairRequestRepr,
+};
+use ring::rand::SecureRandom;
+
+use super::{
+    Gateway, GatewayEvent, KeyReleasePolicy, LinkId, LinkKind, OutTimings, ReleaseReason, Transmit,
+};
+
+/// Our outbound streams kept at once (the oldest is dropped first).
+const MAX_OUT_STREAMS: usize = 16;
+
+pub(super) struct OutStream {
+    stream: u64,
+    sealed: Vec<u8>,
+    key: BlockKey,
+    manifest_hash: [u8; 32],
+    sender: Sender,
+    started: Instant,
+    /// Receipts through relays (they do not say who sent them).
+    relay_receipts: u32,
+    /// Peers that sent a receipt over their direct link.
+    peer_receipts: HashSet<LinkId>,
+    released: bool,
+    release_at: Option<Instant>,
+    fallback_at: Option<Instant>,
+    /// Peers given the stream directly (fallback or origination through peers).
+    peer_senders: Vec<(LinkId, Sender)>,
+    /// Where retransmissions of the main sender go: the links that asked.
+    retransmit_to: Vec<LinkId>,
+    expires: Instant,
+}
+
+impl OutStream {
+    pub(super) fn next_timer(&self) -> Option<Instant> {
+        let mut t = self.sender.poll_timeout();
+        for x in self
+            .peer_senders
+            .iter()
+            .map(|(_, s)| s.poll_timeout())
+            .chain([self.release_at, self.fallback_at, Some(self.expires)])
+            .flatten()
+        {
+            t = Some(t.map_or(x, |t| t.min(x)));
+        }
+        t
+    }
+
+    pub(super) fn stream_id(&self) -> u64 {
+        self.stream
+    }
+
+    fn receipts(&self) -> u32 {
+        self.relay_receipts + self.peer_receipts.len() as u32
+    }
+}
+
+/// A fragment being copied to its destinations, one hop-signed copy per poll.
+pub(super) struct Fanout {
+    len: usize,
+    dests: Vec<LinkId>,
+    next: usize,
+}
+
+impl Gateway {
+    /// Sends `block` to the network as a new stream.
+    pub(super) fn originate(&mut self, now: Instant, block: &Block) {
+        let clock = Instant::now;
+        let t0 = clock();
+        let block_bytes = bitcoin::consensus::serialize(block).len();
+        let compressed = match compress::<Bitcoin>(block, &self.store) {
+            Ok(c) => c,
+            Err(e) => {
+                self.event(GatewayEvent::BlockFailed {
+                    stream: 0,
+                    reason: format!("compress: {e}"),
+                });
+                return;
+            }
+        };
+        let t1 = clock();
+        let mut stream_bytes = [0u8; 8];
+        if self.rng.fill(&mut stream_bytes).is_err() {
+            return;
+        }
+        let stream = u64::from_be_bytes(stream_bytes);
+        let mut sealed = compressed.bytes.clone();
+        let key =
+            match SealKey::generate(&self.rng).and_then(|k| k.seal_in_place(stream, &mut sealed)) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.event(GatewayEvent::BlockFailed {
+                        stream,
+                        reason: format!("seal: {e}"),
+                    });
+                    return;
+                }
+            };
+        let t2 = clock();
+        let via_peers = self.config.originate_via_peers || self.live_links(true).is_empty();
+        let dests = if via_peers {
+            self.live_links(false).len()
+        } else {
+            self.live_links(true).len()
+        };
+        let sender = match Sender::new(
+            self.sender_config(dests.max(1)),
+            stream,
+            &sealed,
+            self.identity.key_pair(),
+            now,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                self.event(GatewayEvent::BlockFailed {
+                    stream,
+                    reason: format!("FEC/manifest: {e}"),
+                });
+                return;
+            }
+        };
+        let t3 = clock();
+        let datagrams_planned =
+            sender.encoded().params().total() + sender.manifest().fragment_count();
+        let (release_at, released_now) = match self.config.key_release {
+            KeyReleasePolicy::Immediate => (None, true),
+            p @ KeyReleasePolicy::Receipts { timeout, .. } => {
+                if p.receipts_needed() == 0 {
+                    (None, true)
+                } else {
+                    (Some(now + timeout), false)
+                }
+            }
+        };
+        let has_peers = !self.config.peers.is_empty();
+        let mut out = OutStream {
+            stream,
+            manifest_hash: sender.manifest().manifest_hash(),
+            sealed,
+            key,
+            sender,
+            started: now,
+            relay_receipts: 0,
+            peer_receipts: HashSet::new(),
+            released: false,
+            release_at,
+            fallback_at: (has_peers && !via_peers).then_some(now + self.config.peer_fallback),
+            peer_senders: Vec::new(),
+            retransmit_to: Vec::new(),
+            expires: now + self.config.outbound_linger,
+        };
+        if via_peers {
+            // No relay (or we hide behind peers): every live peer gets the stream directly.
+            for link in self.live_links(false) {
+                if let Ok(s) = Sender::new(
+                    self.sender_config(1),
+                    stream,
+                    &out.sealed,
+                    self.identity.key_pair(),
+                    now,
+                ) {
+                    out.peer_senders.push((link, s));
+                }
+            }
+        }
+        self.stats.block_bytes_out += block_bytes as u64;
+        self.stats.compressed_bytes_out += compressed.bytes.len() as u64;
+        if self.out_streams.len() >= MAX_OUT_STREAMS {
+            self.out_streams.remove(0);
+        }
+        self.out_streams.push(out);
+        self.event(GatewayEvent::BlockOriginated {
+            hash: block.block_hash(),
+            stream,
+            block_bytes,
+            compressed_bytes: compressed.bytes.len(),
+            datagrams_planned,
+            timings: OutTimings {
+                compress: t1 - t0,
+                seal: t2 - t1,
+                fec_manifest: t3 - t2,
+            },
+        });
+        if released_now {
+            let i = self.out_streams.len() - 1;
+            self.release_key(now, i, ReleaseReason::Immediate);
+        }
+    }
+
+    fn sender_config(&self, dests: usize) -> SenderConfig {
+        SenderConfig {
+            node_id: 0,
+            rate_bytes_per_sec: self.config.uplink_bytes_per_sec / dests.max(1) as u64,
+            burst: self.config.burst,
+            repair: self.config.repair,
+            ..SenderConfig::default()
+        }
+    }
+
+    /// Next fragment copy: finish the current fan-out, else pull the next fragment from the
+    /// streams in turn (pacing is each sender's).
+    pub(super) fn poll_fragment(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        loop {
+            if let Some(f) = &mut self.fanout {
+                while f.next < f.dests.len() {
+                    let link = f.dests[f.next];
+                    f.next += 1;
+                    let l = &self.links[link];
+                    let Some(session) = &l.session else { continue };
+                    let len = f.len;
+                    buf[..len].copy_from_slice(&self.frag_buf[..len]);
+                    let Ok(mut p) = Packet::new_checked(&mut buf[..len]) else {
+                        continue;
+                    };
+                    p.set_sender(session.our_id);
+                    if session.keys.send.sign_packet(&mut p).is_err() {
+                        continue;
+                    }
+                    return Some(Transmit { dst: l.addr, len });
+                }
+                self.fanout = None;
+            }
+            let n = self.out_streams.len();
+            let mut found = None;
+            'streams: for k in 0..n {
+                let i = (self.next_stream_rr + k) % n;
+                let s = &mut self.out_streams[i];
+                for (link, ps) in &mut s.peer_senders {
+                    if let Some(len) = ps.poll_transmit(now, &mut self.frag_buf) {
+                        found = Some((len, vec![*link]));
+                        self.next_stream_rr = i + 1;
+                        break 'streams;
+                    }
+                }
+                if let Some(len) = s.sender.poll_transmit(now, &mut self.frag_buf) {
+                    let retransmit = self.frag_buf[wire::field::FLAGS] & flags::RETRANSMIT != 0;
+                    let dests = if retransmit {
+                        s.retransmit_to.clone()
+                    } else if self.config.originate_via_peers {
+                        Vec::new()
+                    } else {
+                        // Re-evaluated per fragment: a relay that went quiet mid-block is
+                        // skipped, one that took over gets the rest.
+                        self.links
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, l)| l.is_up() && matches!(l.kind, LinkKind::Relay(_)))
+                            .map(|(i, _)| i)
+                            .collect()
+                    };
+                    found = Some((len, dests));
+                    self.next_stream_rr = i + 1;
+                    break;
+                }
+            }
+            let (len, dests) = found?;
+            self.fanout = Some(Fanout {
+                len,
+                dests,
+                next: 0,
+            });
+        }
+    }
+
+    pub(super) fn handle_receipt(&mut self, now: Instant, link: LinkId, r: &ReceiptRepr) {
+        self.stats.receipts_received += 1;
+        let Some(i) = self.out_streams.iter().position(|s| s.stream == r.stream) else {
+            self.stats.dropped_unexpected += 1;
+            return;
+        };
+        let s = &mut self.out_streams[i];
+        if s.manifest_hash != r.manifest_hash {
+            self.stats.receipts_mismatched += 1;
+            return;
+        }
+        match self.links[link].kind {
+            LinkKind::Peer(_) => {
+                s.peer_receipts.insert(link);
+            }
+            LinkKind::Relay(_) => s.relay_receipts += 1,
+        }
+        if !s.released && s.receipts() >= self.config.key_release.receipts_needed() {
+            self.release_key(now, i, ReleaseReason::Receipts);
+        }
+    }
+
+    /// Sends the key of out stream `i` to every live link.
+    fn release_key(&mut self, now: Instant, i: usize, reason: ReleaseReason) {
+        let s = &mut self.out_streams[i];
+        s.released = true;
+        s.release_at = None;
+        let release: KeyReleaseRepr = s.key.release(s.stream, &self.identity);
+        let (stream, receipts, after) = (s.stream, s.receipts(), now - s.started);
+        self.broadcast_key(&release);
+        self.event(GatewayEvent::KeyReleased {
+            stream,
+            receipts,
+            reason,
+            after,
+        });
+    }
+
+    fn broadcast_key(&mut self, release: &KeyReleaseRepr) {
+        for link in 0..self.links.len() {
+            if self.links[link].is_up() && self.send_message(link, Message::KeyRelease(*release), 0)
+            {
+                self.stats.key_releases_sent += 1;
+            }
+        }
+    }
+
+    pub(super) fn handle_repair_request(&mut self, link: LinkId, r: &RepairRequestRepr) {
+        self.stats.repair_requests_received += 1;
+        let Some(s) = self.out_streams.iter_mut().find(|s| s.stream == r.stream) else {
+            self.stats.dropped_unexpected += 1;
+            return;
+        };
+        if let Some((_, ps)) = s.peer_senders.iter_mut().find(|(l, _)| *l == link) {
+            ps.handle_repair_request(r.kind, &r.missing);
+            return;
+        }
+        if !s.retransmit_to.contains(&link) {
+            s.retransmit_to.push(link);
+        }
+        s.sender.handle_repair_request(r.kind, &r.missing);
+    }
+
+    pub(super) fn outbound_timers(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.out_streams.len() {
+            if now >= self.out_streams[i].expires {
+                self.out_streams.remove(i);
+                continue;
+            }
+            let s = &self.out_streams[i];
+            if !s.released && s.release_at.is_some_and(|t| now >= t) {
+                self.release_key(now, i, ReleaseReason::Timeout);
+            }
+            let s = &self.out_streams[i];
+            if s.fallback_at.is_some_and(|t| now >= t) {
+                self.peer_fallback(now, i);
+            }
+            i += 1;
+        }
+    }
+
+    /// The stream to every live peer that has not acknowledged it, over the direct link.
+    fn peer_fallback(&mut self, now: Instant, i: usize) {
+        self.out_streams[i].fallback_at = None;
+        let peers: Vec<LinkId> = self
+            .live_links(false)
+            .into_iter()
+            .filter(|l| {
+                let s = &self.out_streams[i];
+                !s.peer_receipts.contains(l) && !s.peer_senders.iter().any(|(p, _)| p == l)
+            })
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let config = self.sender_config(peers.len());
+        let s = &mut self.out_streams[i];
+        for &link in &peers {
+            if let Ok(ps) = Sender::new(config, s.stream, &s.sealed, self.identity.key_pair(), now)
+            {
+                s.peer_senders.push((link, ps));
+            }
+        }
+        let stream = s.stream;
+        let release = s.released.then(|| s.key.release(s.stream, &self.identity));
+        if let Some(release) = release {
+            for &link in &peers {
+                if self.send_message(link, Message::KeyRelease(release), 0) {
+                    self.stats.key_releases_sent += 1;
+                }
+            }
+        }
+        self.stats.peer_fallbacks += 1;
+        self.event(GatewayEvent::PeerFallback {
+            stream,
+            peers: peers.len(),
+        });
+    }
+
+    /// Stream ids of our outbound blocks still kept, oldest first.
+    pub fn outbound_stream_ids(&self) -> Vec<u64> {
+        self.out_streams.iter().map(|s| s.stream).collect()
+    }
+}

@@ -1,0 +1,237 @@
+//! Transactions: node → relays (§2.2) and short-ID assignment (§2.3, §6.1); relays → store →
+//! node; serving tx requests (§2.4).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bitcoin::Transaction;
+use photon_protocol::chain::{Bitcoin, ChainAdapter, TxIds};
+use photon_protocol::shortid::{Inserted, ShortId};
+use photon_protocol::wire::{
+    Message, ShortIdAssignRepr, TransactionRepr, TxRequestRepr, MAX_TX_LEN,
+};
+
+use super::{Gateway, LinkId, LinkKind, NodeAction};
+
+/// Partial multi-datagram transactions kept at once, and their bytes together.
+const MAX_PARTIALS: usize = 64;
+const MAX_PARTIAL_BYTES: usize = 16 << 20;
+/// A partial transaction not completed within this is dropped.
+const PARTIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Partial {
+    data: Vec<u8>,
+    got: Vec<bool>,
+    short_id: Option<u32>,
+    started: Instant,
+}
+
+pub(super) struct TxState {
+    /// Our node's transactions sent to the relay, waiting for their short ID: txid → (ids, tx).
+    awaiting: HashMap<[u8; 32], (TxIds, Vec<u8>)>,
+    awaiting_order: VecDeque<[u8; 32]>,
+    max_awaiting: usize,
+    partials: HashMap<(LinkId, u64), Partial>,
+    partial_bytes: usize,
+    next_transfer: u64,
+}
+
+impl TxState {
+    pub(super) fn new(max_awaiting: usize) -> Self {
+        TxState {
+            awaiting: HashMap::new(),
+            awaiting_order: VecDeque::new(),
+            max_awaiting: max_awaiting.max(1),
+            partials: HashMap::new(),
+            partial_bytes: 0,
+            next_transfer: 1,
+        }
+    }
+
+    fn await_id(&mut self, ids: TxIds, tx: Vec<u8>) {
+        if self.awaiting.insert(ids.txid, (ids, tx)).is_none() {
+            self.awaiting_order.push_back(ids.txid);
+        }
+        while self.awaiting_order.len() > self.max_awaiting {
+            if let Some(old) = self.awaiting_order.pop_front() {
+                self.awaiting.remove(&old);
+            }
+        }
+    }
+
+    pub(super) fn expire(&mut self, now: Instant) {
+        let before = self.partials.len();
+        self.partials
+            .retain(|_, p| now.saturating_duration_since(p.started) < PARTIAL_TIMEOUT);
+        if self.partials.len() != before {
+            self.partial_bytes = self.partials.values().map(|p| p.data.len()).sum();
+        }
+        // The order list may name entries already taken out: keep it in step.
+        let awaiting = &self.awaiting;
+        self.awaiting_order.retain(|t| awaiting.contains_key(t));
+    }
+}
+
+impl Gateway {
+    pub(super) fn tx_from_node(&mut self, _now: Instant, tx: &Transaction) {
+        let ids = Bitcoin::tx_ids(tx);
+        if self.store.id_by_wtxid(&ids.wtxid).is_some() {
+            // Came from the network first: nothing to tell the relays.
+            self.stats.txs_duplicate += 1;
+            return;
+        }
+        self.stats.txs_from_node += 1;
+        let bytes = Bitcoin::encode_tx(tx);
+        let Some(relay) = self.primary else {
+            // No relay: the transaction is sent whole in blocks; nothing else to do.
+            return;
+        };
+        let transfer = self.txs.next_transfer;
+        self.txs.next_transfer += 1;
+        self.send_tx(relay, transfer, None, &bytes);
+        self.txs.await_id(ids, bytes);
+    }
+
+    /// Sends a transaction as one or more datagrams (§2.2).
+    fn send_tx(&mut self, link: LinkId, transfer: u64, short_id: Option<u32>, bytes: &[u8]) {
+        let Ok(tx_len) = u32::try_from(bytes.len()) else {
+            return;
+        };
+        if bytes.is_empty() || tx_len > MAX_TX_LEN {
+            return;
+        }
+        let chunks = bytes.len().div_ceil(TransactionRepr::MAX_DATA);
+        let Ok(count) = u16::try_from(chunks) else {
+            return;
+        };
+        for (i, data) in bytes.chunks(TransactionRepr::MAX_DATA).enumerate() {
+            let t = TransactionRepr {
+                transfer,
+                index: i as u16,
+                count,
+                short_id,
+                tx_len,
+                offset: (i * TransactionRepr::MAX_DATA) as u32,
+                data,
+            };
+            self.send_message(link, Message::Transaction(t), 0);
+        }
+    }
+
+    pub(super) fn handle_transaction(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        t: &TransactionRepr<'_>,
+    ) {
+        let whole = t.count == 1 && t.offset == 0 && t.data.len() == t.tx_len as usize;
+        let complete: Option<(Option<u32>, Vec<u8>)> = if whole {
+            Some((t.short_id, t.data.to_vec()))
+        } else {
+            self.reassemble(now, link, t)
+        };
+        let Some((short_id, bytes)) = complete else {
+            return;
+        };
+        let Ok(tx) = Bitcoin::decode_tx(&bytes) else {
+            self.stats.txs_bad += 1;
+            return;
+        };
+        let Some(id) = short_id else {
+            // Only relays name transactions; a peer's transaction without an ID is not ours
+            // to store.
+            self.stats.dropped_unexpected += 1;
+            return;
+        };
+        let ids = Bitcoin::tx_ids(&tx);
+        let ours = self.txs.awaiting.remove(&ids.txid).is_some();
+        match self.store.insert(ShortId(id), ids, &bytes, now) {
+            Ok(Inserted::New) | Ok(Inserted::ReplacedId) => {
+                if !ours {
+                    self.stats.txs_from_network += 1;
+                    self.node_actions.push_back(NodeAction::AnnounceTx(tx));
+                }
+                self.tx_arrived(now, ShortId(id), &bytes);
+            }
+            Ok(Inserted::AlreadyKnown(_)) => self.stats.txs_duplicate += 1,
+            Err(_) => self.stats.txs_bad += 1,
+        }
+    }
+
+    fn reassemble(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        t: &TransactionRepr<'_>,
+    ) -> Option<(Option<u32>, Vec<u8>)> {
+        let key = (link, t.transfer);
+        if !self.txs.partials.contains_key(&key) {
+            let len = t.tx_len as usize;
+            if self.txs.partials.len() >= MAX_PARTIALS
+                || self.txs.partial_bytes + len > MAX_PARTIAL_BYTES
+            {
+                self.stats.txs_bad += 1;
+                return None;
+            }
+            self.txs.partial_bytes += len;
+            self.txs.partials.insert(
+                key,
+                Partial {
+                    data: vec![0; len],
+                    got: vec![false; usize::from(t.count)],
+                    short_id: t.short_id,
+                    started: now,
+                },
+            );
+        }
+        let p = self.txs.partials.get_mut(&key)?;
+        let at = t.offset as usize;
+        if p.data.len() != t.tx_len as usize
+            || p.got.len() != usize::from(t.count)
+            || at + t.data.len() > p.data.len()
+        {
+            self.stats.txs_bad += 1;
+            return None;
+        }
+        p.data[at..at + t.data.len()].copy_from_slice(t.data);
+        p.got[usize::from(t.index)] = true;
+        if !p.got.iter().all(|&g| g) {
+            return None;
+        }
+        let p = self.txs.partials.remove(&key)?;
+        self.txs.partial_bytes -= p.data.len();
+        Some((p.short_id, p.data))
+    }
+
+    pub(super) fn handle_short_id_assign(&mut self, now: Instant, a: &ShortIdAssignRepr) {
+        for (txid, id) in &a.entries {
+            let Some((ids, bytes)) = self.txs.awaiting.remove(txid) else {
+                continue;
+            };
+            if self.store.insert(ShortId(*id), ids, &bytes, now).is_ok() {
+                self.stats.short_ids_assigned += 1;
+                self.tx_arrived(now, ShortId(*id), &bytes);
+            }
+        }
+    }
+
+    /// Someone asks for transactions of a block. Over a direct peer link we answer whatever
+    /// we hold; over a relay only for our own streams (the relay passes the request to every
+    /// gateway, and one answer, the origin's, is enough).
+    pub(super) fn handle_tx_request(&mut self, link: LinkId, r: &TxRequestRepr) {
+        if matches!(self.links[link].kind, LinkKind::Relay(_))
+            && !self.out_streams.iter().any(|s| s.stream_id() == r.stream)
+        {
+            return;
+        }
+        for &id in &r.short_ids {
+            let Some(tx) = self.store.get(ShortId(id)).map(<[u8]>::to_vec) else {
+                continue;
+            };
+            let transfer = self.txs.next_transfer;
+            self.txs.next_transfer += 1;
+            self.send_tx(link, transfer, Some(id), &tx);
+            self.stats.tx_requests_served += 1;
+        }
+    }
+}

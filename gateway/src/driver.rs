@@ -1,0 +1,361 @@
+//! The thin driver: one thread that joins the node connection, the sans-IO [`Gateway`] core and
+//! one UDP socket (batched I/O, [`crate::udp`]).
+//!
+//! Loop: node events → core; timers; node actions → node; datagrams out (`sendmmsg`); events →
+//! logs, metrics and the handle; then one `recvmmsg` that waits at most until the core's next
+//! timer (bounded to [`MAX_WAIT`] so node events are picked up promptly). Counters are
+//! published to the [`GatewayHandle`] snapshot and to the metrics every [`PUBLISH_EVERY`].
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use photon_protocol::assembler::AssemblerStats;
+use photon_protocol::identity::Identity;
+use photon_protocol::shortid::TxStoreStats;
+
+use crate::config::public_key_hex;
+use crate::core::{
+    CoreConfig, Gateway, GatewayEvent, GatewayStats, LinkKind, LinkState, NodeAction,
+};
+use crate::metrics::Metrics;
+use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeStats};
+use crate::udp::{Arena, ArenaPages, BatchRecv, BatchSend};
+
+/// Longest wait in one receive call (node events wait at most this long).
+pub const MAX_WAIT: Duration = Duration::from_millis(2);
+const MIN_WAIT: Duration = Duration::from_micros(20);
+/// Snapshot and metrics publication period.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// A link without a session this long after start (or after going quiet) is reported.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// What the driver runs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub core: CoreConfig,
+    /// UDP address to bind.
+    pub listen: SocketAddr,
+    pub node_addr: SocketAddr,
+    pub node: NodeConfig,
+    pub node_backoff: Backoff,
+    /// Datagrams per `recvmmsg`.
+    pub recv_batch: usize,
+    /// Events offered to [`GatewayHandle::events`] (dropped when the queue is full; 0: none).
+    pub event_queue: usize,
+    /// Put the receive arena on a hugepage where one is free.
+    pub hugepages: bool,
+}
+
+/// The driver's published state.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub stats: GatewayStats,
+    pub assembler: AssemblerStats,
+    pub store: TxStoreStats,
+    pub links: Vec<(LinkKind, SocketAddr, LinkState)>,
+    pub node: NodeStats,
+    pub blocks_waiting_for_key: usize,
+    pub arena: Option<ArenaPages>,
+    pub send_dropped: u64,
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    events: Receiver<GatewayEvent>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The last published state (at most [`PUBLISH_EVERY`] old).
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Events, if `event_queue > 0`.
+    pub fn events(&self) -> &Receiver<GatewayEvent> {
+        &self.events
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind UDP {addr}: {error} (check network.listen)")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot start the gateway thread: {0}")]
+    Thread(std::io::Error),
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Binds the socket, connects to the node and starts the gateway thread.
+pub fn spawn(
+    config: DriverConfig,
+    identity: Identity,
+    metrics: Option<Metrics>,
+) -> Result<GatewayHandle, StartError> {
+    let sock = UdpSocket::bind(config.listen).map_err(|error| StartError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    let local_addr = sock.local_addr().map_err(|error| StartError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+    let (event_tx, events) = mpsc::sync_channel(config.event_queue.max(1));
+    let (stop2, snap2) = (stop.clone(), snapshot.clone());
+    let thread = std::thread::Builder::new()
+        .name("photon-gateway".into())
+        .spawn(move || {
+            run(config, identity, sock, &stop2, &snap2, event_tx, metrics);
+        })
+        .map_err(StartError::Thread)?;
+    Ok(GatewayHandle {
+        local_addr,
+        stop,
+        snapshot,
+        events,
+        thread: Some(thread),
+    })
+}
+
+fn log_event(ev: &GatewayEvent) {
+    match ev {
+        GatewayEvent::LinkUp { kind, addr, .. } => tracing::info!(?kind, %addr, "link up"),
+        GatewayEvent::LinkDown { kind, addr, .. } => {
+            tracing::warn!(?kind, %addr, "link quiet: failing over / re-registering")
+        }
+        GatewayEvent::RegisterRefused { link, status } => {
+            tracing::warn!(
+                link,
+                status,
+                "relay refused our registration (status of §2.9)"
+            )
+        }
+        GatewayEvent::BlockOriginated {
+            hash,
+            stream,
+            block_bytes,
+            compressed_bytes,
+            datagrams_planned,
+            timings,
+        } => tracing::info!(
+            %hash, stream = format_args!("{stream:016x}"), block_bytes, compressed_bytes,
+            datagrams_planned, compress_us = timings.compress.as_micros() as u64,
+            seal_us = timings.seal.as_micros() as u64,
+            fec_manifest_us = timings.fec_manifest.as_micros() as u64,
+            "block from node sent"
+        ),
+        GatewayEvent::KeyReleased {
+            stream,
+            receipts,
+            reason,
+            after,
+        } => tracing::info!(
+            stream = format_args!("{stream:016x}"),
+            receipts,
+            ?reason,
+            after_ms = after.as_millis() as u64,
+            "key released"
+        ),
+        GatewayEvent::PeerFallback { stream, peers } => tracing::warn!(
+            stream = format_args!("{stream:016x}"),
+            peers,
+            "no receipt in time: sending to peers directly"
+        ),
+        GatewayEvent::BlockDelivered {
+            hash,
+            via,
+            tx_requests,
+            timings,
+            ..
+        } => tracing::info!(
+            %hash, ?via, tx_requests, total_us = timings.total.as_micros() as u64,
+            "block from network delivered to node"
+        ),
+        GatewayEvent::BlockFailed { stream, reason } => {
+            tracing::warn!(stream = format_args!("{stream:016x}"), %reason, "block not delivered")
+        }
+    }
+}
+
+fn run(
+    config: DriverConfig,
+    identity: Identity,
+    sock: UdpSocket,
+    stop: &AtomicBool,
+    snapshot: &Mutex<Snapshot>,
+    events: SyncSender<GatewayEvent>,
+    metrics: Option<Metrics>,
+) {
+    let our_key = public_key_hex(&identity.public_key());
+    tracing::info!(listen = %sock.local_addr().map_or(config.listen, |a| a), key = %our_key,
+        node = %config.node_addr, "gateway starting");
+    let node = NodeConnection::connect(
+        config.node_addr,
+        config.node.clone(),
+        config.node_backoff.clone(),
+    );
+    let start = Instant::now();
+    let mut core = Gateway::new(config.core.clone(), identity, start, unix_ms());
+    let arena = if config.hugepages {
+        Arena::new()
+    } else {
+        Arena::normal()
+    };
+    let mut rx = BatchRecv::new(arena, config.recv_batch);
+    let mut tx = BatchSend::new();
+    let mut wait = MAX_WAIT;
+    let _ = sock.set_read_timeout(Some(wait));
+    let mut next_publish = start;
+    let mut published = GatewayStats::default();
+    let mut down_since: Vec<Option<Instant>> = vec![Some(start); core.links().len()];
+    let mut warned = vec![false; down_since.len()];
+    let offer_events = config.event_queue > 0;
+
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        while let Ok(ev) = node.events().try_recv() {
+            match ev {
+                ConnectionEvent::Node(e) => core.handle_node_event(now, e),
+                ConnectionEvent::Connected(a) => tracing::info!(node = %a, "connected to node"),
+                ConnectionEvent::Disconnected {
+                    error,
+                    reconnect_in,
+                } => tracing::warn!(node = %config.node_addr, %error,
+                    retry_ms = reconnect_in.as_millis() as u64,
+                    "node unreachable or connection lost (check node.address)"),
+                ConnectionEvent::CallRefused { call, error } => {
+                    tracing::warn!(call, %error, "node refused a call")
+                }
+            }
+        }
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
+        }
+        while let Some(action) = core.poll_node_action() {
+            match action {
+                NodeAction::SendBlock(b) => node.send_block(b),
+                NodeAction::AnnounceBlock(b) => node.announce_block(b),
+                NodeAction::SendCmpctBlock(b) => node.send_cmpct_block(b),
+                NodeAction::AnnounceTx(t) => node.announce_tx(t),
+            }
+        }
+        loop {
+            if tx.is_full() {
+                let _ = tx.flush(&sock);
+            }
+            let Some(slot) = tx.slot() else { break };
+            match core.poll_transmit(now, slot) {
+                Some(t) => tx.commit(t.len, t.dst),
+                None => break,
+            }
+        }
+        if !tx.is_empty() {
+            let _ = tx.flush(&sock);
+        }
+        while let Some(ev) = core.poll_event() {
+            log_event(&ev);
+            if let Some(m) = &metrics {
+                m.observe_event(&ev);
+            }
+            if offer_events {
+                let _ = events.try_send(ev);
+            }
+        }
+        if now >= next_publish {
+            next_publish = now + PUBLISH_EVERY;
+            let links = core.links();
+            for (i, (kind, addr, state)) in links.iter().enumerate() {
+                if *state == LinkState::Up {
+                    down_since[i] = None;
+                    warned[i] = false;
+                } else {
+                    let since = *down_since[i].get_or_insert(now);
+                    if !warned[i] && now - since >= UNREACHABLE_AFTER {
+                        warned[i] = true;
+                        tracing::warn!(?kind, %addr, our_key = %our_key,
+                            "no session after {}s: unreachable, or it does not know our key / we \
+                             have the wrong key for it (check relays/peers in the config)",
+                            UNREACHABLE_AFTER.as_secs());
+                    }
+                }
+            }
+            let stats = core.stats().clone();
+            let store = core.tx_store_stats();
+            if let Some(m) = &metrics {
+                let up = links.iter().filter(|l| l.2 == LinkState::Up).count() as i64;
+                m.publish(&published, &stats, up, store.bytes);
+            }
+            let snap = Snapshot {
+                stats: stats.clone(),
+                assembler: *core.assembler_stats(),
+                store,
+                links,
+                node: node.stats(),
+                blocks_waiting_for_key: core.blocks_waiting_for_key(),
+                arena: Some(rx.arena_pages()),
+                send_dropped: tx.dropped,
+            };
+            *snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snap;
+            published = stats;
+        }
+        let next = core
+            .poll_timeout()
+            .map_or(MAX_WAIT, |t| t.saturating_duration_since(Instant::now()));
+        let want = next.clamp(MIN_WAIT, MAX_WAIT);
+        if want != wait {
+            wait = want;
+            let _ = sock.set_read_timeout(Some(wait));
+        }
+        if let Err(e) = rx.recv(&sock, |from, d| {
+            core.handle_datagram(Instant::now(), from, d)
+        }) {
+            tracing::warn!(error = %e, "UDP receive failed");
+            std::thread::sleep(MAX_WAIT);
+        }
+    }
+    node.shutdown();
+}

@@ -1,0 +1,355 @@
+//! Prometheus metrics (`prometheus-client`, the relay's choice too) and a minimal `/metrics`
+//! HTTP endpoint.
+//!
+//! The driver publishes the core's counters here in its housekeeping (deltas of
+//! [`GatewayStats`] snapshots) and observes the per-stage latencies of each block event; the
+//! data path itself never touches a metric.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::core::{GatewayEvent, GatewayStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// `node` or `network`.
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabel {
+    /// `out` (our node's blocks) or `in` (blocks from the network).
+    pub direction: &'static str,
+    /// `block` (chain encoding) or `compressed`.
+    pub form: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+type HistogramFamily = Family<StageLabel, Histogram, fn() -> Histogram>;
+
+fn stage_histogram() -> Histogram {
+    // 10 µs .. ~84 s.
+    Histogram::new(exponential_buckets(1e-5, 2.0, 24))
+}
+
+/// Every metric of the gateway.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    blocks: Family<SourceLabel, Counter>,
+    txs: Family<SourceLabel, Counter>,
+    bytes: Family<BytesLabel, Counter>,
+    stage_seconds: HistogramFamily,
+    datagrams_in: Counter,
+    datagrams_out: Counter,
+    drops: Family<ReasonLabel, Counter>,
+    tx_requests: Counter,
+    key_releases: Family<ReasonLabel, Counter>,
+    peer_fallbacks: Counter,
+    links_up: Gauge,
+    tx_store_bytes: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("photon_gateway");
+        let blocks = Family::<SourceLabel, Counter>::default();
+        r.register(
+            "blocks",
+            "Blocks handled, by where they came from",
+            blocks.clone(),
+        );
+        let txs = Family::<SourceLabel, Counter>::default();
+        r.register(
+            "transactions",
+            "Transactions handled, by where they came from",
+            txs.clone(),
+        );
+        let bytes = Family::<BytesLabel, Counter>::default();
+        r.register(
+            "block_bytes",
+            "Block bytes before (form=block) and after (form=compressed) compression",
+            bytes.clone(),
+        );
+        let stage_seconds: HistogramFamily = Family::new_with_constructor(stage_histogram);
+        r.register(
+            "stage_seconds",
+            "Per-stage latency of blocks: out_compress, out_seal, out_fec_manifest, key_release; \
+             in_assemble, in_key_wait, in_open, in_decompress, in_total",
+            stage_seconds.clone(),
+        );
+        let datagrams_in = Counter::default();
+        r.register(
+            "datagrams_received",
+            "UDP datagrams received",
+            datagrams_in.clone(),
+        );
+        let datagrams_out = Counter::default();
+        r.register(
+            "datagrams_sent",
+            "UDP datagrams sent",
+            datagrams_out.clone(),
+        );
+        let drops = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "dropped",
+            "Datagrams and messages dropped, by reason",
+            drops.clone(),
+        );
+        let tx_requests = Counter::default();
+        r.register(
+            "tx_requests",
+            "Tx requests sent for blocks with unknown transactions",
+            tx_requests.clone(),
+        );
+        let key_releases = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "key_releases",
+            "Keys of our blocks released, by reason",
+            key_releases.clone(),
+        );
+        let peer_fallbacks = Counter::default();
+        r.register(
+            "peer_fallbacks",
+            "Blocks sent to peers directly after no receipt",
+            peer_fallbacks.clone(),
+        );
+        let links_up = Gauge::default();
+        r.register(
+            "links_up",
+            "Relay and peer links with a live session",
+            links_up.clone(),
+        );
+        let tx_store_bytes = Gauge::default();
+        r.register(
+            "tx_store_bytes",
+            "Bytes accounted by the transaction store",
+            tx_store_bytes.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            blocks,
+            txs,
+            bytes,
+            stage_seconds,
+            datagrams_in,
+            datagrams_out,
+            drops,
+            tx_requests,
+            key_releases,
+            peer_fallbacks,
+            links_up,
+            tx_store_bytes,
+        }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    fn stage(&self, stage: &'static str, d: Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabel { stage })
+            .observe(d.as_secs_f64());
+    }
+
+    /// Latencies and reasons carried by an event.
+    pub fn observe_event(&self, ev: &GatewayEvent) {
+        match ev {
+            GatewayEvent::BlockOriginated { timings, .. } => {
+                self.stage("out_compress", timings.compress);
+                self.stage("out_seal", timings.seal);
+                self.stage("out_fec_manifest", timings.fec_manifest);
+            }
+            GatewayEvent::KeyReleased { reason, after, .. } => {
+                self.stage("key_release", *after);
+                let reason = match reason {
+                    crate::core::ReleaseReason::Immediate => "immediate",
+                    crate::core::ReleaseReason::Receipts => "receipts",
+                    crate::core::ReleaseReason::Timeout => "timeout",
+                };
+                self.key_releases
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+            }
+            GatewayEvent::BlockDelivered { timings, .. } => {
+                self.stage("in_assemble", timings.assemble);
+                self.stage("in_key_wait", timings.key_wait);
+                self.stage("in_open", timings.open);
+                self.stage("in_decompress", timings.decompress);
+                self.stage("in_total", timings.total);
+            }
+            _ => {}
+        }
+    }
+
+    /// Publishes the counters that grew between two snapshots.
+    pub fn publish(
+        &self,
+        old: &GatewayStats,
+        new: &GatewayStats,
+        links_up: i64,
+        store_bytes: usize,
+    ) {
+        let add = |c: &Counter, a: u64, b: u64| {
+            if b > a {
+                c.inc_by(b - a);
+            }
+        };
+        let node = SourceLabel { source: "node" };
+        let net = SourceLabel { source: "network" };
+        add(
+            &self.blocks.get_or_create(&node),
+            old.blocks_from_node,
+            new.blocks_from_node,
+        );
+        add(
+            &self.blocks.get_or_create(&net),
+            old.blocks_from_network,
+            new.blocks_from_network,
+        );
+        add(
+            &self.txs.get_or_create(&node),
+            old.txs_from_node,
+            new.txs_from_node,
+        );
+        add(
+            &self.txs.get_or_create(&net),
+            old.txs_from_network,
+            new.txs_from_network,
+        );
+        let b = |direction, form| BytesLabel { direction, form };
+        add(
+            &self.bytes.get_or_create(&b("out", "block")),
+            old.block_bytes_out,
+            new.block_bytes_out,
+        );
+        add(
+            &self.bytes.get_or_create(&b("out", "compressed")),
+            old.compressed_bytes_out,
+            new.compressed_bytes_out,
+        );
+        add(
+            &self.bytes.get_or_create(&b("in", "block")),
+            old.block_bytes_in,
+            new.block_bytes_in,
+        );
+        add(
+            &self.bytes.get_or_create(&b("in", "compressed")),
+            old.compressed_bytes_in,
+            new.compressed_bytes_in,
+        );
+        add(&self.datagrams_in, old.datagrams_in, new.datagrams_in);
+        add(&self.datagrams_out, old.datagrams_out, new.datagrams_out);
+        let d = |reason| self.drops.get_or_create(&ReasonLabel { reason });
+        add(
+            &d("malformed"),
+            old.dropped_malformed,
+            new.dropped_malformed,
+        );
+        add(
+            &d("unknown_peer"),
+            old.dropped_unknown_peer,
+            new.dropped_unknown_peer,
+        );
+        add(&d("bad_hop_tag"), old.dropped_bad_tag, new.dropped_bad_tag);
+        add(&d("register"), old.dropped_register, new.dropped_register);
+        add(
+            &d("unexpected"),
+            old.dropped_unexpected,
+            new.dropped_unexpected,
+        );
+        add(&d("bad_tx"), old.txs_bad, new.txs_bad);
+        add(
+            &d("bad_key_release"),
+            old.key_releases_bad,
+            new.key_releases_bad,
+        );
+        add(
+            &self.tx_requests,
+            old.tx_requests_sent,
+            new.tx_requests_sent,
+        );
+        add(&self.peer_fallbacks, old.peer_fallbacks, new.peer_fallbacks);
+        self.links_up.set(links_up);
+        self.tx_store_bytes.set(store_bytes as i64);
+    }
+
+    /// Serves `GET /metrics` on `listener` from a thread of its own.
+    pub fn serve(&self, listener: TcpListener) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("photon-metrics".into())
+            .spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let _ = me.answer(conn);
+                }
+            })
+    }
+
+    /// Binds `addr` and serves it.
+    pub fn bind_and_serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let l = TcpListener::bind(addr)?;
+        let local = l.local_addr()?;
+        self.serve(l)?;
+        Ok(local)
+    }
+
+    fn answer(&self, mut conn: TcpStream) -> std::io::Result<()> {
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut req = [0u8; 4096];
+        let mut n = 0;
+        while n < req.len() {
+            let k = conn.read(&mut req[n..])?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+            if req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let head = &req[..n];
+        let (status, body) =
+            if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+                ("200 OK", self.encode())
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; \
+             charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(resp.as_bytes())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
