@@ -115,6 +115,18 @@ pub struct Config {
     /// `[[peer]]` tables: peer relays of the mesh.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerRelay>,
+    /// `[control]`: registration, keepalives, short IDs, repair cache ([`crate::control`]).
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
+    /// `[socket]`: the kernel-socket backend ([`crate::socket`]).
+    #[serde(default)]
+    pub socket: crate::socket::SocketConfig,
+    /// `[metrics]`: the Prometheus endpoint ([`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
+    /// `[log]`: log format and filter ([`crate::metrics`]).
+    #[serde(default)]
+    pub log: crate::metrics::LogConfig,
 }
 
 /// `[relay]`: who the relay is.
@@ -255,6 +267,9 @@ impl Config {
 
     /// Cross-field checks; each error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.control.validate()?;
+        self.socket.validate()?;
+        self.log.validate()?;
         let r = &self.relay;
         if r.node_id == 0 {
             return Err(invalid(

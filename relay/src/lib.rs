@@ -11,14 +11,20 @@
 //! - [`pipeline`]: the per-core DPDK run loop driving the above.
 //! - [`config`]: the TOML configuration; [`dataplane`]: EAL, ports, pools, rings and pinned
 //!   cores from a config.
+//! - [`control`]: the sans-IO control path (registration, keepalives, short IDs, repairs,
+//!   receipts and key releases); [`socket`]: the kernel-socket backend (batched UDP, same
+//!   forwarding decision); [`metrics`]: the Prometheus endpoint and log settings.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod dataplane;
 pub mod dedup;
 pub mod forward;
+pub mod metrics;
 pub mod packet;
 pub mod pipeline;
 pub mod publish;
+pub mod socket;
 pub mod table;

@@ -1,0 +1,884 @@
+//! The relay's control path, sans-IO: everything that is not the cut-through fan-out of block
+//! fragments. Both backends drive the same [`Control`]: the socket backend in its own loop
+//! ([`crate::socket`]), the DPDK backend on the control core from the data cores' control rings.
+//! The driver passes `now_ms`, the datagram and where it came from; [`Control`] answers with
+//! datagrams to send ([`Outgoing`]) and, when membership changed, a new forwarding [`Table`]
+//! for the driver to publish ([`crate::publish`]) without stopping the data path.
+//!
+//! What it does (`docs/protocol.md` section in brackets):
+//! - **Registration** (§2.8, §2.9, §5.4): `identity::verify_register` with the configured time
+//!   window, a replay cache of (identity, nonce) for the window, the allow list; a signed
+//!   `RegisterAck` with the relay's ephemeral key and the gateway's node id; the hop keys from
+//!   the X25519 agreement (§4.2), relay = responder. The gateway is stored with the address and
+//!   port its registration came from (so NAT bindings work) and gets the fan-out from then on.
+//!   The ack's hop tag is signed with the new relay → gateway key (the gateway may check it).
+//!   A gateway that registers again (restart, rekey) keeps its node id and gets new keys.
+//!   Answers: accepted; `UNKNOWN_IDENTITY` (not on the allow list); `STALE` (outside the
+//!   window, or a replayed nonce); `BUSY` (too many gateways, or the replay cache is full). A bad
+//!   signature gets no answer (counted): the sender is not who it claims, and answering would
+//!   make the relay a reflector.
+//! - **Keepalives** (§2.10): from a registered peer, hop-authenticated; refresh its liveness,
+//!   follow a NAT rebinding (the source address changed: the table is republished with the new
+//!   one), and answer with the relay's own keepalive echoing the peer's `seq`. A gateway silent
+//!   for `expiry_keepalives` intervals is removed on [`Control::tick`].
+//! - **Short IDs** (§2.3, §6.1): a transaction without a short ID gets the next ID of the
+//!   relay's range ([`ShortIdAllocator`]) and is fanned out *with* the ID to every gateway and
+//!   peer relay, **including the origin gateway**, which needs the ID to compress blocks that
+//!   reference the transaction. (The alternative, a `ShortIdAssign` to the origin, needs the
+//!   txid, hence reassembling and hashing the transaction at the relay; sending the transaction
+//!   back costs one datagram and keeps the relay hash-free.) The relay also rewrites the
+//!   transfer id (header `stream`) to one of its own, since receivers reassemble by (sender,
+//!   transfer) and the sender becomes the relay: every fragment of one transaction gets the
+//!   same short ID and transfer id (remembered per (origin, transfer), bounded). A transaction
+//!   that already carries an ID (assigned by a peer relay) is passed on unchanged but for the
+//!   transfer id, to everyone but the peer it came from.
+//! - **Repairs** (§2.7): fragments the data path forwarded are kept in a bounded
+//!   [`RepairCache`] (the driver calls [`Control::record_fragment`]); a repair request is
+//!   answered with each cached fragment it lists, flagged `RETRANSMIT`, unicast to the
+//!   requester under its hop key. Fragments not in the cache are counted (`repair_missed`).
+//! - **Receipts and key releases** (§2.5, §2.6): passed on like fragments (the relay does not
+//!   track stream origins): to every gateway and peer relay but the sender. A key release is
+//!   passed on once per stream (two paths through the mesh deliver it twice).
+//!
+//! Split horizon: what comes from a peer relay goes to gateways only, not to other relays. The
+//! mesh is assumed to be a full mesh (every relay configured with every other), so a message
+//! crosses at most two relays and never loops; block fragments have dedup and `max_hops`.
+//!
+//! Every drop is a counter ([`ControlCounter`]); nothing here logs per message.
+
+mod cache;
+mod recent;
+mod settings;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
+use photon_protocol::shortid::ShortIdAllocator;
+use photon_protocol::wire::{
+    flags, register_status, FragmentKind, KeepaliveRepr, Message, MessageType, Packet,
+    RegisterRepr, Repr, MAX_DATAGRAM,
+};
+use ring::rand::SecureRandom;
+
+pub use cache::{CacheKey, RepairCache};
+pub use recent::FifoMap;
+pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
+
+use crate::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
+
+/// Where a control datagram came from, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// Source IPv4 address and UDP port (after any NAT).
+    pub addr: SocketAddrV4,
+    /// Next-hop MAC towards it (DPDK: the frame's source MAC; sockets: zero, unused).
+    pub mac: [u8; 6],
+    /// Relay port it arrived on (DPDK port index; sockets: 0).
+    pub port: u16,
+}
+
+impl Source {
+    /// A source seen through a kernel socket (no MAC, port 0).
+    pub fn socket(addr: SocketAddrV4) -> Source {
+        Source {
+            addr,
+            mac: [0; 6],
+            port: 0,
+        }
+    }
+}
+
+/// A datagram the driver must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: SocketAddrV4,
+    /// Next-hop MAC (DPDK) and relay port index.
+    pub mac: [u8; 6],
+    pub port: u16,
+    /// The whole Photon datagram, hop tag set.
+    pub datagram: Vec<u8>,
+}
+
+macro_rules! control_counters {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// Control-path counters.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ControlCounter { $($variant),* }
+
+        impl ControlCounter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [ControlCounter] = &[$(ControlCounter::$variant),*];
+            /// A snake_case metric name.
+            pub const fn name(self) -> &'static str {
+                match self { $(ControlCounter::$variant => $name),* }
+            }
+            /// What it counts.
+            pub const fn help(self) -> &'static str {
+                match self { $(ControlCounter::$variant => $help),* }
+            }
+        }
+    };
+}
+
+control_counters! {
+    Received => "received", "control datagrams handled";
+    Malformed => "malformed", "control datagrams that do not parse";
+    UnknownSender => "unknown_sender", "control datagrams from a node id that is not registered";
+    BadHopTag => "bad_hop_tag", "control datagrams whose hop tag does not verify";
+    Unsupported => "unsupported", "control message kinds the relay does not serve (tx request, short-ID assignment, register ack)";
+    RegisterAccepted => "register_accepted", "registrations accepted";
+    RegisterUnknownIdentity => "register_unknown_identity", "registrations refused: identity not on the allow list";
+    RegisterBadSignature => "register_bad_signature", "registrations dropped: bad signature";
+    RegisterStale => "register_stale", "registrations refused: timestamp outside the window";
+    RegisterReplay => "register_replay", "registrations refused: nonce seen before";
+    RegisterBusy => "register_busy", "registrations refused: too many gateways or replay cache full";
+    Keepalives => "keepalives", "keepalives received";
+    NatRebinds => "nat_rebinds", "peers whose source address changed";
+    Expired => "expired", "gateways removed after missing keepalives";
+    Transactions => "transactions", "transaction fragments passed on";
+    ShortIdsAssigned => "short_ids_assigned", "short IDs assigned";
+    ShortIdExhausted => "short_id_exhausted", "transactions passed on without an ID: range exhausted";
+    Receipts => "receipts", "receipts passed on";
+    KeyReleases => "key_releases", "key releases passed on";
+    KeyReleaseDuplicates => "key_release_duplicates", "key releases seen before (dropped)";
+    RepairRequests => "repair_requests", "repair requests received";
+    RepairServed => "repair_served", "fragments retransmitted from the cache";
+    RepairMissed => "repair_missed", "requested fragments not in the cache";
+    UnsolicitedRetransmit => "unsolicited_retransmit", "RETRANSMIT fragments received (the relay asks for none)";
+    CopiesSent => "copies_sent", "control datagrams emitted";
+    TablesBuilt => "tables_built", "forwarding tables built for publication";
+    TableErrors => "table_errors", "membership changes that could not be turned into a table";
+}
+
+/// The control path's counters as plain integers (the control thread owns them).
+#[derive(Debug, Clone, Default)]
+pub struct ControlCounters {
+    values: Vec<u64>,
+}
+
+impl ControlCounters {
+    fn new() -> Self {
+        ControlCounters {
+            values: vec![0; ControlCounter::ALL.len()],
+        }
+    }
+    #[inline]
+    fn inc(&mut self, c: ControlCounter) {
+        self.add(c, 1);
+    }
+    #[inline]
+    fn add(&mut self, c: ControlCounter, n: u64) {
+        if let Some(v) = self.values.get_mut(c as usize) {
+            *v = v.wrapping_add(n);
+        }
+    }
+    /// One counter.
+    pub fn get(&self, c: ControlCounter) -> u64 {
+        self.values.get(c as usize).copied().unwrap_or(0)
+    }
+}
+
+/// A registered or configured peer as the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub node_id: u32,
+    pub kind: PeerKind,
+    pub addr: SocketAddrV4,
+    /// Hex of the identity (gateways), empty for configured relays.
+    pub identity: String,
+    /// ms since the last datagram from it (gateways), 0 for configured relays.
+    pub idle_ms: u64,
+}
+
+/// Published control-path state, readable from any thread (the metrics endpoint).
+#[derive(Debug, Default)]
+pub struct ControlShared {
+    counters: Vec<AtomicU64>,
+    gateways: AtomicU64,
+    cache_fragments: AtomicU64,
+    cache_bytes: AtomicU64,
+    peers: std::sync::Mutex<Vec<PeerInfo>>,
+}
+
+impl ControlShared {
+    pub fn new() -> Self {
+        ControlShared {
+            counters: ControlCounter::ALL
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            ..Default::default()
+        }
+    }
+    /// A counter's last published value.
+    pub fn get(&self, c: ControlCounter) -> u64 {
+        self.counters
+            .get(c as usize)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+    /// Gateways registered at the last publication.
+    pub fn gateways(&self) -> u64 {
+        self.gateways.load(Ordering::Relaxed)
+    }
+    /// Repair cache fragments and bytes at the last publication.
+    pub fn cache(&self) -> (u64, u64) {
+        (
+            self.cache_fragments.load(Ordering::Relaxed),
+            self.cache_bytes.load(Ordering::Relaxed),
+        )
+    }
+    /// The peers at the last publication.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+struct Gateway {
+    identity: PublicKey,
+    addr: SocketAddrV4,
+    mac: [u8; 6],
+    port: u16,
+    keys: HopKeys,
+    last_seen_ms: u64,
+}
+
+/// The relay's control path. See the module documentation.
+pub struct Control {
+    identity: Identity,
+    local: LocalSpec,
+    settings: ControlSettings,
+    rng: Arc<dyn SecureRandom + Send + Sync>,
+    static_peers: Vec<PeerSpec>,
+    gateways: BTreeMap<u32, Gateway>,
+    by_identity: HashMap<[u8; 32], u32>,
+    next_node: u32,
+    /// (identity, nonce) → timestamp_ms + window: until when the nonce must be refused.
+    replay: FifoMap<([u8; 32], [u8; 16]), u64>,
+    short_ids: ShortIdAllocator,
+    /// (origin node, origin transfer) → (short ID, relay transfer id).
+    txs: FifoMap<(u32, u64), (Option<u32>, u64)>,
+    next_transfer: u64,
+    key_releases: FifoMap<u64, ()>,
+    cache: RepairCache<Vec<u8>>,
+    table: Arc<Table>,
+    table_dirty: bool,
+    keepalive_seq: u32,
+    counters: ControlCounters,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("identity", &self.identity)
+            .field("node_id", &self.local.node_id)
+            .field("gateways", &self.gateways.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// A control path for the relay `local` with identity `identity`, the configured peer
+    /// relays `static_peers` (with static hop keys; relay–relay handshakes are not done yet),
+    /// and `rng` for the ephemeral keys of registrations.
+    pub fn new(
+        identity: Identity,
+        local: LocalSpec,
+        static_peers: Vec<PeerSpec>,
+        settings: ControlSettings,
+        rng: Arc<dyn SecureRandom + Send + Sync>,
+    ) -> Result<Control, TableError> {
+        let table = Arc::new(Table::new(local.clone(), static_peers.clone())?);
+        Ok(Control {
+            identity,
+            next_node: settings.first_gateway_node_id,
+            replay: FifoMap::new(settings.replay_cache),
+            short_ids: ShortIdAllocator::new(settings.short_ids, settings.on_exhaustion),
+            txs: FifoMap::new(settings.tx_memory),
+            // Relay transfer ids: the relay's node id in the top 32 bits keeps them apart
+            // from other relays' (and gateways') ids at a receiver that sees several.
+            next_transfer: u64::from(local.node_id) << 32,
+            key_releases: FifoMap::new(settings.key_release_memory),
+            cache: RepairCache::new(settings.repair_cache_fragments, settings.repair_cache_bytes),
+            local,
+            settings,
+            rng,
+            static_peers,
+            gateways: BTreeMap::new(),
+            by_identity: HashMap::new(),
+            table,
+            table_dirty: true,
+            keepalive_seq: 0,
+            counters: ControlCounters::new(),
+            scratch: vec![0; MAX_DATAGRAM],
+        })
+    }
+
+    /// The relay's public key (what gateways are configured with).
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+
+    /// The forwarding table as of now (the data path may still use the previous one until the
+    /// driver publishes this).
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// A new table to publish if membership changed since the last call (the first call
+    /// always returns one).
+    pub fn take_table_update(&mut self) -> Option<Arc<Table>> {
+        if std::mem::take(&mut self.table_dirty) {
+            Some(self.table.clone())
+        } else {
+            None
+        }
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &ControlCounters {
+        &self.counters
+    }
+
+    /// The repair cache.
+    pub fn cache(&self) -> &RepairCache<Vec<u8>> {
+        &self.cache
+    }
+
+    /// Registered gateways.
+    pub fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// The node id a gateway identity got, if registered.
+    pub fn node_of(&self, identity: &PublicKey) -> Option<u32> {
+        self.by_identity.get(&identity.0).copied()
+    }
+
+    /// Every peer, for metrics.
+    pub fn peers(&self, now_ms: u64) -> Vec<PeerInfo> {
+        let relays = self.static_peers.iter().map(|p| PeerInfo {
+            node_id: p.node_id,
+            kind: p.kind,
+            addr: p.addr,
+            identity: String::new(),
+            idle_ms: 0,
+        });
+        let gws = self.gateways.iter().map(|(&node_id, g)| PeerInfo {
+            node_id,
+            kind: PeerKind::Gateway,
+            addr: g.addr,
+            identity: hex32(&g.identity.0),
+            idle_ms: now_ms.saturating_sub(g.last_seen_ms),
+        });
+        relays.chain(gws).collect()
+    }
+
+    /// Copies the counters and gauges to `shared` (the driver's housekeeping).
+    pub fn publish(&self, shared: &ControlShared, now_ms: u64) {
+        for (cell, &v) in shared.counters.iter().zip(&self.counters.values) {
+            cell.store(v, Ordering::Relaxed);
+        }
+        shared
+            .gateways
+            .store(self.gateways.len() as u64, Ordering::Relaxed);
+        shared
+            .cache_fragments
+            .store(self.cache.len() as u64, Ordering::Relaxed);
+        shared
+            .cache_bytes
+            .store(self.cache.bytes() as u64, Ordering::Relaxed);
+        if let Ok(mut p) = shared.peers.lock() {
+            *p = self.peers(now_ms);
+        }
+    }
+
+    /// Keeps a copy of a fragment the data path forwarded, for repair requests.
+    #[inline]
+    pub fn record_fragment(&mut self, datagram: &[u8]) {
+        self.cache.insert_copy(datagram);
+    }
+
+    /// Housekeeping: removes gateways silent for too long and forgets registration nonces
+    /// whose window has passed.
+    pub fn tick(&mut self, now_ms: u64) {
+        let limit =
+            u64::from(self.settings.keepalive_ms) * u64::from(self.settings.expiry_keepalives);
+        let before = self.gateways.len();
+        let by_identity = &mut self.by_identity;
+        self.gateways.retain(|_, g| {
+            let alive = now_ms.saturating_sub(g.last_seen_ms) <= limit;
+            if !alive {
+                by_identity.remove(&g.identity.0);
+            }
+            alive
+        });
+        let expired = before - self.gateways.len();
+        if expired > 0 {
+            self.counters.add(ControlCounter::Expired, expired as u64);
+            self.rebuild_table();
+        }
+        while let Some((_, &until)) = self.replay.oldest() {
+            if until >= now_ms {
+                break;
+            }
+            self.replay.pop_oldest();
+        }
+    }
+
+    /// Handles one control datagram (anything the data path does not fan out itself) that
+    /// came from `src`; appends what to send to `out`.
+    pub fn handle(&mut self, now_ms: u64, src: Source, datagram: &[u8], out: &mut Vec<Outgoing>) {
+        self.counters.inc(ControlCounter::Received);
+        let Ok(packet) = Packet::new_checked(datagram) else {
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        let Ok(msg_type) = packet.msg_type() else {
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        if msg_type == MessageType::Register {
+            self.register(now_ms, src, &packet, out);
+            return;
+        }
+        // Everything else must come from a peer with a session, under its hop key.
+        let Some(slot) = self.table.slot_of(packet.sender()) else {
+            self.counters.inc(ControlCounter::UnknownSender);
+            return;
+        };
+        let Some(peer) = self.table.peer(slot) else {
+            self.counters.inc(ControlCounter::UnknownSender);
+            return;
+        };
+        let Some(keys) = peer.spec.keys.as_ref() else {
+            self.counters.inc(ControlCounter::UnknownSender);
+            return;
+        };
+        if !keys.recv.verify_packet(&packet) {
+            self.counters.inc(ControlCounter::BadHopTag);
+            return;
+        }
+        let from_kind = peer.spec.kind;
+        let Ok(repr) = Repr::parse(&packet) else {
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        let sender = repr.sender;
+        if let Some(g) = self.gateways.get_mut(&sender) {
+            g.last_seen_ms = now_ms;
+        }
+        match repr.message {
+            Message::Keepalive(ka) => self.keepalive(sender, src, ka, out),
+            Message::Transaction(mut tx) => {
+                self.counters.inc(ControlCounter::Transactions);
+                let key = (sender, tx.transfer);
+                let (short_id, transfer) = match self.txs.get(&key) {
+                    Some(&v) => v,
+                    None => {
+                        let id = match tx.short_id {
+                            Some(id) => Some(id),
+                            None => match self.short_ids.next_id() {
+                                Ok(id) => {
+                                    self.counters.inc(ControlCounter::ShortIdsAssigned);
+                                    Some(id.0)
+                                }
+                                Err(_) => {
+                                    self.counters.inc(ControlCounter::ShortIdExhausted);
+                                    None
+                                }
+                            },
+                        };
+                        self.next_transfer = self.next_transfer.wrapping_add(1);
+                        let v = (id, self.next_transfer);
+                        self.txs.insert(key, v);
+                        v
+                    }
+                };
+                // The origin gets its transaction back only when the relay just gave it an ID.
+                let include_origin = tx.short_id.is_none() && short_id.is_some();
+                tx.short_id = short_id;
+                tx.transfer = transfer;
+                let repr = Repr {
+                    sender: self.local.node_id,
+                    hops: repr.hops.saturating_add(1),
+                    flags: repr.flags,
+                    message: Message::Transaction(tx),
+                };
+                self.fan_out(&repr, slot, from_kind, include_origin, out);
+            }
+            Message::Receipt(_) => {
+                self.counters.inc(ControlCounter::Receipts);
+                self.pass_on(&repr, slot, from_kind, out);
+            }
+            Message::KeyRelease(ref kr) => {
+                if self.key_releases.contains(&kr.stream) {
+                    self.counters.inc(ControlCounter::KeyReleaseDuplicates);
+                    return;
+                }
+                self.key_releases.insert(kr.stream, ());
+                self.counters.inc(ControlCounter::KeyReleases);
+                self.pass_on(&repr, slot, from_kind, out);
+            }
+            Message::RepairRequest(ref req) => {
+                self.counters.inc(ControlCounter::RepairRequests);
+                let (stream, kind) = (req.stream, req.kind);
+                let missing = req.missing.clone();
+                self.serve_repair(slot, stream, kind, &missing, out);
+            }
+            Message::Fragment(_) => {
+                // The data path forwards fresh fragments itself; what reaches the control path
+                // is a retransmission, which answers someone else's request.
+                self.counters.inc(ControlCounter::UnsolicitedRetransmit);
+            }
+            Message::TxRequest(_)
+            | Message::ShortIdAssign(_)
+            | Message::RegisterAck(_)
+            | Message::Register(_) => self.counters.inc(ControlCounter::Unsupported),
+        }
+    }
+
+    fn register<T: AsRef<[u8]>>(
+        &mut self,
+        now_ms: u64,
+        src: Source,
+        packet: &Packet<T>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Ok(reg) = RegisterRepr::parse(packet) else {
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        if let Some(allowed) = &self.settings.allowed_gateways {
+            if !allowed.contains(&reg.identity) {
+                self.counters.inc(ControlCounter::RegisterUnknownIdentity);
+                self.refuse(now_ms, src, &reg, register_status::UNKNOWN_IDENTITY, out);
+                return;
+            }
+        }
+        match identity::verify_register(&reg, now_ms, self.settings.register_window_ms) {
+            Ok(_) => {}
+            Err(IdentityError::Stale { .. }) => {
+                self.counters.inc(ControlCounter::RegisterStale);
+                self.refuse(now_ms, src, &reg, register_status::STALE, out);
+                return;
+            }
+            Err(_) => {
+                self.counters.inc(ControlCounter::RegisterBadSignature);
+                return;
+            }
+        }
+        let nonce_key = (reg.identity, reg.nonce);
+        if self.replay.contains(&nonce_key) {
+            self.counters.inc(ControlCounter::RegisterReplay);
+            self.refuse(now_ms, src, &reg, register_status::STALE, out);
+            return;
+        }
+        let known = self.by_identity.get(&reg.identity).copied();
+        if (known.is_none() && self.gateways.len() >= self.settings.max_gateways)
+            || self.replay.len() >= self.replay.capacity()
+        {
+            self.counters.inc(ControlCounter::RegisterBusy);
+            self.refuse(now_ms, src, &reg, register_status::BUSY, out);
+            return;
+        }
+        let Some(node) = known.or_else(|| self.allocate_node()) else {
+            self.counters.inc(ControlCounter::RegisterBusy);
+            self.refuse(now_ms, src, &reg, register_status::BUSY, out);
+            return;
+        };
+        let Ok(eph) = EphemeralKey::generate(&*self.rng) else {
+            self.counters.inc(ControlCounter::RegisterBusy);
+            return;
+        };
+        let ack = identity::register_ack(
+            &self.identity,
+            &eph,
+            &reg,
+            register_status::ACCEPTED,
+            node,
+            now_ms,
+            self.settings.keepalive_ms,
+        );
+        let ctx = HandshakeContext {
+            nonce: &reg.nonce,
+            initiator_ephemeral: &reg.ephemeral,
+            responder_ephemeral: &ack.ephemeral,
+            initiator_node: node,
+            responder_node: self.local.node_id,
+        };
+        let Ok(keys) = eph.agree(&reg.ephemeral, &ctx, Role::Responder) else {
+            // The gateway's X25519 key is invalid: its signature was fine, so tell it.
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        self.replay.insert(
+            nonce_key,
+            reg.timestamp_ms
+                .saturating_add(self.settings.register_window_ms),
+        );
+        let repr = Repr {
+            sender: self.local.node_id,
+            hops: 0,
+            flags: 0,
+            message: Message::RegisterAck(ack),
+        };
+        let Some(datagram) = self.emit_signed(&repr, Some(&keys)) else {
+            return;
+        };
+        self.counters.inc(ControlCounter::RegisterAccepted);
+        self.by_identity.insert(reg.identity, node);
+        self.gateways.insert(
+            node,
+            Gateway {
+                identity: PublicKey(reg.identity),
+                addr: src.addr,
+                mac: src.mac,
+                port: src.port,
+                keys,
+                last_seen_ms: now_ms,
+            },
+        );
+        self.rebuild_table();
+        self.push(src, datagram, out);
+    }
+
+    /// A signed refusal (node id 0, keepalive 0). The relay's ephemeral key is fresh and
+    /// thrown away: no session is made.
+    fn refuse(
+        &mut self,
+        now_ms: u64,
+        src: Source,
+        reg: &RegisterRepr,
+        status: u8,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Ok(eph) = EphemeralKey::generate(&*self.rng) else {
+            return;
+        };
+        let ack = identity::register_ack(&self.identity, &eph, reg, status, 0, now_ms, 0);
+        let repr = Repr {
+            sender: self.local.node_id,
+            hops: 0,
+            flags: 0,
+            message: Message::RegisterAck(ack),
+        };
+        if let Some(d) = self.emit_signed(&repr, None) {
+            self.push(src, d, out);
+        }
+    }
+
+    fn allocate_node(&mut self) -> Option<u32> {
+        // At most max_gateways + static peers + 1 ids are taken, so this ends quickly.
+        for _ in 0..=(self.settings.max_gateways + self.static_peers.len() + 1) {
+            let id = self.next_node;
+            self.next_node = self.next_node.wrapping_add(1).max(1);
+            let taken = id == 0
+                || id == self.local.node_id
+                || self.gateways.contains_key(&id)
+                || self.static_peers.iter().any(|p| p.node_id == id);
+            if !taken {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn keepalive(&mut self, sender: u32, src: Source, ka: KeepaliveRepr, out: &mut Vec<Outgoing>) {
+        self.counters.inc(ControlCounter::Keepalives);
+        if let Some(g) = self.gateways.get_mut(&sender) {
+            if g.addr != src.addr || g.port != src.port {
+                // NAT rebinding (or the gateway moved): follow it, authenticated by the tag.
+                g.addr = src.addr;
+                g.mac = src.mac;
+                g.port = src.port;
+                self.counters.inc(ControlCounter::NatRebinds);
+                self.rebuild_table();
+            }
+        }
+        self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
+        let repr = Repr {
+            sender: self.local.node_id,
+            hops: 0,
+            flags: 0,
+            message: Message::Keepalive(KeepaliveRepr {
+                seq: self.keepalive_seq,
+                echo: ka.seq,
+            }),
+        };
+        let Some(slot) = self.table.slot_of(sender) else {
+            return;
+        };
+        self.send_to_slot(&repr, slot, out);
+    }
+
+    fn serve_repair(
+        &mut self,
+        slot: usize,
+        stream: u64,
+        kind: FragmentKind,
+        missing: &[u16],
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(peer) = self.table.peer(slot) else {
+            return;
+        };
+        let Some(keys) = peer.spec.keys.as_ref() else {
+            return;
+        };
+        let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
+        for &index in missing {
+            let key = CacheKey {
+                stream,
+                kind,
+                index,
+            };
+            let Some(cached) = self.cache.get(&key) else {
+                self.counters.inc(ControlCounter::RepairMissed);
+                continue;
+            };
+            let mut d = cached.clone();
+            let Ok(mut p) = Packet::new_checked(&mut d[..]) else {
+                continue;
+            };
+            p.set_flags(p.flags() | flags::RETRANSMIT);
+            p.set_sender(self.local.node_id);
+            p.set_hops(p.hops().saturating_add(1));
+            let _ = keys.send.sign_packet(&mut p);
+            self.counters.inc(ControlCounter::RepairServed);
+            self.counters.inc(ControlCounter::CopiesSent);
+            out.push(Outgoing {
+                to,
+                mac,
+                port,
+                datagram: d,
+            });
+        }
+    }
+
+    /// Receipts and key releases: to everyone but the sender (split horizon for relays).
+    fn pass_on(
+        &mut self,
+        repr: &Repr<'_>,
+        from: usize,
+        from_kind: PeerKind,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let fwd = Repr {
+            sender: self.local.node_id,
+            hops: repr.hops.saturating_add(1),
+            flags: repr.flags,
+            message: repr.message.clone(),
+        };
+        self.fan_out(&fwd, from, from_kind, false, out);
+    }
+
+    fn fan_out(
+        &mut self,
+        repr: &Repr<'_>,
+        from: usize,
+        from_kind: PeerKind,
+        include_origin: bool,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if repr.hops >= self.local.max_hops {
+            return;
+        }
+        let Ok(n) = repr.emit(&mut self.scratch) else {
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        let table = self.table.clone();
+        for (slot, peer) in table.peers().iter().enumerate() {
+            if !peer.fans_out || (slot == from && !include_origin) {
+                continue;
+            }
+            if from_kind == PeerKind::Relay && peer.spec.kind == PeerKind::Relay {
+                continue;
+            }
+            let Some(keys) = peer.spec.keys.as_ref() else {
+                continue;
+            };
+            let mut d = self.scratch[..n].to_vec();
+            if keys.send.sign_header(&mut d).is_err() {
+                continue;
+            }
+            self.counters.inc(ControlCounter::CopiesSent);
+            out.push(Outgoing {
+                to: peer.spec.addr,
+                mac: peer.spec.next_hop_mac,
+                port: peer.spec.port,
+                datagram: d,
+            });
+        }
+    }
+
+    fn send_to_slot(&mut self, repr: &Repr<'_>, slot: usize, out: &mut Vec<Outgoing>) {
+        let Some(peer) = self.table.peer(slot) else {
+            return;
+        };
+        let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
+        let keys = peer.spec.keys.clone();
+        if let Some(d) = self.emit_signed(repr, keys.as_ref()) {
+            self.counters.inc(ControlCounter::CopiesSent);
+            out.push(Outgoing {
+                to,
+                mac,
+                port,
+                datagram: d,
+            });
+        }
+    }
+
+    fn emit_signed(&mut self, repr: &Repr<'_>, keys: Option<&HopKeys>) -> Option<Vec<u8>> {
+        let n = repr.emit(&mut self.scratch).ok()?;
+        let mut d = self.scratch[..n].to_vec();
+        if let Some(k) = keys {
+            k.send.sign_header(&mut d).ok()?;
+        }
+        Some(d)
+    }
+
+    fn push(&mut self, src: Source, datagram: Vec<u8>, out: &mut Vec<Outgoing>) {
+        self.counters.inc(ControlCounter::CopiesSent);
+        out.push(Outgoing {
+            to: src.addr,
+            mac: src.mac,
+            port: src.port,
+            datagram,
+        });
+    }
+
+    fn rebuild_table(&mut self) {
+        let mut specs = self.static_peers.clone();
+        specs.extend(self.gateways.iter().map(|(&node_id, g)| PeerSpec {
+            node_id,
+            kind: PeerKind::Gateway,
+            addr: g.addr,
+            next_hop_mac: g.mac,
+            port: g.port,
+            keys: Some(g.keys.clone()),
+            subscribed: true,
+        }));
+        match Table::new(self.local.clone(), specs) {
+            Ok(t) => {
+                self.table = Arc::new(t);
+                self.table_dirty = true;
+                self.counters.inc(ControlCounter::TablesBuilt);
+            }
+            Err(_) => self.counters.inc(ControlCounter::TableErrors),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch from the system clock (what drivers pass as `now_ms`;
+/// registrations carry Unix time, §2.8).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,751 @@
+//! The kernel-socket backend: the same relay over one ordinary UDP socket, with batched I/O
+//! (`recvmmsg`/`sendmmsg` through `nix`'s safe API). It is the baseline the DPDK path is
+//! measured against, the fallback for machines without a DPDK NIC, and what other crates'
+//! tests start (gateway tests run a real relay on loopback with it).
+//!
+//! Same Photon-layer logic as the DPDK pipeline, not a copy of it: the forwarding decision is
+//! [`crate::forward::admit`] (sender lookup in the published [`Table`], hop-tag verification
+//! under the sender's key, hop limit, shared lock-free [`Dedup`]), the fan-out list is
+//! [`Table::destinations`], counters are [`crate::counters`]' and everything else goes to the
+//! sans-IO [`Control`]. Only the framing differs: the kernel strips Ethernet/IPv4/UDP, so the
+//! classification here starts at the Photon header ([`classify_datagram`]).
+//!
+//! One thread runs everything ([`SocketRelay::run`]): receive a batch, forward each fragment,
+//! hand each control datagram to [`Control`] in the same thread (so a new registration is in
+//! the table for the very next datagram), send the batch. Fan-out copies are zero-copy in user
+//! space: each copy is two iovecs, its own 36-byte Photon header (sender rewritten, hops + 1,
+//! hop tag under the destination's key) and the payload slice of the receive buffer, shared by
+//! all copies; the kernel copies once per `sendmmsg` message as it must. Nothing allocates per
+//! packet in steady state: receive buffers, headers and the `mmsghdr` arrays are allocated once,
+//! the repair cache reuses evicted buffers; the iovec arrays are built once per batch.
+//!
+//! Limits of this backend (documented, measured elsewhere): one core; a registration costs an
+//! Ed25519 verification and signature in the forwarding thread (tens of µs).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::wire::{self, flags, FragmentRepr, Packet, HEADER_LEN, MAX_DATAGRAM};
+use ring::rand::SystemRandom;
+use serde::Deserialize;
+
+use crate::config::{Config, ConfigError};
+use crate::control::{unix_ms, Control, ControlSettings, ControlShared, Outgoing, Source};
+use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
+use crate::dedup::Dedup;
+use crate::forward::{admit, Reject};
+use crate::packet::FragmentInfo;
+use crate::table::{LocalSpec, PeerSpec, Table, TableError};
+
+/// Largest receive batch.
+pub const MAX_BATCH: usize = 64;
+/// Receive buffer size: larger than any Photon datagram, so a longer one is seen as such.
+const RX_BUF: usize = 2048;
+/// Messages per `sendmmsg` call (the send queue flushes when full).
+const TX_QUEUE: usize = 256;
+
+/// `[socket]`: the kernel-socket backend (`photon-relay run --backend socket`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Address to bind; default `0.0.0.0:<relay.udp_port>`.
+    pub bind: Option<SocketAddrV4>,
+    /// Datagrams per `recvmmsg` (1..=64).
+    pub batch: usize,
+    /// Housekeeping period in ms: counters published, gateways expired, receive timeout.
+    pub tick_ms: u64,
+    /// SO_RCVBUF / SO_SNDBUF in bytes (the kernel doubles and caps them); default: the
+    /// system's.
+    pub recv_buffer: Option<usize>,
+    pub send_buffer: Option<usize>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            bind: None,
+            batch: 32,
+            tick_ms: 100,
+            recv_buffer: None,
+            send_buffer: None,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// Checks; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(ConfigError::Invalid {
+                key: "socket.batch".into(),
+                message: format!("{} is not in 1..={MAX_BATCH}", self.batch),
+            });
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return Err(ConfigError::Invalid {
+                key: "socket.tick_ms".into(),
+                message: format!("{} is not in 1..=10000", self.tick_ms),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Everything a socket relay runs with.
+#[derive(Debug, Clone)]
+pub struct SocketRelayConfig {
+    /// Where to bind (port 0: any free port, see [`SocketRelay::local_addr`]).
+    pub bind: SocketAddrV4,
+    /// The relay's node id (sender of everything it sends).
+    pub node_id: u32,
+    /// Loop guard on top of dedup.
+    pub max_hops: u8,
+    /// Dedup table size (fingerprints).
+    pub dedup_entries: usize,
+    /// Datagrams per receive batch (1..=64).
+    pub batch: usize,
+    /// Housekeeping period.
+    pub tick: Duration,
+    pub recv_buffer: Option<usize>,
+    pub send_buffer: Option<usize>,
+    /// Peer relays (static hop keys; `next_hop_mac` and `port` are ignored here).
+    pub peers: Vec<PeerSpec>,
+    /// Registration, keepalives, short IDs, repair cache.
+    pub control: ControlSettings,
+}
+
+impl SocketRelayConfig {
+    /// A relay for tests: `127.0.0.1`, a free port, any gateway identity accepted, 20 ms
+    /// housekeeping, the default control settings.
+    pub fn loopback(node_id: u32) -> SocketRelayConfig {
+        SocketRelayConfig {
+            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            node_id,
+            max_hops: 8,
+            dedup_entries: 1 << 16,
+            batch: 32,
+            tick: Duration::from_millis(20),
+            recv_buffer: None,
+            send_buffer: None,
+            peers: Vec::new(),
+            control: ControlSettings::default(),
+        }
+    }
+
+    /// From the relay's TOML configuration (`[relay]`, `[dataplane].dedup_entries`,
+    /// `[[peer]]`, `[control]`, `[socket]`).
+    pub fn from_config(cfg: &Config) -> Result<SocketRelayConfig, ConfigError> {
+        cfg.socket.validate()?;
+        let bind = cfg
+            .socket
+            .bind
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.relay.udp_port));
+        // Peer relays: the socket path needs no MAC; every configured peer is reachable.
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| PeerSpec {
+                node_id: p.node_id,
+                kind: crate::table::PeerKind::Relay,
+                addr: p.addr,
+                next_hop_mac: [0; 6],
+                port: 0,
+                keys: match (&p.send_key, &p.recv_key) {
+                    (Some(s), Some(r)) => Some(photon_protocol::hopauth::HopKeys {
+                        send: photon_protocol::hopauth::HopKey::from_bytes(&s.0),
+                        recv: photon_protocol::hopauth::HopKey::from_bytes(&r.0),
+                    }),
+                    _ => None,
+                },
+                subscribed: p.subscribed,
+            })
+            .collect();
+        Ok(SocketRelayConfig {
+            bind,
+            node_id: cfg.relay.node_id,
+            max_hops: cfg.relay.max_hops,
+            dedup_entries: cfg.dataplane.dedup_entries,
+            batch: cfg.socket.batch,
+            tick: Duration::from_millis(cfg.socket.tick_ms),
+            recv_buffer: cfg.socket.recv_buffer,
+            send_buffer: cfg.socket.send_buffer,
+            peers,
+            control: cfg.control.settings()?,
+        })
+    }
+}
+
+/// Why the socket relay could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot bind UDP {addr}: {source} (is another relay running on that port?)")]
+    Bind {
+        addr: SocketAddrV4,
+        source: std::io::Error,
+    },
+    #[error("socket option {what}: {source}")]
+    Option {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the bound address is not IPv4")]
+    NotIpv4,
+    #[error("forwarding table: {0}")]
+    Table(#[from] TableError),
+    #[error("receive failed: {0}")]
+    Recv(Errno),
+    #[error("cannot start the relay thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("the relay thread panicked")]
+    Panicked,
+}
+
+/// What a running socket relay publishes for readers on other threads (metrics, tests):
+/// lags the relay thread by at most one housekeeping period, exact after it stopped.
+#[derive(Debug, Default)]
+pub struct SocketStats {
+    /// The data path's counters (one "core").
+    pub core: Arc<CoreCounters>,
+    /// The control path's counters, gauges and peers.
+    pub control: ControlShared,
+}
+
+/// What the Photon header says about a datagram received on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramAction {
+    /// A block fragment for the fan-out (still to be admitted).
+    Fragment(FragmentInfo),
+    /// For the control path.
+    Control,
+    /// Drop and count.
+    Drop(DropReason),
+}
+
+fn photon_drop(e: wire::Error) -> DropReason {
+    match e {
+        wire::Error::BadMagic(_) => DropReason::NotPhoton,
+        wire::Error::UnsupportedVersion(_) => DropReason::BadVersion,
+        wire::Error::UnknownType(_) => DropReason::UnknownType,
+        _ => DropReason::PhotonMalformed,
+    }
+}
+
+/// Classifies a UDP payload from `from` (the Photon part of [`crate::packet::classify`]): a
+/// fragment gets a [`FragmentInfo`] whose offsets are into the datagram itself
+/// (`photon_offset` 0), so [`admit`] applies unchanged.
+pub fn classify_datagram(dgram: &[u8], from: SocketAddrV4, local: SocketAddrV4) -> DatagramAction {
+    let packet = match Packet::new_checked(dgram) {
+        Ok(p) => p,
+        Err(e) => return DatagramAction::Drop(photon_drop(e)),
+    };
+    let msg_type = match packet.msg_type() {
+        Ok(t) => t,
+        Err(e) => return DatagramAction::Drop(photon_drop(e)),
+    };
+    if !msg_type.is_block_fragment() || packet.flags() & flags::RETRANSMIT != 0 {
+        return DatagramAction::Control;
+    }
+    if let Err(e) = FragmentRepr::parse(&packet) {
+        return DatagramAction::Drop(photon_drop(e));
+    }
+    DatagramAction::Fragment(FragmentInfo {
+        udp_offset: 0,
+        photon_offset: 0,
+        datagram_len: packet.datagram().len(),
+        udp_payload_len: dgram.len(),
+        udp_checksum: 0,
+        src_ip: *from.ip(),
+        dst_ip: *local.ip(),
+        src_port: from.port(),
+        dst_port: local.port(),
+        msg_type: msg_type.as_u8(),
+        sender: packet.sender(),
+        stream: packet.stream(),
+        index: packet.index(),
+        hops: packet.hops(),
+    })
+}
+
+/// One queued fan-out copy: its header slot, the receive buffer and payload range it shares.
+#[derive(Debug, Clone, Copy)]
+struct QueuedCopy {
+    header: usize,
+    buf: usize,
+    start: usize,
+    end: usize,
+    to: SockaddrIn,
+}
+
+/// A relay on a kernel UDP socket. See the module documentation.
+pub struct SocketRelay {
+    socket: UdpSocket,
+    local: SocketAddrV4,
+    control: Control,
+    dedup: Dedup,
+    counters: LocalCounters,
+    stats: Arc<SocketStats>,
+    batch: usize,
+    tick: Duration,
+    started: Instant,
+    rx_bufs: Vec<Vec<u8>>,
+    rx_meta: Vec<(usize, Option<SocketAddrV4>)>,
+    copy_headers: Vec<[u8; HEADER_LEN]>,
+    copies: Vec<QueuedCopy>,
+    outgoing: Vec<Outgoing>,
+}
+
+impl std::fmt::Debug for SocketRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketRelay")
+            .field("local", &self.local)
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketRelay {
+    /// Binds the socket and sets up the control path with the relay's `identity`.
+    pub fn bind(cfg: SocketRelayConfig, identity: Identity) -> Result<SocketRelay, SocketError> {
+        let socket = UdpSocket::bind(cfg.bind).map_err(|source| SocketError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let local = match socket.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => a,
+            Ok(_) => return Err(SocketError::NotIpv4),
+            Err(source) => {
+                return Err(SocketError::Option {
+                    what: "local_addr",
+                    source,
+                })
+            }
+        };
+        socket
+            .set_read_timeout(Some(cfg.tick.max(Duration::from_millis(1))))
+            .map_err(|source| SocketError::Option {
+                what: "SO_RCVTIMEO",
+                source,
+            })?;
+        if let Some(n) = cfg.recv_buffer {
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &n).map_err(
+                |e| SocketError::Option {
+                    what: "SO_RCVBUF",
+                    source: e.into(),
+                },
+            )?;
+        }
+        if let Some(n) = cfg.send_buffer {
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBuf, &n).map_err(
+                |e| SocketError::Option {
+                    what: "SO_SNDBUF",
+                    source: e.into(),
+                },
+            )?;
+        }
+        let local_spec = LocalSpec {
+            node_id: cfg.node_id,
+            ip: *local.ip(),
+            udp_port: local.port(),
+            // One pseudo-port with no MAC: the table's templates are unused on sockets.
+            port_macs: vec![[0; 6]],
+            max_hops: cfg.max_hops,
+        };
+        let mut peers = cfg.peers;
+        for p in &mut peers {
+            p.port = 0;
+        }
+        let control = Control::new(
+            identity,
+            local_spec,
+            peers,
+            cfg.control,
+            Arc::new(SystemRandom::new()),
+        )?;
+        let batch = cfg.batch.clamp(1, MAX_BATCH);
+        let seed = [rand::random::<u64>(), rand::random::<u64>()];
+        Ok(SocketRelay {
+            socket,
+            local,
+            control,
+            dedup: Dedup::new(cfg.dedup_entries, seed),
+            counters: LocalCounters::default(),
+            stats: Arc::new(SocketStats {
+                core: Arc::new(CoreCounters::default()),
+                control: ControlShared::new(),
+            }),
+            batch,
+            tick: cfg.tick,
+            started: Instant::now(),
+            rx_bufs: (0..batch).map(|_| vec![0u8; RX_BUF]).collect(),
+            rx_meta: Vec::with_capacity(batch),
+            copy_headers: vec![[0u8; HEADER_LEN]; TX_QUEUE],
+            copies: Vec::with_capacity(TX_QUEUE),
+            outgoing: Vec::new(),
+        })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The relay's public key (gateways verify its register acks with it).
+    pub fn public_key(&self) -> PublicKey {
+        self.control.public_key()
+    }
+
+    /// The relay's node id.
+    pub fn node_id(&self) -> u32 {
+        self.control.table().local().node_id
+    }
+
+    /// Counters and peers for other threads.
+    pub fn stats(&self) -> Arc<SocketStats> {
+        self.stats.clone()
+    }
+
+    /// The control path (tests inspect it).
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Runs until `quit` is set (checked at least every housekeeping period), then publishes
+    /// the final counters.
+    pub fn run(&mut self, quit: &AtomicBool) -> Result<(), SocketError> {
+        // The mmsghdr arrays hold raw pointers (not `Send`): they live on the running thread.
+        let mut io = Mmsg {
+            rx: MultiHeaders::preallocate(self.batch, None),
+            tx: MultiHeaders::preallocate(TX_QUEUE, None),
+        };
+        let mut last_tick = Instant::now();
+        self.housekeeping();
+        while !quit.load(Ordering::Relaxed) {
+            self.poll(&mut io)?;
+            if last_tick.elapsed() >= self.tick {
+                self.housekeeping();
+                last_tick = Instant::now();
+            }
+        }
+        self.housekeeping();
+        Ok(())
+    }
+
+    /// Starts [`SocketRelay::run`] on its own thread.
+    pub fn spawn(mut self) -> Result<RunningRelay, SocketError> {
+        let quit = Arc::new(AtomicBool::new(false));
+        let q = quit.clone();
+        let addr = self.local;
+        let public_key = self.public_key();
+        let node_id = self.node_id();
+        let stats = self.stats();
+        let thread = std::thread::Builder::new()
+            .name("photon-relay-socket".into())
+            .spawn(move || self.run(&q))
+            .map_err(SocketError::Spawn)?;
+        Ok(RunningRelay {
+            addr,
+            public_key,
+            node_id,
+            stats,
+            quit,
+            thread: Some(thread),
+        })
+    }
+
+    /// Publishes counters, expires silent gateways.
+    pub fn housekeeping(&mut self) {
+        let now = unix_ms();
+        self.control.tick(now);
+        let _ = self.control.take_table_update();
+        self.stats.core.publish(&self.counters);
+        self.control.publish(&self.stats.control, now);
+    }
+
+    /// One receive batch (waits up to the housekeeping period for the first datagram),
+    /// processed to completion and sent. Returns the datagrams received.
+    fn poll(&mut self, io: &mut Mmsg) -> Result<usize, SocketError> {
+        let n = self.receive(&mut io.rx)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let now_ms = unix_ms();
+        let clock = Dedup::clock(self.started.elapsed().as_nanos() as u64);
+        for i in 0..n {
+            let (len, from) = self.rx_meta[i];
+            self.counters.inc(Counter::RxPackets);
+            self.counters.add(Counter::RxBytes, len as u64);
+            let Some(from) = from else {
+                self.counters.drop(DropReason::UdpMalformed);
+                continue;
+            };
+            self.datagram(io, i, len, from, now_ms, clock);
+        }
+        self.flush_copies(&mut io.tx);
+        self.flush_outgoing(&mut io.tx);
+        Ok(n)
+    }
+
+    fn receive(&mut self, rx_headers: &mut MultiHeaders<SockaddrIn>) -> Result<usize, SocketError> {
+        let SocketRelay {
+            socket,
+            rx_bufs,
+            rx_meta,
+            batch,
+            ..
+        } = self;
+        rx_meta.clear();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = rx_bufs
+            .iter_mut()
+            .take(*batch)
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        match recvmmsg(
+            socket.as_raw_fd(),
+            rx_headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        ) {
+            Ok(results) => {
+                for m in results {
+                    rx_meta.push((m.bytes, m.address.map(SocketAddrV4::from)));
+                }
+                Ok(rx_meta.len())
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+            // ICMP errors from earlier sends surface here on some kernels: not fatal.
+            Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => Ok(0),
+            Err(e) => Err(SocketError::Recv(e)),
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        io: &mut Mmsg,
+        i: usize,
+        len: usize,
+        from: SocketAddrV4,
+        now_ms: u64,
+        clock: u16,
+    ) {
+        let len = len.min(RX_BUF);
+        let dgram = &self.rx_bufs[i][..len];
+        match classify_datagram(dgram, from, self.local) {
+            DatagramAction::Drop(r) => self.counters.drop(r),
+            DatagramAction::Control => {
+                self.counters.inc(Counter::ToControl);
+                let dgram = &self.rx_bufs[i][..len];
+                self.control
+                    .handle(now_ms, Source::socket(from), dgram, &mut self.outgoing);
+            }
+            DatagramAction::Fragment(info) => self.fragment(io, i, len, &info, clock),
+        }
+    }
+
+    fn fragment(&mut self, io: &mut Mmsg, i: usize, len: usize, info: &FragmentInfo, clock: u16) {
+        let table: Arc<Table> = self.control.table().clone();
+        let dgram = &self.rx_bufs[i][..len];
+        let from = match admit(&table, &self.dedup, dgram, info, clock) {
+            Ok(slot) => slot,
+            Err(Reject::Duplicate) => {
+                self.counters.inc(Counter::DedupHits);
+                return;
+            }
+            Err(Reject::Drop(r)) => {
+                self.counters.drop(r);
+                return;
+            }
+        };
+        self.counters.inc(Counter::Fragments);
+        let end = info.datagram_len;
+        self.control.record_fragment(&self.rx_bufs[i][..end]);
+        let hops = info.hops.saturating_add(1);
+        let node_id = table.local().node_id;
+        for (_, dest) in table.destinations(from) {
+            let Some(keys) = dest.spec.keys.as_ref() else {
+                continue;
+            };
+            if self.copies.len() == TX_QUEUE {
+                // Flushing sends what refers to earlier buffers of this batch; they stay valid.
+                self.flush_copies(&mut io.tx);
+            }
+            let slot = self.copies.len();
+            let h = &mut self.copy_headers[slot];
+            h.copy_from_slice(&self.rx_bufs[i][..HEADER_LEN]);
+            {
+                let mut p = Packet::new_unchecked(&mut h[..]);
+                p.set_sender(node_id);
+                p.set_hops(hops);
+            }
+            let _ = keys.send.sign_header(&mut h[..]);
+            self.copies.push(QueuedCopy {
+                header: slot,
+                buf: i,
+                start: HEADER_LEN,
+                end,
+                to: SockaddrIn::from(dest.spec.addr),
+            });
+            self.counters.inc(Counter::FanoutCopies);
+        }
+    }
+
+    fn flush_copies(&mut self, tx_headers: &mut MultiHeaders<SockaddrIn>) {
+        if self.copies.is_empty() {
+            return;
+        }
+        let SocketRelay {
+            socket,
+            copy_headers,
+            copies,
+            rx_bufs,
+            counters,
+            ..
+        } = self;
+        let parts: Vec<[&[u8]; 2]> = copies
+            .iter()
+            .map(|c| [&copy_headers[c.header][..], &rx_bufs[c.buf][c.start..c.end]])
+            .collect();
+        let addrs: Vec<Option<SockaddrIn>> = copies.iter().map(|c| Some(c.to)).collect();
+        send_all(socket, tx_headers, &parts, &addrs, counters);
+        copies.clear();
+    }
+
+    fn flush_outgoing(&mut self, tx_headers: &mut MultiHeaders<SockaddrIn>) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let SocketRelay {
+            socket,
+            outgoing,
+            counters,
+            ..
+        } = self;
+        for chunk in outgoing.chunks(TX_QUEUE) {
+            let parts: Vec<[&[u8]; 2]> = chunk.iter().map(|o| [&o.datagram[..], &[][..]]).collect();
+            let addrs: Vec<Option<SockaddrIn>> =
+                chunk.iter().map(|o| Some(SockaddrIn::from(o.to))).collect();
+            send_all(socket, tx_headers, &parts, &addrs, counters);
+        }
+        outgoing.clear();
+    }
+}
+
+/// `sendmmsg` until every message (`parts[i]` gathered, to `addrs[i]`) went or failed; a
+/// message the kernel refuses (the first of a call) is counted as `drop_tx_full` and skipped.
+fn send_all(
+    socket: &UdpSocket,
+    headers: &mut MultiHeaders<SockaddrIn>,
+    parts: &[[&[u8]; 2]],
+    addrs: &[Option<SockaddrIn>],
+    counters: &mut LocalCounters,
+) {
+    let mut at = 0;
+    let mut retries = 0;
+    while at < parts.len() {
+        // nix ties the headers' borrow to the iovecs' lifetime: build them per call.
+        let iovs: Vec<[IoSlice<'_>; 2]> = parts[at..]
+            .iter()
+            .map(|[a, b]| [IoSlice::new(a), IoSlice::new(b)])
+            .collect();
+        let res = sendmmsg(
+            socket.as_raw_fd(),
+            headers,
+            &iovs,
+            &addrs[at..],
+            [],
+            MsgFlags::empty(),
+        )
+        .map(|r| r.count());
+        match res {
+            Ok(sent) => {
+                counters.add(Counter::TxPackets, sent as u64);
+                let bytes: usize = parts[at..at + sent]
+                    .iter()
+                    .map(|[a, b]| a.len() + b.len())
+                    .sum();
+                counters.add(Counter::TxBytes, bytes as u64);
+                at += sent;
+                if sent == 0 {
+                    counters.drop(DropReason::TxFull);
+                    at += 1;
+                }
+            }
+            Err(Errno::EINTR) if retries < 3 => retries += 1,
+            Err(_) => {
+                counters.drop(DropReason::TxFull);
+                at += 1;
+            }
+        }
+    }
+}
+
+/// The preallocated `mmsghdr` arrays of one running relay.
+struct Mmsg {
+    rx: MultiHeaders<SockaddrIn>,
+    tx: MultiHeaders<SockaddrIn>,
+}
+
+/// A socket relay running on its own thread. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct RunningRelay {
+    addr: SocketAddrV4,
+    public_key: PublicKey,
+    node_id: u32,
+    stats: Arc<SocketStats>,
+    quit: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), SocketError>>>,
+}
+
+impl RunningRelay {
+    /// Where gateways send to.
+    pub fn addr(&self) -> SocketAddrV4 {
+        self.addr
+    }
+    /// The relay's public key (for `identity::verify_register_ack`).
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+    /// The relay's node id.
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+    /// Counters (published every housekeeping period).
+    pub fn stats(&self) -> Arc<SocketStats> {
+        self.stats.clone()
+    }
+    /// The quit flag the thread polls.
+    pub fn quit_flag(&self) -> Arc<AtomicBool> {
+        self.quit.clone()
+    }
+    /// Stops the thread and waits for it; the stats are exact afterwards.
+    pub fn stop(mut self) -> Result<(), SocketError> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), SocketError> {
+        self.quit.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| SocketError::Panicked)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningRelay {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
+/// The largest datagram the relay forwards (for callers sizing buffers).
+pub const fn max_datagram() -> usize {
+    MAX_DATAGRAM
+}

@@ -1,0 +1,511 @@
+//! The control path without I/O: datagrams in, datagrams out, fake time.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
+use photon_protocol::shortid::ShortIdRange;
+use photon_protocol::wire::{
+    flags, register_status, FragmentKind, FragmentRepr, KeepaliveRepr, KeyReleaseRepr, Message,
+    Packet, ReceiptRepr, RegisterAckRepr, RegisterRepr, RepairRequestRepr, Repr, TransactionRepr,
+    MAX_DATAGRAM,
+};
+use photon_relay::control::{Control, ControlCounter, ControlSettings, Outgoing, Source};
+use photon_relay::table::LocalSpec;
+use ring::rand::SystemRandom;
+
+const RELAY: u32 = 1;
+const NOW: u64 = 1_700_000_000_000;
+
+fn local() -> LocalSpec {
+    LocalSpec {
+        node_id: RELAY,
+        ip: Ipv4Addr::LOCALHOST,
+        udp_port: 4433,
+        port_macs: vec![[0; 6]],
+        max_hops: 8,
+    }
+}
+
+fn control_with(settings: ControlSettings) -> (Control, PublicKey) {
+    let rng = SystemRandom::new();
+    let id = Identity::generate(&rng).unwrap();
+    let pk = id.public_key();
+    let c = Control::new(id, local(), Vec::new(), settings, Arc::new(rng)).unwrap();
+    (c, pk)
+}
+
+fn src(port: u16) -> Source {
+    Source::socket(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+fn emit(repr: &Repr<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = repr.emit(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// A gateway on the other side of the control path.
+struct Gw {
+    identity: Identity,
+    port: u16,
+    node: u32,
+    keys: Option<HopKeys>,
+}
+
+impl Gw {
+    fn new(port: u16) -> Gw {
+        Gw {
+            identity: Identity::generate(&SystemRandom::new()).unwrap(),
+            port,
+            node: 0,
+            keys: None,
+        }
+    }
+
+    /// A signed Register datagram and the ephemeral key to finish the handshake with.
+    fn register_msg(&self, nonce: [u8; 16], ts: u64) -> (Vec<u8>, EphemeralKey, RegisterRepr) {
+        let eph = EphemeralKey::generate(&SystemRandom::new()).unwrap();
+        let req = identity::register(&self.identity, &eph, nonce, ts);
+        let d = emit(&Repr {
+            sender: 0,
+            hops: 0,
+            flags: 0,
+            message: Message::Register(req),
+        });
+        (d, eph, req)
+    }
+
+    /// Registers through `c`; returns the ack.
+    fn register(&mut self, c: &mut Control, relay_pk: &PublicKey, nonce: u8) -> RegisterAckRepr {
+        let (d, eph, req) = self.register_msg([nonce; 16], NOW);
+        let mut out = Vec::new();
+        c.handle(NOW + 3, src(self.port), &d, &mut out);
+        assert_eq!(out.len(), 1, "one ack");
+        assert_eq!(
+            out[0].to,
+            src(self.port).addr,
+            "answered to the source address"
+        );
+        let ack = parse_ack(&out[0].datagram);
+        assert_eq!(ack.status, register_status::ACCEPTED);
+        identity::verify_register_ack(&ack, &req, relay_pk).unwrap();
+        let ctx = HandshakeContext {
+            nonce: &req.nonce,
+            initiator_ephemeral: &req.ephemeral,
+            responder_ephemeral: &ack.ephemeral,
+            initiator_node: ack.node_id,
+            responder_node: Packet::new_checked(&out[0].datagram[..]).unwrap().sender(),
+        };
+        let keys = eph.agree(&ack.ephemeral, &ctx, Role::Initiator).unwrap();
+        assert!(
+            keys.recv.verify(&out[0].datagram),
+            "the ack is hop-tagged with the new relay→gateway key"
+        );
+        self.node = ack.node_id;
+        self.keys = Some(keys);
+        ack
+    }
+
+    fn signed(&self, repr: Repr<'_>) -> Vec<u8> {
+        let mut d = emit(&repr);
+        self.keys
+            .as_ref()
+            .unwrap()
+            .send
+            .sign_header(&mut d)
+            .unwrap();
+        d
+    }
+
+    /// Whether `d` verifies under relay → this gateway's key.
+    fn accepts(&self, d: &[u8]) -> bool {
+        self.keys.as_ref().unwrap().recv.verify(d)
+    }
+}
+
+fn parse_ack(d: &[u8]) -> RegisterAckRepr {
+    let p = Packet::new_checked(d).unwrap();
+    match Repr::parse(&p).unwrap().message {
+        Message::RegisterAck(a) => a,
+        m => panic!("not an ack: {m:?}"),
+    }
+}
+
+fn to_port(o: &Outgoing) -> u16 {
+    o.to.port()
+}
+
+#[test]
+fn registration_is_accepted_and_keepalives_answered() {
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let mut g = Gw::new(5001);
+    let ack = g.register(&mut c, &pk, 1);
+    assert!(ack.node_id >= 1000);
+    assert_eq!(ack.keepalive_ms, 5_000);
+    assert_eq!(c.gateway_count(), 1);
+    assert_eq!(c.counters().get(ControlCounter::RegisterAccepted), 1);
+    let t = c.take_table_update().expect("a new table to publish");
+    let slot = t.slot_of(g.node).unwrap();
+    assert_eq!(t.peer(slot).unwrap().spec.addr, src(5001).addr);
+    assert_eq!(t.fanout().len(), 1, "the gateway gets the fan-out");
+
+    let ka = g.signed(Repr {
+        sender: g.node,
+        hops: 0,
+        flags: 0,
+        message: Message::Keepalive(KeepaliveRepr { seq: 7, echo: 0 }),
+    });
+    let mut out = Vec::new();
+    c.handle(NOW + 10, src(5001), &ka, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(g.accepts(&out[0].datagram));
+    let p = Packet::new_checked(&out[0].datagram[..]).unwrap();
+    let Message::Keepalive(k) = Repr::parse(&p).unwrap().message else {
+        panic!("keepalive expected")
+    };
+    assert_eq!(k.echo, 7);
+    assert!(
+        c.take_table_update().is_none(),
+        "same address: no new table"
+    );
+
+    // NAT rebinding: the same gateway, authenticated, from another port.
+    out.clear();
+    c.handle(NOW + 20, src(6001), &ka, &mut out);
+    assert_eq!(to_port(&out[0]), 6001);
+    assert_eq!(c.counters().get(ControlCounter::NatRebinds), 1);
+    let t = c.take_table_update().expect("rebinding republishes");
+    assert_eq!(
+        t.peer(t.slot_of(g.node).unwrap()).unwrap().spec.addr.port(),
+        6001
+    );
+}
+
+#[test]
+fn bad_signature_stale_replayed_and_unknown_registrations_are_refused() {
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let g = Gw::new(5002);
+    let mut out = Vec::new();
+
+    // Bad signature: no answer, counted.
+    let (mut d, _, _) = g.register_msg([1; 16], NOW);
+    let sig_at = d.len() - 1;
+    d[sig_at] ^= 1;
+    c.handle(NOW, src(5002), &d, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(c.counters().get(ControlCounter::RegisterBadSignature), 1);
+
+    // Stale: answered STALE, signed by the relay.
+    let (d, _, req) = g.register_msg([2; 16], NOW - 31_000);
+    c.handle(NOW, src(5002), &d, &mut out);
+    let ack = parse_ack(&out.pop().unwrap().datagram);
+    assert_eq!(ack.status, register_status::STALE);
+    identity::verify_register_ack(&ack, &req, &pk).unwrap();
+    assert_eq!(c.counters().get(ControlCounter::RegisterStale), 1);
+
+    // Replay: the first copy registers, the second is refused.
+    let (d, _, _) = g.register_msg([3; 16], NOW);
+    c.handle(NOW, src(5002), &d, &mut out);
+    assert_eq!(
+        parse_ack(&out.pop().unwrap().datagram).status,
+        register_status::ACCEPTED
+    );
+    c.handle(NOW + 1000, src(5002), &d, &mut out);
+    assert_eq!(
+        parse_ack(&out.pop().unwrap().datagram).status,
+        register_status::STALE
+    );
+    assert_eq!(c.counters().get(ControlCounter::RegisterReplay), 1);
+    assert_eq!(c.gateway_count(), 1);
+
+    // Not on the allow list.
+    let allowed = Gw::new(1);
+    let settings = ControlSettings {
+        allowed_gateways: Some([allowed.identity.public_key().0].into_iter().collect()),
+        ..ControlSettings::default()
+    };
+    let (mut c2, _) = control_with(settings);
+    let (d, _, _) = g.register_msg([4; 16], NOW);
+    c2.handle(NOW, src(5002), &d, &mut out);
+    assert_eq!(
+        parse_ack(&out.pop().unwrap().datagram).status,
+        register_status::UNKNOWN_IDENTITY
+    );
+    assert_eq!(c2.gateway_count(), 0);
+    let (d, _, _) = allowed.register_msg([5; 16], NOW);
+    c2.handle(NOW, src(1), &d, &mut out);
+    assert_eq!(
+        parse_ack(&out.pop().unwrap().datagram).status,
+        register_status::ACCEPTED
+    );
+}
+
+#[test]
+fn silent_gateways_expire_and_re_registration_keeps_the_node_id() {
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let mut a = Gw::new(5003);
+    let mut b = Gw::new(5004);
+    a.register(&mut c, &pk, 1);
+    b.register(&mut c, &pk, 2);
+    let node_a = a.node;
+    a.register(&mut c, &pk, 3);
+    assert_eq!(a.node, node_a, "same identity, same node id");
+    assert_eq!(c.gateway_count(), 2);
+    // b keeps talking, a goes silent: 3 keepalive intervals of 5 s.
+    let ka = b.signed(Repr {
+        sender: b.node,
+        hops: 0,
+        flags: 0,
+        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
+    });
+    let mut out = Vec::new();
+    c.handle(NOW + 14_000, src(5004), &ka, &mut out);
+    c.take_table_update();
+    c.tick(NOW + 14_000);
+    assert_eq!(c.gateway_count(), 2);
+    c.tick(NOW + 15_004);
+    assert_eq!(c.gateway_count(), 1);
+    assert_eq!(c.counters().get(ControlCounter::Expired), 1);
+    let t = c.take_table_update().expect("expiry republishes");
+    assert!(t.slot_of(node_a).is_none() && t.slot_of(b.node).is_some());
+}
+
+fn tx_msg(g: &Gw, transfer: u64, index: u16, count: u16, short_id: Option<u32>) -> Vec<u8> {
+    let data = [0xabu8; 300];
+    g.signed(Repr {
+        sender: g.node,
+        hops: 0,
+        flags: 0,
+        message: Message::Transaction(TransactionRepr {
+            transfer,
+            index,
+            count,
+            short_id,
+            tx_len: 300 * u32::from(count),
+            offset: 300 * u32::from(index),
+            data: &data,
+        }),
+    })
+}
+
+fn parse_tx(d: &[u8]) -> (u32, u64, Option<u32>) {
+    let p = Packet::new_checked(d).unwrap();
+    let r = Repr::parse(&p).unwrap();
+    let Message::Transaction(t) = r.message else {
+        panic!("transaction expected")
+    };
+    (r.sender, t.transfer, t.short_id)
+}
+
+fn three(c: &mut Control, pk: &PublicKey) -> Vec<Gw> {
+    (0..3)
+        .map(|i| {
+            let mut g = Gw::new(5100 + i);
+            g.register(c, pk, i as u8 + 10);
+            g
+        })
+        .collect()
+}
+
+fn by_port<'a>(gws: &'a [Gw], port: u16) -> &'a Gw {
+    gws.iter().find(|g| g.port == port).unwrap()
+}
+
+#[test]
+fn transactions_get_short_ids_from_the_range_and_reach_the_origin_too() {
+    let settings = ControlSettings {
+        short_ids: ShortIdRange::new(0x0100_0000, 1000).unwrap(),
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 0, 2, None), &mut out);
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(
+        ports,
+        [5100, 5101, 5102],
+        "every gateway, the origin included"
+    );
+    let mut first = None;
+    for o in &out {
+        assert!(
+            by_port(&gws, o.to.port()).accepts(&o.datagram),
+            "tag under each gateway's key"
+        );
+        let (sender, transfer, id) = parse_tx(&o.datagram);
+        assert_eq!(sender, RELAY);
+        assert_eq!(id, Some(0x0100_0000), "the first ID of the range");
+        assert_ne!(transfer, 77, "the relay's own transfer id");
+        first = Some(transfer);
+    }
+    // The second fragment of the same transaction: the same ID and transfer.
+    out.clear();
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 1, 2, None), &mut out);
+    assert_eq!(out.len(), 3);
+    assert!(out
+        .iter()
+        .all(|o| parse_tx(&o.datagram) == (RELAY, first.unwrap(), Some(0x0100_0000))));
+    // The next transaction: the next ID.
+    out.clear();
+    c.handle(NOW, src(5101), &tx_msg(&gws[1], 77, 0, 1, None), &mut out);
+    assert!(out
+        .iter()
+        .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)));
+    assert_eq!(c.counters().get(ControlCounter::ShortIdsAssigned), 2);
+    // A transaction that already has an ID does not go back to its sender.
+    out.clear();
+    c.handle(
+        NOW,
+        src(5102),
+        &tx_msg(&gws[2], 5, 0, 1, Some(42)),
+        &mut out,
+    );
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(ports, [5100, 5101]);
+    assert!(out.iter().all(|o| parse_tx(&o.datagram).2 == Some(42)));
+}
+
+fn fragment(stream: u64, index: u16, sender: u32) -> Vec<u8> {
+    let payload = vec![index as u8; 500];
+    let f = FragmentRepr {
+        kind: FragmentKind::Repair,
+        stream,
+        index,
+        count: 100,
+        k: 10,
+        r: 100,
+        payload: &payload,
+    };
+    let mut d = vec![0u8; f.buffer_len()];
+    f.emit(sender, 0, 0, &mut d).unwrap();
+    d
+}
+
+#[test]
+fn repair_requests_are_served_from_the_cache_with_retransmit() {
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    for i in 0..10 {
+        c.record_fragment(&fragment(9, i, gws[0].node));
+    }
+    let req = gws[1].signed(Repr {
+        sender: gws[1].node,
+        hops: 0,
+        flags: 0,
+        message: Message::RepairRequest(RepairRequestRepr::new(
+            9,
+            FragmentKind::Repair,
+            vec![2, 5, 50],
+        )),
+    });
+    let mut out = Vec::new();
+    c.handle(NOW, src(5101), &req, &mut out);
+    assert_eq!(out.len(), 2, "the two cached fragments");
+    for (o, want) in out.iter().zip([2u16, 5]) {
+        assert_eq!(to_port(o), 5101, "unicast to the requester");
+        assert!(gws[1].accepts(&o.datagram));
+        let p = Packet::new_checked(&o.datagram[..]).unwrap();
+        assert_eq!(p.flags() & flags::RETRANSMIT, flags::RETRANSMIT);
+        assert_eq!((p.sender(), p.index(), p.stream()), (RELAY, want, 9));
+        assert_eq!(p.payload(), &vec![want as u8; 500][..]);
+    }
+    assert_eq!(c.counters().get(ControlCounter::RepairServed), 2);
+    assert_eq!(c.counters().get(ControlCounter::RepairMissed), 1);
+}
+
+#[test]
+fn repair_cache_is_bounded() {
+    let settings = ControlSettings {
+        repair_cache_fragments: 4,
+        ..ControlSettings::default()
+    };
+    let (mut c, _) = control_with(settings);
+    for i in 0..10 {
+        c.record_fragment(&fragment(1, i, 1000));
+    }
+    assert_eq!(c.cache().len(), 4);
+    assert_eq!(c.cache().evicted(), 6);
+    let settings = ControlSettings {
+        repair_cache_bytes: 3 * fragment(1, 0, 1000).len(),
+        ..ControlSettings::default()
+    };
+    let (mut c, _) = control_with(settings);
+    for i in 0..10 {
+        c.record_fragment(&fragment(1, i, 1000));
+    }
+    assert_eq!(c.cache().len(), 3);
+}
+
+#[test]
+fn receipts_fan_out_and_key_releases_pass_once() {
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+    let receipt = gws[1].signed(Repr {
+        sender: gws[1].node,
+        hops: 0,
+        flags: 0,
+        message: Message::Receipt(ReceiptRepr {
+            stream: 9,
+            manifest_hash: [3; 32],
+        }),
+    });
+    c.handle(NOW, src(5101), &receipt, &mut out);
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(ports, [5100, 5102]);
+    assert!(out
+        .iter()
+        .all(|o| by_port(&gws, o.to.port()).accepts(&o.datagram)));
+
+    out.clear();
+    let kr = gws[0].signed(Repr {
+        sender: gws[0].node,
+        hops: 0,
+        flags: 0,
+        message: Message::KeyRelease(KeyReleaseRepr {
+            stream: 9,
+            key: [1; 32],
+            signature: [2; 64],
+        }),
+    });
+    c.handle(NOW, src(5100), &kr, &mut out);
+    assert_eq!(out.len(), 2);
+    c.handle(NOW, src(5100), &kr, &mut out);
+    assert_eq!(out.len(), 2, "the second copy is dropped");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseDuplicates), 1);
+}
+
+#[test]
+fn unknown_senders_and_bad_tags_are_counted_drops() {
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+    let mut ka = gws[0].signed(Repr {
+        sender: gws[0].node,
+        hops: 0,
+        flags: 0,
+        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
+    });
+    ka[30] ^= 1; // the tag
+    c.handle(NOW, src(5100), &ka, &mut out);
+    let stranger = emit(&Repr {
+        sender: 4242,
+        hops: 0,
+        flags: 0,
+        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
+    });
+    c.handle(NOW, src(5100), &stranger, &mut out);
+    c.handle(NOW, src(5100), b"garbage", &mut out);
+    assert!(out.is_empty());
+    assert_eq!(c.counters().get(ControlCounter::BadHopTag), 1);
+    assert_eq!(c.counters().get(ControlCounter::UnknownSender), 1);
+    assert_eq!(c.counters().get(ControlCounter::Malformed), 1);
+}
