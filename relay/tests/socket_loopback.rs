@@ -1,0 +1,262 @@
+//! The kernel-socket relay on loopback with real UDP sockets: test gateways register with real
+//! signed Register messages, then fragments, transactions and junk go through it; the metrics
+//! endpoint serves the counters.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
+use photon_protocol::wire::{
+    register_status, FragmentKind, FragmentRepr, Message, Packet, Repr, TransactionRepr,
+    MAX_DATAGRAM,
+};
+use photon_relay::control::{unix_ms, ControlCounter};
+use photon_relay::counters::{Counter, DropReason};
+use photon_relay::metrics::{render, MetricsServer};
+use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
+use ring::rand::SystemRandom;
+
+const RELAY: u32 = 7;
+
+fn start_relay() -> RunningRelay {
+    let id = Identity::generate(&SystemRandom::new()).unwrap();
+    SocketRelay::bind(SocketRelayConfig::loopback(RELAY), id)
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+struct Gw {
+    sock: UdpSocket,
+    node: u32,
+    keys: HopKeys,
+}
+
+impl Gw {
+    /// A gateway on its own loopback socket, registered with the relay at `relay`.
+    fn register(relay: SocketAddrV4, relay_pk: &PublicKey) -> Gw {
+        let rng = SystemRandom::new();
+        let id = Identity::generate(&rng).unwrap();
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let eph = EphemeralKey::generate(&rng).unwrap();
+        let nonce: [u8; 16] = rand::random();
+        let req = identity::register(&id, &eph, nonce, unix_ms());
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = Repr {
+            sender: 0,
+            hops: 0,
+            flags: 0,
+            message: Message::Register(req),
+        }
+        .emit(&mut buf)
+        .unwrap();
+        sock.send_to(&buf[..n], relay).unwrap();
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(from, relay.into());
+        let p = Packet::new_checked(&buf[..n]).unwrap();
+        let Message::RegisterAck(ack) = Repr::parse(&p).unwrap().message else {
+            panic!("expected a register ack")
+        };
+        assert_eq!(ack.status, register_status::ACCEPTED);
+        identity::verify_register_ack(&ack, &req, relay_pk).unwrap();
+        let ctx = HandshakeContext {
+            nonce: &req.nonce,
+            initiator_ephemeral: &req.ephemeral,
+            responder_ephemeral: &ack.ephemeral,
+            initiator_node: ack.node_id,
+            responder_node: p.sender(),
+        };
+        let keys = eph.agree(&ack.ephemeral, &ctx, Role::Initiator).unwrap();
+        Gw {
+            sock,
+            node: ack.node_id,
+            keys,
+        }
+    }
+
+    fn send(&self, relay: SocketAddrV4, repr: Repr<'_>) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = repr.emit(&mut buf).unwrap();
+        self.keys.send.sign_header(&mut buf[..n]).unwrap();
+        self.sock.send_to(&buf[..n], relay).unwrap();
+    }
+
+    fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 2048];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => Some(buf[..n].to_vec()),
+            Err(_) => None,
+        }
+    }
+}
+
+fn fragment(stream: u64, index: u16, payload: &[u8]) -> Repr<'_> {
+    Repr {
+        sender: 0,
+        hops: 0,
+        flags: 0,
+        message: Message::Fragment(FragmentRepr {
+            kind: FragmentKind::Source,
+            stream,
+            index,
+            count: 10,
+            k: 10,
+            r: 2,
+            payload,
+        }),
+    }
+}
+
+fn from(node: u32, mut r: Repr<'_>) -> Repr<'_> {
+    r.sender = node;
+    r
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+#[test]
+fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
+    let relay = start_relay();
+    let addr = relay.addr();
+    let gws: Vec<Gw> = (0..3)
+        .map(|_| Gw::register(addr, &relay.public_key()))
+        .collect();
+    let payload: Vec<u8> = (0..1196u32).map(|i| (i * 13) as u8).collect();
+
+    // A fragment from gateway 0 reaches 1 and 2, re-signed for each, payload untouched.
+    gws[0].send(addr, from(gws[0].node, fragment(0xabc, 3, &payload)));
+    for g in &gws[1..] {
+        let d = g.recv(WAIT).expect("the fragment arrives");
+        assert!(
+            g.keys.recv.verify(&d),
+            "tag under relay → this gateway's key"
+        );
+        let p = Packet::new_checked(&d[..]).unwrap();
+        assert_eq!(
+            (p.sender(), p.hops(), p.stream(), p.index()),
+            (RELAY, 1, 0xabc, 3)
+        );
+        assert_eq!(p.payload(), &payload[..]);
+    }
+    assert!(gws[0].recv(QUIET).is_none(), "not back to the sender");
+
+    // The same fragment again (from the sender, then from another gateway): dedup.
+    gws[0].send(addr, from(gws[0].node, fragment(0xabc, 3, &payload)));
+    gws[1].send(addr, from(gws[1].node, fragment(0xabc, 3, &payload)));
+    // Junk: an unknown sender, a bad tag, not Photon at all.
+    let stranger = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let n = from(4242, fragment(0xabc, 4, &payload))
+        .emit(&mut buf)
+        .unwrap();
+    stranger.send_to(&buf[..n], addr).unwrap();
+    let n = from(gws[0].node, fragment(0xabc, 5, &payload))
+        .emit(&mut buf)
+        .unwrap();
+    gws[1].keys.send.sign_header(&mut buf[..n]).unwrap(); // another gateway's key
+    gws[0].sock.send_to(&buf[..n], addr).unwrap();
+    stranger.send_to(&[0u8; 64], addr).unwrap(); // no magic
+    for g in &gws {
+        assert!(g.recv(QUIET).is_none(), "nothing else is forwarded");
+    }
+
+    // A transaction without a short ID comes back to everyone, its origin included.
+    let data = [0x42u8; 200];
+    gws[2].send(
+        addr,
+        Repr {
+            sender: gws[2].node,
+            hops: 0,
+            flags: 0,
+            message: Message::Transaction(TransactionRepr {
+                transfer: 1,
+                index: 0,
+                count: 1,
+                short_id: None,
+                tx_len: 200,
+                offset: 0,
+                data: &data,
+            }),
+        },
+    );
+    let mut ids = Vec::new();
+    for g in &gws {
+        let d = g.recv(WAIT).expect("the transaction arrives");
+        assert!(g.keys.recv.verify(&d));
+        let p = Packet::new_checked(&d[..]).unwrap();
+        let Message::Transaction(t) = Repr::parse(&p).unwrap().message else {
+            panic!("expected a transaction")
+        };
+        assert_eq!(t.data, &data[..]);
+        ids.push(t.short_id.expect("with its short ID"));
+    }
+    assert!(ids.iter().all(|&i| i == ids[0]));
+
+    let stats = relay.stats();
+    relay.stop().unwrap();
+    let c = stats.core.snapshot();
+    assert_eq!(c.get(Counter::Fragments), 1);
+    assert_eq!(c.get(Counter::FanoutCopies), 2);
+    assert_eq!(c.get(Counter::DedupHits), 2);
+    assert_eq!(c.get(Counter::Drop(DropReason::UnknownSender)), 1);
+    assert_eq!(c.get(Counter::Drop(DropReason::BadHopTag)), 1);
+    assert_eq!(c.get(Counter::Drop(DropReason::NotPhoton)), 1);
+    assert_eq!(stats.control.get(ControlCounter::RegisterAccepted), 3);
+    assert_eq!(stats.control.get(ControlCounter::ShortIdsAssigned), 1);
+    assert_eq!(stats.control.gateways(), 3);
+}
+
+#[test]
+fn metrics_endpoint_serves_the_counters() {
+    let relay = start_relay();
+    let addr = relay.addr();
+    let a = Gw::register(addr, &relay.public_key());
+    let b = Gw::register(addr, &relay.public_key());
+    a.send(addr, from(a.node, fragment(1, 0, &[1, 2, 3])));
+    assert!(b.recv(WAIT).is_some());
+    let stats = relay.stats();
+    let server = MetricsServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(move || render(&[stats.core.clone()], Some(&stats.control))),
+    )
+    .unwrap();
+    // Counters are published every housekeeping tick (20 ms here): poll until they show.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = get(server.local_addr(), "/metrics");
+        if body.contains("photon_relay_fragments_total{core=\"0\"} 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for want in [
+        "photon_relay_fragments_total{core=\"0\"} 1",
+        "photon_relay_fanout_copies_total{core=\"0\"} 1",
+        "photon_relay_drops_total{core=\"0\",reason=\"bad_hop_tag\"} 0",
+        "photon_relay_control_register_accepted_total 2",
+        "photon_relay_gateways 2",
+        "photon_relay_peer_idle_ms{node_id=",
+        "# EOF",
+    ] {
+        assert!(body.contains(want), "missing {want:?} in:\n{body}");
+    }
+    assert!(get(server.local_addr(), "/other").starts_with("HTTP/1.1 404"));
+    server.stop();
+    relay.stop().unwrap();
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
