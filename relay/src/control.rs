@@ -47,6 +47,7 @@
 //! Every drop is a counter ([`ControlCounter`]); nothing here logs per message.
 
 mod cache;
+pub mod dpdk;
 mod recent;
 mod settings;
 

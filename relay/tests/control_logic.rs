@@ -310,7 +310,7 @@ fn three(c: &mut Control, pk: &PublicKey) -> Vec<Gw> {
         .collect()
 }
 
-fn by_port<'a>(gws: &'a [Gw], port: u16) -> &'a Gw {
+fn by_port(gws: &[Gw], port: u16) -> &Gw {
     gws.iter().find(|g| g.port == port).unwrap()
 }
 

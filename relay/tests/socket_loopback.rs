@@ -223,7 +223,7 @@ fn metrics_endpoint_serves_the_counters() {
     let stats = relay.stats();
     let server = MetricsServer::start(
         "127.0.0.1:0".parse().unwrap(),
-        Arc::new(move || render(&[stats.core.clone()], Some(&stats.control))),
+        Arc::new(move || render(std::slice::from_ref(&stats.core), Some(&stats.control))),
     )
     .unwrap();
     // Counters are published every housekeeping tick (20 ms here): poll until they show.

@@ -1,0 +1,202 @@
+//! The control core of the DPDK backend: drives [`Control`] from the data cores' control rings
+//! ([`ControlLink`]) on its own thread (the EAL main lcore), publishes new forwarding tables to
+//! the running cores ([`crate::publish`]) and queues its answers as whole Ethernet frames on
+//! the per-port rings that pipeline core 0 drains into its TX queues.
+//!
+//! Frames are built with the data path's own [`write_forward_header`] (template per
+//! destination, lengths and checksums filled in), so control frames and forwarded copies share
+//! one header code path.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use photon_dpdk::MbufBatch;
+use photon_protocol::wire::HEADER_LEN;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
+
+use super::{unix_ms, Control, ControlShared, Outgoing, Source};
+use crate::dataplane::ControlLink;
+use crate::packet::{csum_data, write_forward_header, HeaderTemplate, FORWARD_HEADER_LEN};
+
+/// Frames the control core could not queue or build.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DriverDrops {
+    /// Not an IPv4/UDP frame (ARP replies: neighbour learning is not implemented yet).
+    pub not_udp: u64,
+    /// The control pool was empty, or a frame did not fit an mbuf.
+    pub no_mbuf: u64,
+    /// A port's ring towards the data core was full.
+    pub ring_full: u64,
+}
+
+/// Where a received frame came from and its UDP payload (`None`: not IPv4/UDP).
+fn parse_frame<'a>(frame: &'a [u8], port_macs: &[[u8; 6]]) -> Option<(Source, &'a [u8])> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Udp {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    let port = port_macs
+        .iter()
+        .position(|m| *m == eth.dst_addr().0)
+        .unwrap_or(0) as u16;
+    let src = Source {
+        addr: SocketAddrV4::new(ip.src_addr(), udp.src_port()),
+        mac: eth.src_addr().0,
+        port,
+    };
+    let off = crate::packet::ETH_LEN + usize::from(ip.header_len()) + crate::packet::UDP_LEN;
+    let len = usize::from(udp.len()).checked_sub(crate::packet::UDP_LEN)?;
+    Some((src, frame.get(off..off + len)?))
+}
+
+/// Writes one outgoing datagram as a whole frame into an mbuf from the link's pool and queues
+/// it on its port's ring.
+fn queue(link: &mut ControlLink, o: &Outgoing, drops: &mut DriverDrops) {
+    let local = &link.local;
+    let Some(&src_mac) = local.port_macs.get(usize::from(o.port)) else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    let Some(ring) = link.to_ports.get_mut(usize::from(o.port)) else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    if o.datagram.len() < HEADER_LEN {
+        drops.no_mbuf += 1;
+        return;
+    }
+    let template = HeaderTemplate::new(
+        src_mac,
+        local.ip,
+        local.udp_port,
+        o.mac,
+        *o.to.ip(),
+        o.to.port(),
+    );
+    let Ok(mut m) = link.pool.alloc() else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    let payload = &o.datagram[HEADER_LEN..];
+    let Ok(buf) = m.append(FORWARD_HEADER_LEN + payload.len()) else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    let tag = u64::from_be_bytes(
+        o.datagram[HEADER_LEN - 8..HEADER_LEN]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
+    // The datagram is already signed for its destination: keep its header and tag as they are.
+    let written = write_forward_header(
+        buf,
+        &template,
+        &o.datagram,
+        u32::from_be_bytes(o.datagram[16..20].try_into().unwrap_or([0; 4])),
+        o.datagram[5],
+        payload.len(),
+        csum_data(payload),
+        |_| tag,
+    );
+    if written != Some(FORWARD_HEADER_LEN) {
+        drops.no_mbuf += 1;
+        return;
+    }
+    buf[FORWARD_HEADER_LEN..].copy_from_slice(payload);
+    if ring.enqueue_one(m).is_err() {
+        drops.ring_full += 1;
+    }
+}
+
+/// Runs the control core until `quit`: drains the control rings, handles each datagram,
+/// publishes tables and counters. Sleeps 50 µs when there was nothing to do (the control core
+/// is not a busy-polling data core).
+pub fn run(
+    link: &mut ControlLink,
+    control: &mut Control,
+    shared: &ControlShared,
+    quit: &AtomicBool,
+    tick: Duration,
+) -> DriverDrops {
+    let mut drops = DriverDrops::default();
+    let mut batch = MbufBatch::new();
+    let mut out = Vec::new();
+    let mut last_tick = Instant::now();
+    if let Some(t) = control.take_table_update() {
+        link.tables.publish((*t).clone());
+    }
+    while !quit.load(Ordering::Relaxed) {
+        let mut work = 0;
+        let now = unix_ms();
+        for ring in 0..link.from_cores.len() {
+            let n = link.from_cores[ring].dequeue(&mut batch);
+            work += n;
+            for m in batch.drain() {
+                match parse_frame(m.data(), &link.local.port_macs) {
+                    Some((src, dgram)) => control.handle(now, src, dgram, &mut out),
+                    None => drops.not_udp += 1,
+                }
+            }
+        }
+        if let Some(t) = control.take_table_update() {
+            link.tables.publish((*t).clone());
+        }
+        for o in out.drain(..) {
+            queue(link, &o, &mut drops);
+        }
+        if last_tick.elapsed() >= tick {
+            control.tick(unix_ms());
+            if let Some(t) = control.take_table_update() {
+                link.tables.publish((*t).clone());
+            }
+            control.publish(shared, unix_ms());
+            last_tick = Instant::now();
+        }
+        if work == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    control.publish(shared, unix_ms());
+    drops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{ETH_LEN, IPV4_LEN};
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn parse_frame_finds_source_and_payload() {
+        let t = HeaderTemplate::new(
+            [2, 0, 0, 0, 0, 9],
+            Ipv4Addr::new(10, 0, 0, 9),
+            5555,
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(10, 0, 0, 1),
+            4433,
+        );
+        let mut frame = t.bytes().to_vec();
+        frame.extend_from_slice(b"photon-datagram");
+        let total = (frame.len() - ETH_LEN) as u16;
+        frame[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
+        let udp_len = total - IPV4_LEN as u16;
+        frame[ETH_LEN + IPV4_LEN + 4..ETH_LEN + IPV4_LEN + 6]
+            .copy_from_slice(&udp_len.to_be_bytes());
+        let (src, payload) =
+            parse_frame(&frame, &[[2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 1]]).expect("a UDP frame");
+        assert_eq!(
+            src.addr,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 5555)
+        );
+        assert_eq!(src.mac, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(src.port, 1, "the port whose MAC it was sent to");
+        assert_eq!(payload, b"photon-datagram");
+    }
+}
