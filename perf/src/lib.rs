@@ -1,0 +1,20 @@
+//! The `photon-perf` library: what the benchmarks, the testbed and the end-to-end propagation
+//! run are built from.
+//!
+//! - [`replay`]: Bitcoin P2P messages pulled out of packet captures (pcap and pcapng), with TCP
+//!   reassembly that survives lost packets and mid-stream starts.
+//! - [`trace`]: a replay built from real blocks (their transactions arrive as a Poisson stream
+//!   before each block; a chosen fraction never reaches the receivers).
+//! - [`impair`]: a seeded delay/jitter/loss/reorder/duplicate link (sans-IO core and a UDP
+//!   forwarder), since netem is not available everywhere.
+//! - [`report`]: propagation percentiles, bytes on the wire, per-stage breakdown; JSON, markdown
+//!   and plots. Its input formats (JSON lines the gateways and emulated nodes write) are in
+//!   `perf/README.md`.
+//! - [`emunode`]: an emulated Bitcoin node the gateway connects to: it feeds a replay and
+//!   records what reaches it.
+//! - [`testbed`]: network namespaces, veth links and a bridge (`scripts/testbed.sh`).
+
+#![forbid(unsafe_code)]
+
+pub mod impair;
+pub mod replay;
