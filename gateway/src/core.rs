@@ -310,7 +310,10 @@ pub struct GatewayStats {
     pub tx_requests_sent: u64,
     pub txs_requested: u64,
     pub tx_requests_served: u64,
+    /// Our node's transactions (or their short IDs) that came back to us with an ID.
     pub short_ids_assigned: u64,
+    /// Transactions sent to the relay again because their ID did not come back.
+    pub tx_resends: u64,
     pub open_failed: u64,
     pub decompress_failed: u64,
     pub blocks_given_up: u64,
@@ -354,6 +357,10 @@ pub struct Gateway {
     in_order: VecDeque<u64>,
 
     control: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
+    /// relay's socket buffer).
+    paced: VecDeque<(SocketAddr, Vec<u8>)>,
+    paced_next: Instant,
     node_actions: VecDeque<NodeAction>,
     events: VecDeque<GatewayEvent>,
     next_housekeeping: Instant,
@@ -366,6 +373,8 @@ const MAX_IN_STREAMS: usize = 256;
 const KNOWN_BLOCKS: usize = 4096;
 /// Housekeeping (store expiry, reassembly expiry) period.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Datagrams of the paced queue that may leave back to back after an idle spell.
+const PACED_BURST: u32 = 32;
 /// Events kept when nobody drains them.
 const MAX_EVENTS: usize = 4096;
 
@@ -422,6 +431,8 @@ impl Gateway {
             in_streams: HashMap::new(),
             in_order: VecDeque::new(),
             control: VecDeque::new(),
+            paced: VecDeque::new(),
+            paced_next: now,
             node_actions: VecDeque::new(),
             events: VecDeque::new(),
             next_housekeeping: now + HOUSEKEEPING,
@@ -563,6 +574,7 @@ impl Gateway {
         }
         self.outbound_timers(now);
         self.inbound_timers(now);
+        self.tx_resend_timer(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.store.expire(now);
@@ -588,8 +600,12 @@ impl Gateway {
         for s in self.in_streams.values() {
             take(s.next_retry);
         }
+        take(self.txs.next_resend);
         if !self.control.is_empty() || self.fanout.is_some() {
             take(Some(self.epoch));
+        }
+        if !self.paced.is_empty() {
+            take(Some(self.paced_next));
         }
         t
     }
@@ -598,9 +614,23 @@ impl Gateway {
     /// already hop-signed for its destination; `None` when nothing may leave before
     /// [`Gateway::poll_timeout`].
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let t = if let Some((dst, bytes)) = self.control.pop_front() {
+        let from_paced =
+            self.control.is_empty() && !self.paced.is_empty() && now >= self.paced_next;
+        let queued = if from_paced {
+            self.paced.pop_front()
+        } else {
+            self.control.pop_front()
+        };
+        let t = if let Some((dst, bytes)) = queued {
             let len = bytes.len().min(buf.len());
             buf[..len].copy_from_slice(&bytes[..len]);
+            if from_paced {
+                // Credit for PACED_BURST datagrams after an idle spell, then the uplink rate.
+                let rate = self.config.uplink_bytes_per_sec.max(1);
+                let cost = Duration::from_nanos(len as u64 * 1_000_000_000 / rate);
+                let floor = now.checked_sub(cost * PACED_BURST).unwrap_or(now);
+                self.paced_next = self.paced_next.max(floor) + cost;
+            }
             Transmit { dst, len }
         } else {
             self.poll_fragment(now, buf)?
@@ -613,6 +643,21 @@ impl Gateway {
     /// Queue `message` for `link`, signed with its hop key. Dropped (counted) when the link has
     /// no session.
     fn send_message(&mut self, link: LinkId, message: Message<'_>, flags: u8) -> bool {
+        self.queue_message(link, message, flags, false)
+    }
+
+    /// As [`Gateway::send_message`], on the paced queue.
+    fn send_message_paced(&mut self, link: LinkId, message: Message<'_>) -> bool {
+        self.queue_message(link, message, 0, true)
+    }
+
+    fn queue_message(
+        &mut self,
+        link: LinkId,
+        message: Message<'_>,
+        flags: u8,
+        paced: bool,
+    ) -> bool {
         let l = &self.links[link];
         let Some(session) = l.session.as_ref() else {
             return false;
@@ -631,7 +676,11 @@ impl Gateway {
         if session.keys.send.sign_header(&mut buf).is_err() {
             return false;
         }
-        self.control.push_back((l.addr, buf));
+        if paced {
+            self.paced.push_back((l.addr, buf));
+        } else {
+            self.control.push_back((l.addr, buf));
+        }
         true
     }
 

@@ -145,7 +145,10 @@ impl Sim {
 #[test]
 fn peers_register_and_deliver_a_real_block_byte_identical() {
     let mut sim = Sim::peers(2, |_, _| {});
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up), "links up");
+    assert!(
+        sim.run_until(Duration::from_secs(2), Sim::all_up),
+        "links up"
+    );
     let b = block(702861);
     sim.block_from_node(0, &b);
     assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
@@ -235,7 +238,10 @@ fn spliced_and_tampered_fragments_are_rejected_and_the_block_still_arrives() {
         asm.rejected_bad_shard + asm.rejected_manifest > 0,
         "spliced payloads rejected by the assembler: {asm:?}"
     );
-    assert!(sim.gws[1].stats().dropped_bad_tag > 0, "tampered headers fail the hop tag");
+    assert!(
+        sim.gws[1].stats().dropped_bad_tag > 0,
+        "tampered headers fail the hop tag"
+    );
 }
 
 #[test]

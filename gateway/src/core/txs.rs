@@ -26,14 +26,32 @@ struct Partial {
     started: Instant,
 }
 
+/// A transaction of our node sent to the relay, waiting for its short ID.
+struct Awaiting {
+    ids: TxIds,
+    tx: Vec<u8>,
+    transfer: u64,
+    sent_at: Instant,
+    tries: u32,
+}
+
+/// Resend a transaction whose short ID did not come back after this long (datagrams get
+/// lost; the relay gives the same (origin, transfer) the same ID).
+const TX_RESEND_AFTER: Duration = Duration::from_millis(400);
+/// Sends of one transaction at most.
+const TX_TRIES: u32 = 4;
+/// Resends per timer run, so a burst of losses is spread out.
+const TX_RESENDS_PER_RUN: usize = 256;
+
 pub(super) struct TxState {
-    /// Our node's transactions sent to the relay, waiting for their short ID: txid → (ids, tx).
-    awaiting: HashMap<[u8; 32], (TxIds, Vec<u8>)>,
+    /// Our node's transactions sent to the relay, waiting for their short ID, by txid.
+    awaiting: HashMap<[u8; 32], Awaiting>,
     awaiting_order: VecDeque<[u8; 32]>,
     max_awaiting: usize,
     partials: HashMap<(LinkId, u64), Partial>,
     partial_bytes: usize,
     next_transfer: u64,
+    pub(super) next_resend: Option<Instant>,
 }
 
 impl TxState {
@@ -45,12 +63,23 @@ impl TxState {
             partials: HashMap::new(),
             partial_bytes: 0,
             next_transfer: 1,
+            next_resend: None,
         }
     }
 
-    fn await_id(&mut self, ids: TxIds, tx: Vec<u8>) {
-        if self.awaiting.insert(ids.txid, (ids, tx)).is_none() {
+    fn await_id(&mut self, ids: TxIds, tx: Vec<u8>, transfer: u64, now: Instant) {
+        let a = Awaiting {
+            ids,
+            tx,
+            transfer,
+            sent_at: now,
+            tries: 1,
+        };
+        if self.awaiting.insert(ids.txid, a).is_none() {
             self.awaiting_order.push_back(ids.txid);
+        }
+        if self.next_resend.is_none() {
+            self.next_resend = Some(now + TX_RESEND_AFTER);
         }
         while self.awaiting_order.len() > self.max_awaiting {
             if let Some(old) = self.awaiting_order.pop_front() {
@@ -73,7 +102,7 @@ impl TxState {
 }
 
 impl Gateway {
-    pub(super) fn tx_from_node(&mut self, _now: Instant, tx: &Transaction) {
+    pub(super) fn tx_from_node(&mut self, now: Instant, tx: &Transaction) {
         let ids = Bitcoin::tx_ids(tx);
         if self.store.id_by_wtxid(&ids.wtxid).is_some() {
             // Came from the network first: nothing to tell the relays.
@@ -89,7 +118,51 @@ impl Gateway {
         let transfer = self.txs.next_transfer;
         self.txs.next_transfer += 1;
         self.send_tx(relay, transfer, None, &bytes);
-        self.txs.await_id(ids, bytes);
+        self.txs.await_id(ids, bytes, transfer, now);
+    }
+
+    /// Sends again the transactions whose short ID has not come back.
+    pub(super) fn tx_resend_timer(&mut self, now: Instant) {
+        if !self.txs.next_resend.is_some_and(|t| now >= t) {
+            return;
+        }
+        self.txs.next_resend = None;
+        let Some(relay) = self.primary else {
+            if !self.txs.awaiting.is_empty() {
+                self.txs.next_resend = Some(now + TX_RESEND_AFTER);
+            }
+            return;
+        };
+        let mut due = Vec::new();
+        let mut pending = false;
+        for txid in &self.txs.awaiting_order {
+            let Some(a) = self.txs.awaiting.get(txid) else {
+                continue;
+            };
+            if a.tries >= TX_TRIES {
+                continue;
+            }
+            pending = true;
+            if now >= a.sent_at + TX_RESEND_AFTER && due.len() < TX_RESENDS_PER_RUN {
+                due.push(*txid);
+            }
+        }
+        for txid in due {
+            let Some(a) = self.txs.awaiting.get_mut(&txid) else {
+                continue;
+            };
+            a.tries += 1;
+            a.sent_at = now;
+            let (transfer, tx) = (a.transfer, std::mem::take(&mut a.tx));
+            self.send_tx(relay, transfer, None, &tx);
+            self.stats.tx_resends += 1;
+            if let Some(a) = self.txs.awaiting.get_mut(&txid) {
+                a.tx = tx;
+            }
+        }
+        if pending {
+            self.txs.next_resend = Some(now + TX_RESEND_AFTER / 2);
+        }
     }
 
     /// Sends a transaction as one or more datagrams (§2.2).
@@ -114,7 +187,7 @@ impl Gateway {
                 offset: (i * TransactionRepr::MAX_DATA) as u32,
                 data,
             };
-            self.send_message(link, Message::Transaction(t), 0);
+            self.send_message_paced(link, Message::Transaction(t));
         }
     }
 
@@ -145,6 +218,9 @@ impl Gateway {
         };
         let ids = Bitcoin::tx_ids(&tx);
         let ours = self.txs.awaiting.remove(&ids.txid).is_some();
+        if ours {
+            self.stats.short_ids_assigned += 1;
+        }
         match self.store.insert(ShortId(id), ids, &bytes, now) {
             Ok(Inserted::New) | Ok(Inserted::ReplacedId) => {
                 if !ours {
@@ -205,12 +281,12 @@ impl Gateway {
 
     pub(super) fn handle_short_id_assign(&mut self, now: Instant, a: &ShortIdAssignRepr) {
         for (txid, id) in &a.entries {
-            let Some((ids, bytes)) = self.txs.awaiting.remove(txid) else {
+            let Some(a) = self.txs.awaiting.remove(txid) else {
                 continue;
             };
-            if self.store.insert(ShortId(*id), ids, &bytes, now).is_ok() {
+            if self.store.insert(ShortId(*id), a.ids, &a.tx, now).is_ok() {
                 self.stats.short_ids_assigned += 1;
-                self.tx_arrived(now, ShortId(*id), &bytes);
+                self.tx_arrived(now, ShortId(*id), &a.tx);
             }
         }
     }
