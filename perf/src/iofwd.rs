@@ -13,20 +13,20 @@ use photon_dpdk::{lcore, Eal, MbufBatch, Mempool, Port, PortConfig, RxQueue, TxQ
 pub struct Args {
     /// Seconds each side forwards (after one second of warm-up).
     #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub(crate) seconds: u64,
     /// Core for the forwarding loop (default: the last core; the main thread uses the first).
     #[arg(long)]
-    core: Option<usize>,
+    pub(crate) core: Option<usize>,
     /// The testpmd binary (Debian's dpdk-dev package installs dpdk-testpmd).
     #[arg(long, default_value = "dpdk-testpmd")]
-    testpmd: String,
+    pub(crate) testpmd: String,
     /// Skip the testpmd reference (prints only our rate).
     #[arg(long)]
-    no_testpmd: bool,
+    pub(crate) no_testpmd: bool,
     /// Alternate testpmd and our loop this many times and report the median of each (evens
     /// out other load on the machine).
     #[arg(long, default_value_t = 1)]
-    rounds: u32,
+    pub(crate) rounds: u32,
 }
 
 const EAL_COMMON: [&str; 5] = ["--no-huge", "--no-shconf", "--no-pci", "-m", "1024"];
@@ -91,7 +91,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs testpmd for warm-up + `seconds` with a 1 s stats period and averages the per-period
 /// RX rates of both ports after warm-up.
-fn testpmd(args: &Args, all_cores: &str, main_core: usize, fwd_core: usize) -> Result<f64, String> {
+pub(crate) fn testpmd(args: &Args, all_cores: &str, main_core: usize, fwd_core: usize) -> Result<f64, String> {
     let lcores = format!("{main_core},{fwd_core}");
     // taskset: our own EAL narrowed this process's affinity, which a child would inherit.
     // stdbuf: line-buffered, so every periodic statistics block reaches the log before SIGINT.

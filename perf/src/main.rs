@@ -3,7 +3,9 @@
 //! Every benchmark prints its figures side by side with the reference it is compared against,
 //! measured in the same run (see perf/RESULTS.md for recorded results and their commands).
 
+mod gateway_bench;
 mod iofwd;
+mod relay_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -19,12 +21,24 @@ enum Cmd {
     /// io-forward between two net_null devices on one pinned core, on Photon's DPDK binding,
     /// measured in the same run as dpdk-testpmd --forward-mode=io on the same devices.
     Iofwd(iofwd::Args),
+    /// Fragments/s one gateway core receives on loopback with batched recvmmsg, beside a plain
+    /// one-datagram-per-recv loop in the same run.
+    GatewayRx(gateway_bench::Args),
+    /// The relay's per-core fan-out throughput (fan-out 1, 8, 16) beside dpdk-testpmd io-forward,
+    /// and the latency it adds at half load.
+    RelayBench(relay_bench::Args),
+    /// The Bitcoin P2P messages (version, inv, tx, block, cmpctblock, headers) of a pcap or
+    /// pcapng capture, with TCP reassembly; prints what it found and counted.
+    ReplayPcap(photon_perf::replay::ReplayPcapArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Iofwd(args) => iofwd::run(&args),
+        Cmd::GatewayRx(args) => gateway_bench::run(&args),
+        Cmd::RelayBench(args) => relay_bench::run(&args),
+        Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
     };
     if let Err(e) = result {
         eprintln!("photon-perf: {e}");

@@ -116,6 +116,15 @@ impl Dedup {
         (tsc >> 20) as u16
     }
 
+    /// Loads the key's bucket (returns a slot value to feed `std::hint::black_box`), so that a
+    /// burst's cache misses overlap before [`Dedup::check_insert`] needs them. A poor man's
+    /// `rte_prefetch0`: this crate has no unsafe code to issue the prefetch instruction.
+    #[inline]
+    pub fn touch(&self, key: &FragmentKey) -> u64 {
+        let (b, _) = self.hashes(key);
+        self.buckets[b].0[0].load(Ordering::Relaxed)
+    }
+
     /// Records the key and says whether it was there already; `now` is [`Dedup::clock`].
     /// Lock-free; safe from any number of threads at once.
     #[inline]
@@ -138,7 +147,7 @@ impl Dedup {
                 } else {
                     u32::from(now.wrapping_sub(v as u16))
                 };
-                if oldest.map_or(true, |a| age > a) {
+                if oldest.is_none() || oldest.is_some_and(|a| age > a) {
                     oldest = Some(age);
                     victim = i;
                     victim_val = v;

@@ -5,7 +5,7 @@
 use photon_protocol::wire::HEADER_LEN;
 
 use crate::counters::DropReason;
-use crate::dedup::{Dedup, FragmentKey, Seen};
+use crate::dedup::{Dedup, Seen};
 use crate::packet::{write_forward_header, FragmentInfo};
 use crate::table::{Peer, Table};
 
@@ -53,12 +53,7 @@ pub fn admit(
     if table.destination_count(slot) == 0 {
         return Err(Reject::Drop(DropReason::NoDestination));
     }
-    let key = FragmentKey {
-        stream: info.stream,
-        msg_type: info.msg_type,
-        index: info.index,
-    };
-    match dedup.check_insert(&key, now) {
+    match dedup.check_insert(&info.dedup_key(), now) {
         Seen::New => Ok(slot),
         Seen::Duplicate => Err(Reject::Duplicate),
     }

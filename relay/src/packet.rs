@@ -27,6 +27,7 @@ use smoltcp::wire::{
 };
 
 use crate::counters::DropReason;
+use crate::dedup::FragmentKey;
 
 /// Ethernet header bytes.
 pub const ETH_LEN: usize = 14;
@@ -83,6 +84,15 @@ impl FragmentInfo {
     /// Payload bytes after the Photon header.
     pub fn payload_len(&self) -> usize {
         self.datagram_len - HEADER_LEN
+    }
+
+    /// The fragment's identity for dedup.
+    pub fn dedup_key(&self) -> FragmentKey {
+        FragmentKey {
+            stream: self.stream,
+            msg_type: self.msg_type,
+            index: self.index,
+        }
     }
 }
 
@@ -382,6 +392,8 @@ impl HeaderTemplate {
 /// header `photon_in` with `sender` and `hops` rewritten and the hop tag computed by `sign`
 /// (the destination link's key, §4.2). `payload_len` and `payload_sum` describe the shared
 /// payload that follows. Returns the bytes written, or `None` if `out` or `photon_in` is short.
+// Eight plain arguments on the per-destination hot path rather than a struct built per copy.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn write_forward_header(
     out: &mut [u8],

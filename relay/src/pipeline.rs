@@ -151,8 +151,9 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     pub fn run(&mut self, quit: &AtomicBool) {
         let mut last = photon_dpdk::rdtsc();
         while !quit.load(Ordering::Relaxed) {
-            self.poll();
+            // One TSC read per iteration (rdtsc may trap to the hypervisor in VMs).
             let now = photon_dpdk::rdtsc();
+            self.poll_at(now);
             if now.wrapping_sub(last) >= self.drain_tsc {
                 self.housekeeping();
                 last = now;
@@ -165,10 +166,16 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// one RX burst per port, each processed to completion. Returns the frames received.
     #[inline]
     pub fn poll(&mut self) -> usize {
+        self.poll_at(photon_dpdk::rdtsc())
+    }
+
+    /// [`Pipeline::poll`] with the TSC already read.
+    #[inline]
+    pub fn poll_at(&mut self, now_tsc: u64) -> usize {
         if self.table.refresh() {
             self.published.set_table_generation(self.table.generation());
         }
-        self.dedup_clock = Dedup::clock(photon_dpdk::rdtsc());
+        self.dedup_clock = Dedup::clock(now_tsc);
         self.drain_control();
         let mut received = 0;
         let mut batch = std::mem::take(&mut self.rx_batch);
@@ -215,23 +222,37 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// Processes one received burst from port `port`, to completion: every mbuf is forwarded,
     /// answered, passed to the control path or freed (and counted) before this returns, except
     /// what waits in the TX buffers for the next flush.
+    ///
+    /// Two passes, as DPDK's examples prefetch: classify the whole burst (headers only), then
+    /// touch the dedup bucket of every fragment in one tight loop so the cache misses into the
+    /// large shared table overlap instead of being paid one after another, then act.
     pub fn process_burst(&mut self, port: usize, batch: &mut MbufBatch) {
-        for m in batch.drain() {
+        let local = self.table.get().local().local(port);
+        let mut actions = [Action::Drop(DropReason::Multisegment); MAX_BURST];
+        for (a, m) in actions.iter_mut().zip(batch.iter()) {
+            if m.segments() == 1 {
+                *a = classify(m.data(), &local);
+            }
+        }
+        let mut touched = 0u64;
+        for a in &actions[..batch.len()] {
+            if let Action::Fragment(info) = a {
+                touched = touched.wrapping_add(self.dedup.touch(&info.dedup_key()));
+            }
+        }
+        std::hint::black_box(touched);
+        for (m, action) in batch.drain().zip(actions) {
             self.counters.inc(Counter::RxPackets);
             self.counters.add(Counter::RxBytes, m.pkt_len() as u64);
-            self.handle(port, m);
+            self.handle(port, m, action);
         }
         self.flush_control();
     }
 
     #[inline]
-    fn handle(&mut self, port: usize, mut m: Mbuf) {
-        if m.segments() != 1 {
-            self.counters.drop(DropReason::Multisegment);
-            return;
-        }
+    fn handle(&mut self, port: usize, mut m: Mbuf, action: Action) {
         let local = self.table.get().local().local(port);
-        match classify(m.data(), &local) {
+        match action {
             Action::Fragment(info) => self.fragment(m, &info),
             Action::Control => {
                 if let Err(m) = self.ctl_buf.push(m) {
@@ -395,11 +416,11 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             ports, counters, ..
         } = self;
         for p in ports.iter_mut() {
-            if p.io
-                .from_control
-                .as_ref()
-                .map_or(true, RingConsumer::is_empty)
-            {
+            let idle = match p.io.from_control.as_ref() {
+                Some(ring) => ring.is_empty(),
+                None => true,
+            };
+            if idle {
                 continue;
             }
             if p.txbuf.is_full() {

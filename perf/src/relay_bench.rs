@@ -1,0 +1,557 @@
+//! The relay's data path on one pinned core: fan-out throughput and added latency.
+//!
+//! Set-up (one process, no NIC): a generator on the main lcore builds valid, signed Photon
+//! source-shard frames (full 1196-byte payloads, correct UDP checksums, a new (stream, index)
+//! each so dedup inserts every one) and enqueues them into an rte_ring; the relay pipeline on
+//! its own pinned lcore reads that ring as its RX queue and transmits the fan-out copies on a
+//! net_null ethdev, whose TX frees them. One forwarding table per fan-out (1, 8, 16
+//! subscribers) is *published to the running core*, as the control path does.
+//!
+//! Reported beside the reference from the same run: dpdk-testpmd --forward-mode=io between two
+//! net_null devices on the same core (its output pps; see `iofwd`). The goal is relay output
+//! >= 0.5 x testpmd at fan-out 8: each relay output packet costs a header mbuf allocation, a
+//! 78-byte header with a SipHash hop tag and checksums, and a chained TX, where testpmd only
+//! moves pointers.
+//!
+//! Latency: the generator paces input at half the rate the relay sustained at the latency
+//! fan-out, stamps the TSC into the first payload bytes, and the same thread drains the copies
+//! from an rte_ring to which the relay's TX hands the copy for the last destination of each
+//! fan-out (the others still go to net_null); the figure is stamp → dequeue, so it includes the
+//! two ring hand-offs around the relay core.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use photon_dpdk::{
+    lcore, Eal, MbufBatch, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer, TxQueue,
+};
+use photon_protocol::hopauth::{HopKey, HopKeys};
+use photon_protocol::wire::{FragmentKind, FragmentRepr, HEADER_LEN};
+use photon_relay::counters::{CoreCounters, Counter, DropReason};
+use photon_relay::dedup::Dedup;
+use photon_relay::packet::{csum_add, csum_data, HeaderTemplate, FORWARD_HEADER_LEN};
+use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo, TxSink};
+use photon_relay::publish;
+use photon_relay::table::{LocalSpec, PeerKind, PeerSpec, Table};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Seconds measured per fan-out (after half a second of warm-up).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Fan-outs to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,16")]
+    fanout: Vec<usize>,
+    /// Core of the relay pipeline (default: the last core; the generator uses the first).
+    #[arg(long)]
+    core: Option<usize>,
+    /// The testpmd binary.
+    #[arg(long, default_value = "dpdk-testpmd")]
+    testpmd: String,
+    /// Skip the testpmd reference.
+    #[arg(long)]
+    no_testpmd: bool,
+    /// Fan-out of the latency measurement (0 skips it).
+    #[arg(long, default_value_t = 8)]
+    latency_fanout: usize,
+}
+
+const RELAY_IP: [u8; 4] = [10, 0, 0, 1];
+const UDP_PORT: u16 = 4433;
+const SENDER: u32 = 2;
+const PAYLOAD: usize = 1196;
+
+/// TX to net_null; during the latency phase the copies for the *last* destination of each
+/// fan-out (the one a fragment reaches latest) go to a ring the generator thread drains, the
+/// others still to net_null (one thread could not drain every copy at half load).
+struct Sink {
+    null: TxQueue,
+    ring: RingProducer,
+    /// Last byte of the destination MAC whose copies are measured; 0 = none.
+    measure: Arc<AtomicU8>,
+    split: MbufBatch,
+}
+
+impl TxSink for Sink {
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut MbufBatch) -> usize {
+        let measure = self.measure.load(Ordering::Relaxed);
+        if measure == 0 {
+            return self.null.tx_burst(batch);
+        }
+        // Take everything: measured copies to the ring, the rest to net_null; what neither
+        // accepts is freed (counted by neither: this sink is bench scaffolding).
+        let n = batch.len();
+        let mut rest = MbufBatch::new();
+        for m in batch.drain() {
+            let to = if m.data().get(5) == Some(&measure) {
+                &mut self.split
+            } else {
+                &mut rest
+            };
+            let _ = to.push(m);
+        }
+        self.ring.enqueue(&mut self.split);
+        self.split.clear();
+        self.null.tx_burst(&mut rest);
+        n
+    }
+}
+
+fn keys(id: u32) -> HopKeys {
+    HopKeys {
+        send: HopKey::from_bytes(&[id as u8; 16]),
+        recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
+    }
+}
+
+fn table(mac: [u8; 6], fanout: usize) -> Table {
+    let local = LocalSpec {
+        node_id: 1,
+        ip: RELAY_IP.into(),
+        udp_port: UDP_PORT,
+        port_macs: vec![mac],
+        max_hops: 8,
+    };
+    let peer = |id: u32, subscribed: bool| PeerSpec {
+        node_id: id,
+        kind: PeerKind::Gateway,
+        addr: std::net::SocketAddrV4::new([10, 0, 1, id as u8].into(), 5000 + id as u16),
+        next_hop_mac: [2, 0, 0, 0, 1, id as u8],
+        port: 0,
+        keys: Some(keys(id)),
+        subscribed,
+    };
+    let mut peers = vec![peer(SENDER, false)];
+    peers.extend((0..fanout as u32).map(|i| peer(10 + i, true)));
+    Table::new(local, peers).expect("bench table")
+}
+
+/// Builds frames from the sender to the relay: a template plus per-frame stream, index, stamp,
+/// hop tag and incrementally updated UDP checksum.
+struct Generator {
+    frame: Vec<u8>,
+    key: HopKey,
+    base_sum: u16,
+    seq: u64,
+}
+
+impl Generator {
+    fn new(relay_mac: [u8; 6]) -> Generator {
+        let payload = vec![0u8; PAYLOAD];
+        let f = FragmentRepr {
+            kind: FragmentKind::Source,
+            stream: 0,
+            index: 0,
+            count: 32768,
+            k: 32768,
+            r: 0,
+            payload: &payload,
+        };
+        let src = [10, 0, 1, SENDER as u8];
+        let t = HeaderTemplate::new(
+            [2, 0, 0, 0, 1, SENDER as u8],
+            src.into(),
+            5002,
+            relay_mac,
+            RELAY_IP.into(),
+            UDP_PORT,
+        );
+        let mut frame = t.bytes().to_vec();
+        frame.resize(42 + f.buffer_len(), 0);
+        f.emit(SENDER, 0, 0, &mut frame[42..]).expect("emit");
+        let udp_len = (8 + f.buffer_len()) as u16;
+        let total = 20 + udp_len;
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        let ip_csum = !csum_data(&frame[14..34]);
+        frame[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+        frame[38..40].copy_from_slice(&udp_len.to_be_bytes());
+        // Sum of everything the UDP checksum covers with stream, index, tag and stamp zero.
+        let pseudo = [csum_data(&src), csum_data(&RELAY_IP), 17, udp_len];
+        let base_sum = pseudo
+            .iter()
+            .fold(csum_data(&frame[34..]), |a, &w| csum_add(a, w));
+        Generator {
+            frame,
+            key: keys(SENDER).recv,
+            base_sum,
+            seq: 0,
+        }
+    }
+
+    /// Writes the next frame into `out` (same length as the template), stamped with `stamp`.
+    #[inline]
+    fn next(&mut self, out: &mut [u8], stamp: u64) {
+        out.copy_from_slice(&self.frame);
+        let stream = self.seq >> 15;
+        let index = (self.seq & 0x7fff) as u16;
+        self.seq += 1;
+        let h = 42;
+        out[h + 8..h + 16].copy_from_slice(&stream.to_be_bytes());
+        out[h + 20..h + 22].copy_from_slice(&index.to_be_bytes());
+        out[h + HEADER_LEN..h + HEADER_LEN + 8].copy_from_slice(&stamp.to_be_bytes());
+        let _ = self.key.sign_header(&mut out[h..h + HEADER_LEN]);
+        let changed = [
+            &out[h + 8..h + 16],
+            &out[h + 20..h + 22],
+            &out[h + 28..h + 36],
+            &out[h + 36..h + 44],
+        ];
+        let sum = changed
+            .iter()
+            .fold(self.base_sum, |a, b| csum_add(a, csum_data(b)));
+        let c = match !sum {
+            0 => 0xffff,
+            c => c,
+        };
+        out[40..42].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Fills `batch` with up to `n` new frames; returns how many were added (fewer if the pool is
+/// empty).
+fn fill(pool: &Mempool, gen: &mut Generator, batch: &mut MbufBatch, n: usize, stamp: u64) -> usize {
+    let len = gen.frame.len();
+    let mut added = 0;
+    while added < n && !batch.is_full() {
+        let Ok(mut m) = pool.alloc() else { break };
+        let Ok(buf) = m.append(len) else { break };
+        gen.next(buf, stamp);
+        let _ = batch.push(m);
+        added += 1;
+    }
+    added
+}
+
+struct Rates {
+    input_pps: f64,
+    output_pps: f64,
+    ring_full_share: f64,
+    drops: u64,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let cores = lcore::available_cores();
+    let main_core = *cores.first().ok_or("no CPU core available")?;
+    let relay_core = args
+        .core
+        .unwrap_or(*cores.last().ok_or("no CPU core available")?);
+    let all_cores = cores
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "relay fan-out on core {relay_core} (generator on core {main_core}), {}s per fan-out, {PAYLOAD}-byte payloads",
+        args.seconds
+    );
+
+    let reference = if args.no_testpmd {
+        None
+    } else {
+        let a = crate::iofwd::Args {
+            seconds: args.seconds,
+            core: Some(relay_core),
+            testpmd: args.testpmd.clone(),
+            no_testpmd: false,
+            rounds: 1,
+        };
+        let r = crate::iofwd::testpmd(&a, &all_cores, main_core, relay_core)?;
+        println!(
+            "dpdk-testpmd io-forward net_null0 <-> net_null1: {:.2} Mpps",
+            r / 1e6
+        );
+        Some(r)
+    };
+
+    let lcores = main_core.to_string();
+    let eal_args = [
+        "photon-perf",
+        "-l",
+        &lcores,
+        "--no-huge",
+        "--no-shconf",
+        "--no-pci",
+        "-m",
+        "1024",
+        "--file-prefix",
+        "photon_relay_bench",
+        "--vdev",
+        "net_null0",
+        "--log-level",
+        "lib.eal:error",
+    ];
+    let eal: &'static Eal = Box::leak(Box::new(Eal::init(&eal_args).map_err(|e| e.to_string())?));
+    let e = |e: photon_dpdk::Error| e.to_string();
+    let frame_pool =
+        Mempool::new(eal, "bench_frames", 16383, 256, Mempool::DEFAULT_DATA_ROOM).map_err(e)?;
+    let header_pool = Mempool::new(eal, "bench_headers", 65535, 256, 256).map_err(e)?;
+    let id = Port::id_by_name(eal, "net_null0").map_err(e)?;
+    let (port, _rx, mut tx) =
+        Port::start(eal, id, &PortConfig::default(), &frame_pool).map_err(e)?;
+    let mac = port.mac().map_err(e)?;
+    let (mut input, relay_rx) = Ring::create(eal, "bench_in", 4096).map_err(e)?;
+    let (lat_prod, mut lat_ring) = Ring::create(eal, "bench_lat", 16384).map_err(e)?;
+    let (to_control, _control) = Ring::create(eal, "bench_ctl", 1024).map_err(e)?;
+    let measure = Arc::new(AtomicU8::new(0));
+    let sink = Sink {
+        null: tx.pop().ok_or("no tx queue")?,
+        ring: lat_prod,
+        measure: measure.clone(),
+        split: MbufBatch::new(),
+    };
+
+    let first = args.fanout.first().copied().unwrap_or(8);
+    let mut tables = publish::channel(table(mac, first));
+    let counters = Arc::new(CoreCounters::default());
+    let tsc_hz = photon_dpdk::tsc_hz(eal);
+    let parts = PipelineParts {
+        ports: vec![PortIo {
+            rx: relay_rx,
+            tx: sink,
+            from_control: None,
+        }],
+        header_pool,
+        table: tables.reader(),
+        dedup: Arc::new(Dedup::new(1 << 20, [rand_seed(), rand_seed()])),
+        to_control,
+        counters: counters.clone(),
+        drain_tsc: tsc_hz / 10_000,
+    };
+    let quit = Arc::new(AtomicBool::new(false));
+    let q = quit.clone();
+    let worker = lcore::spawn(eal, relay_core, "relay-bench", move |_| {
+        let mut p: Pipeline<RingConsumer, Sink> = Pipeline::new(parts);
+        p.run(&q);
+        p.counters().clone()
+    })
+    .map_err(|e| e.to_string())?;
+
+    let mut gen = Generator::new(mac);
+    let mut results = Vec::new();
+    for &f in &args.fanout {
+        let g = tables.publish(table(mac, f));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counters.table_generation() != g && Instant::now() < deadline {}
+        let r = saturate(&frame_pool, &mut gen, &mut input, &counters, args.seconds);
+        println!(
+            "fan-out {f:>2}: in {:.3} Mpps, out {:.3} Mpps (input ring full {:.0}% of enqueue attempts; drops {})",
+            r.input_pps / 1e6,
+            r.output_pps / 1e6,
+            r.ring_full_share * 100.0,
+            r.drops
+        );
+        results.push((f, r));
+    }
+
+    let mut latency = None;
+    if args.latency_fanout > 0 {
+        let f = args.latency_fanout;
+        let g = tables.publish(table(mac, f));
+        while counters.table_generation() != g {}
+        let max_in = match results.iter().find(|(x, _)| *x == f) {
+            Some((_, r)) => r.input_pps,
+            None => saturate(&frame_pool, &mut gen, &mut input, &counters, 1).input_pps,
+        };
+        measure.store(10 + f as u8 - 1, Ordering::Relaxed); // the last subscriber's MAC byte
+        latency = Some((
+            f,
+            max_in / 2.0,
+            paced(
+                &frame_pool,
+                &mut gen,
+                &mut input,
+                &mut lat_ring,
+                max_in / 2.0,
+                tsc_hz,
+                args.seconds,
+            ),
+        ));
+        measure.store(0, Ordering::Relaxed);
+    }
+
+    quit.store(true, Ordering::Relaxed);
+    let final_counters = worker
+        .join()
+        .map_err(|_| "relay thread panicked")?
+        .map_err(|e| e.to_string())?;
+    let mut b = MbufBatch::new();
+    while lat_ring.dequeue(&mut b) > 0 {
+        b.clear();
+    }
+
+    println!();
+    println!("| relay core, {PAYLOAD} B payload | input Mpps | output Mpps | output / testpmd |");
+    println!("|---------------------------|-----------:|------------:|-----------------:|");
+    if let Some(r) = reference {
+        println!(
+            "| dpdk-testpmd io-forward   |          - | {:>11.3} |            1.000 |",
+            r / 1e6
+        );
+    }
+    for (f, r) in &results {
+        let ratio = reference.map_or("-".to_string(), |t| format!("{:.3}", r.output_pps / t));
+        println!(
+            "| photon-relay fan-out {f:>2}   | {:>10.3} | {:>11.3} | {ratio:>16} |",
+            r.input_pps / 1e6,
+            r.output_pps / 1e6
+        );
+    }
+    if let (Some(t), Some((_, r))) = (reference, results.iter().find(|(f, _)| *f == 8)) {
+        println!(
+            "\nfan-out 8 output / testpmd = {:.3} (goal >= 0.5)",
+            r.output_pps / t
+        );
+    }
+    if let Some((f, rate, l)) = latency {
+        match l {
+            Some(l) => println!(
+                "\nadded latency at fan-out {f}, {:.3} Mpps in (half load), last copy of each of {} fragments: p50 {:.2} us, p99 {:.2} us, p99.9 {:.2} us (generator stamp -> copy dequeued: includes two rte_ring hand-offs)",
+                rate / 1e6,
+                l.0,
+                l.1,
+                l.2,
+                l.3
+            ),
+            None => println!("\nlatency: no copies came back"),
+        }
+    }
+    println!(
+        "\nrelay core totals: rx {} tx {} fragments {} copies {} dedup hits {} drops {} (no_mbuf {}, tx_full {})",
+        final_counters.get(Counter::RxPackets),
+        final_counters.get(Counter::TxPackets),
+        final_counters.get(Counter::Fragments),
+        final_counters.get(Counter::FanoutCopies),
+        final_counters.get(Counter::DedupHits),
+        final_counters.drops(),
+        final_counters.get(Counter::Drop(DropReason::NoMbuf)),
+        final_counters.get(Counter::Drop(DropReason::TxFull)),
+    );
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    // No rand dependency in perf: the TSC is seed enough for a benchmark's dedup table.
+    photon_dpdk::rdtsc().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Offers frames as fast as the relay takes them for warm-up + `seconds`; rates from the
+/// relay core's published counters.
+fn saturate(
+    pool: &Mempool,
+    gen: &mut Generator,
+    input: &mut RingProducer,
+    counters: &CoreCounters,
+    seconds: u64,
+) -> Rates {
+    let mut batch = MbufBatch::new();
+    let warm = Instant::now() + Duration::from_millis(500);
+    let end = warm + Duration::from_secs(seconds);
+    let mut start: Option<(Instant, u64, u64, u64)> = None;
+    let (mut attempts, mut full) = (0u64, 0u64);
+    loop {
+        if batch.len() < 32 {
+            fill(pool, gen, &mut batch, 32, 0);
+        }
+        let n = input.enqueue(&mut batch);
+        let now = Instant::now();
+        if start.is_some() {
+            attempts += 1;
+            full += u64::from(n == 0);
+        }
+        if start.is_none() && now >= warm {
+            let c = counters.snapshot();
+            start = Some((
+                now,
+                c.get(Counter::RxPackets),
+                c.get(Counter::TxPackets),
+                c.drops(),
+            ));
+        }
+        if now >= end {
+            break;
+        }
+    }
+    // Let the published counters catch up with the last drain interval before reading them.
+    std::thread::sleep(Duration::from_millis(1));
+    let c = counters.snapshot();
+    let now = Instant::now();
+    let (t0, rx0, tx0, d0) = start.unwrap_or((now, 0, 0, 0));
+    let dt = now.duration_since(t0).as_secs_f64().max(1e-9);
+    batch.clear();
+    Rates {
+        input_pps: (c.get(Counter::RxPackets) - rx0) as f64 / dt,
+        output_pps: (c.get(Counter::TxPackets) - tx0) as f64 / dt,
+        ring_full_share: if attempts == 0 {
+            0.0
+        } else {
+            full as f64 / attempts as f64
+        },
+        drops: c.drops() - d0,
+    }
+}
+
+/// Offers `rate` frames per second with TSC stamps, drains the copies and returns
+/// (copies, p50, p99, p99.9) in microseconds.
+fn paced(
+    pool: &Mempool,
+    gen: &mut Generator,
+    input: &mut RingProducer,
+    output: &mut RingConsumer,
+    rate: f64,
+    tsc_hz: u64,
+    seconds: u64,
+) -> Option<(usize, f64, f64, f64)> {
+    const MAX_SAMPLES: usize = 8 << 20;
+    let mut samples: Vec<u64> = Vec::with_capacity(MAX_SAMPLES);
+    let mut batch = MbufBatch::new();
+    let mut out = MbufBatch::new();
+    let t0 = photon_dpdk::rdtsc();
+    let warm = t0 + tsc_hz / 2;
+    let end = warm + tsc_hz * seconds;
+    let per_tick = rate / tsc_hz as f64;
+    let mut sent = 0u64;
+    loop {
+        let now = photon_dpdk::rdtsc();
+        if now >= end + tsc_hz / 10 {
+            break;
+        }
+        if now < end {
+            let due = ((now - t0) as f64 * per_tick) as u64;
+            if due > sent {
+                let want = (due - sent).min(8) as usize;
+                fill(pool, gen, &mut batch, want, photon_dpdk::rdtsc());
+                sent += input.enqueue(&mut batch) as u64;
+                batch.clear(); // never queue stale stamps: a frame not taken now is dropped
+            }
+        }
+        output.dequeue(&mut out);
+        let now = photon_dpdk::rdtsc();
+        for m in out.drain() {
+            let mut segs = m.segments_data();
+            let first = segs.next().unwrap_or(&[]);
+            let payload = if m.segments() > 1 {
+                segs.next().unwrap_or(&[])
+            } else {
+                first.get(FORWARD_HEADER_LEN..).unwrap_or(&[])
+            };
+            let Some(stamp) = payload.get(..8) else {
+                continue;
+            };
+            let stamp = u64::from_be_bytes(stamp.try_into().unwrap_or([0; 8]));
+            if stamp >= warm && samples.len() < MAX_SAMPLES {
+                samples.push(now.saturating_sub(stamp));
+            }
+        }
+    }
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let us = |q: f64| {
+        let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
+        samples[i] as f64 * 1e6 / tsc_hz as f64
+    };
+    Some((samples.len(), us(0.50), us(0.99), us(0.999)))
+}
