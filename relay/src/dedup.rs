@@ -116,13 +116,12 @@ impl Dedup {
         (tsc >> 20) as u16
     }
 
-    /// Loads the key's bucket (returns a slot value to feed `std::hint::black_box`), so that a
-    /// burst's cache misses overlap before [`Dedup::check_insert`] needs them. A poor man's
-    /// `rte_prefetch0`: this crate has no unsafe code to issue the prefetch instruction.
+    /// Prefetches the key's bucket (`rte_prefetch0` through `photon_dpdk::prefetch`), so that a
+    /// burst's cache misses overlap before [`Dedup::check_insert`] needs them.
     #[inline]
-    pub fn touch(&self, key: &FragmentKey) -> u64 {
+    pub fn prefetch(&self, key: &FragmentKey) {
         let (b, _) = self.hashes(key);
-        self.buckets[b].0[0].load(Ordering::Relaxed)
+        photon_dpdk::prefetch(&self.buckets[b]);
     }
 
     /// Records the key and says whether it was there already; `now` is [`Dedup::clock`].
