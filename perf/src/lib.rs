@@ -18,3 +18,5 @@
 
 pub mod impair;
 pub mod replay;
+pub mod report;
+pub mod trace;
