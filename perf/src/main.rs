@@ -4,7 +4,6 @@
 //! measured in the same run (see perf/RESULTS.md for recorded results and their commands).
 
 mod gateway_bench;
-mod gateway_bench;
 mod iofwd;
 mod relay_bench;
 
@@ -25,9 +24,6 @@ enum Cmd {
     /// Fragments/s one gateway core receives on loopback with batched recvmmsg, beside a plain
     /// one-datagram-per-recv loop in the same run.
     GatewayRx(gateway_bench::Args),
-    /// Fragments/s one gateway core receives on loopback with batched recvmmsg, beside a plain
-    /// one-datagram-per-recv loop in the same run.
-    GatewayRx(gateway_bench::Args),
     /// The relay's per-core fan-out throughput (fan-out 1, 8, 16) beside dpdk-testpmd io-forward,
     /// and the latency it adds at half load.
     RelayBench(relay_bench::Args),
@@ -40,7 +36,6 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Iofwd(args) => iofwd::run(&args),
-        Cmd::GatewayRx(args) => gateway_bench::run(&args),
         Cmd::GatewayRx(args) => gateway_bench::run(&args),
         Cmd::RelayBench(args) => relay_bench::run(&args),
         Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
