@@ -17,8 +17,38 @@
 //! seal, FEC + manifest, open, decompress) are measured with [`std::time::Instant::now`] for the
 //! latency histograms; they never change what the state machine does.
 //!
-//! Spec: `docs/protocol.md`; the gateway's own choices (key-release policy, receipts routing,
-//! direct peer fallback) are documented in `docs/gateway.md`.
+//! Spec: `docs/protocol.md`. The gateway's own choices, which the protocol leaves open:
+//!
+//! - **Links.** Relays are registered with (§2.8; we are the initiator); peer gateways use the
+//!   same handshake over a direct UDP link, the side with the smaller public key registering
+//!   (node ids 1 for the responder, 2 for the initiator). A link silent for `link_quiet` (at
+//!   least 2.5 of the relay's keepalive periods) is down: a relay link registers again, and the
+//!   primary relay (transactions) becomes the next live one in config order. Block fragments go
+//!   to every live relay, chosen per fragment, so a relay lost mid-block is skipped at once.
+//! - **Key release and the number of receivers.** The relays do not report how many gateways
+//!   receive a stream, so the origin is told: `KeyReleasePolicy::Receipts { share, receivers,
+//!   timeout }`, with `receivers` from the config (deployment size minus one). The key goes out
+//!   at `ceil(share × receivers)` receipts or at `timeout` (default 50 %, 3 s), or with the
+//!   first fragment (`Immediate`). Receipts through a relay do not say who sent them (the
+//!   relay rewrites the hop sender), so each counts once; a receiver whose origin is one of its
+//!   direct peers sends its receipt over that link only, so it is neither counted twice nor
+//!   anonymous to a peer origin (which needs to know for the fallback below).
+//! - **Direct peer fallback.** `peer_fallback` (default 500 ms) after a stream starts, every
+//!   live peer without a receipt gets the whole stream over the direct link (a second
+//!   [`photon_protocol::sender::Sender`] over the same sealed bytes: deterministic FEC and
+//!   Ed25519 give the same fragments, so the receiver's assembler merges both paths). With no
+//!   live relay, peers get it at once.
+//! - **Origination through a peer.** With `originate_via_peers`, our blocks go only to peers;
+//!   a peer configured with `originate_for` opens such a block and originates it to the relays
+//!   as its own (its key, its stream): the relays never see our address or key.
+//! - **Missing transactions.** The relay's control path does not serve or pass on tx requests
+//!   (it counts them as unsupported), so a receiver asks over the link the block came in on and
+//!   over the direct link to the origin when that is a peer, then every live link on each retry;
+//!   the origin answers requests for its own streams on any link (its answer through a relay is
+//!   fanned out with the short ID), a peer answers any request on a direct link.
+//! - **Transactions out** are paced at the uplink rate (a burst of thousands overflows a relay's
+//!   socket buffer) and sent again, with the same transfer id, while their short ID has not come
+//!   back (the relay gives the same (origin, transfer) the same ID).
 
 mod inbound;
 mod links;
@@ -66,7 +96,7 @@ pub struct PeerEndpoint {
     pub originate_for: bool,
 }
 
-/// When the origin releases a block's key (§2.6, §7; `docs/gateway.md`).
+/// When the origin releases a block's key (§2.6, §7; module docs: "Key release").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KeyReleasePolicy {
     /// With the first fragment: for private deployments where relays are trusted.

@@ -353,3 +353,53 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_endpoint_serves_counters_and_histograms() {
+        let m = Metrics::new();
+        let new = GatewayStats {
+            blocks_from_node: 2,
+            blocks_from_network: 3,
+            block_bytes_out: 1_000_000,
+            compressed_bytes_out: 5_000,
+            ..GatewayStats::default()
+        };
+        m.publish(&GatewayStats::default(), &new, 2, 1234);
+        m.observe_event(&GatewayEvent::BlockOriginated {
+            hash: bitcoin::BlockHash::from_raw_hash(bitcoin::hashes::Hash::all_zeros()),
+            stream: 1,
+            block_bytes: 1_000_000,
+            compressed_bytes: 5_000,
+            datagrams_planned: 10,
+            timings: crate::core::OutTimings {
+                compress: Duration::from_micros(300),
+                ..Default::default()
+            },
+        });
+        let addr = m.bind_and_serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let get = |path: &str| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).unwrap();
+            out
+        };
+        let body = get("/metrics");
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(
+            body.contains("photon_gateway_blocks_total{source=\"node\"} 2"),
+            "{body}"
+        );
+        assert!(body.contains("photon_gateway_blocks_total{source=\"network\"} 3"));
+        assert!(body.contains(
+            "photon_gateway_block_bytes_total{direction=\"out\",form=\"compressed\"} 5000"
+        ));
+        assert!(body.contains("photon_gateway_stage_seconds_count{stage=\"out_compress\"} 1"));
+        assert!(body.contains("photon_gateway_links_up 2"));
+        assert!(get("/other").starts_with("HTTP/1.1 404"));
+    }
+}

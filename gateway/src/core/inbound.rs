@@ -242,7 +242,7 @@ impl Gateway {
     /// Ask for the transactions a block lacks: first over the link the block came in on and
     /// over the direct link to its origin when that is a peer; each retry over every live link.
     /// (The origin answers requests for its own streams whatever link they come over; a peer
-    /// answers any request over a direct link; `docs/gateway.md`.)
+    /// answers any request over a direct link; see the module docs of `core`.)
     fn request_missing(&mut self, now: Instant, stream: u64) {
         let retry = self.config.tx_request_retry;
         let rounds = self.config.tx_request_rounds;

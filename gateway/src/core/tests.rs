@@ -214,14 +214,14 @@ fn spliced_and_tampered_fragments_are_rejected_and_the_block_still_arrives() {
         }
         n += 1;
         let mut out = Vec::new();
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let mut bad = d.to_vec();
             for b in &mut bad[wire::HEADER_LEN..] {
                 *b ^= 0x5a;
             }
             out.push(bad);
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             let mut bad = d.to_vec();
             bad[wire::field::INDEX.start + 1] ^= 1;
             out.push(bad);

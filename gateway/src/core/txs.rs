@@ -123,7 +123,7 @@ impl Gateway {
 
     /// Sends again the transactions whose short ID has not come back.
     pub(super) fn tx_resend_timer(&mut self, now: Instant) {
-        if !self.txs.next_resend.is_some_and(|t| now >= t) {
+        if self.txs.next_resend.is_none_or(|t| now < t) {
             return;
         }
         self.txs.next_resend = None;
