@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod emunode;
 pub mod impair;
 pub mod replay;
 pub mod report;
