@@ -99,6 +99,8 @@ pub struct NetworkSection {
     pub trusted_origins: Vec<String>,
     #[serde(default = "default_batch")]
     pub recv_batch: usize,
+    #[serde(default = "default_recv_buffer")]
+    pub recv_buffer_kb: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +216,9 @@ fn default_fallback() -> u64 {
 fn default_batch() -> usize {
     32
 }
+fn default_recv_buffer() -> usize {
+    8192
+}
 fn default_policy() -> String {
     "receipts".into()
 }
@@ -277,6 +282,8 @@ pub struct Resolved {
     pub network: bitcoin::Network,
     pub listen: SocketAddr,
     pub recv_batch: usize,
+    /// Socket receive buffer, bytes.
+    pub recv_buffer: usize,
     pub core: CoreConfig,
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogSection,
@@ -425,6 +432,7 @@ impl Config {
             network,
             listen: parse_addr("network.listen", &n.listen)?,
             recv_batch: n.recv_batch,
+            recv_buffer: n.recv_buffer_kb.saturating_mul(1024),
             core,
             metrics_listen,
             log: self.log.clone(),

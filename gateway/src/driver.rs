@@ -48,6 +48,8 @@ pub struct DriverConfig {
     pub event_queue: usize,
     /// Put the receive arena on a hugepage where one is free.
     pub hugepages: bool,
+    /// Socket receive buffer asked for, bytes (0: the system's default).
+    pub recv_buffer: usize,
 }
 
 /// The driver's published state.
@@ -245,6 +247,17 @@ fn run(
     } else {
         Arena::normal()
     };
+    if config.recv_buffer > 0 {
+        match crate::udp::set_recv_buffer(&sock, config.recv_buffer) {
+            Ok(got) if got < config.recv_buffer => tracing::warn!(
+                asked = config.recv_buffer,
+                got,
+                "UDP receive buffer smaller than asked (raise net.core.rmem_max): bursts may drop"
+            ),
+            Ok(got) => tracing::info!(bytes = got, "UDP receive buffer"),
+            Err(e) => tracing::warn!(error = %e, "cannot set the UDP receive buffer"),
+        }
+    }
     let mut rx = BatchRecv::new(arena, config.recv_batch);
     let mut tx = BatchSend::new();
     let mut wait = MAX_WAIT;

@@ -115,6 +115,7 @@ fn run(config_path: &Path) -> Result<(), String> {
             recv_batch: r.recv_batch,
             event_queue: 0,
             hugepages: true,
+            recv_buffer: r.recv_buffer,
         },
         identity,
         Some(metrics),

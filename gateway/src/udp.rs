@@ -115,6 +115,18 @@ impl Default for Arena {
     }
 }
 
+/// Asks for a receive buffer of `bytes` (a block arrives as a burst of ~1,100 datagrams):
+/// `SO_RCVBUFFORCE` where permitted (root / CAP_NET_ADMIN), else `SO_RCVBUF`, which the kernel
+/// caps at `net.core.rmem_max`. Returns the size the kernel reports (it doubles the request
+/// for bookkeeping).
+pub fn set_recv_buffer(sock: &UdpSocket, bytes: usize) -> io::Result<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        setsockopt(sock, sockopt::RcvBuf, &bytes).map_err(io::Error::from)?;
+    }
+    getsockopt(sock, sockopt::RcvBuf).map_err(io::Error::from)
+}
+
 fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = s.as_sockaddr_in() {
         return Some(SocketAddr::V4((*v4).into()));

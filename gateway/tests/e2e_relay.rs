@@ -167,6 +167,7 @@ impl Gw {
                 recv_batch: 32,
                 event_queue: 4096,
                 hugepages: false,
+                recv_buffer: 8 << 20,
             },
             Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
             None,
