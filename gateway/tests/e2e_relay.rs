@@ -401,3 +401,33 @@ fn withheld_key_no_receiver_produces_the_block_and_junk_is_dropped() {
     assert_eq!(sa.stats.receipts_received, 1);
     r.stop().unwrap();
 }
+
+/// Two relays; the first dies before the block: both gateways fail over to the second.
+#[test]
+fn first_relay_quiet_gateways_fail_over_to_the_second() {
+    let height = 363703;
+    let (r1, r2) = (relay(100), relay(100));
+    let mut py = PyNodes::start(height, "none");
+    let (ga, gb) = (Gw::new(), Gw::new());
+    let a = ga.start(py.a, core(&[&r1, &r2], &[gb.key()]), free_udp());
+    let b = gb.start(py.b, core(&[&r1, &r2], &[ga.key()]), free_udp());
+    py.wait_for("READY ");
+    let up = |s: &Snapshot| {
+        s.links
+            .iter()
+            .all(|l| l.2 == photon_gateway::core::LinkState::Up)
+    };
+    wait_snapshot(&a, "A on both relays", up);
+    wait_snapshot(&b, "B on both relays", up);
+    r1.stop().unwrap();
+    let quiet = |s: &Snapshot| s.links[0].2 == photon_gateway::core::LinkState::Quiet;
+    wait_snapshot(&a, "A sees relay 1 quiet", quiet);
+    wait_snapshot(&b, "B sees relay 1 quiet", quiet);
+    py.say("SEND_BLOCK");
+    py.pass();
+    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    assert_eq!(sb.stats.failovers, 1);
+    assert_eq!(a.snapshot().stats.failovers, 1);
+    assert_eq!(a.snapshot().stats.peer_fallbacks, 0, "no peers configured");
+    r2.stop().unwrap();
+}

@@ -159,8 +159,11 @@ impl Gateway {
             .links
             .iter()
             .position(|l| matches!(l.kind, super::LinkKind::Relay(_)) && l.up);
-        if self.primary.is_some() && new != self.primary {
-            self.stats.failovers += 1;
+        // A failover is the primary going quiet, not a preferred relay coming up.
+        if let Some(old) = self.primary {
+            if new != Some(old) && !self.links[old].up {
+                self.stats.failovers += 1;
+            }
         }
         self.primary = new;
     }
