@@ -21,7 +21,7 @@ PACKAGES=(
   libdpdk-dev dpdk dpdk-dev          # DPDK 22.11 LTS: libraries + pkg-config, PMDs, dpdk-testpmd
   pkg-config clang libclang-dev      # bindgen over DPDK's headers, and its cflags
   build-essential                    # cc for the C shim
-  iproute2 tcpdump ethtool           # network namespaces, veth, tc; captures
+  iproute2 tcpdump ethtool iputils-ping fonts-dejavu-core  # netns, veth, tc; captures; testbed ping; plot labels
   python3 python3-bitcoinlib         # the independent Bitcoin P2P node used in tests
   coreutils procps psmisc            # stdbuf (testpmd output), pkill
 )

@@ -20,4 +20,5 @@ pub mod emunode;
 pub mod impair;
 pub mod replay;
 pub mod report;
+pub mod testbed;
 pub mod trace;
