@@ -32,6 +32,12 @@
 //!   same short ID and transfer id (remembered per (origin, transfer), bounded). A transaction
 //!   that already carries an ID (assigned by a peer relay) is passed on unchanged but for the
 //!   transfer id, to everyone but the peer it came from.
+//! - **Tx requests** (§2.4): every transaction passed on with a short ID is also kept in a
+//!   byte-bounded [`TxCache`] (by short ID, as the relay sent it: its transfer id, fragments).
+//!   A tx request is answered from it, unicast to the requester under its hop key, one
+//!   transaction message per fragment carrying the short ID; the IDs the cache lacks are
+//!   passed on in one request (like a receipt: to everyone but the sender), and the block's
+//!   origin answers through the relay like any transaction with an ID.
 //! - **Repairs** (§2.7): fragments the data path forwarded are kept in a bounded
 //!   [`RepairCache`] (the driver calls [`Control::record_fragment`]); a repair request is
 //!   answered with each cached fragment it lists, flagged `RETRANSMIT`, unicast to the
@@ -50,6 +56,7 @@ mod cache;
 pub mod dpdk;
 mod recent;
 mod settings;
+mod txcache;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddrV4;
@@ -61,13 +68,14 @@ use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, Pub
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
     flags, register_status, FragmentKind, KeepaliveRepr, Message, MessageType, Packet,
-    RegisterRepr, Repr, MAX_DATAGRAM,
+    RegisterRepr, Repr, TxRequestRepr, MAX_DATAGRAM,
 };
 use ring::rand::SecureRandom;
 
 pub use cache::{CacheKey, RepairCache};
 pub use recent::FifoMap;
 pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
+pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
 
 use crate::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
 
@@ -130,7 +138,7 @@ control_counters! {
     Malformed => "malformed", "control datagrams that do not parse";
     UnknownSender => "unknown_sender", "control datagrams from a node id that is not registered";
     BadHopTag => "bad_hop_tag", "control datagrams whose hop tag does not verify";
-    Unsupported => "unsupported", "control message kinds the relay does not serve (tx request, short-ID assignment, register ack)";
+    Unsupported => "unsupported", "control message kinds the relay does not serve (short-ID assignment, register ack)";
     RegisterAccepted => "register_accepted", "registrations accepted";
     RegisterUnknownIdentity => "register_unknown_identity", "registrations refused: identity not on the allow list";
     RegisterBadSignature => "register_bad_signature", "registrations dropped: bad signature";
@@ -143,6 +151,10 @@ control_counters! {
     Transactions => "transactions", "transaction fragments passed on";
     ShortIdsAssigned => "short_ids_assigned", "short IDs assigned";
     ShortIdExhausted => "short_id_exhausted", "transactions passed on without an ID: range exhausted";
+    TxRequests => "tx_requests", "tx requests received";
+    TxRequestServed => "tx_request_served", "requested transactions answered from the relay's transaction cache";
+    TxRequestPassedOn => "tx_request_passed_on", "requested short IDs not in the cache, passed on to the gateways";
+    TxCached => "tx_cached", "transaction fragments stored in the transaction cache";
     Receipts => "receipts", "receipts passed on";
     KeyReleases => "key_releases", "key releases passed on";
     KeyReleaseDuplicates => "key_release_duplicates", "key releases seen before (dropped)";
@@ -265,6 +277,7 @@ pub struct Control {
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
     cache: RepairCache<Vec<u8>>,
+    tx_cache: TxCache,
     table: Arc<Table>,
     table_dirty: bool,
     keepalive_seq: u32,
@@ -305,6 +318,7 @@ impl Control {
             next_transfer: u64::from(local.node_id) << 32,
             key_releases: FifoMap::new(settings.key_release_memory),
             cache: RepairCache::new(settings.repair_cache_fragments, settings.repair_cache_bytes),
+            tx_cache: TxCache::new(settings.tx_cache_bytes),
             local,
             settings,
             rng,
@@ -348,6 +362,11 @@ impl Control {
     /// The repair cache.
     pub fn cache(&self) -> &RepairCache<Vec<u8>> {
         &self.cache
+    }
+
+    /// The transaction cache (answers tx requests).
+    pub fn tx_cache(&self) -> &TxCache {
+        &self.tx_cache
     }
 
     /// Registered gateways.
@@ -504,6 +523,11 @@ impl Control {
                 let include_origin = tx.short_id.is_none() && short_id.is_some();
                 tx.short_id = short_id;
                 tx.transfer = transfer;
+                if let Some(id) = short_id {
+                    if self.tx_cache.record(id, transfer, &tx) {
+                        self.counters.inc(ControlCounter::TxCached);
+                    }
+                }
                 let repr = Repr {
                     sender: self.local.node_id,
                     hops: repr.hops.saturating_add(1),
@@ -536,10 +560,13 @@ impl Control {
                 // is a retransmission, which answers someone else's request.
                 self.counters.inc(ControlCounter::UnsolicitedRetransmit);
             }
-            Message::TxRequest(_)
-            | Message::ShortIdAssign(_)
-            | Message::RegisterAck(_)
-            | Message::Register(_) => self.counters.inc(ControlCounter::Unsupported),
+            Message::TxRequest(ref req) => {
+                self.counters.inc(ControlCounter::TxRequests);
+                self.serve_tx_request(&repr, req, slot, from_kind, out);
+            }
+            Message::ShortIdAssign(_) | Message::RegisterAck(_) | Message::Register(_) => {
+                self.counters.inc(ControlCounter::Unsupported)
+            }
         }
     }
 
@@ -759,6 +786,84 @@ impl Control {
                 datagram: d,
             });
         }
+    }
+
+    /// A tx request (§2.4): every requested transaction the cache holds whole is sent back to
+    /// the requester (one transaction message per fragment, with its short ID, under the
+    /// requester's hop key); the IDs it does not hold are passed on in one request like a
+    /// receipt (to everyone but the sender), where the block's origin answers.
+    fn serve_tx_request(
+        &mut self,
+        repr: &Repr<'_>,
+        req: &TxRequestRepr,
+        slot: usize,
+        from_kind: PeerKind,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let mut missing = Vec::new();
+        for &id in &req.short_ids {
+            let Some(tx) = self.tx_cache.get_complete(id) else {
+                missing.push(id);
+                continue;
+            };
+            // The cache stays borrowed while its fragments are emitted: emit into fresh
+            // datagrams (the control path is not the hot path), then sign and send them.
+            let node = self.local.node_id;
+            let answers: Vec<Vec<u8>> = tx
+                .reprs(id)
+                .filter_map(|t| {
+                    let r = Repr {
+                        sender: node,
+                        hops: 0,
+                        flags: 0,
+                        message: Message::Transaction(t),
+                    };
+                    let mut buf = vec![0u8; MAX_DATAGRAM];
+                    let n = r.emit(&mut buf).ok()?;
+                    buf.truncate(n);
+                    Some(buf)
+                })
+                .collect();
+            self.counters.inc(ControlCounter::TxRequestServed);
+            for d in answers {
+                self.send_datagram_to_slot(d, slot, out);
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        self.counters
+            .add(ControlCounter::TxRequestPassedOn, missing.len() as u64);
+        let fwd = Repr {
+            sender: self.local.node_id,
+            hops: repr.hops.saturating_add(1),
+            flags: repr.flags,
+            message: Message::TxRequest(TxRequestRepr {
+                stream: req.stream,
+                short_ids: missing,
+            }),
+        };
+        self.fan_out(&fwd, slot, from_kind, false, out);
+    }
+
+    /// Signs an emitted datagram for the peer in `slot` and queues it.
+    fn send_datagram_to_slot(&mut self, mut d: Vec<u8>, slot: usize, out: &mut Vec<Outgoing>) {
+        let Some(peer) = self.table.peer(slot) else {
+            return;
+        };
+        let Some(keys) = peer.spec.keys.as_ref() else {
+            return;
+        };
+        if keys.send.sign_header(&mut d).is_err() {
+            return;
+        }
+        self.counters.inc(ControlCounter::CopiesSent);
+        out.push(Outgoing {
+            to: peer.spec.addr,
+            mac: peer.spec.next_hop_mac,
+            port: peer.spec.port,
+            datagram: d,
+        });
     }
 
     /// Receipts and key releases: to everyone but the sender (split horizon for relays).

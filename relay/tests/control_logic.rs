@@ -9,7 +9,7 @@ use photon_protocol::shortid::ShortIdRange;
 use photon_protocol::wire::{
     flags, register_status, FragmentKind, FragmentRepr, KeepaliveRepr, KeyReleaseRepr, Message,
     Packet, ReceiptRepr, RegisterAckRepr, RegisterRepr, RepairRequestRepr, Repr, TransactionRepr,
-    MAX_DATAGRAM,
+    TxRequestRepr, MAX_DATAGRAM,
 };
 use photon_relay::control::{Control, ControlCounter, ControlSettings, Outgoing, Source};
 use photon_relay::table::LocalSpec;
@@ -508,4 +508,152 @@ fn unknown_senders_and_bad_tags_are_counted_drops() {
     assert_eq!(c.counters().get(ControlCounter::BadHopTag), 1);
     assert_eq!(c.counters().get(ControlCounter::UnknownSender), 1);
     assert_eq!(c.counters().get(ControlCounter::Malformed), 1);
+}
+
+fn tx_request(g: &Gw, stream: u64, ids: Vec<u32>) -> Vec<u8> {
+    g.signed(Repr {
+        sender: g.node,
+        hops: 0,
+        flags: 0,
+        message: Message::TxRequest(TxRequestRepr {
+            stream,
+            short_ids: ids,
+        }),
+    })
+}
+
+fn parse_tx_full(d: &[u8]) -> (u32, TransactionRepr<'_>) {
+    let p = Packet::new_checked(d).unwrap();
+    let r = Repr::parse(&p).unwrap();
+    let Message::Transaction(t) = r.message else {
+        panic!("transaction expected")
+    };
+    // Re-borrow the data from the datagram (the parsed repr borrows the packet view).
+    let off = d.len() - t.data.len();
+    (
+        r.sender,
+        TransactionRepr {
+            data: &d[off..],
+            ..t
+        },
+    )
+}
+
+#[test]
+fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
+    let settings = ControlSettings {
+        short_ids: ShortIdRange::new(0x0200_0000, 1000).unwrap(),
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+    // A two-fragment transaction from gateway 0 gets ID 0x0200_0000 and is cached.
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 7, 0, 2, None), &mut out);
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 7, 1, 2, None), &mut out);
+    let relay_transfer = parse_tx(&out[0].datagram).1;
+    // Only the first fragment of the next one arrives: ID 0x0200_0001, not complete.
+    c.handle(NOW, src(5101), &tx_msg(&gws[1], 8, 0, 2, None), &mut out);
+    assert_eq!(c.counters().get(ControlCounter::TxCached), 3);
+    assert_eq!(c.tx_cache().len(), 2);
+
+    // Gateway 2 asks for the complete one, the incomplete one and one the relay never saw.
+    out.clear();
+    let req = tx_request(&gws[2], 99, vec![0x0200_0000, 0x0200_0001, 5]);
+    c.handle(NOW, src(5102), &req, &mut out);
+    let (answers, passed): (Vec<&Outgoing>, Vec<&Outgoing>) = out.iter().partition(|o| {
+        let p = Packet::new_checked(&o.datagram[..]).unwrap();
+        matches!(Repr::parse(&p).unwrap().message, Message::Transaction(_))
+    });
+    assert_eq!(answers.len(), 2, "both fragments of the cached transaction");
+    let mut got = Vec::new();
+    for o in &answers {
+        assert_eq!(to_port(o), 5102, "unicast to the requester");
+        assert!(gws[2].accepts(&o.datagram), "under the requester's hop key");
+        let (sender, t) = parse_tx_full(&o.datagram);
+        assert_eq!(sender, RELAY);
+        assert_eq!(t.short_id, Some(0x0200_0000));
+        assert_eq!(
+            t.transfer, relay_transfer,
+            "as the relay first passed it on"
+        );
+        assert_eq!((t.count, t.tx_len), (2, 600));
+        assert_eq!(t.offset, 300 * u32::from(t.index));
+        assert_eq!(t.data, &[0xab; 300][..]);
+        got.push(t.index);
+    }
+    got.sort();
+    assert_eq!(got, [0, 1]);
+    // The two IDs it lacks go on in one request to every other gateway.
+    let mut ports: Vec<u16> = passed.iter().map(|o| to_port(o)).collect();
+    ports.sort();
+    assert_eq!(ports, [5100, 5101], "not back to the requester");
+    for o in &passed {
+        assert!(by_port(&gws, to_port(o)).accepts(&o.datagram));
+        let p = Packet::new_checked(&o.datagram[..]).unwrap();
+        let r = Repr::parse(&p).unwrap();
+        assert_eq!((r.sender, r.hops), (RELAY, 1));
+        let Message::TxRequest(fwd) = r.message else {
+            panic!("tx request expected")
+        };
+        assert_eq!(fwd.stream, 99);
+        assert_eq!(fwd.short_ids, [0x0200_0001, 5]);
+    }
+    assert_eq!(c.counters().get(ControlCounter::TxRequests), 1);
+    assert_eq!(c.counters().get(ControlCounter::TxRequestServed), 1);
+    assert_eq!(c.counters().get(ControlCounter::TxRequestPassedOn), 2);
+    assert_eq!(c.counters().get(ControlCounter::Unsupported), 0);
+
+    // The origin answers the passed-on request through the relay: fanned out with its ID
+    // (to the requester among others) and cached, so the next request is served directly.
+    out.clear();
+    c.handle(
+        NOW,
+        src(5100),
+        &tx_msg(&gws[0], 50, 0, 1, Some(5)),
+        &mut out,
+    );
+    assert!(out.iter().any(|o| to_port(o) == 5102));
+    out.clear();
+    c.handle(NOW, src(5101), &tx_request(&gws[1], 99, vec![5]), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5101);
+    assert_eq!(parse_tx_full(&out[0].datagram).1.short_id, Some(5));
+}
+
+#[test]
+fn tx_cache_is_bounded_in_bytes_and_can_be_disabled() {
+    let settings = ControlSettings {
+        tx_cache_bytes: 4 * (300 + photon_relay::control::TX_FRAGMENT_OVERHEAD),
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+    for transfer in 0..10 {
+        c.handle(
+            NOW,
+            src(5100),
+            &tx_msg(&gws[0], transfer, 0, 1, None),
+            &mut out,
+        );
+        assert!(c.tx_cache().bytes() <= 4 * (300 + photon_relay::control::TX_FRAGMENT_OVERHEAD));
+    }
+    assert_eq!(c.tx_cache().len(), 4);
+    assert_eq!(c.tx_cache().evicted(), 6);
+
+    let settings = ControlSettings {
+        tx_cache_bytes: 0,
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let gws = three(&mut c, &pk);
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 1, 0, 1, None), &mut out);
+    assert!(c.tx_cache().is_empty());
+    out.clear();
+    let id = c.counters().get(ControlCounter::ShortIdsAssigned);
+    assert_eq!(id, 1);
+    c.handle(NOW, src(5101), &tx_request(&gws[1], 1, vec![0]), &mut out);
+    assert_eq!(out.len(), 2, "passed on to the two other gateways");
+    assert_eq!(c.counters().get(ControlCounter::TxRequestPassedOn), 1);
 }

@@ -11,7 +11,7 @@ use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
 use photon_protocol::wire::{
     register_status, FragmentKind, FragmentRepr, Message, Packet, Repr, TransactionRepr,
-    MAX_DATAGRAM,
+    TxRequestRepr, MAX_DATAGRAM,
 };
 use photon_relay::control::{unix_ms, ControlCounter};
 use photon_relay::counters::{Counter, DropReason};
@@ -198,6 +198,40 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     }
     assert!(ids.iter().all(|&i| i == ids[0]));
 
+    // Gateway 0 lacks that transaction and one the relay never saw: the relay answers the
+    // first from its transaction cache (unicast) and passes the second on to 1 and 2.
+    gws[0].send(
+        addr,
+        Repr {
+            sender: gws[0].node,
+            hops: 0,
+            flags: 0,
+            message: Message::TxRequest(TxRequestRepr {
+                stream: 0xabc,
+                short_ids: vec![ids[0], 0x0fff_ffff],
+            }),
+        },
+    );
+    let d = gws[0]
+        .recv(WAIT)
+        .expect("the cached transaction comes back");
+    assert!(gws[0].keys.recv.verify(&d));
+    let p = Packet::new_checked(&d[..]).unwrap();
+    let Message::Transaction(t) = Repr::parse(&p).unwrap().message else {
+        panic!("expected a transaction")
+    };
+    assert_eq!((t.short_id, t.data), (Some(ids[0]), &data[..]));
+    assert!(gws[0].recv(QUIET).is_none(), "one answer, no pass-on back");
+    for g in &gws[1..] {
+        let d = g.recv(WAIT).expect("the rest of the request is passed on");
+        assert!(g.keys.recv.verify(&d));
+        let p = Packet::new_checked(&d[..]).unwrap();
+        let Message::TxRequest(r) = Repr::parse(&p).unwrap().message else {
+            panic!("expected a tx request")
+        };
+        assert_eq!((r.stream, r.short_ids), (0xabc, vec![0x0fff_ffff]));
+    }
+
     let stats = relay.stats();
     relay.stop().unwrap();
     let c = stats.core.snapshot();
@@ -209,6 +243,8 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     assert_eq!(c.get(Counter::Drop(DropReason::NotPhoton)), 1);
     assert_eq!(stats.control.get(ControlCounter::RegisterAccepted), 3);
     assert_eq!(stats.control.get(ControlCounter::ShortIdsAssigned), 1);
+    assert_eq!(stats.control.get(ControlCounter::TxRequestServed), 1);
+    assert_eq!(stats.control.get(ControlCounter::TxRequestPassedOn), 1);
     assert_eq!(stats.control.gateways(), 3);
 }
 

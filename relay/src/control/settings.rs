@@ -68,6 +68,10 @@ pub struct ControlConfig {
     /// Repair cache bounds.
     pub repair_cache_fragments: usize,
     pub repair_cache_bytes: usize,
+    /// Transaction cache bound in bytes (data plus 64 bytes per fragment): recent transactions
+    /// by short ID, to answer tx requests at the relay (§2.4). 0 disables it: every request
+    /// is passed on to the gateways.
+    pub tx_cache_bytes: usize,
 }
 
 impl Default for ControlConfig {
@@ -86,6 +90,7 @@ impl Default for ControlConfig {
             short_id_wrap: true,
             repair_cache_fragments: 65_536,
             repair_cache_bytes: 64 << 20,
+            tx_cache_bytes: 32 << 20,
         }
     }
 }
@@ -150,6 +155,7 @@ impl ControlConfig {
             },
             repair_cache_fragments: self.repair_cache_fragments,
             repair_cache_bytes: self.repair_cache_bytes,
+            tx_cache_bytes: self.tx_cache_bytes,
             ..ControlSettings::default()
         })
     }
@@ -169,6 +175,8 @@ pub struct ControlSettings {
     pub on_exhaustion: OnExhaustion,
     pub repair_cache_fragments: usize,
     pub repair_cache_bytes: usize,
+    /// Bound of the transaction cache that answers tx requests (0: pass every request on).
+    pub tx_cache_bytes: usize,
     /// Registration nonces remembered at most (a full replay cache refuses registrations as
     /// busy rather than forget a nonce still inside the window).
     pub replay_cache: usize,
@@ -194,6 +202,7 @@ impl Default for ControlSettings {
             on_exhaustion: OnExhaustion::Wrap,
             repair_cache_fragments: 65_536,
             repair_cache_bytes: 64 << 20,
+            tx_cache_bytes: 32 << 20,
             replay_cache: 65_536,
             tx_memory: 16_384,
             key_release_memory: 4_096,
