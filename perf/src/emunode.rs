@@ -237,11 +237,9 @@ impl EmuPeer {
                 self.out.push(NetworkMessage::SendAddrV2);
                 self.out.push(NetworkMessage::Verack);
             }
-            NetworkMessage::Verack => {
-                if self.their_version.is_some() && !self.handshaken {
-                    self.handshaken = true;
-                    self.out.push(NetworkMessage::SendHeaders);
-                }
+            NetworkMessage::Verack if self.their_version.is_some() && !self.handshaken => {
+                self.handshaken = true;
+                self.out.push(NetworkMessage::SendHeaders);
             }
             NetworkMessage::WtxidRelay => self.they_wtxid = true,
             NetworkMessage::Ping(n) => self.out.push(NetworkMessage::Pong(n)),

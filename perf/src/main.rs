@@ -30,6 +30,9 @@ enum Cmd {
     /// The Bitcoin P2P messages (version, inv, tx, block, cmpctblock, headers) of a pcap or
     /// pcapng capture, with TCP reassembly; prints what it found and counted.
     ReplayPcap(photon_perf::replay::ReplayPcapArgs),
+    /// The propagation report (percentiles, time to 90%, bytes on the wire, per-stage
+    /// breakdown; JSON, markdown, SVG/PNG plots) from the JSON-lines records of a run.
+    Report(photon_perf::report::ReportArgs),
 }
 
 fn main() {
@@ -39,6 +42,7 @@ fn main() {
         Cmd::GatewayRx(args) => gateway_bench::run(&args),
         Cmd::RelayBench(args) => relay_bench::run(&args),
         Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
+        Cmd::Report(args) => photon_perf::report::run_report(&args),
     };
     if let Err(e) = result {
         eprintln!("photon-perf: {e}");

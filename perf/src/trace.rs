@@ -226,19 +226,19 @@ impl Trace {
         for m in sorted {
             let at = Duration::from_nanos(m.ts_ns - t0);
             match &m.message {
-                NetworkMessage::Tx(tx) => {
-                    if seen_tx.insert(tx.compute_txid(), events.len()).is_none() {
-                        events.push((
-                            at,
-                            Event::Tx {
-                                tx: Arc::new(tx.clone()),
-                                block: None,
-                            },
-                        ));
-                    }
+                NetworkMessage::Tx(tx) if !seen_tx.contains_key(&tx.compute_txid()) => {
+                    seen_tx.insert(tx.compute_txid(), events.len());
+                    events.push((
+                        at,
+                        Event::Tx {
+                            tx: Arc::new(tx.clone()),
+                            block: None,
+                        },
+                    ));
                 }
-                NetworkMessage::Block(block) => {
-                    if seen_block.insert(block.block_hash()) {
+                NetworkMessage::Block(block) if !seen_block.contains(&block.block_hash()) => {
+                    seen_block.insert(block.block_hash());
+                    {
                         let missing = block
                             .txdata
                             .iter()
