@@ -166,6 +166,11 @@ pub struct DataplaneConfig {
     pub rx_desc: u16,
     pub tx_desc: u16,
     pub control_ring: u32,
+    /// DPDK backend: forwarded fragments the control core's repair cache may hold as mbuf
+    /// references (each one RX-pool and one header-pool mbuf; both pools are created this
+    /// much larger). Caps `control.repair_cache_fragments` on this backend; 0: no repair cache
+    /// (repair requests are then all missed).
+    pub repair_mbufs: u32,
 }
 
 impl Default for DataplaneConfig {
@@ -179,6 +184,7 @@ impl Default for DataplaneConfig {
             rx_desc: 1024,
             tx_desc: 1024,
             control_ring: 1024,
+            repair_mbufs: 8192,
         }
     }
 }

@@ -39,7 +39,9 @@
 //!   passed on in one request (like a receipt: to everyone but the sender), and the block's
 //!   origin answers through the relay like any transaction with an ID.
 //! - **Repairs** (§2.7): fragments the data path forwarded are kept in a bounded
-//!   [`RepairCache`] (the driver calls [`Control::record_fragment`]); a repair request is
+//!   [`RepairCache`] (the socket driver copies them in with [`Control::record_fragment`]; the
+//!   DPDK data cores hand the control core a refcounted reference, [`Control::record_fragment_mbuf`],
+//!   see [`crate::pipeline`]); a repair request is
 //!   answered with each cached fragment it lists, flagged `RETRANSMIT`, unicast to the
 //!   requester under its hop key. Fragments not in the cache are counted (`repair_missed`).
 //! - **Receipts and key releases** (§2.5, §2.6): passed on like fragments (the relay does not
@@ -72,7 +74,7 @@ use photon_protocol::wire::{
 };
 use ring::rand::SecureRandom;
 
-pub use cache::{CacheKey, RepairCache};
+pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
 pub use recent::FifoMap;
 pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
 pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
@@ -276,7 +278,7 @@ pub struct Control {
     txs: FifoMap<(u32, u64), (Option<u32>, u64)>,
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
-    cache: RepairCache<Vec<u8>>,
+    cache: RepairCache<Stored>,
     tx_cache: TxCache,
     table: Arc<Table>,
     table_dirty: bool,
@@ -360,7 +362,7 @@ impl Control {
     }
 
     /// The repair cache.
-    pub fn cache(&self) -> &RepairCache<Vec<u8>> {
+    pub fn cache(&self) -> &RepairCache<Stored> {
         &self.cache
     }
 
@@ -420,7 +422,16 @@ impl Control {
     /// Keeps a copy of a fragment the data path forwarded, for repair requests.
     #[inline]
     pub fn record_fragment(&mut self, datagram: &[u8]) {
-        self.cache.insert_copy(datagram);
+        self.cache.insert_datagram(datagram);
+    }
+
+    /// Keeps a fragment a DPDK data core forwarded and handed over without copying: an mbuf
+    /// chain whose first segment is the fragment's Photon header and whose second is the
+    /// received payload buffer, shared by refcount with the forwarded copies. Evicting it (or
+    /// dropping the control path) frees it. Returns whether it was stored.
+    #[inline]
+    pub fn record_fragment_mbuf(&mut self, m: photon_dpdk::Mbuf) -> bool {
+        self.cache.insert_mbuf(m)
     }
 
     /// Housekeeping: removes gateways silent for too long and forgets registration nonces
@@ -769,7 +780,8 @@ impl Control {
                 self.counters.inc(ControlCounter::RepairMissed);
                 continue;
             };
-            let mut d = cached.clone();
+            let mut d = Vec::with_capacity(cached.byte_len());
+            cached.copy_to(&mut d);
             let Ok(mut p) = Packet::new_checked(&mut d[..]) else {
                 continue;
             };

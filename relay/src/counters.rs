@@ -60,6 +60,9 @@ pub enum DropReason {
     TxFull,
     /// Control ring full: a control message lost.
     ControlFull,
+    /// Repair ring full (or no header mbuf for the note): a forwarded fragment not handed to
+    /// the control core's repair cache.
+    RepairRingFull,
 }
 
 /// Every counter a pipeline keeps.
@@ -87,11 +90,13 @@ pub enum Counter {
     ArpReplies,
     /// ICMP echo requests answered.
     IcmpReplies,
+    /// Forwarded fragments handed to the control core's repair cache (zero-copy references).
+    ToRepairCache,
     /// A drop, by reason.
     Drop(DropReason),
 }
 
-const DROP_REASONS: [DropReason; 25] = [
+const DROP_REASONS: [DropReason; 26] = [
     DropReason::EthMalformed,
     DropReason::NotOurMac,
     DropReason::OtherEthertype,
@@ -117,16 +122,17 @@ const DROP_REASONS: [DropReason; 25] = [
     DropReason::NoMbuf,
     DropReason::TxFull,
     DropReason::ControlFull,
+    DropReason::RepairRingFull,
 ];
 
-const PLAIN: usize = 11;
+const PLAIN: usize = 12;
 
 /// Number of counters.
 pub const COUNTERS: usize = PLAIN + DROP_REASONS.len();
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 25] = DROP_REASONS;
+    pub const ALL: [DropReason; 26] = DROP_REASONS;
 
     /// A snake_case name for metrics (`drop_<name>`).
     pub const fn name(self) -> &'static str {
@@ -156,6 +162,7 @@ impl DropReason {
             DropReason::NoMbuf => "no_mbuf",
             DropReason::TxFull => "tx_full",
             DropReason::ControlFull => "control_full",
+            DropReason::RepairRingFull => "repair_ring_full",
         }
     }
 
@@ -179,6 +186,7 @@ impl Counter {
             Counter::FromControl,
             Counter::ArpReplies,
             Counter::IcmpReplies,
+            Counter::ToRepairCache,
         ];
         PLAIN_ALL
             .into_iter()
@@ -199,6 +207,7 @@ impl Counter {
             Counter::FromControl => 8,
             Counter::ArpReplies => 9,
             Counter::IcmpReplies => 10,
+            Counter::ToRepairCache => 11,
             Counter::Drop(r) => PLAIN + r.index(),
         }
     }
@@ -217,6 +226,7 @@ impl Counter {
             Counter::FromControl => "from_control".into(),
             Counter::ArpReplies => "arp_replies".into(),
             Counter::IcmpReplies => "icmp_replies".into(),
+            Counter::ToRepairCache => "to_repair_cache".into(),
             Counter::Drop(r) => format!("drop_{}", r.name()),
         }
     }

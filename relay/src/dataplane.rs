@@ -20,6 +20,10 @@ use crate::pipeline::{Pipeline, PipelineParts, PortIo};
 use crate::publish::{self, Publisher};
 use crate::table::{LocalSpec, Table, TableError};
 
+/// Slots of each ring carrying repair notes from a data core to the control core (which
+/// drains them every loop, at most 50 µs apart).
+pub const REPAIR_RING: u32 = 8192;
+
 /// Data room of a header mbuf: DPDK's 128-byte headroom plus the 78-byte header, rounded up.
 pub const HEADER_DATA_ROOM: u16 = 128 + 128;
 
@@ -45,6 +49,11 @@ pub struct ControlLink {
     /// headers included, so the observed source IP:port and MAC are known). Consume them all
     /// (one SPSC ring per core); frames left inside are freed when both ends are dropped.
     pub from_cores: Vec<RingConsumer>,
+    /// Forwarded fragments for the repair cache, one SPSC ring per pipeline core (empty when
+    /// `dataplane.repair_mbufs` is 0): mbuf chains of the Photon header and the shared
+    /// payload ([`crate::pipeline::Pipeline::with_repair_ring`]); give them to
+    /// [`crate::control::Control::record_fragment_mbuf`].
+    pub repair_notes: Vec<RingConsumer>,
     /// Frames to send, one ring per port (index = port index), drained by pipeline core 0.
     /// Build whole Ethernet frames in mbufs from [`ControlLink::pool`].
     pub to_ports: Vec<RingProducer>,
@@ -78,17 +87,19 @@ impl DataPlane {
         let d = &cfg.dataplane;
         let cores = &cfg.relay.cores;
         let nq = cores.len() as u16;
+        // Cached repair fragments pin an RX buffer and a header mbuf each: the pools get room
+        // for the whole cache on top of the data path's own sizes.
         let rx_pool = Mempool::new(
             eal,
             "relay_rx",
-            d.rx_mbufs,
+            d.rx_mbufs.saturating_add(d.repair_mbufs),
             d.mbuf_cache,
             Mempool::DEFAULT_DATA_ROOM,
         )?;
         let header_pool = Mempool::new(
             eal,
             "relay_hdr",
-            d.header_mbufs,
+            d.header_mbufs.saturating_add(d.repair_mbufs),
             d.mbuf_cache,
             HEADER_DATA_ROOM,
         )?;
@@ -121,6 +132,7 @@ impl DataPlane {
         let dedup = Arc::new(Dedup::new(d.dedup_entries, seed));
 
         let mut from_cores = Vec::new();
+        let mut repair_notes = Vec::new();
         let mut to_ports = Vec::new();
         let mut port_rings: Vec<Option<RingConsumer>> = Vec::new();
         for i in 0..cfg.ports.len() {
@@ -164,9 +176,19 @@ impl DataPlane {
                 counters: published,
                 drain_tsc,
             };
+            let repair = if d.repair_mbufs > 0 {
+                let (prod, cons) = Ring::create(eal, &format!("relay_rep{ci}"), REPAIR_RING)?;
+                repair_notes.push(cons);
+                Some(prod)
+            } else {
+                None
+            };
             let q = quit.clone();
             let handle = lcore::spawn(eal, core, &format!("relay-core{core}"), move |_| {
                 let mut p: Pipeline<RxQueue, TxQueue> = Pipeline::new(parts);
+                if let Some(ring) = repair {
+                    p = p.with_repair_ring(ring);
+                }
                 p.run(&q);
                 p.counters().clone()
             })
@@ -175,6 +197,7 @@ impl DataPlane {
         }
         let link = ControlLink {
             from_cores,
+            repair_notes,
             to_ports,
             tables,
             pool: control_pool,

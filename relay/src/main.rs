@@ -244,7 +244,12 @@ fn run_dpdk(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), S
         );
     }
     let (peers, _) = cfg.peer_specs();
-    let settings = cfg.control.settings().map_err(|e| e.to_string())?;
+    let mut settings = cfg.control.settings().map_err(|e| e.to_string())?;
+    // Cached fragments pin pool mbufs here: the pools were sized for dataplane.repair_mbufs.
+    settings.repair_cache_fragments = settings
+        .repair_cache_fragments
+        .min(cfg.dataplane.repair_mbufs as usize)
+        .max(1);
     let mut control = Control::new(
         identity,
         link.local.clone(),

@@ -127,6 +127,7 @@ fn counter_help(c: Counter) -> &'static str {
         Counter::FromControl => "frames the control path sent through this core",
         Counter::ArpReplies => "ARP requests answered",
         Counter::IcmpReplies => "ICMP echo requests answered",
+        Counter::ToRepairCache => "forwarded fragments handed to the control core's repair cache",
         Counter::Drop(_) => "drops by reason",
     }
 }

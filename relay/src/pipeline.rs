@@ -112,6 +112,10 @@ pub struct Pipeline<R, T> {
     counters: LocalCounters,
     published: Arc<CoreCounters>,
     shares: Vec<SharedMbuf>,
+    /// Where forwarded fragments go for the control core's repair cache (see
+    /// [`Pipeline::with_repair_ring`]), and the notes of the current burst.
+    to_repair: Option<RingProducer>,
+    repair_buf: MbufBatch,
     rx_batch: MbufBatch,
     drain_tsc: u64,
     /// The dedup table's coarse clock, read once per poll.
@@ -139,11 +143,32 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             ctl_buf: MbufBatch::new(),
             counters: LocalCounters::default(),
             published: parts.counters,
-            shares: Vec::with_capacity(MAX_FANOUT),
+            shares: Vec::with_capacity(MAX_FANOUT + 1),
+            to_repair: None,
+            repair_buf: MbufBatch::new(),
             rx_batch: MbufBatch::new(),
             drain_tsc: parts.drain_tsc,
             dedup_clock: 0,
         }
+    }
+
+    /// Hands every forwarded fragment to the control core's repair cache through `ring`
+    /// (§2.7; `docs/protocol.md` leaves where a relay keeps fragments to the relay).
+    ///
+    /// Zero-copy, like the fan-out: the payload buffer gets one more reference
+    /// ([`SharedMbuf::share_n`] takes it in the same atomic add as the fan-out's), chained
+    /// behind a header-pool mbuf holding the fragment's Photon header as received (the
+    /// "note"); the notes of one burst go to the ring in one enqueue. The control core keeps
+    /// them bounded ([`crate::control::RepairCache`]) and frees them on eviction, so each cached
+    /// fragment holds one RX-pool and one header-pool mbuf: size both pools for
+    /// `control.repair_cache_fragments` on top of the data path's needs
+    /// ([`crate::dataplane::DataPlane::start`] does). A fragment with a single destination then
+    /// takes the chained path too (one header mbuf) instead of being rewritten in place. A full
+    /// ring or an empty header pool costs the cache entry only (counted,
+    /// `DropReason::RepairRingFull`), never the forwarding.
+    pub fn with_repair_ring(mut self, ring: RingProducer) -> Self {
+        self.to_repair = Some(ring);
+        self
     }
 
     /// The run loop: polls until `quit` is set, then flushes and returns every mbuf it holds
@@ -207,10 +232,12 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     pub fn shutdown(&mut self) {
         self.flush_all();
         self.flush_control();
+        self.flush_repair();
         for p in &mut self.ports {
             p.txbuf.clear();
         }
         self.ctl_buf.clear();
+        self.repair_buf.clear();
         self.published.publish(&self.counters);
     }
 
@@ -245,6 +272,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             self.handle(port, m, action);
         }
         self.flush_control();
+        self.flush_repair();
     }
 
     #[inline]
@@ -302,6 +330,8 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             counters,
             shares,
             dedup_clock,
+            to_repair,
+            repair_buf,
             ..
         } = self;
         let table = table.get();
@@ -322,8 +352,12 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         photon_in.copy_from_slice(&m.data()[info.photon_offset..info.payload_offset()]);
         let n = table.destination_count(from);
         let payload_len = info.payload_len();
+        let keep = usize::from(to_repair.is_some());
+        if n + keep == 0 {
+            return;
+        }
 
-        if n == 1 {
+        if n == 1 && keep == 0 {
             let Some((_, dest)) = table.destinations(from).next() else {
                 return;
             };
@@ -357,8 +391,13 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
                 return;
             }
         };
-        payload.share_n((n - 1) as u16, shares);
+        payload.share_n((n + keep - 1) as u16, shares);
         shares.push(payload);
+        if keep == 1 {
+            if let Some(share) = shares.pop() {
+                repair_note(header_pool, &photon_in, share, repair_buf, counters);
+            }
+        }
         for ((_, dest), share) in table.destinations(from).zip(shares.drain(..)) {
             let Ok(mut h) = header_pool.alloc() else {
                 counters.drop(DropReason::NoMbuf);
@@ -381,6 +420,26 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             }
         }
         shares.clear();
+    }
+
+    /// The burst's repair notes to the control core, in one enqueue; what does not fit is
+    /// freed (counted).
+    fn flush_repair(&mut self) {
+        if self.repair_buf.is_empty() {
+            return;
+        }
+        let Some(ring) = self.to_repair.as_mut() else {
+            self.repair_buf.clear();
+            return;
+        };
+        let n = ring.enqueue(&mut self.repair_buf);
+        self.counters.add(Counter::ToRepairCache, n as u64);
+        let lost = self.repair_buf.len();
+        if lost > 0 {
+            self.counters
+                .add(Counter::Drop(DropReason::RepairRingFull), lost as u64);
+            self.repair_buf.clear();
+        }
     }
 
     fn push_tx(&mut self, port: usize, m: Mbuf) {
@@ -430,6 +489,34 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             let n = ring.dequeue(&mut p.txbuf);
             counters.add(Counter::FromControl, n as u64);
         }
+    }
+}
+
+/// One repair note: the Photon header as received in a header-pool mbuf, the shared payload
+/// chained behind it. Queued in `buf` for the burst's enqueue (flushed first if full).
+#[inline]
+fn repair_note(
+    header_pool: &Mempool,
+    photon_in: &[u8; HEADER_LEN],
+    share: SharedMbuf,
+    buf: &mut MbufBatch,
+    counters: &mut LocalCounters,
+) {
+    let Ok(mut h) = header_pool.alloc() else {
+        counters.drop(DropReason::RepairRingFull);
+        return;
+    };
+    if h.extend_from_slice(photon_in).is_err() {
+        counters.drop(DropReason::RepairRingFull);
+        return;
+    }
+    let Ok(note) = h.chain_shared(share) else {
+        counters.drop(DropReason::RepairRingFull);
+        return;
+    };
+    if buf.push(note).is_err() {
+        // More notes than a burst holds cannot happen (one per received frame); count it.
+        counters.drop(DropReason::RepairRingFull);
     }
 }
 

@@ -28,6 +28,7 @@ fn registration_through_the_control_rings() {
     let mut reader = tables.reader();
     let mut link = ControlLink {
         from_cores: vec![core_rx],
+        repair_notes: Vec::new(),
         to_ports: vec![port_tx],
         tables,
         pool: pool(64, 2048 + 128),

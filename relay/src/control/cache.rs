@@ -1,14 +1,69 @@
 //! The repair cache: recent block fragments, kept to answer repair requests (§2.7).
 //!
 //! Keyed by (stream, fragment type, index), bounded both in fragments and in bytes, oldest
-//! first out. Generic over the buffer: the socket backend stores the datagram bytes (a `Vec`
-//! whose allocation is reused for the next insertion once the cache is full, so a steady state
-//! allocates nothing); a DPDK control core can store a refcounted mbuf reference instead
-//! (zero-copy), since only `AsRef<[u8]>` is needed to answer.
+//! first out. Generic over the buffer ([`FragmentBuf`]): the socket backend stores the datagram
+//! bytes (a `Vec` whose allocation is reused for the next insertion once the cache is full, so
+//! a steady state allocates nothing); the DPDK control core stores what the data cores handed
+//! over: a small mbuf holding the Photon header chained in front of the received payload
+//! buffer, shared by refcount with the forwarded copies (zero-copy; evicting frees it). The
+//! control path keeps both in one cache as [`Stored`].
 
 use std::collections::{HashMap, VecDeque};
 
-use photon_protocol::wire::{FragmentKind, Packet};
+use photon_dpdk::Mbuf;
+use photon_protocol::wire::{FragmentKind, Packet, HEADER_LEN, MAGIC, VERSION};
+
+/// What a repair cache can hold: a fragment datagram, possibly in segments.
+pub trait FragmentBuf {
+    /// Bytes of the whole datagram (what the byte bound counts).
+    fn byte_len(&self) -> usize;
+    /// The whole datagram, copied into `out` (cleared first).
+    fn copy_to(&self, out: &mut Vec<u8>);
+}
+
+impl FragmentBuf for Vec<u8> {
+    fn byte_len(&self) -> usize {
+        self.len()
+    }
+    fn copy_to(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self);
+    }
+}
+
+impl FragmentBuf for Mbuf {
+    fn byte_len(&self) -> usize {
+        self.pkt_len()
+    }
+    fn copy_to(&self, out: &mut Vec<u8>) {
+        out.clear();
+        for seg in self.segments_data() {
+            out.extend_from_slice(seg);
+        }
+    }
+}
+
+/// A cached fragment: bytes (socket backend) or an mbuf chain (DPDK backend).
+#[derive(Debug)]
+pub enum Stored {
+    Bytes(Vec<u8>),
+    Mbuf(Mbuf),
+}
+
+impl FragmentBuf for Stored {
+    fn byte_len(&self) -> usize {
+        match self {
+            Stored::Bytes(b) => b.byte_len(),
+            Stored::Mbuf(m) => m.byte_len(),
+        }
+    }
+    fn copy_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Stored::Bytes(b) => b.copy_to(out),
+            Stored::Mbuf(m) => m.copy_to(out),
+        }
+    }
+}
 
 /// Which fragment: the same key the dedup uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,7 +84,7 @@ pub struct RepairCache<B> {
     evicted: u64,
 }
 
-impl<B: AsRef<[u8]>> RepairCache<B> {
+impl<B: FragmentBuf> RepairCache<B> {
     /// A cache of at most `max_fragments` fragments and `max_bytes` bytes (each at least 1).
     pub fn new(max_fragments: usize, max_bytes: usize) -> Self {
         RepairCache {
@@ -53,6 +108,23 @@ impl<B: AsRef<[u8]>> RepairCache<B> {
         })
     }
 
+    /// The key of a fragment from its Photon header alone (`header` holds at least the
+    /// [`HEADER_LEN`] header bytes, the payload may be elsewhere: the first segment of a cached
+    /// mbuf chain). Checks the magic, version and type, not the announced length.
+    pub fn key_of_header(header: &[u8]) -> Option<CacheKey> {
+        let h = header.get(..HEADER_LEN)?;
+        let p = Packet::new_unchecked(h);
+        if p.magic() != MAGIC || p.version() != VERSION {
+            return None;
+        }
+        let kind = FragmentKind::from_msg_type(p.msg_type().ok()?)?;
+        Some(CacheKey {
+            stream: p.stream(),
+            kind,
+            index: p.index(),
+        })
+    }
+
     /// Makes room for `len` more bytes and one more fragment; returns one evicted buffer for
     /// reuse, if any was evicted.
     pub fn make_room(&mut self, len: usize) -> Option<B> {
@@ -61,7 +133,7 @@ impl<B: AsRef<[u8]>> RepairCache<B> {
             && (self.map.len() >= self.max_fragments || self.bytes + len > self.max_bytes)
         {
             if let Some(old) = self.order.pop_front().and_then(|k| self.map.remove(&k)) {
-                self.bytes -= old.as_ref().len();
+                self.bytes -= old.byte_len();
                 self.evicted += 1;
                 spare = Some(old);
             }
@@ -72,7 +144,7 @@ impl<B: AsRef<[u8]>> RepairCache<B> {
     /// Stores `buf` under `key` unless the key is already cached (the first copy is kept: it is
     /// the one that was forwarded). Returns the buffer back if it was not stored.
     pub fn insert(&mut self, key: CacheKey, buf: B) -> Option<B> {
-        let len = buf.as_ref().len();
+        let len = buf.byte_len();
         if self.map.contains_key(&key) || len > self.max_bytes {
             return Some(buf);
         }
@@ -129,6 +201,37 @@ impl RepairCache<Vec<u8>> {
     }
 }
 
+impl RepairCache<Stored> {
+    /// Copies `datagram` in, as `RepairCache<Vec<u8>>::insert_copy` does, for the control
+    /// path's mixed cache: reuses an evicted byte buffer's allocation (an evicted mbuf is
+    /// freed).
+    pub fn insert_datagram(&mut self, datagram: &[u8]) -> bool {
+        let Some(key) = Self::key_of(datagram) else {
+            return false;
+        };
+        if self.map.contains_key(&key) || datagram.len() > self.max_bytes {
+            return false;
+        }
+        let mut buf = match self.make_room(datagram.len()) {
+            Some(Stored::Bytes(b)) => b,
+            _ => Vec::new(),
+        };
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.insert(key, Stored::Bytes(buf)).is_none()
+    }
+
+    /// Stores an mbuf chain whose first segment starts with the fragment's Photon header (as
+    /// the DPDK data cores hand them over). Returns whether it was stored; if not, the chain
+    /// is dropped (freed) here.
+    pub fn insert_mbuf(&mut self, m: Mbuf) -> bool {
+        let Some(key) = Self::key_of_header(m.data()) else {
+            return false;
+        };
+        self.insert(key, Stored::Mbuf(m)).is_none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +263,7 @@ mod tests {
 
     #[test]
     fn bounded_in_fragments_oldest_out() {
-        let mut c = RepairCache::new(4, 1 << 20);
+        let mut c: RepairCache<Vec<u8>> = RepairCache::new(4, 1 << 20);
         for i in 0..10 {
             assert!(c.insert_copy(&frag(1, i, 100)));
         }
@@ -177,9 +280,9 @@ mod tests {
     #[test]
     fn bounded_in_bytes() {
         let one = frag(2, 0, 1000).len();
-        let mut c = RepairCache::new(1000, 3 * one);
+        let mut c: RepairCache<Stored> = RepairCache::new(1000, 3 * one);
         for i in 0..20 {
-            c.insert_copy(&frag(2, i, 1000));
+            c.insert_datagram(&frag(2, i, 1000));
             assert!(c.bytes() <= 3 * one);
         }
         assert_eq!(c.len(), 3);

@@ -3,6 +3,11 @@
 //! the running cores ([`crate::publish`]) and queues its answers as whole Ethernet frames on
 //! the per-port rings that pipeline core 0 drains into its TX queues.
 //!
+//! Forwarded fragments arrive on [`ControlLink::repair_notes`] as refcounted mbuf chains and go
+//! into the control path's repair cache as they are (zero-copy; evicting frees them); a repair
+//! answer is copied out of the cache into a control-pool frame (the control core is not the hot
+//! path, and the copy leaves the shared payload untouched for the copies still in TX queues).
+//!
 //! Frames are built with the data path's own [`write_forward_header`] (template per
 //! destination, lengths and checksums filled in), so control frames and forwarded copies share
 //! one header code path.
@@ -134,6 +139,13 @@ pub fn run(
     while !quit.load(Ordering::Relaxed) {
         let mut work = 0;
         let now = unix_ms();
+        for ring in &mut link.repair_notes {
+            let n = ring.dequeue(&mut batch);
+            work += n;
+            for m in batch.drain() {
+                control.record_fragment_mbuf(m);
+            }
+        }
         for ring in 0..link.from_cores.len() {
             let n = link.from_cores[ring].dequeue(&mut batch);
             work += n;

@@ -1,0 +1,206 @@
+//! The DPDK repair cache end to end on net_ring ethdevs: the pipeline core forwards a fragment
+//! and hands a zero-copy reference to the control core over its repair ring; a repair request
+//! for it is answered by the control core from the cache, flagged RETRANSMIT, out through the
+//! pipeline core's TX; after shutdown every pool is back to its baseline.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use photon_dpdk::{lcore, MbufBatch, Port, PortConfig, Ring, RxQueue, TxQueue};
+use photon_protocol::identity::Identity;
+use photon_protocol::wire::{
+    flags, FragmentKind, Message, Packet, RepairRequestRepr, Repr, MAX_DATAGRAM,
+};
+use photon_relay::control::{self, Control, ControlCounter, ControlSettings, ControlShared};
+use photon_relay::counters::{CoreCounters, Counter};
+use photon_relay::dataplane::ControlLink;
+use photon_relay::dedup::Dedup;
+use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo};
+use photon_relay::publish;
+use photon_relay::table::Table;
+use ring::rand::SystemRandom;
+use smoltcp::wire::{EthernetFrame, Ipv4Packet, UdpPacket};
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The Photon datagram inside a frame the relay sent.
+fn photon_of(frame: &[u8]) -> Vec<u8> {
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    UdpPacket::new_checked(ip.payload())
+        .unwrap()
+        .payload()
+        .to_vec()
+}
+
+#[test]
+fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
+    let eal = eal();
+    let rx_pool = pool(1024, photon_dpdk::Mempool::DEFAULT_DATA_ROOM);
+    let header_pool = pool(1024, 256);
+    let ctl_pool = pool(64, photon_dpdk::Mempool::DEFAULT_DATA_ROOM);
+    let base = (rx_pool.in_use(), header_pool.in_use(), ctl_pool.in_use());
+    let start = |name: &str| -> (Port, RxQueue, TxQueue) {
+        eal.create_vdev(name, "").expect("net_ring vdev");
+        let id = Port::id_by_name(eal, name).expect("port");
+        let (port, mut rx, mut tx) =
+            Port::start(eal, id, &PortConfig::default(), &rx_pool).expect("start");
+        (port, rx.remove(0), tx.remove(0))
+    };
+    let (_a, a_rx, mut a_tx) = start(&unique("net_ring_rin"));
+    let (_b, mut b_rx, b_tx) = start(&unique("net_ring_rout"));
+
+    let (to_control, from_core) = Ring::create(eal, &unique("ctl"), 256).unwrap();
+    let (to_wire, from_control) = Ring::create(eal, &unique("wire"), 256).unwrap();
+    let (to_repair, repair_notes) = Ring::create(eal, &unique("rep"), 256).unwrap();
+    let tables = publish::channel(Table::empty(local_spec()));
+    let counters = Arc::new(CoreCounters::default());
+    let parts = PipelineParts {
+        ports: vec![PortIo {
+            rx: a_rx,
+            tx: b_tx,
+            from_control: Some(from_control),
+        }],
+        header_pool,
+        table: tables.reader(),
+        dedup: Arc::new(Dedup::new(4096, [5, 6])),
+        to_control,
+        counters: counters.clone(),
+        drain_tsc: photon_dpdk::tsc_hz(eal) / 10_000,
+    };
+    // Peers 2 and 3 with static hop keys; the control core publishes the table at start.
+    let mut control = Control::new(
+        Identity::generate(&SystemRandom::new()).unwrap(),
+        local_spec(),
+        vec![peer(2), peer(3)],
+        ControlSettings::default(),
+        Arc::new(SystemRandom::new()),
+    )
+    .unwrap();
+    let mut link = ControlLink {
+        from_cores: vec![from_core],
+        repair_notes: vec![repair_notes],
+        to_ports: vec![to_wire],
+        tables,
+        pool: ctl_pool,
+        local: local_spec(),
+        unresolved_peers: Vec::new(),
+    };
+    let quit = Arc::new(AtomicBool::new(false));
+    let q = quit.clone();
+    let core = *lcore::available_cores().last().unwrap();
+    let worker = lcore::spawn(eal, core, "relay-repair", move |_| {
+        let mut p: Pipeline<RxQueue, TxQueue> = Pipeline::new(parts).with_repair_ring(to_repair);
+        p.run(&q);
+        p.counters().clone()
+    })
+    .unwrap();
+
+    let send = |tx: &mut TxQueue, frame: &[u8]| {
+        let mut m = rx_pool.alloc().unwrap();
+        m.extend_from_slice(frame).unwrap();
+        let mut b = MbufBatch::new();
+        b.push(m).unwrap();
+        assert_eq!(tx.tx_burst(&mut b), 1);
+    };
+    let receive = |rx: &mut RxQueue, want: usize| -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut b = MbufBatch::new();
+        while got.len() < want && Instant::now() < deadline {
+            rx.rx_burst(&mut b);
+            got.extend(b.drain().map(|m| m.to_vec()));
+        }
+        got
+    };
+
+    let ctl_quit = AtomicBool::new(false);
+    let shared = ControlShared::new();
+    let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    let cached_in_use = std::thread::scope(|s| {
+        let driver = s.spawn(|| {
+            control::dpdk::run(
+                &mut link,
+                &mut control,
+                &shared,
+                &ctl_quit,
+                Duration::from_millis(5),
+            )
+        });
+        wait_until("the table on the core", || counters.table_generation() > 0);
+
+        // Peer 2 sends a fragment: forwarded to 3, and its reference reaches the cache.
+        send(&mut a_tx, &fragment(2, 0x77, 4, &payload));
+        let out = receive(&mut b_rx, 1);
+        assert_eq!(out.len(), 1, "forwarded");
+        check_copy(3, &out[0], &payload);
+        wait_until("the fragment in the repair cache", || shared.cache().0 == 1);
+        let cached_in_use = (rx_pool.in_use(), header_pool.in_use());
+
+        // Peer 3 lost it and asks again; index 5 was never seen.
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = Repr {
+            sender: 3,
+            hops: 0,
+            flags: 0,
+            message: Message::RepairRequest(RepairRequestRepr::new(
+                0x77,
+                FragmentKind::Source,
+                vec![4, 5],
+            )),
+        }
+        .emit(&mut buf)
+        .unwrap();
+        keys_of(3).recv.sign_header(&mut buf[..n]).unwrap();
+        send(&mut a_tx, &udp_frame(3, &buf[..n]));
+        let out = receive(&mut b_rx, 1);
+        assert_eq!(out.len(), 1, "the retransmission");
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(eth.dst_addr().0, peer_mac(3));
+        let d = photon_of(&out[0]);
+        let p = Packet::new_checked(&d[..]).unwrap();
+        assert_eq!(p.flags() & flags::RETRANSMIT, flags::RETRANSMIT);
+        assert_eq!((p.sender(), p.stream(), p.index()), (RELAY_ID, 0x77, 4));
+        assert_eq!(p.payload(), &payload[..]);
+        assert!(keys_of(3).send.verify(&d), "under the relay → 3 hop key");
+
+        wait_until("the miss counted", || {
+            shared.get(ControlCounter::RepairMissed) == 1
+        });
+        assert_eq!(shared.get(ControlCounter::RepairServed), 1);
+        ctl_quit.store(true, Ordering::Relaxed);
+        let drops = driver.join().unwrap();
+        assert_eq!(drops, control::dpdk::DriverDrops::default());
+        cached_in_use
+    });
+    quit.store(true, Ordering::Relaxed);
+    let finals = worker.join().unwrap().unwrap();
+    assert_eq!(finals.get(Counter::ToRepairCache), 1);
+    assert_eq!(finals.get(Counter::Fragments), 1);
+
+    // The cache holds one RX buffer and one header mbuf until the control path goes.
+    assert_eq!(cached_in_use, (base.0 + 1, base.1 + 1));
+    assert_eq!(control.cache().len(), 1);
+    drop(control);
+    drop(link);
+    let mut b = MbufBatch::new();
+    while b_rx.rx_burst(&mut b) > 0 {
+        b.clear();
+    }
+    assert_eq!(
+        (rx_pool.in_use(), header_pool.in_use(), ctl_pool.in_use()),
+        base,
+        "every mbuf back after shutdown"
+    );
+}
