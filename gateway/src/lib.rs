@@ -10,5 +10,6 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod metrics;
+pub mod fuzzing;
 pub mod node;
 pub mod udp;

@@ -14,6 +14,7 @@
 //! - [`control`]: the sans-IO control path (registration, keepalives, short IDs, repairs,
 //!   receipts and key releases); [`socket`]: the kernel-socket backend (batched UDP, same
 //!   forwarding decision); [`metrics`]: the Prometheus endpoint and log settings.
+//! - [`fuzzing`]: the fuzz entry point over the frame classifier and the control path.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod counters;
 pub mod dataplane;
 pub mod dedup;
 pub mod forward;
+pub mod fuzzing;
 pub mod metrics;
 pub mod packet;
 pub mod pipeline;

@@ -36,7 +36,10 @@ pub struct DriverDrops {
 }
 
 /// Where a received frame came from and its UDP payload (`None`: not IPv4/UDP).
-fn parse_frame<'a>(frame: &'a [u8], port_macs: &[[u8; 6]]) -> Option<(Source, &'a [u8])> {
+pub(crate) fn parse_frame<'a>(
+    frame: &'a [u8],
+    port_macs: &[[u8; 6]],
+) -> Option<(Source, &'a [u8])> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         return None;
