@@ -55,6 +55,18 @@ pub struct Config {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub perf: PerfSection,
+}
+
+/// Measurement output for the testbed's propagation report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerfSection {
+    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none.
+    pub stage_log: Option<PathBuf>,
+    /// The `node` field of the records. Default "gateway".
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,6 +299,8 @@ pub struct Resolved {
     pub core: CoreConfig,
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogSection,
+    /// Where stage records go, and the node name they carry.
+    pub stage_log: Option<(PathBuf, String)>,
 }
 
 impl Config {
@@ -426,6 +440,23 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "expected text or json"));
         }
+        let stage_log = self.perf.stage_log.as_ref().map(|p| {
+            let name = self
+                .perf
+                .node_name
+                .clone()
+                .unwrap_or_else(|| "gateway".into());
+            (base.join(p), name)
+        });
+        if let Some(name) = &self.perf.node_name {
+            if name.is_empty() || name.contains(['"', '\\']) || name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "perf.node_name",
+                    "must be non-empty, without quotes, backslashes or control characters",
+                ));
+            }
+        }
+        core.stage_records = stage_log.is_some();
         Ok(Resolved {
             key_file: base.join(&self.identity.key_file),
             node_addr: parse_addr("node.address", &self.node.address)?,
@@ -436,6 +467,7 @@ impl Config {
             core,
             metrics_listen,
             log: self.log.clone(),
+            stage_log,
         })
     }
 }

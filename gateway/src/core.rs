@@ -53,6 +53,7 @@
 mod inbound;
 mod links;
 mod outbound;
+mod stages;
 mod txs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -73,6 +74,7 @@ use self::inbound::InStream;
 use self::links::Link;
 pub use self::links::{LinkKind, LinkState};
 use self::outbound::{Fanout, OutStream};
+pub use self::stages::{Stage, StageRecord};
 use self::txs::TxState;
 
 /// Index of a link in the gateway's link table (relays first, then peers, in config order).
@@ -175,6 +177,8 @@ pub struct CoreConfig {
     pub outbound_linger: Duration,
     /// Transactions from the node waiting for their short ID, most kept.
     pub max_awaiting_ids: usize,
+    /// Keep [`StageRecord`]s for [`Gateway::poll_stage`] (the perf report's stage log).
+    pub stage_records: bool,
 }
 
 impl CoreConfig {
@@ -203,6 +207,7 @@ impl CoreConfig {
             tx_request_rounds: 5,
             outbound_linger: Duration::from_secs(30),
             max_awaiting_ids: 100_000,
+            stage_records: false,
         }
     }
 }
@@ -393,6 +398,7 @@ pub struct Gateway {
     paced_next: Instant,
     node_actions: VecDeque<NodeAction>,
     events: VecDeque<GatewayEvent>,
+    stages: VecDeque<StageRecord>,
     next_housekeeping: Instant,
     stats: GatewayStats,
 }
@@ -465,6 +471,7 @@ impl Gateway {
             paced_next: now,
             node_actions: VecDeque::new(),
             events: VecDeque::new(),
+            stages: VecDeque::new(),
             next_housekeeping: now + HOUSEKEEPING,
             stats: GatewayStats::default(),
         }

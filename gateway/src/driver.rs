@@ -19,7 +19,7 @@ use photon_protocol::shortid::TxStoreStats;
 
 use crate::config::public_key_hex;
 use crate::core::{
-    CoreConfig, Gateway, GatewayEvent, GatewayStats, LinkKind, LinkState, NodeAction,
+    CoreConfig, Gateway, GatewayEvent, GatewayStats, LinkKind, LinkState, NodeAction, Stage,
 };
 use crate::metrics::Metrics;
 use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeStats};
@@ -50,6 +50,9 @@ pub struct DriverConfig {
     pub hugepages: bool,
     /// Socket receive buffer asked for, bytes (0: the system's default).
     pub recv_buffer: usize,
+    /// Stage records (JSON lines, `perf/README.md`) appended to this file under this node
+    /// name; needs `core.stage_records`.
+    pub stage_log: Option<(std::path::PathBuf, String)>,
 }
 
 /// The driver's published state.
@@ -267,6 +270,15 @@ fn run(
     let mut down_since: Vec<Option<Instant>> = vec![Some(start); core.links().len()];
     let mut warned = vec![false; down_since.len()];
     let offer_events = config.event_queue > 0;
+    let mut stage_log = config.stage_log.as_ref().and_then(|(path, name)| {
+        match StageLog::open(path, name, start) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open perf.stage_log");
+                None
+            }
+        }
+    });
 
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -296,6 +308,8 @@ fn run(
                 NodeAction::AnnounceTx(t) => node.announce_tx(t),
             }
         }
+        // Fresh: node events (a block's compression and FEC) may have taken a while.
+        let now = Instant::now();
         loop {
             if tx.is_full() {
                 let _ = tx.flush(&sock);
@@ -309,6 +323,9 @@ fn run(
         if !tx.is_empty() {
             let _ = tx.flush(&sock);
         }
+        if let Some(log) = &mut stage_log {
+            log.drain(&mut core);
+        }
         while let Some(ev) = core.poll_event() {
             log_event(&ev);
             if let Some(m) = &metrics {
@@ -320,6 +337,9 @@ fn run(
         }
         if now >= next_publish {
             next_publish = now + PUBLISH_EVERY;
+            if let Some(log) = &mut stage_log {
+                log.flush();
+            }
             let links = core.links();
             for (i, (kind, addr, state)) in links.iter().enumerate() {
                 if *state == LinkState::Up {
@@ -370,5 +390,89 @@ fn run(
             std::thread::sleep(MAX_WAIT);
         }
     }
+    if let Some(log) = &mut stage_log {
+        log.drain(&mut core);
+        log.flush();
+    }
     node.shutdown();
+}
+
+/// The stage-record file: records are formatted into a buffer as they are drained and written
+/// when a block's last stage at this gateway is seen (`deliver`, `last_fragment_out`,
+/// `key_release`) or at the next publication; never once per fragment.
+struct StageLog {
+    file: std::fs::File,
+    node: String,
+    buf: String,
+    /// `Instant` ↔ unix ns at start.
+    base: Instant,
+    base_unix_ns: u64,
+    failed: bool,
+}
+
+impl StageLog {
+    fn open(path: &std::path::Path, node: &str, base: Instant) -> std::io::Result<StageLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let base_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // `base` is a little earlier than the clock read above: take now for both.
+        let now = Instant::now();
+        let base_unix_ns = base_unix_ns.saturating_sub((now - base).as_nanos() as u64);
+        Ok(StageLog {
+            file,
+            node: node.to_owned(),
+            buf: String::with_capacity(4096),
+            base,
+            base_unix_ns,
+            failed: false,
+        })
+    }
+
+    fn drain(&mut self, core: &mut Gateway) {
+        use std::fmt::Write;
+        let mut block_done = false;
+        while let Some(r) = core.poll_stage() {
+            let t_ns =
+                self.base_unix_ns + r.at.saturating_duration_since(self.base).as_nanos() as u64;
+            let _ = write!(
+                self.buf,
+                "{{\"t_ns\":{t_ns},\"node\":\"{}\",\"stage\":\"{}\"",
+                self.node,
+                r.stage.as_str()
+            );
+            if let Some(b) = r.block {
+                let _ = write!(self.buf, ",\"block\":\"{b}\"");
+            }
+            let _ = write!(self.buf, ",\"stream\":{}", r.stream);
+            if let Some(n) = r.bytes {
+                let _ = write!(self.buf, ",\"bytes\":{n}");
+            }
+            self.buf.push_str("}\n");
+            block_done |= matches!(
+                r.stage,
+                Stage::Deliver | Stage::LastFragmentOut | Stage::KeyRelease
+            );
+        }
+        if block_done {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write;
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(self.buf.as_bytes()) {
+            if !self.failed {
+                self.failed = true;
+                tracing::warn!(error = %e, "cannot write perf.stage_log: records lost");
+            }
+        }
+        self.buf.clear();
+    }
 }

@@ -116,6 +116,7 @@ fn run(config_path: &Path) -> Result<(), String> {
             event_queue: 0,
             hugepages: true,
             recv_buffer: r.recv_buffer,
+            stage_log: r.stage_log,
         },
         identity,
         Some(metrics),

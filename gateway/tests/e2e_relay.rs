@@ -168,6 +168,7 @@ impl Gw {
                 event_queue: 4096,
                 hugepages: false,
                 recv_buffer: 8 << 20,
+                stage_log: None,
             },
             Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
             None,

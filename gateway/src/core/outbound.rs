@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use bitcoin::Block;
+use bitcoin::{Block, BlockHash};
 use photon_protocol::chain::Bitcoin;
 use photon_protocol::compress::compress;
 use photon_protocol::seal::{BlockKey, SealKey};
@@ -16,7 +16,8 @@ use photon_protocol::wire::{
 use ring::rand::SecureRandom;
 
 use super::{
-    Gateway, GatewayEvent, KeyReleasePolicy, LinkId, LinkKind, OutTimings, ReleaseReason, Transmit,
+    Gateway, GatewayEvent, KeyReleasePolicy, LinkId, LinkKind, OutTimings, ReleaseReason, Stage,
+    Transmit,
 };
 
 /// Our outbound streams kept at once (the oldest is dropped first).
@@ -41,6 +42,12 @@ pub(super) struct OutStream {
     /// Where retransmissions of the main sender go: the links that asked.
     retransmit_to: Vec<LinkId>,
     expires: Instant,
+    /// For the stage records: the block, whether its first and last planned fragments went
+    /// out, and the bytes of the first pass (all destinations).
+    hash: BlockHash,
+    first_out: bool,
+    last_out: bool,
+    wire_bytes: u64,
 }
 
 impl OutStream {
@@ -79,6 +86,8 @@ impl Gateway {
     pub(super) fn originate(&mut self, now: Instant, block: &Block) {
         let clock = Instant::now;
         let t0 = clock();
+        let hash = block.block_hash();
+        self.stage(now, Stage::BlockIn, 0, Some(hash), None);
         let block_bytes = bitcoin::consensus::serialize(block).len();
         let compressed = match compress::<Bitcoin>(block, &self.store) {
             Ok(c) => c,
@@ -96,6 +105,7 @@ impl Gateway {
             return;
         }
         let stream = u64::from_be_bytes(stream_bytes);
+        self.stage(now, Stage::Compress, stream, Some(hash), None);
         let mut sealed = compressed.bytes.clone();
         let key =
             match SealKey::generate(&self.rng).and_then(|k| k.seal_in_place(stream, &mut sealed)) {
@@ -109,6 +119,7 @@ impl Gateway {
                 }
             };
         let t2 = clock();
+        self.stage(now, Stage::Seal, stream, Some(hash), None);
         let via_peers = self.config.originate_via_peers || self.live_links(true).is_empty();
         let dests = if via_peers {
             self.live_links(false).len()
@@ -132,6 +143,7 @@ impl Gateway {
             }
         };
         let t3 = clock();
+        self.stage(now, Stage::Fec, stream, Some(hash), None);
         let datagrams_planned =
             sender.encoded().params().total() + sender.manifest().fragment_count();
         let (release_at, released_now) = match self.config.key_release {
@@ -160,6 +172,10 @@ impl Gateway {
             peer_senders: Vec::new(),
             retransmit_to: Vec::new(),
             expires: now + self.config.outbound_linger,
+            hash,
+            first_out: false,
+            last_out: false,
+            wire_bytes: 0,
         };
         if via_peers {
             // No relay (or we hide behind peers): every live peer gets the stream directly.
@@ -182,7 +198,7 @@ impl Gateway {
         }
         self.out_streams.push(out);
         self.event(GatewayEvent::BlockOriginated {
-            hash: block.block_hash(),
+            hash,
             stream,
             block_bytes,
             compressed_bytes: compressed.bytes.len(),
@@ -260,8 +276,29 @@ impl Gateway {
                             .map(|(i, _)| i)
                             .collect()
                     };
+                    let mut record = None;
+                    if !retransmit && self.config.stage_records {
+                        s.wire_bytes += (len * dests.len()) as u64;
+                        if !s.first_out {
+                            s.first_out = true;
+                            record = Some((Stage::FirstFragmentOut, s.stream, s.hash, None));
+                        }
+                        if !s.last_out && s.sender.is_idle() {
+                            s.last_out = true;
+                            // Recorded when the fragment is handed over, before its copies
+                            // leave: the driver sends them in the same turn.
+                            let last =
+                                (Stage::LastFragmentOut, s.stream, s.hash, Some(s.wire_bytes));
+                            if let Some(first) = record.replace(last) {
+                                self.stage(now, first.0, first.1, Some(first.2), first.3);
+                            }
+                        }
+                    }
                     found = Some((len, dests));
                     self.next_stream_rr = i + 1;
+                    if let Some((stage, stream, hash, bytes)) = record {
+                        self.stage(now, stage, stream, Some(hash), bytes);
+                    }
                     break;
                 }
             }
@@ -292,6 +329,8 @@ impl Gateway {
             LinkKind::Relay(_) => s.relay_receipts += 1,
         }
         if !s.released && s.receipts() >= self.config.key_release.receipts_needed() {
+            let (stream, hash) = (s.stream, s.hash);
+            self.stage(now, Stage::Receipts, stream, Some(hash), None);
             self.release_key(now, i, ReleaseReason::Receipts);
         }
     }
@@ -303,7 +342,9 @@ impl Gateway {
         s.release_at = None;
         let release: KeyReleaseRepr = s.key.release(s.stream, &self.identity);
         let (stream, receipts, after) = (s.stream, s.receipts(), now - s.started);
+        let hash = s.hash;
         self.broadcast_key(&release);
+        self.stage(now, Stage::KeyRelease, stream, Some(hash), None);
         self.event(GatewayEvent::KeyReleased {
             stream,
             receipts,
