@@ -1,11 +1,203 @@
 #!/usr/bin/env bash
-# Photon's main job on embedded defaults, for a fresh machine: set up, build, run.
-# For now: forward packets between two DPDK virtual devices on Photon's own binding and print
-# the rate beside dpdk-testpmd's on the same devices.
+# Photon's main job on a fresh machine (as root): set up, build (release), then the end-to-end
+# propagation run on the testbed:
+#
+#   1 relay namespace + N gateway namespaces (default 8) on one bridge, every link limited to
+#   1 Gbit/s with tc tbf (scripts/testbed.sh); `photon-relay run --backend socket` in the relay
+#   namespace; in each gateway namespace `photon-gateway run` beside an emulated Bitcoin node
+#   (`photon-perf emunode`, on 127.0.0.1 there). Gateway 0's node replays a trace built from
+#   real mainnet blocks (their transactions first, as a Poisson mempool, then each block); the
+#   other nodes record what reaches them, the gateways write stage logs. Then `photon-perf
+#   report` builds the propagation report into perf/out/<timestamp>/.
+#
+# Everything runs from a temporary folder (keys, configs, logs, records; kept with the report)
+# and is torn down on exit, failure or Ctrl-C.
+#
+# Environment: PHOTON_DEMO_GATEWAYS (8), PHOTON_DEMO_HEIGHTS (702861,574200,556977),
+# PHOTON_DEMO_SPEED (trace speed-up, 90: 3 blocks 10 minutes apart in 20 s),
+# PHOTON_DEMO_RATE (1gbit), PHOTON_DEMO_UPLINK_MBPS (the gateways' fragment pacing, network.
+# uplink_mbps, 1000; a compressed block is 60-140 KB, so the relay's 7 copies of it fit the
+# tbf queue of its 1 Gbit/s link),
+# PHOTON_DEMO_SKIP_SETUP=1 (skip scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+ROOT=$(pwd)
+
+GATEWAYS=${PHOTON_DEMO_GATEWAYS:-8}
+HEIGHTS=${PHOTON_DEMO_HEIGHTS:-702861,574200,556977}
+SPEED=${PHOTON_DEMO_SPEED:-90}
+RATE=${PHOTON_DEMO_RATE:-1gbit}
+UPLINK=${PHOTON_DEMO_UPLINK_MBPS:-1000}
+PREFIX=phdemo
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: needs root (network namespaces, tc); run it with sudo" >&2
+  exit 1
+fi
+if [ "${PHOTON_DEMO_SKIP_SETUP:-0}" != 1 ]; then
+  bash scripts/setup.sh
+fi
 echo "== building (release)"
-cargo build --release -p photon-perf
-echo "== io-forward between net_null0 and net_null1"
-./target/release/photon-perf iofwd --seconds "${PHOTON_DEMO_SECONDS:-3}" 2> >(grep -v -e '^EAL: ' -e '^TELEMETRY' >&2)
+cargo build --release -p photon-perf -p photon-relay -p photon-gateway
+BIN=$ROOT/target/release
+
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT=$ROOT/perf/out/$STAMP
+WORK=$(mktemp -d /tmp/photon-demo.XXXXXX)
+mkdir -p "$OUT" "$WORK/records" "$WORK/logs"
+PIDS=()
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  bash scripts/testbed.sh down --prefix "$PREFIX" >/dev/null 2>&1 || true
+  cp -r "$WORK/logs" "$WORK/records" "$WORK/configs" "$OUT/" 2>/dev/null || true
+  rm -rf "$WORK"
+  if [ $rc -ne 0 ]; then
+    echo "demo: failed (exit $rc); logs, configs and records are in $OUT" >&2
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ns() { echo "$PREFIX-$1"; }
+gw_addr() { echo "10.77.$((1 + $1 / 250)).$((1 + $1 % 250))"; }
+
+echo "== keys (relay and $GATEWAYS gateways) in $WORK/configs"
+mkdir -p "$WORK/configs"
+RELAY_KEY=$("$BIN/photon-relay" keygen --out "$WORK/configs/relay.key")
+GW_KEYS=()
+for i in $(seq 0 $((GATEWAYS - 1))); do
+  GW_KEYS+=("$("$BIN/photon-gateway" keygen --out "$WORK/configs/gw$i.key")")
+done
+
+echo "== testbed: 1 relay, $GATEWAYS gateways, links limited to $RATE"
+tb=$(bash scripts/testbed.sh up --gateways "$GATEWAYS" --relays 1 --rate "$RATE" --prefix "$PREFIX")
+echo "${tb%%$'\n'*}"
+
+# Socket buffers for bursts of ~1,100 datagrams per block (SO_RCVBUF is capped by rmem_max).
+for k in net.core.rmem_max net.core.wmem_max; do
+  if [ "$(sysctl -n $k)" -lt 16777216 ]; then
+    echo "   raising $k to 16777216 (was $(sysctl -n $k))"
+    sysctl -qw "$k=16777216"
+  fi
+done
+
+quoted_keys() { # all gateway keys but $1, as a TOML array body
+  local out="" j
+  for j in "${!GW_KEYS[@]}"; do
+    [ "$j" = "$1" ] && continue
+    out+="\"${GW_KEYS[$j]}\", "
+  done
+  echo "${out%, }"
+}
+
+cat >"$WORK/configs/relay.toml" <<EOF
+[relay]
+node_id = 1
+ip = "10.77.0.1"
+udp_port = 4433
+cores = [1]
+
+[[port]]
+name = "net_ring0"
+vdev = "net_ring0"
+
+[control]
+identity_file = "relay.key"
+gateways = [$(quoted_keys none)]
+allow_any_gateway = false
+
+[socket]
+bind = "10.77.0.1:4433"
+recv_buffer = 16777216
+send_buffer = 16777216
+
+[metrics]
+enabled = false
+
+[log]
+level = "info"
+EOF
+
+for i in $(seq 0 $((GATEWAYS - 1))); do
+  cat >"$WORK/configs/gw$i.toml" <<EOF
+[identity]
+key_file = "gw$i.key"
+
+[node]
+address = "127.0.0.1:8333"
+
+[network]
+listen = "$(gw_addr "$i"):9500"
+uplink_mbps = $UPLINK
+trusted_origins = [$(quoted_keys "$i")]
+recv_buffer_kb = 16384
+
+[[relays]]
+address = "10.77.0.1:4433"
+public_key = "$RELAY_KEY"
+
+[key_release]
+policy = "receipts"
+receivers = $((GATEWAYS - 1))
+
+[perf]
+stage_log = "$WORK/records/gw$i.stages.jsonl"
+node_name = "gw$i"
+
+[log]
+level = "info"
+EOF
+done
+
+echo "== starting the relay (socket backend), $((GATEWAYS - 1)) receiving nodes and $GATEWAYS gateways"
+ip netns exec "$(ns r0)" "$BIN/photon-relay" run --backend socket --config "$WORK/configs/relay.toml" \
+  >"$WORK/logs/relay.log" 2>&1 &
+PIDS+=($!)
+STOP=$WORK/stop
+NODE_PIDS=()
+for i in $(seq 1 $((GATEWAYS - 1))); do
+  ip netns exec "$(ns "g$i")" "$BIN/photon-perf" emunode --name "node$i" --listen 127.0.0.1:8333 \
+    --records "$WORK/records/node$i.jsonl" --stop-file "$STOP" \
+    >"$WORK/logs/node$i.log" 2>&1 &
+  PIDS+=($!)
+  NODE_PIDS+=($!)
+done
+sleep 0.5
+for i in $(seq 0 $((GATEWAYS - 1))); do
+  ip netns exec "$(ns "g$i")" "$BIN/photon-gateway" run --config "$WORK/configs/gw$i.toml" \
+    >"$WORK/logs/gw$i.log" 2>&1 &
+  PIDS+=($!)
+done
+
+echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time"
+ip netns exec "$(ns g0)" "$BIN/photon-perf" emunode --name node0 --listen 127.0.0.1:8333 \
+  --records "$WORK/records/node0.jsonl" --replay "$HEIGHTS" --blocks-dir "$ROOT/data/bitcoin/mainnet" \
+  --speed "$SPEED" --start-delay-s 3 --linger-s 5 --description-out "$WORK/description.txt" \
+  2> >(tee "$WORK/logs/node0.log" >&2)
+
+# Gateways and relay first (their stage logs are written per block), then the nodes, which
+# write their records when they see the stop file.
+for pid in "${PIDS[@]}"; do
+  case " ${NODE_PIDS[*]} " in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
+done
+touch "$STOP"
+for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+PIDS=()
+bad=$(grep -l -E "panicked|ERROR" "$WORK"/logs/*.log || true)
+if [ -n "$bad" ]; then
+  echo "   note: errors in $(echo "$bad" | xargs -n1 basename | tr '\n' ' ')(see $OUT/logs)"
+fi
+
+echo "== report"
+"$BIN/photon-perf" report "$WORK"/records/*.jsonl --out "$OUT" \
+  --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, 1 relay (socket backend), links $RATE" \
+  >"$WORK/report.txt"
+cat "$OUT/report.md"
+echo
+echo "report: $OUT/report.md, $OUT/report.json; plots: $(cd "$OUT" && ls *.png *.svg | tr '\n' ' ')"
+echo "records, stage logs, configs and logs: $OUT/{records,configs,logs}"

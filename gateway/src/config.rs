@@ -487,6 +487,36 @@ mod tests {
     }
 
     #[test]
+    fn perf_stage_log_resolves_beside_the_config() {
+        let text = format!(
+            "{}[perf]\nstage_log = \"s.jsonl\"\nnode_name = \"gw3\"\n",
+            minimal()
+        );
+        let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
+        let r = c.resolve(Path::new("/etc/photon")).unwrap();
+        assert_eq!(
+            r.stage_log,
+            Some((PathBuf::from("/etc/photon/s.jsonl"), "gw3".into()))
+        );
+        assert!(r.core.stage_records);
+        let r = Config::from_toml(Path::new("x.toml"), &minimal())
+            .unwrap()
+            .resolve(Path::new("/"))
+            .unwrap();
+        assert_eq!(r.stage_log, None);
+        assert!(!r.core.stage_records);
+        let bad = format!(
+            "{}[perf]\nstage_log = \"s\"\nnode_name = \"a\\\"b\"\n",
+            minimal()
+        );
+        let e = Config::from_toml(Path::new("x.toml"), &bad)
+            .unwrap()
+            .resolve(Path::new("/"))
+            .unwrap_err();
+        assert!(e.to_string().contains("perf.node_name"), "{e}");
+    }
+
+    #[test]
     fn the_example_config_parses_and_resolves() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),

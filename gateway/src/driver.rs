@@ -447,7 +447,9 @@ impl StageLog {
             if let Some(b) = r.block {
                 let _ = write!(self.buf, ",\"block\":\"{b}\"");
             }
-            let _ = write!(self.buf, ",\"stream\":{}", r.stream);
+            if let Some(s) = r.stream {
+                let _ = write!(self.buf, ",\"stream\":{s}");
+            }
             if let Some(n) = r.bytes {
                 let _ = write!(self.buf, ",\"bytes\":{n}");
             }

@@ -3,6 +3,7 @@
 //! Every benchmark prints its figures side by side with the reference it is compared against,
 //! measured in the same run (see perf/RESULTS.md for recorded results and their commands).
 
+mod e2e;
 mod gateway_bench;
 mod iofwd;
 mod relay_bench;
@@ -33,6 +34,9 @@ enum Cmd {
     /// The propagation report (percentiles, time to 90%, bytes on the wire, per-stage
     /// breakdown; JSON, markdown, SVG/PNG plots) from the JSON-lines records of a run.
     Report(photon_perf::report::ReportArgs),
+    /// One emulated Bitcoin node as its own process (the end-to-end run, scripts/demo.sh):
+    /// records what its gateway delivers; with --replay, plays a trace of real blocks.
+    Emunode(e2e::Args),
 }
 
 fn main() {
@@ -43,6 +47,7 @@ fn main() {
         Cmd::RelayBench(args) => relay_bench::run(&args),
         Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
         Cmd::Report(args) => photon_perf::report::run_report(&args),
+        Cmd::Emunode(args) => e2e::run(&args),
     };
     if let Err(e) = result {
         eprintln!("photon-perf: {e}");

@@ -91,7 +91,7 @@ impl Gateway {
         }
         if self.asm.handle_datagram(now, packet.datagram()).is_ok() {
             if !self.in_streams.contains_key(&stream) {
-                self.stage(now, Stage::FirstFragmentIn, stream, None, None);
+                self.stage(now, Stage::FirstFragmentIn, Some(stream), None, None);
             }
             let origin = (packet.msg_type() == Ok(MessageType::Manifest))
                 .then(|| ManifestFragment::new_checked(packet.payload()).ok())
@@ -139,7 +139,7 @@ impl Gateway {
                     }
                 }
                 Event::BlockReady { stream, bytes } => {
-                    self.stage(now, Stage::LastFragmentIn, stream, None, None);
+                    self.stage(now, Stage::LastFragmentIn, Some(stream), None, None);
                     let s = self.in_stream(stream, 0, now);
                     s.sealed = Some(bytes);
                     s.ready_at = Some(now);
@@ -166,7 +166,7 @@ impl Gateway {
         };
         if self.send_message(link, Message::Receipt(r), 0) {
             self.stats.receipts_sent += 1;
-            self.stage(now, Stage::ReceiptSent, stream, None, None);
+            self.stage(now, Stage::ReceiptSent, Some(stream), None, None);
         }
         let _ = now;
     }
@@ -194,7 +194,7 @@ impl Gateway {
             Ok(key) => {
                 s.key = Some(key);
                 s.key_at = Some(now);
-                self.stage(now, Stage::KeyIn, k.stream, None, None);
+                self.stage(now, Stage::KeyIn, Some(k.stream), None, None);
                 self.try_open(now, k.stream);
             }
             Err(_) => self.stats.key_releases_bad += 1,
@@ -371,7 +371,7 @@ impl Gateway {
             self.stats.blocks_duplicate += 1;
             return;
         }
-        self.stage(now, Stage::Decode, stream, Some(hash), None);
+        self.stage(now, Stage::Decode, Some(stream), Some(hash), None);
         let block_bytes = bitcoin::consensus::serialize(&block).len();
         self.stats.blocks_from_network += 1;
         self.stats.block_bytes_in += block_bytes as u64;
@@ -391,7 +391,7 @@ impl Gateway {
         };
         self.node_actions.push_back(action);
         // Handed to the node connection (the driver passes node actions on in the same turn).
-        self.stage(now, Stage::Deliver, stream, Some(hash), None);
+        self.stage(now, Stage::Deliver, Some(stream), Some(hash), None);
         self.event(GatewayEvent::BlockDelivered {
             hash,
             stream,

@@ -87,7 +87,7 @@ impl Gateway {
         let clock = Instant::now;
         let t0 = clock();
         let hash = block.block_hash();
-        self.stage(now, Stage::BlockIn, 0, Some(hash), None);
+        self.stage(now, Stage::BlockIn, None, Some(hash), None);
         let block_bytes = bitcoin::consensus::serialize(block).len();
         let compressed = match compress::<Bitcoin>(block, &self.store) {
             Ok(c) => c,
@@ -105,7 +105,7 @@ impl Gateway {
             return;
         }
         let stream = u64::from_be_bytes(stream_bytes);
-        self.stage(now, Stage::Compress, stream, Some(hash), None);
+        self.stage(now, Stage::Compress, Some(stream), Some(hash), None);
         let mut sealed = compressed.bytes.clone();
         let key =
             match SealKey::generate(&self.rng).and_then(|k| k.seal_in_place(stream, &mut sealed)) {
@@ -119,7 +119,7 @@ impl Gateway {
                 }
             };
         let t2 = clock();
-        self.stage(now, Stage::Seal, stream, Some(hash), None);
+        self.stage(now, Stage::Seal, Some(stream), Some(hash), None);
         let via_peers = self.config.originate_via_peers || self.live_links(true).is_empty();
         let dests = if via_peers {
             self.live_links(false).len()
@@ -143,7 +143,7 @@ impl Gateway {
             }
         };
         let t3 = clock();
-        self.stage(now, Stage::Fec, stream, Some(hash), None);
+        self.stage(now, Stage::Fec, Some(stream), Some(hash), None);
         let datagrams_planned =
             sender.encoded().params().total() + sender.manifest().fragment_count();
         let (release_at, released_now) = match self.config.key_release {
@@ -255,7 +255,7 @@ impl Gateway {
                 let s = &mut self.out_streams[i];
                 for (link, ps) in &mut s.peer_senders {
                     if let Some(len) = ps.poll_transmit(now, &mut self.frag_buf) {
-                        found = Some((len, vec![*link]));
+                        found = Some((i, len, vec![*link]));
                         self.next_stream_rr = i + 1;
                         break 'streams;
                     }
@@ -276,38 +276,43 @@ impl Gateway {
                             .map(|(i, _)| i)
                             .collect()
                     };
-                    let mut record = None;
-                    if !retransmit && self.config.stage_records {
-                        s.wire_bytes += (len * dests.len()) as u64;
-                        if !s.first_out {
-                            s.first_out = true;
-                            record = Some((Stage::FirstFragmentOut, s.stream, s.hash, None));
-                        }
-                        if !s.last_out && s.sender.is_idle() {
-                            s.last_out = true;
-                            // Recorded when the fragment is handed over, before its copies
-                            // leave: the driver sends them in the same turn.
-                            let last =
-                                (Stage::LastFragmentOut, s.stream, s.hash, Some(s.wire_bytes));
-                            if let Some(first) = record.replace(last) {
-                                self.stage(now, first.0, first.1, Some(first.2), first.3);
-                            }
-                        }
-                    }
-                    found = Some((len, dests));
+                    found = Some((i, len, dests));
                     self.next_stream_rr = i + 1;
-                    if let Some((stage, stream, hash, bytes)) = record {
-                        self.stage(now, stage, stream, Some(hash), bytes);
-                    }
                     break;
                 }
             }
-            let (len, dests) = found?;
+            let (i, len, dests) = found?;
+            if self.config.stage_records {
+                self.fragment_out_stages(now, i, len, dests.len());
+            }
             self.fanout = Some(Fanout {
                 len,
                 dests,
                 next: 0,
             });
+        }
+    }
+
+    /// Stage records of out stream `i` for a fragment of `len` bytes going to `copies`
+    /// destinations: `first_fragment_out`, and `last_fragment_out` with the bytes of the whole
+    /// first pass once every sender of the stream has sent its plan. Recorded when the fragment
+    /// is handed over; the driver sends it in the same turn.
+    fn fragment_out_stages(&mut self, now: Instant, i: usize, len: usize, copies: usize) {
+        let s = &mut self.out_streams[i];
+        if s.last_out || self.frag_buf[wire::field::FLAGS] & flags::RETRANSMIT != 0 {
+            return;
+        }
+        s.wire_bytes += (len * copies) as u64;
+        let first = !s.first_out;
+        s.first_out = true;
+        let last = s.sender.is_idle() && s.peer_senders.iter().all(|(_, p)| p.is_idle());
+        s.last_out = last;
+        let (stream, hash, bytes) = (Some(s.stream), Some(s.hash), s.wire_bytes);
+        if first {
+            self.stage(now, Stage::FirstFragmentOut, stream, hash, None);
+        }
+        if last {
+            self.stage(now, Stage::LastFragmentOut, stream, hash, Some(bytes));
         }
     }
 
@@ -330,7 +335,7 @@ impl Gateway {
         }
         if !s.released && s.receipts() >= self.config.key_release.receipts_needed() {
             let (stream, hash) = (s.stream, s.hash);
-            self.stage(now, Stage::Receipts, stream, Some(hash), None);
+            self.stage(now, Stage::Receipts, Some(stream), Some(hash), None);
             self.release_key(now, i, ReleaseReason::Receipts);
         }
     }
@@ -344,7 +349,7 @@ impl Gateway {
         let (stream, receipts, after) = (s.stream, s.receipts(), now - s.started);
         let hash = s.hash;
         self.broadcast_key(&release);
-        self.stage(now, Stage::KeyRelease, stream, Some(hash), None);
+        self.stage(now, Stage::KeyRelease, Some(stream), Some(hash), None);
         self.event(GatewayEvent::KeyReleased {
             stream,
             receipts,

@@ -61,7 +61,8 @@ pub struct StageRecord {
     pub stage: Stage,
     /// Where this gateway knows it (origin: always; receiver: from `decode` on).
     pub block: Option<BlockHash>,
-    pub stream: u64,
+    /// The stream ID; `None` on `block_in` (the stream is chosen after it).
+    pub stream: Option<u64>,
     /// On `last_fragment_out`: bytes of every datagram sent for the block's first pass (all
     /// destinations), i.e. bytes on the wire per block.
     pub bytes: Option<u64>,
@@ -75,7 +76,7 @@ impl Gateway {
         &mut self,
         now: Instant,
         stage: Stage,
-        stream: u64,
+        stream: Option<u64>,
         block: Option<BlockHash>,
         bytes: Option<u64>,
     ) {

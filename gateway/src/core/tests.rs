@@ -278,3 +278,82 @@ fn garbage_and_strangers_are_counted_drops() {
     assert_eq!(s.dropped_unknown_peer, 1);
     assert_eq!(s.dropped_bad_tag, 1);
 }
+
+#[test]
+fn stage_records_follow_a_block_from_origin_to_receiver() {
+    let mut sim = Sim::peers(2, |_, c| c.stage_records = true);
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(702861);
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
+    // The receiver decodes before the repair fragments are all out.
+    sim.run_until(Duration::from_millis(300), |_| false);
+    let drain = |g: &mut Gateway| std::iter::from_fn(|| g.poll_stage()).collect::<Vec<_>>();
+    let (out, inb) = (drain(&mut sim.gws[0]), drain(&mut sim.gws[1]));
+    let names = |v: &[StageRecord]| v.iter().map(|r| r.stage.as_str()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&out),
+        [
+            "block_in",
+            "compress",
+            "seal",
+            "fec",
+            "first_fragment_out",
+            "receipts",
+            "key_release",
+            "last_fragment_out"
+        ]
+        .iter()
+        .filter(|s| names(&out).contains(s))
+        .copied()
+        .collect::<Vec<_>>()
+    );
+    for s in [
+        "block_in",
+        "fec",
+        "first_fragment_out",
+        "last_fragment_out",
+        "key_release",
+    ] {
+        assert!(
+            names(&out).contains(&s),
+            "origin records {s}: {:?}",
+            names(&out)
+        );
+    }
+    let stream = out[1].stream.expect("compress has the stream");
+    assert!(out.iter().all(|r| r.block == Some(b.block_hash())));
+    assert!(out[0].stream.is_none());
+    // Bytes on the wire: every datagram of the first pass, at least the compressed block.
+    let last = out
+        .iter()
+        .find(|r| r.stage == Stage::LastFragmentOut)
+        .unwrap();
+    let wire = last.bytes.unwrap();
+    assert!(wire >= sim.gws[0].stats().compressed_bytes_out, "{wire}");
+    assert!(wire <= sim.gws[0].stats().bytes_out, "{wire}");
+    assert_eq!(
+        names(&inb),
+        [
+            "first_fragment_in",
+            "last_fragment_in",
+            "receipt_sent",
+            "key_in",
+            "decode",
+            "deliver"
+        ]
+    );
+    assert!(inb.iter().all(|r| r.stream == Some(stream)));
+    assert_eq!(inb[5].block, Some(b.block_hash()));
+    assert!(inb.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[test]
+fn no_stage_records_unless_asked() {
+    let mut sim = Sim::peers(2, |_, _| {});
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    sim.block_from_node(0, &block(574200));
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
+    assert!(sim.gws[0].poll_stage().is_none());
+    assert!(sim.gws[1].poll_stage().is_none());
+}
