@@ -94,6 +94,10 @@ fn control() -> Option<Control> {
         // Small bounds so that eviction paths run too.
         repair_cache_fragments: 4,
         tx_cache_bytes: 4096,
+        // Small memories: they are allocated per input (and eviction paths run).
+        replay_cache: 16,
+        tx_memory: 16,
+        key_release_memory: 16,
         ..ControlSettings::default()
     };
     Control::new(
