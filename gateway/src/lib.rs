@@ -9,7 +9,7 @@
 pub mod config;
 pub mod core;
 pub mod driver;
-pub mod metrics;
 pub mod fuzzing;
+pub mod metrics;
 pub mod node;
 pub mod udp;

@@ -91,7 +91,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs testpmd for warm-up + `seconds` with a 1 s stats period and averages the per-period
 /// RX rates of both ports after warm-up.
-pub(crate) fn testpmd(args: &Args, all_cores: &str, main_core: usize, fwd_core: usize) -> Result<f64, String> {
+pub(crate) fn testpmd(
+    args: &Args,
+    all_cores: &str,
+    main_core: usize,
+    fwd_core: usize,
+) -> Result<f64, String> {
     let lcores = format!("{main_core},{fwd_core}");
     // taskset: our own EAL narrowed this process's affinity, which a child would inherit.
     // stdbuf: line-buffered, so every periodic statistics block reaches the log before SIGINT.
