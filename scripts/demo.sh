@@ -174,7 +174,7 @@ for i in $(seq 0 $((GATEWAYS - 1))); do
   PIDS+=($!)
 done
 
-echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time"
+echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time ($(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
 ip netns exec "$(ns g0)" "$BIN/photon-perf" emunode --name node0 --listen 127.0.0.1:8333 \
   --records "$WORK/records/node0.jsonl" --replay "$HEIGHTS" --blocks-dir "$ROOT/data/bitcoin/mainnet" \
   --speed "$SPEED" --start-delay-s 3 --linger-s 5 --description-out "$WORK/description.txt" \
@@ -186,6 +186,7 @@ for pid in "${PIDS[@]}"; do
   case " ${NODE_PIDS[*]} " in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
 done
 touch "$STOP"
+echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 PIDS=()
 bad=$(grep -l -E "panicked|ERROR" "$WORK"/logs/*.log || true)
