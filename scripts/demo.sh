@@ -61,7 +61,8 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ns() { echo "$PREFIX-$1"; }
 gw_addr() { echo "10.77.$((1 + $1 / 250)).$((1 + $1 % 250))"; }
@@ -174,11 +175,15 @@ for i in $(seq 0 $((GATEWAYS - 1))); do
   PIDS+=($!)
 done
 
-echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time ($(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time"
 ip netns exec "$(ns g0)" "$BIN/photon-perf" emunode --name node0 --listen 127.0.0.1:8333 \
   --records "$WORK/records/node0.jsonl" --replay "$HEIGHTS" --blocks-dir "$ROOT/data/bitcoin/mainnet" \
   --speed "$SPEED" --start-delay-s 3 --linger-s 5 --description-out "$WORK/description.txt" \
-  2> >(tee "$WORK/logs/node0.log" >&2)
+  2> >(tee "$WORK/logs/node0.log" >&2) &
+SRC=$!
+PIDS+=("$SRC")
+# In the background and waited for, so that a signal to this script is handled at once.
+wait "$SRC"
 
 # Gateways and relay first (their stage logs are written per block), then the nodes, which
 # write their records when they see the stop file.
@@ -186,7 +191,6 @@ for pid in "${PIDS[@]}"; do
   case " ${NODE_PIDS[*]} " in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
 done
 touch "$STOP"
-echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 PIDS=()
 bad=$(grep -l -E "panicked|ERROR" "$WORK"/logs/*.log || true)
