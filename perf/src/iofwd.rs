@@ -246,7 +246,7 @@ fn photon_round(
                 batch.clear();
             }
             iter = iter.wrapping_add(1);
-            if iter % 1024 == 0 {
+            if iter.is_multiple_of(1024) {
                 let now = Instant::now();
                 if measuring.is_none() && now >= warm_until {
                     measuring = Some((now, forwarded));

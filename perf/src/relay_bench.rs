@@ -9,7 +9,7 @@
 //!
 //! Reported beside the reference from the same run: dpdk-testpmd --forward-mode=io between two
 //! net_null devices on the same core (its output pps; see `iofwd`). The goal is relay output
-//! >= 0.5 x testpmd at fan-out 8: each relay output packet costs a header mbuf allocation, a
+//! at least 0.5 x testpmd at fan-out 8: each relay output packet costs a header mbuf allocation, a
 //! 78-byte header with a SipHash hop tag and checksums, and a chained TX, where testpmd only
 //! moves pointers.
 //!
