@@ -31,17 +31,23 @@ pub struct Args {
 
 const EAL_COMMON: [&str; 5] = ["--no-huge", "--no-shconf", "--no-pci", "-m", "1024"];
 
-pub fn run(args: &Args) -> Result<(), String> {
+/// The cores of a one-core benchmark: the main core (first available), the measured core
+/// (`requested`, or the last available) and the list of all of them for `taskset`. Ask before
+/// `Eal::init`, which narrows this thread's affinity.
+pub(crate) fn bench_cores(requested: Option<usize>) -> Result<(usize, usize, String), String> {
     let cores = lcore::available_cores();
     let main_core = *cores.first().ok_or("no CPU core available")?;
-    let fwd_core = args
-        .core
-        .unwrap_or(*cores.last().ok_or("no CPU core available")?);
-    let all_cores = cores
+    let work_core = requested.unwrap_or(*cores.last().ok_or("no CPU core available")?);
+    let all = cores
         .iter()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
         .join(",");
+    Ok((main_core, work_core, all))
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let (main_core, fwd_core, all_cores) = bench_cores(args.core)?;
     println!(
         "io-forward net_null0 <-> net_null1 on core {fwd_core}: {} round(s), {}s per side per round after 1s warm-up",
         args.rounds, args.seconds

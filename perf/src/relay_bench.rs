@@ -232,16 +232,7 @@ struct Rates {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let cores = lcore::available_cores();
-    let main_core = *cores.first().ok_or("no CPU core available")?;
-    let relay_core = args
-        .core
-        .unwrap_or(*cores.last().ok_or("no CPU core available")?);
-    let all_cores = cores
-        .iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let (main_core, relay_core, all_cores) = crate::iofwd::bench_cores(args.core)?;
     println!(
         "relay fan-out on core {relay_core} (generator on core {main_core}), {}s per fan-out, {PAYLOAD}-byte payloads",
         args.seconds
