@@ -3,8 +3,11 @@
 # propagation run on the testbed:
 #
 #   1 relay namespace + N gateway namespaces (default 8) on one bridge, every link limited to
-#   1 Gbit/s with tc tbf (scripts/testbed.sh); `photon-relay run --backend socket` in the relay
-#   namespace; in each gateway namespace `photon-gateway run` beside an emulated Bitcoin node
+#   1 Gbit/s with tc tbf (scripts/testbed.sh); `photon-relay run --backend dpdk` (DPDK's
+#   af_packet PMD on the relay namespace's veth, no hugepages; the relay answers ARP/ICMP for its
+#   address, which the kernel there then does not hold: testbed.sh --relay-no-ip; the nodes'
+#   veths checksum UDP in software: --sw-checksums), or with PHOTON_RELAY_BACKEND=socket
+#   `--backend socket` (kernel UDP sockets), in the relay namespace; in each gateway namespace `photon-gateway run` beside an emulated Bitcoin node
 #   (`photon-perf emunode`, on 127.0.0.1 there). Gateway 0's node replays a trace built from
 #   real mainnet blocks (their transactions first, as a Poisson mempool, then each block); the
 #   other nodes record what reaches them, the gateways write stage logs. Then `photon-perf
@@ -18,6 +21,7 @@
 # PHOTON_DEMO_RATE (1gbit), PHOTON_DEMO_UPLINK_MBPS (the gateways' fragment pacing, network.
 # uplink_mbps, 1000; a compressed block is 60-140 KB, so the relay's 7 copies of it fit the
 # tbf queue of its 1 Gbit/s link),
+# PHOTON_RELAY_BACKEND (dpdk or socket; dpdk),
 # PHOTON_DEMO_SKIP_SETUP=1 (skip scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +32,13 @@ HEIGHTS=${PHOTON_DEMO_HEIGHTS:-702861,574200,556977}
 SPEED=${PHOTON_DEMO_SPEED:-90}
 RATE=${PHOTON_DEMO_RATE:-1gbit}
 UPLINK=${PHOTON_DEMO_UPLINK_MBPS:-1000}
+BACKEND=${PHOTON_RELAY_BACKEND:-dpdk}
 PREFIX=phdemo
+case "$BACKEND" in
+  socket) TESTBED_FLAGS=() ;;
+  dpdk) TESTBED_FLAGS=(--relay-no-ip --sw-checksums) ;;
+  *) echo "demo: PHOTON_RELAY_BACKEND must be socket or dpdk (got $BACKEND)" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "demo: needs root (network namespaces, tc); run it with sudo" >&2
@@ -76,7 +86,8 @@ for i in $(seq 0 $((GATEWAYS - 1))); do
 done
 
 echo "== testbed: 1 relay, $GATEWAYS gateways, links limited to $RATE"
-tb=$(bash scripts/testbed.sh up --gateways "$GATEWAYS" --relays 1 --rate "$RATE" --prefix "$PREFIX")
+tb=$(bash scripts/testbed.sh up --gateways "$GATEWAYS" --relays 1 --rate "$RATE" --prefix "$PREFIX" \
+  "${TESTBED_FLAGS[@]}")
 echo "${tb%%$'\n'*}"
 
 # Socket buffers for bursts of ~1,100 datagrams per block (SO_RCVBUF is capped by rmem_max).
@@ -96,16 +107,27 @@ quoted_keys() { # all gateway keys but $1, as a TOML array body
   echo "${out%, }"
 }
 
+# The DPDK backend: the af_packet PMD on the relay namespace's eth0 (through its qdisc, so that
+# the relay's egress is limited by the same tbf as the socket backend's: qdisc_bypass=0), on
+# ordinary memory. Gateways' MACs are learned from their registration frames; gateways resolve
+# the relay's by ARP, which the relay answers. The socket backend ignores [[port]] and [eal].
 cat >"$WORK/configs/relay.toml" <<EOF
 [relay]
 node_id = 1
 ip = "10.77.0.1"
+prefix_len = 16
 udp_port = 4433
 cores = [1]
 
+[eal]
+file_prefix = "photon-demo"
+no_huge = true
+memory_mb = 512
+args = ["--no-shconf", "--log-level", "lib.eal:notice"]
+
 [[port]]
-name = "net_ring0"
-vdev = "net_ring0"
+name = "net_af_packet0"
+vdev = "net_af_packet0,iface=eth0,qdisc_bypass=0,framecnt=2048"
 
 [control]
 identity_file = "relay.key"
@@ -155,10 +177,19 @@ level = "info"
 EOF
 done
 
-echo "== starting the relay (socket backend), $((GATEWAYS - 1)) receiving nodes and $GATEWAYS gateways"
-ip netns exec "$(ns r0)" "$BIN/photon-relay" run --backend socket --config "$WORK/configs/relay.toml" \
+echo "== starting the relay ($BACKEND backend), $((GATEWAYS - 1)) receiving nodes and $GATEWAYS gateways"
+ip netns exec "$(ns r0)" "$BIN/photon-relay" run --backend "$BACKEND" --config "$WORK/configs/relay.toml" \
   >"$WORK/logs/relay.log" 2>&1 &
-PIDS+=($!)
+RELAY_PID=$!
+PIDS+=("$RELAY_PID")
+# Gateways register at start: wait for the relay's data path (EAL start-up with DPDK).
+for _ in $(seq 100); do
+  grep -q -E "socket backend running|DPDK data path running" "$WORK/logs/relay.log" && break
+  if ! kill -0 "$RELAY_PID" 2>/dev/null; then
+    echo "demo: the relay exited at start:" >&2; tail -n 20 "$WORK/logs/relay.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
 STOP=$WORK/stop
 NODE_PIDS=()
 for i in $(seq 1 $((GATEWAYS - 1))); do
@@ -200,7 +231,7 @@ fi
 
 echo "== report"
 "$BIN/photon-perf" report "$WORK"/records/*.jsonl --out "$OUT" \
-  --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, 1 relay (socket backend), links $RATE" \
+  --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, 1 relay ($BACKEND backend), links $RATE" \
   >"$WORK/report.txt"
 cat "$OUT/report.md"
 echo
