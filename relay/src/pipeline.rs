@@ -81,6 +81,9 @@ pub struct PortIo<R, T> {
 struct PortState<R, T> {
     io: PortIo<R, T>,
     txbuf: MbufBatch,
+    /// Bytes (`pkt_len` summed) of the mbufs in `txbuf`, kept as they are pushed so a flush
+    /// does not read every chain's length back through the C shim.
+    tx_bytes: usize,
 }
 
 /// Everything a pipeline is built from.
@@ -134,6 +137,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
                 .map(|io| PortState {
                     io,
                     txbuf: MbufBatch::new(),
+                    tx_bytes: 0,
                 })
                 .collect(),
             header_pool: parts.header_pool,
@@ -235,6 +239,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         self.flush_repair();
         for p in &mut self.ports {
             p.txbuf.clear();
+            p.tx_bytes = 0;
         }
         self.ctl_buf.clear();
         self.repair_buf.clear();
@@ -372,7 +377,8 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
                     .is_some();
             if ok {
                 counters.inc(Counter::FanoutCopies);
-                push_tx(&mut ports[usize::from(dest.spec.port)], m, counters);
+                let len = FORWARD_HEADER_LEN + payload_len;
+                push_tx(&mut ports[usize::from(dest.spec.port)], m, len, counters);
             } else {
                 counters.drop(DropReason::PhotonMalformed);
             }
@@ -414,7 +420,13 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             match h.chain_shared(share) {
                 Ok(chain) => {
                     counters.inc(Counter::FanoutCopies);
-                    push_tx(&mut ports[usize::from(dest.spec.port)], chain, counters);
+                    let len = FORWARD_HEADER_LEN + payload_len;
+                    push_tx(
+                        &mut ports[usize::from(dest.spec.port)],
+                        chain,
+                        len,
+                        counters,
+                    );
                 }
                 Err(_) => counters.drop(DropReason::NoMbuf),
             }
@@ -443,7 +455,8 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     }
 
     fn push_tx(&mut self, port: usize, m: Mbuf) {
-        push_tx(&mut self.ports[port], m, &mut self.counters);
+        let len = m.pkt_len();
+        push_tx(&mut self.ports[port], m, len, &mut self.counters);
     }
 
     fn flush_all(&mut self) {
@@ -486,7 +499,14 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             let Some(ring) = p.io.from_control.as_mut() else {
                 continue;
             };
+            let before = p.txbuf.len();
             let n = ring.dequeue(&mut p.txbuf);
+            p.tx_bytes += p
+                .txbuf
+                .iter()
+                .skip(before)
+                .map(Mbuf::pkt_len)
+                .sum::<usize>();
             counters.add(Counter::FromControl, n as u64);
         }
     }
@@ -520,14 +540,23 @@ fn repair_note(
     }
 }
 
+/// Queues `m` (whose `pkt_len` is `len`: the caller knows it) for TX on `p`.
 #[inline]
-fn push_tx<R, T: TxSink>(p: &mut PortState<R, T>, m: Mbuf, counters: &mut LocalCounters) {
+fn push_tx<R, T: TxSink>(
+    p: &mut PortState<R, T>,
+    m: Mbuf,
+    len: usize,
+    counters: &mut LocalCounters,
+) {
+    debug_assert_eq!(len, m.pkt_len());
     if let Err(m) = p.txbuf.push(m) {
         flush(p, counters);
         if p.txbuf.push(m).is_err() {
             counters.drop(DropReason::TxFull);
+            return;
         }
     }
+    p.tx_bytes += len;
     if p.txbuf.is_full() {
         flush(p, counters);
     }
@@ -538,11 +567,12 @@ fn flush<R, T: TxSink>(p: &mut PortState<R, T>, counters: &mut LocalCounters) {
     if p.txbuf.is_empty() {
         return;
     }
-    let bytes: usize = p.txbuf.iter().map(Mbuf::pkt_len).sum();
+    let bytes = std::mem::take(&mut p.tx_bytes);
     let sent = p.io.tx.tx_burst(&mut p.txbuf);
+    // What the queue did not take (rare: a full TX queue) is read back; it is dropped below.
     let left_bytes: usize = p.txbuf.iter().map(Mbuf::pkt_len).sum();
     counters.add(Counter::TxPackets, sent as u64);
-    counters.add(Counter::TxBytes, (bytes - left_bytes) as u64);
+    counters.add(Counter::TxBytes, bytes.saturating_sub(left_bytes) as u64);
     if !p.txbuf.is_empty() {
         // The queue is full: drop rather than stall the core (the NIC is the bottleneck; FEC
         // repairs what is lost).
