@@ -53,6 +53,49 @@ impl Mempool {
             })
     }
 
+    /// Allocates one mbuf holding `len` bytes of data and lets `init` write them, in a single
+    /// call into the C shim (a fresh mbuf is direct, one segment and unshared, so none of
+    /// [`Mbuf::append`]'s separate checks are needed). For per-packet header buffers.
+    ///
+    /// The bytes `init` sees are uninitialised pool memory from an earlier use of the buffer
+    /// (zeroed or stale, never undefined): `init` is expected to overwrite them all.
+    #[inline]
+    pub fn alloc_init<R>(
+        &self,
+        len: usize,
+        init: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<(Mbuf, R)> {
+        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
+            op: "alloc_init",
+            why: "length over 65535",
+        })?;
+        let mut m: *mut sys::rte_mbuf = std::ptr::null_mut();
+        let mut data: *mut std::os::raw::c_char = std::ptr::null_mut();
+        // SAFETY: the pool pointer is valid for the life of the process; `m` and `data` are
+        // valid out-pointers, written only on success.
+        let rc =
+            unsafe { sys::photon_pktmbuf_alloc_len(self.ptr.as_ptr(), len16, &mut m, &mut data) };
+        match (rc, NonNull::new(m)) {
+            (0, Some(ptr)) if !data.is_null() => {
+                let mbuf = Mbuf::from_nonnull(ptr);
+                // SAFETY: `data` points at the `len` bytes rte_pktmbuf_append reserved inside
+                // the buffer of `mbuf`, which we own alone (fresh, direct, refcount 1) and which
+                // stays alive while `mbuf` does; the slice does not outlive this call. The bytes
+                // are initialised memory of the pool's buffer (the pool zeroes it on creation).
+                let bytes = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
+                let r = init(bytes);
+                Ok((mbuf, r))
+            }
+            (-2, _) => Err(Error::Mbuf {
+                op: "alloc_init",
+                why: "not enough tailroom",
+            }),
+            _ => Err(Error::PoolEmpty {
+                pool: format!("{:p}", self.ptr),
+            }),
+        }
+    }
+
     /// Mbufs currently taken from the pool (in flight anywhere: queues, rings, our code).
     /// Includes buffers parked in per-lcore caches as "available".
     pub fn in_use(&self) -> u32 {

@@ -287,3 +287,35 @@ fn mbuf_bounds_are_checked() {
     m.trim(4).expect("trim");
     assert_eq!(m.data_len(), 0);
 }
+
+#[test]
+fn alloc_init_fills_a_fresh_single_segment_mbuf() {
+    let pool = new_pool(4);
+    let (m, r) = pool
+        .alloc_init(78, |b| {
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = i as u8;
+            }
+            b.len()
+        })
+        .expect("alloc_init");
+    assert_eq!(r, 78);
+    assert_eq!(m.data_len(), 78);
+    assert_eq!(m.pkt_len(), 78);
+    assert_eq!(m.segments(), 1);
+    assert!(m.is_writable());
+    assert_eq!(m.data(), (0..78u8).collect::<Vec<_>>().as_slice());
+
+    // Longer than a fresh buffer's tailroom: an error, and nothing stays allocated.
+    let before = pool.in_use();
+    assert!(pool.alloc_init(usize::from(u16::MAX), |_| ()).is_err());
+    assert!(pool.alloc_init(70_000, |_| ()).is_err());
+    assert_eq!(pool.in_use(), before);
+
+    // An empty pool is an error, not a panic.
+    let held: Vec<Mbuf> = std::iter::from_fn(|| pool.alloc().ok()).collect();
+    assert!(pool.alloc_init(8, |_| ()).is_err());
+    drop(held);
+    drop(m);
+    assert_eq!(pool.in_use(), 0);
+}

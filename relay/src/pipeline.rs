@@ -405,13 +405,12 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             }
         }
         for ((_, dest), share) in table.destinations(from).zip(shares.drain(..)) {
-            let Ok(mut h) = header_pool.alloc() else {
+            // One call into the shim: allocate, reserve the 78 bytes, write them.
+            let Ok((h, written)) = header_pool.alloc_init(FORWARD_HEADER_LEN, |buf| {
+                write_copy_header(buf, table, dest, &photon_in, info, psum).is_some()
+            }) else {
                 counters.drop(DropReason::NoMbuf);
                 continue; // `share` drops here: one reference less
-            };
-            let written = match h.append(FORWARD_HEADER_LEN) {
-                Ok(buf) => write_copy_header(buf, table, dest, &photon_in, info, psum).is_some(),
-                Err(_) => false,
             };
             if !written {
                 counters.drop(DropReason::NoMbuf);

@@ -50,6 +50,10 @@ struct rte_mbuf *photon_pktmbuf_clone(struct rte_mbuf *md, struct rte_mempool *m
 /* Data-pointer arithmetic (static inline / macros): prepend, append, adj, trim, chain. */
 char *photon_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
 char *photon_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+/* rte_pktmbuf_alloc + rte_pktmbuf_append in one call: 0 with *out and *data set,
+ * -1 if the pool is empty, -2 if len exceeds a fresh buffer's tailroom (nothing allocated). */
+int photon_pktmbuf_alloc_len(struct rte_mempool *mp, uint16_t len, struct rte_mbuf **out,
+			     char **data);
 char *photon_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int photon_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int photon_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
