@@ -491,8 +491,12 @@ impl Report {
             for b in &self.blocks {
                 let _ = writeln!(
                     s,
-                    "| {}… | {} | {} | {} | {} | {} | {} |",
-                    b.hash.get(..16).unwrap_or(&b.hash),
+                    "| …{}… | {} | {} | {} | {} | {} | {} |",
+                    // Block hashes start with a run of zeros: show the digits that tell them apart.
+                    {
+                        let h = b.hash.trim_start_matches('0');
+                        h.get(..12).unwrap_or(h)
+                    },
                     b.bytes,
                     b.wire_bytes.map_or("-".into(), |w| w.to_string()),
                     b.receivers,
