@@ -85,7 +85,9 @@ impl RepairPolicy {
 
     /// R for `source_count` source shards.
     pub fn repair_count(&self, source_count: usize) -> usize {
-        let ratio = (source_count as u64 * u64::from(self.overhead_permille)).div_ceil(1000);
+        let ratio = (source_count as u64)
+            .saturating_mul(u64::from(self.overhead_permille))
+            .div_ceil(1000);
         let r = usize::try_from(ratio)
             .unwrap_or(usize::MAX)
             .max(self.min_repair as usize);
@@ -133,16 +135,8 @@ impl FecParams {
         shard_size: usize,
         policy: &RepairPolicy,
     ) -> Result<Self, FecError> {
-        if block_len == 0 {
-            return Err(FecError::EmptyBlock);
-        }
-        if block_len > MAX_BLOCK_LEN {
-            return Err(FecError::BlockTooLong {
-                len: block_len,
-                max: MAX_BLOCK_LEN,
-            });
-        }
-        if shard_size == 0 || shard_size & 1 != 0 || shard_size > usize::from(u16::MAX) {
+        // `new` validates everything; only the division below needs a guard of its own.
+        if shard_size == 0 {
             return Err(FecError::BadShardSize(shard_size));
         }
         let k = block_len.div_ceil(shard_size);
@@ -447,6 +441,23 @@ mod tests {
         assert!(matches!(
             FecParams::new(MAX_BLOCK_LEN + 1, 1196, 1, 1),
             Err(FecError::BlockTooLong { .. })
+        ));
+        // for_block leaves validation to new: huge and odd inputs still give typed errors.
+        assert!(matches!(
+            FecParams::for_block(usize::MAX, 2, &p),
+            Err(FecError::BlockTooLong { .. })
+        ));
+        assert!(matches!(
+            FecParams::for_block(1000, 0, &p),
+            Err(FecError::BadShardSize(0))
+        ));
+        assert!(matches!(
+            FecParams::for_block(1000, 7, &p),
+            Err(FecError::BadShardSize(7))
+        ));
+        assert!(matches!(
+            FecParams::for_block(0, 1196, &p),
+            Err(FecError::EmptyBlock)
         ));
     }
 
