@@ -918,20 +918,10 @@ impl Control {
             if from_kind == PeerKind::Relay && peer.spec.kind == PeerKind::Relay {
                 continue;
             }
-            let Some(keys) = peer.spec.keys.as_ref() else {
-                continue;
-            };
-            let mut d = self.scratch[..n].to_vec();
-            if keys.send.sign_header(&mut d).is_err() {
-                continue;
+            if peer.spec.keys.is_some() {
+                let d = self.scratch[..n].to_vec();
+                self.send_datagram_to_slot(d, slot, out);
             }
-            self.counters.inc(ControlCounter::CopiesSent);
-            out.push(Outgoing {
-                to: peer.spec.addr,
-                mac: peer.spec.next_hop_mac,
-                port: peer.spec.port,
-                datagram: d,
-            });
         }
     }
 
