@@ -1,7 +1,9 @@
-//! `photon-perf`: Photon's benchmarks and (later) testbed driver.
+//! `photon-perf`: Photon's benchmarks, the end-to-end run's emulated nodes and report, and the
+//! capture replay tools.
 //!
 //! Every benchmark prints its figures side by side with the reference it is compared against,
 //! measured in the same run (see perf/RESULTS.md for recorded results and their commands).
+#![forbid(unsafe_code)]
 
 mod e2e;
 mod gateway_bench;
