@@ -215,12 +215,8 @@ impl Gateway {
         let plain = match key.open(stream, sealed) {
             Ok(p) => p,
             Err(e) => {
-                s.done = true;
                 self.stats.open_failed += 1;
-                self.event(GatewayEvent::BlockFailed {
-                    stream,
-                    reason: format!("open: {e}"),
-                });
+                self.fail_stream(stream, format!("open: {e}"));
                 return;
             }
         };
@@ -235,14 +231,21 @@ impl Gateway {
                 self.request_missing(now, stream);
             }
             Err(e) => {
-                s.done = true;
                 self.stats.decompress_failed += 1;
-                self.event(GatewayEvent::BlockFailed {
-                    stream,
-                    reason: format!("decompress: {e}"),
-                });
+                self.fail_stream(stream, format!("decompress: {e}"));
             }
         }
+    }
+
+    /// Gives up on an incoming stream: it is done (late fragments are ignored), holds no
+    /// pending block or retry, and the gateway reports why.
+    fn fail_stream(&mut self, stream: u64, reason: String) {
+        if let Some(s) = self.in_streams.get_mut(&stream) {
+            s.done = true;
+            s.pending = None;
+            s.next_retry = None;
+        }
+        self.event(GatewayEvent::BlockFailed { stream, reason });
     }
 
     /// Ask for the transactions a block lacks: first over the link the block came in on and
@@ -260,15 +263,11 @@ impl Gateway {
         };
         let Some(pending) = &s.pending else { return };
         if s.tx_requests >= rounds {
-            let s = self.in_streams.get_mut(&stream).expect("just looked up");
-            s.done = true;
-            s.pending = None;
-            s.next_retry = None;
             self.stats.blocks_given_up += 1;
-            self.event(GatewayEvent::BlockFailed {
+            self.fail_stream(
                 stream,
-                reason: format!("transactions still missing after {rounds} requests"),
-            });
+                format!("transactions still missing after {rounds} requests"),
+            );
             return;
         }
         let missing: Vec<u32> = pending.missing().into_iter().map(|id| id.0).collect();
@@ -337,12 +336,8 @@ impl Gateway {
             match pending.finish::<Bitcoin>() {
                 Ok(block) => self.deliver(now, stream, block),
                 Err(e) => {
-                    s.done = true;
                     self.stats.decompress_failed += 1;
-                    self.event(GatewayEvent::BlockFailed {
-                        stream,
-                        reason: format!("decompress: {e}"),
-                    });
+                    self.fail_stream(stream, format!("decompress: {e}"));
                 }
             }
         }
