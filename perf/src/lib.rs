@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compare;
 pub mod emunode;
 pub mod impair;
 pub mod replay;

@@ -36,6 +36,9 @@ enum Cmd {
     /// The propagation report (percentiles, time to 90%, bytes on the wire, per-stage
     /// breakdown; JSON, markdown, SVG/PNG plots) from the JSON-lines records of a run.
     Report(photon_perf::report::ReportArgs),
+    /// The baselines of one session side by side (report.json of each variant), with the
+    /// physical limit of a chosen block and the perf goals checked (scripts/baselines.sh).
+    Compare(photon_perf::compare::CompareArgs),
     /// One emulated Bitcoin node as its own process (the end-to-end run, scripts/demo.sh):
     /// records what its gateway delivers; with --replay, plays a trace of real blocks.
     Emunode(e2e::Args),
@@ -49,6 +52,7 @@ fn main() {
         Cmd::RelayBench(args) => relay_bench::run(&args),
         Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
         Cmd::Report(args) => photon_perf::report::run_report(&args),
+        Cmd::Compare(args) => photon_perf::compare::run_compare(&args),
         Cmd::Emunode(args) => e2e::run(&args),
     };
     if let Err(e) = result {

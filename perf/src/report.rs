@@ -147,7 +147,7 @@ impl Samples {
 }
 
 /// Percentiles of a distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub mean_ms: f64,
@@ -186,7 +186,7 @@ fn record(h: &mut Histogram<u64>, ns: u64) {
 }
 
 /// One block's row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockRow {
     pub hash: String,
     pub source: String,
@@ -201,7 +201,7 @@ pub struct BlockRow {
 }
 
 /// One stage's offsets from `block_in` at the source gateway, over blocks (and receivers).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRow {
     pub stage: String,
     pub count: u64,
@@ -210,8 +210,9 @@ pub struct StageRow {
     pub max_ms: f64,
 }
 
-/// The report of a run. See the module docs.
-#[derive(Debug, Clone, Serialize)]
+/// The report of a run. See the module docs. Read back from `report.json` by
+/// [`crate::compare`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// What was replayed (e.g. [`crate::trace::Trace::description`]).
     pub description: String,
