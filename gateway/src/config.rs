@@ -12,7 +12,9 @@ use photon_protocol::identity::PublicKey;
 use photon_protocol::shortid::TxStoreConfig;
 use serde::Deserialize;
 
-use crate::core::{CoreConfig, Delivery, KeyReleasePolicy, PeerEndpoint, RelayEndpoint};
+use crate::core::{
+    BlockEncoding, CoreConfig, Delivery, KeyReleasePolicy, PeerEndpoint, RelayEndpoint,
+};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub struct Config {
     pub peers: Vec<PeerSection>,
     #[serde(default)]
     pub key_release: KeyReleaseSection,
+    #[serde(default)]
+    pub block: BlockSection,
     #[serde(default)]
     pub tx_store: TxStoreSection,
     #[serde(default)]
@@ -156,6 +160,26 @@ impl Default for KeyReleaseSection {
     }
 }
 
+/// How our blocks go out (docs/protocol.md §6.8, §6.9): baselines for the perf runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockSection {
+    /// compact | bip152 | full
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    #[serde(default = "default_encrypt")]
+    pub encrypt: bool,
+}
+
+impl Default for BlockSection {
+    fn default() -> Self {
+        BlockSection {
+            encoding: default_encoding(),
+            encrypt: default_encrypt(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxStoreSection {
@@ -242,6 +266,12 @@ fn default_receivers() -> u32 {
 }
 fn default_release_timeout() -> u64 {
     3000
+}
+fn default_encoding() -> String {
+    "compact".into()
+}
+fn default_encrypt() -> bool {
+    true
 }
 fn default_store_mb() -> u64 {
     300
@@ -426,6 +456,16 @@ impl Config {
                 ))
             }
         };
+        core.block_encoding = BlockEncoding::from_name(&self.block.encoding).ok_or_else(|| {
+            invalid(
+                "block.encoding",
+                format!(
+                    "`{}`: expected compact, bip152 or full",
+                    self.block.encoding
+                ),
+            )
+        })?;
+        core.encrypt = self.block.encrypt;
         if self.tx_store.max_mb == 0 {
             return Err(invalid("tx_store.max_mb", "must be at least 1"));
         }
@@ -537,6 +577,36 @@ mod tests {
         assert_eq!(r.core.repair.overhead_permille, 50);
         assert_eq!(r.core.key_release.receipts_needed(), 1);
         assert_eq!(r.core.peer_fallback, Duration::from_millis(500));
+        assert_eq!(r.core.block_encoding, BlockEncoding::Compact);
+        assert!(r.core.encrypt);
+    }
+
+    #[test]
+    fn block_section_sets_encoding_and_encryption() {
+        for (name, want) in [
+            ("compact", BlockEncoding::Compact),
+            ("bip152", BlockEncoding::Bip152Sized),
+            ("full", BlockEncoding::Full),
+        ] {
+            let text = format!(
+                "{}[block]\nencoding = \"{name}\"\nencrypt = false\n",
+                minimal()
+            );
+            let r = Config::from_toml(Path::new("x.toml"), &text)
+                .unwrap()
+                .resolve(Path::new("/"))
+                .unwrap();
+            assert_eq!(r.core.block_encoding, want);
+            assert!(!r.core.encrypt);
+        }
+        let text = format!("{}[block]\nencoding = \"bip-152\"\n", minimal());
+        let e = Config::from_toml(Path::new("x.toml"), &text)
+            .unwrap()
+            .resolve(Path::new("/"))
+            .unwrap_err();
+        assert!(e.to_string().contains("block.encoding"), "{e}");
+        let text = format!("{}[block]\nencrypt = \"no\"\n", minimal());
+        assert!(Config::from_toml(Path::new("x.toml"), &text).is_err());
     }
 
     #[test]

@@ -62,6 +62,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash, Transaction};
 use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats};
+pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::shortid::{TxStore, TxStoreConfig, TxStoreStats};
@@ -161,6 +162,13 @@ pub struct CoreConfig {
     /// Blocks from our node go only to peers (which originate them for us), never to relays.
     pub originate_via_peers: bool,
     pub delivery: Delivery,
+    /// How our blocks are encoded (§6.3, §6.8). Receivers follow the payload's format byte,
+    /// so this only chooses what we send; a deployment uses one value to compare baselines.
+    pub block_encoding: BlockEncoding,
+    /// Seal our blocks with a per-block key released after receipts (§5). `false`: the
+    /// unsealed payload of §6.9, delivered by receivers as soon as it decodes, no key release.
+    /// Receivers follow the payload (sealed or not) whatever their own setting.
+    pub encrypt: bool,
     pub tx_store: TxStoreConfig,
     pub assembler: AssemblerConfig,
     /// Keepalive period when the relay's ack does not ask for one (and for peer links).
@@ -198,6 +206,8 @@ impl CoreConfig {
             peer_fallback: Duration::from_millis(500),
             originate_via_peers: false,
             delivery: Delivery::Push,
+            block_encoding: BlockEncoding::Compact,
+            encrypt: true,
             tx_store: TxStoreConfig::default(),
             assembler: AssemblerConfig::default(),
             keepalive: Duration::from_millis(1000),
@@ -231,6 +241,7 @@ pub enum NodeAction {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutTimings {
     pub compress: Duration,
+    /// Sealing; unsealed (`encrypt = false`): the copy behind the plain marker (§6.9).
     pub seal: Duration,
     /// FEC encode, shard hashes, manifest build and signature.
     pub fec_manifest: Duration,
@@ -241,8 +252,9 @@ pub struct OutTimings {
 pub struct InTimings {
     /// First fragment → K verified shards decoded.
     pub assemble: Duration,
-    /// Decoded → key in hand (zero if the key came first).
+    /// Decoded → key in hand (zero if the key came first, or the block was not sealed).
     pub key_wait: Duration,
+    /// Zero for an unsealed block.
     pub open: Duration,
     /// Decompression, including waiting for requested transactions.
     pub decompress: Duration,
@@ -277,6 +289,8 @@ pub enum GatewayEvent {
     BlockOriginated {
         hash: BlockHash,
         stream: u64,
+        encoding: BlockEncoding,
+        sealed: bool,
         block_bytes: usize,
         compressed_bytes: usize,
         datagrams_planned: usize,
@@ -294,6 +308,9 @@ pub enum GatewayEvent {
     BlockDelivered {
         hash: BlockHash,
         stream: u64,
+        /// The sender's encoding and whether it sealed the block (read from the payload).
+        encoding: BlockEncoding,
+        sealed: bool,
         via: LinkKind,
         tx_requests: u32,
         compressed_bytes: usize,
@@ -350,7 +367,12 @@ pub struct GatewayStats {
     /// Transactions sent to the relay again because their ID did not come back.
     pub tx_resends: u64,
     pub open_failed: u64,
+    /// Payloads that did not decode: unknown format byte (§6.8), bad encoding, wrong chain,
+    /// merkle or witness commitment mismatch.
     pub decompress_failed: u64,
+    /// Our blocks sent unsealed (`encrypt = false`), and unsealed blocks received.
+    pub blocks_out_unsealed: u64,
+    pub blocks_in_unsealed: u64,
     pub blocks_given_up: u64,
     pub peer_fallbacks: u64,
     pub registrations: u64,

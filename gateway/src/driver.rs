@@ -182,12 +182,15 @@ fn log_event(ev: &GatewayEvent) {
         GatewayEvent::BlockOriginated {
             hash,
             stream,
+            encoding,
+            sealed,
             block_bytes,
             compressed_bytes,
             datagrams_planned,
             timings,
         } => tracing::info!(
-            %hash, stream = format_args!("{stream:016x}"), block_bytes, compressed_bytes,
+            %hash, stream = format_args!("{stream:016x}"), encoding = encoding.name(), sealed,
+            block_bytes, compressed_bytes,
             datagrams_planned, compress_us = timings.compress.as_micros() as u64,
             seal_us = timings.seal.as_micros() as u64,
             fec_manifest_us = timings.fec_manifest.as_micros() as u64,
@@ -212,12 +215,15 @@ fn log_event(ev: &GatewayEvent) {
         ),
         GatewayEvent::BlockDelivered {
             hash,
+            encoding,
+            sealed,
             via,
             tx_requests,
             timings,
             ..
         } => tracing::info!(
-            %hash, ?via, tx_requests, total_us = timings.total.as_micros() as u64,
+            %hash, encoding = encoding.name(), sealed, ?via, tx_requests,
+            total_us = timings.total.as_micros() as u64,
             "block from network delivered to node"
         ),
         GatewayEvent::BlockFailed { stream, reason } => {

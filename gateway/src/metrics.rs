@@ -179,9 +179,14 @@ impl Metrics {
     /// Latencies and reasons carried by an event.
     pub fn observe_event(&self, ev: &GatewayEvent) {
         match ev {
-            GatewayEvent::BlockOriginated { timings, .. } => {
+            GatewayEvent::BlockOriginated {
+                timings, sealed, ..
+            } => {
                 self.stage("out_compress", timings.compress);
-                self.stage("out_seal", timings.seal);
+                // Unsealed blocks (encrypt = false) have no seal stage.
+                if *sealed {
+                    self.stage("out_seal", timings.seal);
+                }
                 self.stage("out_fec_manifest", timings.fec_manifest);
             }
             GatewayEvent::KeyReleased { reason, after, .. } => {
@@ -195,10 +200,14 @@ impl Metrics {
                     .get_or_create(&ReasonLabel { reason })
                     .inc();
             }
-            GatewayEvent::BlockDelivered { timings, .. } => {
+            GatewayEvent::BlockDelivered {
+                timings, sealed, ..
+            } => {
                 self.stage("in_assemble", timings.assemble);
-                self.stage("in_key_wait", timings.key_wait);
-                self.stage("in_open", timings.open);
+                if *sealed {
+                    self.stage("in_key_wait", timings.key_wait);
+                    self.stage("in_open", timings.open);
+                }
                 self.stage("in_decompress", timings.decompress);
                 self.stage("in_total", timings.total);
             }
@@ -372,6 +381,8 @@ mod tests {
         m.observe_event(&GatewayEvent::BlockOriginated {
             hash: bitcoin::BlockHash::from_raw_hash(bitcoin::hashes::Hash::all_zeros()),
             stream: 1,
+            encoding: crate::core::BlockEncoding::Compact,
+            sealed: true,
             block_bytes: 1_000_000,
             compressed_bytes: 5_000,
             datagrams_planned: 10,

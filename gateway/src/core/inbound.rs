@@ -1,13 +1,18 @@
 //! Blocks in: fragments verified before FEC (assembler, §4.1.4, §7.2) → decoded → receipt
 //! (§2.5) → key release (§2.6) → open (§5) → decompress from the tx store, asking for missing
 //! transactions by short ID (§2.4, §6.3) → the node.
+//!
+//! The sender's choices are read from the payload, not from our config: an unsealed payload
+//! (§6.9) is decoded at once, with no key wait and no `key_in` stage record; the encoding is
+//! the payload's format byte (§6.8). An unknown format or a block that does not check out is a
+//! typed error counted in `decompress_failed` and a `BlockFailed` event.
 
 use std::time::{Duration, Instant};
 
 use bitcoin::Block;
 use photon_protocol::assembler::Event;
 use photon_protocol::chain::Bitcoin;
-use photon_protocol::compress::{decompress, Decompressed, PendingBlock};
+use photon_protocol::compress::{decompress, envelope, BlockEncoding, Decompressed, PendingBlock};
 use photon_protocol::identity::PublicKey;
 use photon_protocol::integrity::ManifestFragment;
 use photon_protocol::seal::BlockKey;
@@ -32,6 +37,9 @@ pub(super) struct InStream {
     /// A key release that came before we knew the stream's origin: checked once we do.
     release: Option<KeyReleaseRepr>,
     pending: Option<PendingBlock>,
+    /// Unsealed by its sender (§6.9): no key needed.
+    unsealed: bool,
+    encoding: BlockEncoding,
     compressed_len: usize,
     open_time: Duration,
     decompress_started: Option<Instant>,
@@ -52,6 +60,8 @@ impl InStream {
             key_at: None,
             release: None,
             pending: None,
+            unsealed: false,
+            encoding: BlockEncoding::Compact,
             compressed_len: 0,
             open_time: Duration::ZERO,
             decompress_started: None,
@@ -208,23 +218,44 @@ impl Gateway {
         if s.done || s.pending.is_some() {
             return;
         }
-        let (Some(sealed), Some(key)) = (&s.sealed, &s.key) else {
+        let Some(payload) = &s.sealed else { return };
+        if envelope::unwrap_plain(payload).is_none() && s.key.is_none() {
+            return; // sealed: wait for the key
+        }
+        let t0 = Instant::now();
+        let Some(payload) = s.sealed.take() else {
             return;
         };
-        let t0 = Instant::now();
-        let plain = match key.open(stream, sealed) {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats.open_failed += 1;
-                self.fail_stream(stream, format!("open: {e}"));
-                return;
+        let opened;
+        let plain: &[u8] = if let Some(p) = envelope::unwrap_plain(&payload) {
+            s.unsealed = true;
+            self.stats.blocks_in_unsealed += 1;
+            p
+        } else {
+            let Some(key) = &s.key else { return };
+            match key.open(stream, &payload) {
+                Ok(p) => {
+                    opened = p;
+                    s.open_time = t0.elapsed();
+                    &opened
+                }
+                Err(e) => {
+                    self.stats.open_failed += 1;
+                    self.fail_stream(stream, format!("open: {e}"));
+                    return;
+                }
             }
         };
-        s.open_time = t0.elapsed();
         s.compressed_len = plain.len();
         s.decompress_started = Some(now);
-        s.sealed = None;
-        match decompress::<Bitcoin>(&plain, &self.store) {
+        if let Some(e) = plain
+            .first()
+            .copied()
+            .and_then(BlockEncoding::from_format_byte)
+        {
+            s.encoding = e;
+        }
+        match decompress::<Bitcoin>(plain, &self.store) {
             Ok(Decompressed::Complete(block)) => self.deliver(now, stream, block),
             Ok(Decompressed::Missing(pending)) => {
                 s.pending = Some(pending);
@@ -353,7 +384,11 @@ impl Gateway {
         let hash = block.block_hash();
         let via = self.links[s.first_link].kind;
         let ready = s.ready_at.unwrap_or(now);
-        let keyed = s.key_at.unwrap_or(now).max(ready);
+        let keyed = if s.unsealed {
+            ready
+        } else {
+            s.key_at.unwrap_or(now).max(ready)
+        };
         let timings = InTimings {
             assemble: ready - s.first_at,
             key_wait: keyed - ready,
@@ -362,6 +397,7 @@ impl Gateway {
             total: now - s.first_at,
         };
         let (tx_requests, compressed_bytes) = (s.tx_requests, s.compressed_len);
+        let (encoding, sealed) = (s.encoding, !s.unsealed);
         if !self.known_blocks.insert(hash) {
             self.stats.blocks_duplicate += 1;
             return;
@@ -390,6 +426,8 @@ impl Gateway {
         self.event(GatewayEvent::BlockDelivered {
             hash,
             stream,
+            encoding,
+            sealed,
             via,
             tx_requests,
             compressed_bytes,

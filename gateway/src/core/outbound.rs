@@ -1,13 +1,16 @@
-//! Blocks out: compress (§6) → seal with a fresh key (§5) → FEC + signed manifest (§3, §4.1)
-//! → fragments paced to the uplink, one hop-signed copy per destination → key release after
-//! receipts or timeout (§2.6) → direct peer fallback.
+//! Blocks out: compress (§6, in the configured encoding, §6.8) → seal with a fresh key (§5)
+//! → FEC + signed manifest (§3, §4.1) → fragments paced to the uplink, one hop-signed copy per
+//! destination → key release after receipts or timeout (§2.6) → direct peer fallback.
+//!
+//! With `encrypt = false` the payload is the unsealed envelope of §6.9 instead: no key, no
+//! release, no `seal`, `receipts` or `key_release` stage records (absent, not zero-length).
 
 use std::collections::HashSet;
 use std::time::Instant;
 
 use bitcoin::{Block, BlockHash};
 use photon_protocol::chain::Bitcoin;
-use photon_protocol::compress::compress;
+use photon_protocol::compress::{compress_as, envelope};
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::wire::{
@@ -25,8 +28,10 @@ const MAX_OUT_STREAMS: usize = 16;
 
 pub(super) struct OutStream {
     stream: u64,
+    /// What FEC encodes: the sealed block (§5.1) or the unsealed envelope (§6.9).
     sealed: Vec<u8>,
-    key: BlockKey,
+    /// `None` when the block went out unsealed: nothing to release.
+    key: Option<BlockKey>,
     manifest_hash: [u8; 32],
     sender: Sender,
     started: Instant,
@@ -89,7 +94,8 @@ impl Gateway {
         let hash = block.block_hash();
         self.stage(now, Stage::BlockIn, None, Some(hash), None);
         let block_bytes = bitcoin::consensus::serialize(block).len();
-        let compressed = match compress::<Bitcoin>(block, &self.store) {
+        let encoding = self.config.block_encoding;
+        let compressed = match compress_as::<Bitcoin>(encoding, block, &self.store) {
             Ok(c) => c,
             Err(e) => {
                 self.event(GatewayEvent::BlockFailed {
@@ -106,10 +112,11 @@ impl Gateway {
         }
         let stream = u64::from_be_bytes(stream_bytes);
         self.stage(now, Stage::Compress, Some(stream), Some(hash), None);
-        let mut sealed = compressed.bytes.clone();
-        let key =
+        let encrypt = self.config.encrypt;
+        let (sealed, key) = if encrypt {
+            let mut sealed = compressed.bytes.clone();
             match SealKey::generate(&self.rng).and_then(|k| k.seal_in_place(stream, &mut sealed)) {
-                Ok(k) => k,
+                Ok(k) => (sealed, Some(k)),
                 Err(e) => {
                     self.event(GatewayEvent::BlockFailed {
                         stream,
@@ -117,9 +124,16 @@ impl Gateway {
                     });
                     return;
                 }
-            };
+            }
+        } else {
+            (envelope::wrap_plain(&compressed.bytes), None)
+        };
         let t2 = clock();
-        self.stage(now, Stage::Seal, Some(stream), Some(hash), None);
+        if encrypt {
+            self.stage(now, Stage::Seal, Some(stream), Some(hash), None);
+        } else {
+            self.stats.blocks_out_unsealed += 1;
+        }
         let via_peers = self.config.originate_via_peers || self.live_links(true).is_empty();
         let dests = if via_peers {
             self.live_links(false).len()
@@ -147,6 +161,8 @@ impl Gateway {
         let datagrams_planned =
             sender.encoded().params().total() + sender.manifest().fragment_count();
         let (release_at, released_now) = match self.config.key_release {
+            // Unsealed: nothing to release, ever.
+            _ if !encrypt => (None, false),
             KeyReleasePolicy::Immediate => (None, true),
             p @ KeyReleasePolicy::Receipts { timeout, .. } => {
                 if p.receipts_needed() == 0 {
@@ -166,7 +182,7 @@ impl Gateway {
             started: now,
             relay_receipts: 0,
             peer_receipts: HashSet::new(),
-            released: false,
+            released: !encrypt,
             release_at,
             fallback_at: (has_peers && !via_peers).then_some(now + self.config.peer_fallback),
             peer_senders: Vec::new(),
@@ -200,6 +216,8 @@ impl Gateway {
         self.event(GatewayEvent::BlockOriginated {
             hash,
             stream,
+            encoding,
+            sealed: encrypt,
             block_bytes,
             compressed_bytes: compressed.bytes.len(),
             datagrams_planned,
@@ -340,12 +358,13 @@ impl Gateway {
         }
     }
 
-    /// Sends the key of out stream `i` to every live link.
+    /// Sends the key of out stream `i` to every live link (nothing for an unsealed stream).
     fn release_key(&mut self, now: Instant, i: usize, reason: ReleaseReason) {
         let s = &mut self.out_streams[i];
         s.released = true;
         s.release_at = None;
-        let release: KeyReleaseRepr = s.key.release(s.stream, &self.identity);
+        let Some(key) = &s.key else { return };
+        let release: KeyReleaseRepr = key.release(s.stream, &self.identity);
         let (stream, receipts, after) = (s.stream, s.receipts(), now - s.started);
         let hash = s.hash;
         self.broadcast_key(&release);
@@ -425,7 +444,10 @@ impl Gateway {
             }
         }
         let stream = s.stream;
-        let release = s.released.then(|| s.key.release(s.stream, &self.identity));
+        let release = match &s.key {
+            Some(key) if s.released => Some(key.release(s.stream, &self.identity)),
+            _ => None,
+        };
         if let Some(release) = release {
             for &link in &peers {
                 if self.send_message(link, Message::KeyRelease(release), 0) {
