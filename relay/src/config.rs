@@ -10,6 +10,7 @@ use std::path::Path;
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use serde::Deserialize;
 
+use crate::hold::{Forwarding, HoldLimits};
 use crate::table::{LocalSpec, PeerKind, PeerSpec};
 
 /// Why a configuration was refused.
@@ -145,6 +146,41 @@ pub struct RelayConfig {
     pub main_core: usize,
     #[serde(default = "default_max_hops")]
     pub max_hops: u8,
+    /// `"cut-through"` (default) or `"store-and-forward"` (a baseline: [`crate::hold`]).
+    #[serde(default)]
+    pub forwarding: Forwarding,
+    /// Store-and-forward only: streams held at once.
+    #[serde(default = "default_hold_max_streams")]
+    pub hold_max_streams: usize,
+    /// Store-and-forward only: bytes held at once (per pipeline core on DPDK, where each held
+    /// fragment counts as its whole RX buffer).
+    #[serde(default = "default_hold_max_bytes")]
+    pub hold_max_bytes: usize,
+    /// Store-and-forward only: a stream is released incomplete this long after its first
+    /// fragment.
+    #[serde(default = "default_hold_timeout_ms")]
+    pub hold_timeout_ms: u64,
+}
+
+impl RelayConfig {
+    /// The holder's bounds with the timeout in ms.
+    pub fn hold_limits(&self) -> HoldLimits {
+        HoldLimits {
+            max_streams: self.hold_max_streams,
+            max_bytes: self.hold_max_bytes,
+            timeout: self.hold_timeout_ms,
+        }
+    }
+}
+
+fn default_hold_max_streams() -> usize {
+    64
+}
+fn default_hold_max_bytes() -> usize {
+    16 << 20
+}
+fn default_hold_timeout_ms() -> u64 {
+    1000
 }
 
 fn default_prefix() -> u8 {
@@ -319,6 +355,27 @@ impl Config {
         }
         if r.max_hops == 0 {
             return Err(invalid("relay.max_hops", "0 would forward nothing"));
+        }
+        if r.hold_max_streams == 0 || r.hold_max_streams > 1 << 16 {
+            return Err(invalid(
+                "relay.hold_max_streams",
+                format!("{} is not in 1..=65536", r.hold_max_streams),
+            ));
+        }
+        if r.hold_max_bytes < 1 << 16 || r.hold_max_bytes > 1 << 32 {
+            return Err(invalid(
+                "relay.hold_max_bytes",
+                format!(
+                    "{} is not in 65536..=4294967296 (64 KiB to 4 GiB)",
+                    r.hold_max_bytes
+                ),
+            ));
+        }
+        if r.hold_timeout_ms == 0 || r.hold_timeout_ms > 60_000 {
+            return Err(invalid(
+                "relay.hold_timeout_ms",
+                format!("{} is not in 1..=60000", r.hold_timeout_ms),
+            ));
         }
         let d = &self.dataplane;
         if d.drain_us == 0 {
@@ -517,6 +574,13 @@ mod tests {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(c.relay.prefix_len, 24);
         assert_eq!(c.dataplane.drain_us, 100);
+        assert_eq!(c.relay.forwarding, Forwarding::CutThrough);
+        let s = Config::from_toml(
+            &MINIMAL.replace("[relay]", "[relay]\nforwarding = \"store-and-forward\""),
+        )
+        .unwrap();
+        assert_eq!(s.relay.forwarding, Forwarding::StoreAndForward);
+        assert_eq!(s.relay.hold_limits().timeout, 1000);
         assert_eq!(
             c.eal_args(),
             [
@@ -576,6 +640,13 @@ mod tests {
             "{MINIMAL}\n[[peer]]\nnode_id = 2\naddr = \"10.0.0.2:4433\"\nsend_key = \"00\""
         ));
         assert!(e.contains("hop key"), "{e}");
+        let e = err(&MINIMAL.replace("[relay]", "[relay]\nforwarding = \"store-forward\""));
+        assert!(
+            e.contains("forwarding") && e.contains("store-forward") && e.contains("cut-through"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("[relay]", "[relay]\nhold_timeout_ms = 0"));
+        assert!(e.contains("relay.hold_timeout_ms"), "{e}");
         let e = err(&MINIMAL.replace("[relay]", "[relay]\ngateway = \"192.168.0.1\""));
         assert!(e.contains("relay.gateway"), "{e}");
     }

@@ -92,6 +92,16 @@ pub enum Counter {
     IcmpReplies,
     /// Forwarded fragments handed to the control core's repair cache (zero-copy references).
     ToRepairCache,
+    /// Store-and-forward: admitted fragments held until their stream could be rebuilt.
+    HoldHeld,
+    /// Store-and-forward: held fragments released to the fan-out.
+    HoldReleased,
+    /// Store-and-forward: streams released complete (K shards and the whole manifest held).
+    HoldStreamsComplete,
+    /// Store-and-forward: streams released incomplete after `relay.hold_timeout_ms`.
+    HoldStreamsTimeout,
+    /// Store-and-forward: streams released incomplete to stay within the hold bounds.
+    HoldStreamsOverflow,
     /// A drop, by reason.
     Drop(DropReason),
 }
@@ -125,7 +135,7 @@ const DROP_REASONS: [DropReason; 26] = [
     DropReason::RepairRingFull,
 ];
 
-const PLAIN: usize = 12;
+const PLAIN: usize = 17;
 
 /// Number of counters.
 pub const COUNTERS: usize = PLAIN + DROP_REASONS.len();
@@ -187,6 +197,11 @@ impl Counter {
             Counter::ArpReplies,
             Counter::IcmpReplies,
             Counter::ToRepairCache,
+            Counter::HoldHeld,
+            Counter::HoldReleased,
+            Counter::HoldStreamsComplete,
+            Counter::HoldStreamsTimeout,
+            Counter::HoldStreamsOverflow,
         ];
         PLAIN_ALL
             .into_iter()
@@ -208,6 +223,11 @@ impl Counter {
             Counter::ArpReplies => 9,
             Counter::IcmpReplies => 10,
             Counter::ToRepairCache => 11,
+            Counter::HoldHeld => 12,
+            Counter::HoldReleased => 13,
+            Counter::HoldStreamsComplete => 14,
+            Counter::HoldStreamsTimeout => 15,
+            Counter::HoldStreamsOverflow => 16,
             Counter::Drop(r) => PLAIN + r.index(),
         }
     }
@@ -227,6 +247,11 @@ impl Counter {
             Counter::ArpReplies => "arp_replies".into(),
             Counter::IcmpReplies => "icmp_replies".into(),
             Counter::ToRepairCache => "to_repair_cache".into(),
+            Counter::HoldHeld => "hold_held".into(),
+            Counter::HoldReleased => "hold_released".into(),
+            Counter::HoldStreamsComplete => "hold_streams_complete".into(),
+            Counter::HoldStreamsTimeout => "hold_streams_timeout".into(),
+            Counter::HoldStreamsOverflow => "hold_streams_overflow".into(),
             Counter::Drop(r) => format!("drop_{}", r.name()),
         }
     }
@@ -264,6 +289,21 @@ impl LocalCounters {
 
     pub fn get(&self, c: Counter) -> u64 {
         self.values[c.index()]
+    }
+
+    /// Sets a counter (for cumulative counts kept elsewhere, e.g. [`crate::hold::HoldStats`]).
+    #[inline]
+    pub fn set(&mut self, c: Counter, v: u64) {
+        self.values[c.index()] = v;
+    }
+
+    /// Copies a holder's cumulative counts into the hold counters.
+    pub fn set_hold(&mut self, s: &crate::hold::HoldStats) {
+        self.set(Counter::HoldHeld, s.held);
+        self.set(Counter::HoldReleased, s.released);
+        self.set(Counter::HoldStreamsComplete, s.streams_complete);
+        self.set(Counter::HoldStreamsTimeout, s.streams_timeout);
+        self.set(Counter::HoldStreamsOverflow, s.streams_overflow);
     }
 
     /// Sum of all drop counters.

@@ -16,7 +16,8 @@ use photon_dpdk::{
 use crate::config::Config;
 use crate::counters::{CoreCounters, LocalCounters};
 use crate::dedup::Dedup;
-use crate::pipeline::{Pipeline, PipelineParts, PortIo};
+use crate::hold::{Forwarding, HoldLimits};
+use crate::pipeline::{Pipeline, PipelineParts, PortIo, HELD_FRAGMENT_BYTES};
 use crate::publish::{self, Publisher};
 use crate::table::{LocalSpec, Table, TableError};
 
@@ -87,12 +88,22 @@ impl DataPlane {
         let d = &cfg.dataplane;
         let cores = &cfg.relay.cores;
         let nq = cores.len() as u16;
+        // Store-and-forward: each core may hold `hold_max_bytes` worth of RX buffers.
+        let store_and_forward = cfg.relay.forwarding == Forwarding::StoreAndForward;
+        let hold_mbufs = if store_and_forward {
+            let per_core = cfg.relay.hold_max_bytes / HELD_FRAGMENT_BYTES + 1;
+            u32::try_from(per_core.saturating_mul(cores.len())).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         // Cached repair fragments pin an RX buffer and a header mbuf each: the pools get room
         // for the whole cache on top of the data path's own sizes.
         let rx_pool = Mempool::new(
             eal,
             "relay_rx",
-            d.rx_mbufs.saturating_add(d.repair_mbufs),
+            d.rx_mbufs
+                .saturating_add(d.repair_mbufs)
+                .saturating_add(hold_mbufs),
             d.mbuf_cache,
             Mempool::DEFAULT_DATA_ROOM,
         )?;
@@ -142,6 +153,10 @@ impl DataPlane {
         }
         let tsc_hz = photon_dpdk::tsc_hz(eal);
         let drain_tsc = (tsc_hz / 1_000_000).max(1) * d.drain_us;
+        let hold = store_and_forward.then(|| HoldLimits {
+            timeout: (tsc_hz / 1000).max(1) * cfg.relay.hold_timeout_ms,
+            ..cfg.relay.hold_limits()
+        });
         let quit = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         let mut counters = Vec::new();
@@ -188,6 +203,9 @@ impl DataPlane {
                 let mut p: Pipeline<RxQueue, TxQueue> = Pipeline::new(parts);
                 if let Some(ring) = repair {
                     p = p.with_repair_ring(ring);
+                }
+                if let Some(limits) = hold {
+                    p = p.with_hold(limits);
                 }
                 p.run(&q);
                 p.counters().clone()

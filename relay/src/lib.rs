@@ -6,7 +6,8 @@
 //! - [`table`]: the forwarding table (peers, their observed addresses, hop keys, fan-out list),
 //!   immutable and published to running cores by [`publish`].
 //! - [`dedup`]: the lock-free shared table that forwards each fragment once.
-//! - [`forward`]: the decision for one fragment (admit, then one header per destination).
+//! - [`forward`]: the decision for one fragment (admit, then one header per destination);
+//!   [`hold`]: the store-and-forward baseline (hold a stream until its block could be rebuilt).
 //! - [`counters`]: per-core counters, published in the housekeeping branch.
 //! - [`pipeline`]: the per-core DPDK run loop driving the above.
 //! - [`config`]: the TOML configuration; [`dataplane`]: EAL, ports, pools, rings and pinned
@@ -24,6 +25,7 @@ pub mod dataplane;
 pub mod dedup;
 pub mod forward;
 pub mod fuzzing;
+pub mod hold;
 pub mod metrics;
 pub mod packet;
 pub mod pipeline;

@@ -128,6 +128,13 @@ fn counter_help(c: Counter) -> &'static str {
         Counter::ArpReplies => "ARP requests answered",
         Counter::IcmpReplies => "ICMP echo requests answered",
         Counter::ToRepairCache => "forwarded fragments handed to the control core's repair cache",
+        Counter::HoldHeld => "store-and-forward: fragments held",
+        Counter::HoldReleased => "store-and-forward: held fragments released to the fan-out",
+        Counter::HoldStreamsComplete => "store-and-forward: streams released complete",
+        Counter::HoldStreamsTimeout => "store-and-forward: streams released after the hold timeout",
+        Counter::HoldStreamsOverflow => {
+            "store-and-forward: streams released early to stay within the hold bounds"
+        }
         Counter::Drop(_) => "drops by reason",
     }
 }

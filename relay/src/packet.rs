@@ -20,7 +20,7 @@
 
 use std::net::Ipv4Addr;
 
-use photon_protocol::wire::{self, flags, FragmentRepr, HEADER_LEN};
+use photon_protocol::wire::{self, flags, FragmentKind, FragmentRepr, MessageType, HEADER_LEN};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, UdpPacket,
@@ -72,6 +72,9 @@ pub struct FragmentInfo {
     pub sender: u32,
     pub stream: u64,
     pub index: u16,
+    /// The header's `count` and K (the store-and-forward hold reads them).
+    pub count: u16,
+    pub k: u16,
     pub hops: u8,
 }
 
@@ -84,6 +87,23 @@ impl FragmentInfo {
     /// Payload bytes after the Photon header.
     pub fn payload_len(&self) -> usize {
         self.datagram_len - HEADER_LEN
+    }
+
+    /// What the store-and-forward holder needs ([`crate::hold`]), with `bytes` the cost of
+    /// holding this fragment.
+    pub fn hold_meta(&self, bytes: usize) -> crate::hold::HoldMeta {
+        let kind = match self.msg_type {
+            t if t == MessageType::SourceShard.as_u8() => FragmentKind::Source,
+            t if t == MessageType::RepairShard.as_u8() => FragmentKind::Repair,
+            _ => FragmentKind::Manifest,
+        };
+        crate::hold::HoldMeta {
+            stream: self.stream,
+            kind,
+            count: self.count,
+            k: self.k,
+            bytes,
+        }
     }
 
     /// The fragment's identity for dedup.
@@ -235,6 +255,8 @@ fn classify_udp(ip: &Ipv4Packet<&[u8]>, udp_offset: usize, local: &Local) -> Act
         sender: packet.sender(),
         stream: packet.stream(),
         index: packet.index(),
+        count: packet.count(),
+        k: packet.k(),
         hops: packet.hops(),
     })
 }

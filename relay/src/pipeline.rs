@@ -23,6 +23,7 @@ use photon_protocol::wire::HEADER_LEN;
 use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::dedup::Dedup;
 use crate::forward::{admit, write_copy_header, Reject};
+use crate::hold::{HoldLimits, Holder};
 use crate::packet::{
     arp_reply_in_place, classify, icmp_echo_reply_in_place, payload_sum, Action, FragmentInfo,
     FORWARD_HEADER_LEN,
@@ -123,7 +124,21 @@ pub struct Pipeline<R, T> {
     drain_tsc: u64,
     /// The dedup table's coarse clock, read once per poll.
     dedup_clock: u16,
+    /// Store-and-forward only ([`Pipeline::with_hold`]): the holder, and the TSC of this poll.
+    hold: Option<Box<Holder<Held>>>,
+    now_tsc: u64,
 }
+
+/// A fragment the store-and-forward holder keeps: the received mbuf, untouched, and what
+/// classification said about it.
+pub struct Held {
+    m: Mbuf,
+    info: FragmentInfo,
+}
+
+/// What one held fragment counts against `relay.hold_max_bytes` on this backend: the whole RX
+/// buffer it pins, not just its datagram.
+pub const HELD_FRAGMENT_BYTES: usize = Mempool::DEFAULT_DATA_ROOM as usize;
 
 impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     pub fn new(parts: PipelineParts<R, T>) -> Pipeline<R, T> {
@@ -153,7 +168,36 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             rx_batch: MbufBatch::new(),
             drain_tsc: parts.drain_tsc,
             dedup_clock: 0,
+            hold: None,
+            now_tsc: 0,
         }
+    }
+
+    /// Store-and-forward ([`crate::hold`]): every admitted fragment is held until its stream
+    /// could be rebuilt, then fanned out exactly as cut-through would have. `limits.timeout` is
+    /// in TSC ticks; each held fragment counts [`HELD_FRAGMENT_BYTES`] against
+    /// `limits.max_bytes` and pins one RX-pool mbuf (size the pool for
+    /// `max_bytes / HELD_FRAGMENT_BYTES` more: [`crate::dataplane::DataPlane::start`] does).
+    /// Without this call the pipeline is cut-through: one `Option` check per admitted fragment.
+    pub fn with_hold(mut self, limits: HoldLimits) -> Self {
+        self.hold = Some(Box::new(Holder::new(limits)));
+        self
+    }
+
+    /// Releases held streams older than the hold timeout at `now_tsc` and fans them out (the
+    /// run loop calls it in its timer branch; no-op in cut-through). Returns the streams
+    /// released.
+    pub fn expire_held(&mut self, now_tsc: u64) -> usize {
+        let Some(h) = self.hold.as_mut() else {
+            return 0;
+        };
+        let n = h.expire(now_tsc);
+        if n > 0 {
+            self.forward_released();
+            self.flush_repair();
+            self.flush_all();
+        }
+        n
     }
 
     /// Hands every forwarded fragment to the control core's repair cache through `ring`
@@ -184,6 +228,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             let now = photon_dpdk::rdtsc();
             self.poll_at(now);
             if now.wrapping_sub(last) >= self.drain_tsc {
+                self.expire_held(now);
                 self.housekeeping();
                 last = now;
             }
@@ -205,6 +250,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             self.published.set_table_generation(self.table.generation());
         }
         self.dedup_clock = Dedup::clock(now_tsc);
+        self.now_tsc = now_tsc;
         self.drain_control();
         let mut received = 0;
         let mut batch = std::mem::take(&mut self.rx_batch);
@@ -229,11 +275,19 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// The timer branch: flush TX buffers and publish counters.
     pub fn housekeeping(&mut self) {
         self.flush_all();
+        if let Some(h) = &self.hold {
+            self.counters.set_hold(&h.stats());
+        }
         self.published.publish(&self.counters);
     }
 
     /// Flushes, frees what is left and publishes the final counters.
     pub fn shutdown(&mut self) {
+        if let Some(h) = self.hold.as_mut() {
+            // Held mbufs go back to the pool (the relay is stopping: nothing is sent any more).
+            h.clear();
+            self.counters.set_hold(&h.stats());
+        }
         self.flush_all();
         self.flush_control();
         self.flush_repair();
@@ -315,7 +369,8 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         }
     }
 
-    /// Fan-out of one authenticated, new fragment.
+    /// Admission, then (store-and-forward only) the hold, then the fan-out of one
+    /// authenticated, new fragment ([`Pipeline::fan_out`]).
     ///
     /// Zero-copy, as DPDK's ipv4_multicast: the received mbuf is cut down to the fragment's
     /// payload and shared by refcount ([`SharedMbuf::share_n`], one atomic add for the whole
@@ -326,32 +381,68 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// the same view of it (same data offset and length, `next` = NULL) and nobody writes it.
     /// Why not copy: 1.2 KB per destination is the cost this design exists to avoid.
     /// With a single destination the received buffer is rewritten in place (no allocation).
-    fn fragment(&mut self, mut m: Mbuf, info: &FragmentInfo) {
+    fn fragment(&mut self, m: Mbuf, info: &FragmentInfo) {
+        let from = match admit(
+            self.table.get(),
+            &self.dedup,
+            m.data(),
+            info,
+            self.dedup_clock,
+        ) {
+            Ok(slot) => slot,
+            Err(Reject::Duplicate) => {
+                self.counters.inc(Counter::DedupHits);
+                return;
+            }
+            Err(Reject::Drop(r)) => {
+                self.counters.drop(r);
+                return;
+            }
+        };
+        self.counters.inc(Counter::Fragments);
+        if let Some(hold) = self.hold.as_mut() {
+            let meta = info.hold_meta(HELD_FRAGMENT_BYTES);
+            match hold.offer(&meta, Held { m, info: *info }, self.now_tsc) {
+                // Its stream was released before: straight through.
+                Some(h) => self.fan_out(h.m, &h.info, from),
+                None => self.forward_released(),
+            }
+            return;
+        }
+        self.fan_out(m, info, from);
+    }
+
+    /// Fans out what the holder released, in order, with the current table.
+    fn forward_released(&mut self) {
+        while let Some(h) = self.hold.as_mut().and_then(|h| h.pop_ready()) {
+            let Some(from) = self.table.get().slot_of(h.info.sender) else {
+                // The sender left the table while its fragment was held.
+                self.counters.drop(DropReason::UnknownSender);
+                continue;
+            };
+            self.fan_out(h.m, &h.info, from);
+        }
+    }
+
+    /// The fan-out proper of an admitted fragment from the sender's slot `from` (see
+    /// [`Pipeline::fragment`]'s documentation).
+    #[inline]
+    fn fan_out(&mut self, mut m: Mbuf, info: &FragmentInfo, from: usize) {
+        if self.repair_buf.is_full() {
+            // Released held fragments can exceed one burst's worth of repair notes.
+            self.flush_repair();
+        }
         let Pipeline {
             ports,
             header_pool,
             table,
-            dedup,
             counters,
             shares,
-            dedup_clock,
             to_repair,
             repair_buf,
             ..
         } = self;
         let table = table.get();
-        let from = match admit(table, dedup, m.data(), info, *dedup_clock) {
-            Ok(slot) => slot,
-            Err(Reject::Duplicate) => {
-                counters.inc(Counter::DedupHits);
-                return;
-            }
-            Err(Reject::Drop(r)) => {
-                counters.drop(r);
-                return;
-            }
-        };
-        counters.inc(Counter::Fragments);
         let psum = payload_sum(m.data(), info);
         let mut photon_in = [0u8; HEADER_LEN];
         photon_in.copy_from_slice(&m.data()[info.photon_offset..info.payload_offset()]);

@@ -19,6 +19,10 @@
 //! packet in steady state: receive buffers, headers and the `mmsghdr` arrays are allocated once,
 //! the repair cache reuses evicted buffers; the iovec arrays are built once per batch.
 //!
+//! Store-and-forward (`[relay] forwarding`, a baseline): admitted fragments are copied into
+//! spare buffers and held by [`crate::hold::Holder`]; what it releases is fanned out exactly as
+//! above, from those buffers, which go back to the spare list once sent.
+//!
 //! Limits of this backend (documented, measured elsewhere): one core; a registration costs an
 //! Ed25519 verification and signature in the forwarding thread (tens of µs).
 
@@ -42,6 +46,7 @@ use crate::control::{unix_ms, Control, ControlSettings, ControlShared, Outgoing,
 use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::dedup::Dedup;
 use crate::forward::{admit, Reject};
+use crate::hold::{Forwarding, HoldLimits, Holder};
 use crate::packet::FragmentInfo;
 use crate::table::{LocalSpec, PeerSpec, Table, TableError};
 
@@ -118,6 +123,10 @@ pub struct SocketRelayConfig {
     pub send_buffer: Option<usize>,
     /// Peer relays (static hop keys; `next_hop_mac` and `port` are ignored here).
     pub peers: Vec<PeerSpec>,
+    /// Cut-through (default) or the store-and-forward baseline ([`crate::hold`]).
+    pub forwarding: Forwarding,
+    /// Store-and-forward bounds (`timeout` in ms).
+    pub hold: HoldLimits,
     /// Registration, keepalives, short IDs, repair cache.
     pub control: ControlSettings,
 }
@@ -136,6 +145,12 @@ impl SocketRelayConfig {
             recv_buffer: None,
             send_buffer: None,
             peers: Vec::new(),
+            forwarding: Forwarding::CutThrough,
+            hold: HoldLimits {
+                max_streams: 64,
+                max_bytes: 16 << 20,
+                timeout: 1000,
+            },
             control: ControlSettings::default(),
         }
     }
@@ -178,6 +193,8 @@ impl SocketRelayConfig {
             recv_buffer: cfg.socket.recv_buffer,
             send_buffer: cfg.socket.send_buffer,
             peers,
+            forwarding: cfg.relay.forwarding,
+            hold: cfg.relay.hold_limits(),
             control: cfg.control.settings()?,
         })
     }
@@ -270,15 +287,28 @@ pub fn classify_datagram(dgram: &[u8], from: SocketAddrV4, local: SocketAddrV4) 
         sender: packet.sender(),
         stream: packet.stream(),
         index: packet.index(),
+        count: packet.count(),
+        k: packet.k(),
         hops: packet.hops(),
     })
 }
 
-/// One queued fan-out copy: its header slot, the receive buffer and payload range it shares.
+/// Where a queued copy's payload lives: a receive buffer, or a datagram the store-and-forward
+/// holder released (kept in `SocketRelay::released` until the end of the poll).
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    Rx(usize),
+    Released(usize),
+}
+
+/// Spare datagram buffers kept for the holder (more are freed).
+const SPARE_BUFFERS: usize = 4096;
+
+/// One queued fan-out copy: its header slot, the buffer and payload range it shares.
 #[derive(Debug, Clone, Copy)]
 struct QueuedCopy {
     header: usize,
-    buf: usize,
+    buf: Src,
     start: usize,
     end: usize,
     to: SockaddrIn,
@@ -300,6 +330,10 @@ pub struct SocketRelay {
     copy_headers: Vec<[u8; HEADER_LEN]>,
     copies: Vec<QueuedCopy>,
     outgoing: Vec<Outgoing>,
+    /// Store-and-forward only: the holder, datagrams it released this poll, spare buffers.
+    hold: Option<Holder<Vec<u8>>>,
+    released: Vec<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SocketRelay {
@@ -389,6 +423,12 @@ impl SocketRelay {
             copy_headers: vec![[0u8; HEADER_LEN]; TX_QUEUE],
             copies: Vec::with_capacity(TX_QUEUE),
             outgoing: Vec::new(),
+            hold: match cfg.forwarding {
+                Forwarding::CutThrough => None,
+                Forwarding::StoreAndForward => Some(Holder::new(cfg.hold)),
+            },
+            released: Vec::new(),
+            spare: Vec::new(),
         })
     }
 
@@ -430,6 +470,7 @@ impl SocketRelay {
         while !quit.load(Ordering::Relaxed) {
             self.poll(&mut io)?;
             if last_tick.elapsed() >= self.tick {
+                self.expire_held(&mut io);
                 self.housekeeping();
                 last_tick = Instant::now();
             }
@@ -465,6 +506,9 @@ impl SocketRelay {
         let now = unix_ms();
         self.control.tick(now);
         let _ = self.control.take_table_update();
+        if let Some(h) = &self.hold {
+            self.counters.set_hold(&h.stats());
+        }
         self.stats.core.publish(&self.counters);
         self.control.publish(&self.stats.control, now);
     }
@@ -489,8 +533,55 @@ impl SocketRelay {
             self.datagram(io, i, len, from, now_ms, clock);
         }
         self.flush_copies(&mut io.tx);
+        self.recycle_released();
         self.flush_outgoing(&mut io.tx);
         Ok(n)
+    }
+
+    /// Store-and-forward: releases the streams held past the timeout and sends them.
+    fn expire_held(&mut self, io: &mut Mmsg) {
+        let now = self.held_clock();
+        let Some(h) = self.hold.as_mut() else {
+            return;
+        };
+        if h.expire(now) > 0 {
+            self.forward_released(io);
+            self.flush_copies(&mut io.tx);
+            self.recycle_released();
+        }
+    }
+
+    /// The holder's clock: ms since the relay started.
+    fn held_clock(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Fans out what the holder released, in order.
+    fn forward_released(&mut self, io: &mut Mmsg) {
+        let table: Arc<Table> = self.control.table().clone();
+        while let Some(d) = self.hold.as_mut().and_then(Holder::pop_ready) {
+            let p = Packet::new_unchecked(&d[..]);
+            let (sender, hops) = (p.sender(), p.hops());
+            let Some(from) = table.slot_of(sender) else {
+                // The sender left the table while its fragment was held.
+                self.counters.drop(DropReason::UnknownSender);
+                self.spare.push(d);
+                continue;
+            };
+            let end = d.len();
+            let j = self.released.len();
+            self.released.push(d);
+            self.fan_out(io, &table, Src::Released(j), end, from, hops);
+        }
+    }
+
+    /// Returns the released datagrams (all sent by now) to the spare buffers.
+    fn recycle_released(&mut self) {
+        for b in self.released.drain(..) {
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(b);
+            }
+        }
     }
 
     fn receive(&mut self, rx_headers: &mut MultiHeaders<SockaddrIn>) -> Result<usize, SocketError> {
@@ -567,7 +658,39 @@ impl SocketRelay {
         self.counters.inc(Counter::Fragments);
         let end = info.datagram_len;
         self.control.record_fragment(&self.rx_bufs[i][..end]);
-        let hops = info.hops.saturating_add(1);
+        if self.hold.is_some() {
+            let now = self.held_clock();
+            let mut d = self.spare.pop().unwrap_or_default();
+            d.clear();
+            d.extend_from_slice(&self.rx_bufs[i][..end]);
+            let meta = info.hold_meta(end);
+            let straight = self.hold.as_mut().and_then(|h| h.offer(&meta, d, now));
+            match straight {
+                Some(d) => {
+                    // Its stream was released before: straight through, from the receive buffer.
+                    self.spare.push(d);
+                }
+                None => {
+                    self.forward_released(io);
+                    return;
+                }
+            }
+        }
+        self.fan_out(io, &table, Src::Rx(i), end, from, info.hops);
+    }
+
+    /// One fragment (`end` bytes of `src`, received with `hops_in`) to every destination of
+    /// the sender's slot `from`.
+    fn fan_out(
+        &mut self,
+        io: &mut Mmsg,
+        table: &Table,
+        src: Src,
+        end: usize,
+        from: usize,
+        hops_in: u8,
+    ) {
+        let hops = hops_in.saturating_add(1);
         let node_id = table.local().node_id;
         for (_, dest) in table.destinations(from) {
             let Some(keys) = dest.spec.keys.as_ref() else {
@@ -579,7 +702,11 @@ impl SocketRelay {
             }
             let slot = self.copies.len();
             let h = &mut self.copy_headers[slot];
-            h.copy_from_slice(&self.rx_bufs[i][..HEADER_LEN]);
+            let bytes = match src {
+                Src::Rx(i) => &self.rx_bufs[i][..],
+                Src::Released(j) => &self.released[j][..],
+            };
+            h.copy_from_slice(&bytes[..HEADER_LEN]);
             {
                 let mut p = Packet::new_unchecked(&mut h[..]);
                 p.set_sender(node_id);
@@ -588,7 +715,7 @@ impl SocketRelay {
             let _ = keys.send.sign_header(&mut h[..]);
             self.copies.push(QueuedCopy {
                 header: slot,
-                buf: i,
+                buf: src,
                 start: HEADER_LEN,
                 end,
                 to: SockaddrIn::from(dest.spec.addr),
@@ -606,12 +733,19 @@ impl SocketRelay {
             copy_headers,
             copies,
             rx_bufs,
+            released,
             counters,
             ..
         } = self;
         let parts: Vec<[&[u8]; 2]> = copies
             .iter()
-            .map(|c| [&copy_headers[c.header][..], &rx_bufs[c.buf][c.start..c.end]])
+            .map(|c| {
+                let buf = match c.buf {
+                    Src::Rx(i) => &rx_bufs[i],
+                    Src::Released(j) => &released[j],
+                };
+                [&copy_headers[c.header][..], &buf[c.start..c.end]]
+            })
             .collect();
         let addrs: Vec<Option<SockaddrIn>> = copies.iter().map(|c| Some(c.to)).collect();
         send_all(socket, tx_headers, &parts, &addrs, counters);

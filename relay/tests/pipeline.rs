@@ -414,3 +414,84 @@ fn table_published_between_bursts_takes_effect() {
     h.tables.publish(table(&[2, 3, 4]));
     assert_eq!(h.run(&[fragment(2, 1, 1, &p)]).len(), 2);
 }
+
+/// Store-and-forward on the DPDK pipeline: a stream's fragments stay in their mbufs until K
+/// shards and the whole manifest are held, then leave in arrival order with the usual fan-out;
+/// later fragments pass straight; an incomplete stream leaves on the timeout; every mbuf is
+/// back in its pool at the end.
+#[test]
+fn store_and_forward_holds_mbufs_until_the_stream_could_be_rebuilt() {
+    use photon_protocol::wire::{FragmentKind, MessageType, Packet};
+    use photon_relay::hold::HoldLimits;
+    let mut h = Harness::store_and_forward(
+        table(&[2, 3, 4]),
+        HoldLimits {
+            max_streams: 8,
+            max_bytes: 1 << 20,
+            timeout: 1 << 40, // TSC ticks: minutes, so only the explicit expiry below releases
+        },
+    );
+    let base = h.in_use();
+    // K = 2, R = 1, a manifest of 1 fragment.
+    let frag = |kind, stream, index, seed| {
+        let count = if kind == FragmentKind::Source { 2 } else { 1 };
+        block_fragment(2, kind, stream, index, count, 2, 1, &payload(400, seed))
+    };
+    let out = h.run(&[
+        frag(FragmentKind::Source, 5, 0, 1),
+        frag(FragmentKind::Repair, 5, 0, 2),
+        frag(FragmentKind::Source, 6, 0, 3), // another stream, never completed
+    ]);
+    assert!(
+        out.is_empty(),
+        "nothing before the manifest: {} out",
+        out.len()
+    );
+    assert_eq!(h.counter(Counter::HoldHeld), 3);
+    assert_eq!(h.in_use().0, base.0 + 3, "held in their RX mbufs");
+
+    let out = h.run(&[frag(FragmentKind::Manifest, 5, 0, 4)]);
+    assert_eq!(out.len(), 6, "3 fragments x 2 destinations");
+    let kinds: Vec<(u32, MessageType)> = out
+        .iter()
+        .map(|c| {
+            let p = Packet::new_checked(&c[FORWARD_HEADER_LEN - 36..]).unwrap();
+            (dest_of(c), p.msg_type().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (3, MessageType::SourceShard),
+            (4, MessageType::SourceShard),
+            (3, MessageType::RepairShard),
+            (4, MessageType::RepairShard),
+            (3, MessageType::Manifest),
+            (4, MessageType::Manifest),
+        ],
+        "arrival order, usual fan-out"
+    );
+    check_copy(3, &out[0], &payload(400, 1));
+    check_copy(4, &out[5], &payload(400, 4));
+
+    // Later fragments of the released stream: straight through.
+    let out = h.run(&[frag(FragmentKind::Source, 5, 1, 5)]);
+    assert_eq!(out.len(), 2);
+    check_copy(3, &out[0], &payload(400, 5));
+
+    // The incomplete stream leaves on the timeout.
+    assert_eq!(h.pipeline.expire_held(photon_dpdk::rdtsc()), 0, "not yet");
+    assert_eq!(h.pipeline.expire_held(photon_dpdk::rdtsc() + (1 << 41)), 1);
+    h.pipeline.housekeeping();
+    let out = h.take_output();
+    assert_eq!(out.len(), 2);
+    check_copy(4, &out[1], &payload(400, 3));
+
+    assert_eq!(h.counter(Counter::Fragments), 5);
+    assert_eq!(h.counter(Counter::HoldHeld), 4);
+    assert_eq!(h.counter(Counter::HoldReleased), 4);
+    assert_eq!(h.counter(Counter::HoldStreamsComplete), 1);
+    assert_eq!(h.counter(Counter::HoldStreamsTimeout), 1);
+    assert_eq!(h.counter(Counter::FanoutCopies), 10);
+    assert_eq!(h.in_use(), base, "every mbuf back in its pool");
+}

@@ -296,3 +296,116 @@ fn get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+fn shard(kind: FragmentKind, stream: u64, index: u16, payload: &[u8]) -> Repr<'_> {
+    // K = 3, R = 2, a manifest of 2 fragments.
+    let count = match kind {
+        FragmentKind::Source => 3,
+        FragmentKind::Repair => 2,
+        FragmentKind::Manifest => 2,
+    };
+    Repr {
+        sender: 0,
+        hops: 0,
+        flags: 0,
+        message: Message::Fragment(FragmentRepr {
+            kind,
+            stream,
+            index,
+            count,
+            k: 3,
+            r: 2,
+            payload,
+        }),
+    }
+}
+
+/// `[relay] forwarding = "store-and-forward"`: nothing of a stream leaves the relay before it
+/// holds K shards and the whole manifest; then everything held leaves in arrival order, later
+/// fragments go straight through, and an incomplete stream is released by the timeout.
+#[test]
+fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
+    let mut cfg = SocketRelayConfig::loopback(RELAY);
+    cfg.forwarding = photon_relay::hold::Forwarding::StoreAndForward;
+    cfg.hold.timeout = 400;
+    let id = Identity::generate(&SystemRandom::new()).unwrap();
+    let relay = SocketRelay::bind(cfg, id).unwrap().spawn().unwrap();
+    let addr = relay.addr();
+    let gws: Vec<Gw> = (0..2)
+        .map(|_| Gw::register(addr, &relay.public_key()))
+        .collect();
+    let (src, dst) = (&gws[0], &gws[1]);
+    let order = [
+        (FragmentKind::Manifest, 0u16),
+        (FragmentKind::Source, 0),
+        (FragmentKind::Repair, 1),
+        (FragmentKind::Source, 2),
+    ];
+    let payload = |kind: FragmentKind, i: u16| vec![kind as u8 * 16 + i as u8; 300 + i as usize];
+    for &(kind, i) in &order {
+        let p = payload(kind, i);
+        src.send(addr, from(src.node, shard(kind, 0x5f, i, &p)));
+    }
+    // A second stream that never completes.
+    src.send(
+        addr,
+        from(
+            src.node,
+            shard(
+                FragmentKind::Source,
+                0x60,
+                0,
+                &payload(FragmentKind::Source, 9),
+            ),
+        ),
+    );
+    assert!(
+        dst.recv(Duration::from_millis(150)).is_none(),
+        "3 shards but not the whole manifest: nothing forwarded"
+    );
+    // The last manifest fragment releases the stream, in arrival order.
+    let last = payload(FragmentKind::Manifest, 1);
+    src.send(
+        addr,
+        from(src.node, shard(FragmentKind::Manifest, 0x5f, 1, &last)),
+    );
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let d = dst.recv(WAIT).expect("the released stream arrives");
+        assert!(dst.keys.recv.verify(&d), "tag under relay → gateway key");
+        let p = Packet::new_checked(&d[..]).unwrap();
+        let f = FragmentRepr::parse(&p).unwrap();
+        assert_eq!((p.sender(), p.hops(), f.stream), (RELAY, 1, 0x5f));
+        assert_eq!(f.payload, &payload(f.kind, f.index)[..]);
+        got.push((f.kind, f.index));
+    }
+    let mut want = order.to_vec();
+    want.push((FragmentKind::Manifest, 1));
+    assert_eq!(got, want, "arrival order");
+    // A later repair shard of the released stream goes straight through.
+    let r0 = payload(FragmentKind::Repair, 0);
+    src.send(
+        addr,
+        from(src.node, shard(FragmentKind::Repair, 0x5f, 0, &r0)),
+    );
+    let d = dst.recv(WAIT).expect("a later fragment passes straight");
+    let p = Packet::new_checked(&d[..]).unwrap();
+    assert_eq!((p.stream(), p.index()), (0x5f, 0));
+    // The incomplete stream comes out after the hold timeout (400 ms).
+    let d = dst
+        .recv(Duration::from_secs(3))
+        .expect("released by the timeout");
+    assert_eq!(Packet::new_checked(&d[..]).unwrap().stream(), 0x60);
+    assert!(src.recv(QUIET).is_none(), "nothing back to the sender");
+
+    let stats = relay.stats();
+    relay.stop().unwrap();
+    let c = stats.core.snapshot();
+    assert_eq!(c.get(Counter::Fragments), 7);
+    assert_eq!(c.get(Counter::HoldHeld), 6, "all but the straight one");
+    assert_eq!(c.get(Counter::HoldReleased), 6);
+    assert_eq!(c.get(Counter::HoldStreamsComplete), 1);
+    assert_eq!(c.get(Counter::HoldStreamsTimeout), 1);
+    assert_eq!(c.get(Counter::HoldStreamsOverflow), 0);
+    assert_eq!(c.get(Counter::FanoutCopies), 7);
+}

@@ -127,6 +127,33 @@ pub fn fragment(from: u32, stream: u64, index: u16, payload: &[u8]) -> Vec<u8> {
     udp_frame(from, &dgram)
 }
 
+/// A block fragment of any kind from `from`, signed with its key.
+#[allow(clippy::too_many_arguments)]
+pub fn block_fragment(
+    from: u32,
+    kind: FragmentKind,
+    stream: u64,
+    index: u16,
+    count: u16,
+    k: u16,
+    r: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let f = FragmentRepr {
+        kind,
+        stream,
+        index,
+        count,
+        k,
+        r,
+        payload,
+    };
+    let mut dgram = vec![0u8; f.buffer_len()];
+    f.emit(from, 0, 0, &mut dgram).expect("emit");
+    keys_of(from).recv.sign_header(&mut dgram).expect("sign");
+    udp_frame(from, &dgram)
+}
+
 pub fn keepalive(from: u32) -> Vec<u8> {
     let h = HeaderRepr {
         msg_type: MessageType::Keepalive,
@@ -247,6 +274,21 @@ impl Harness {
     }
 
     pub fn with_sizes(table: Table, rx_mbufs: u32, header_mbufs: u32, out_ring: u32) -> Harness {
+        Harness::build(table, rx_mbufs, header_mbufs, out_ring, None)
+    }
+
+    /// A store-and-forward pipeline ([`Pipeline::with_hold`]; timeout in TSC ticks).
+    pub fn store_and_forward(table: Table, limits: photon_relay::hold::HoldLimits) -> Harness {
+        Harness::build(table, 1024, 1024, 1024, Some(limits))
+    }
+
+    fn build(
+        table: Table,
+        rx_mbufs: u32,
+        header_mbufs: u32,
+        out_ring: u32,
+        hold: Option<photon_relay::hold::HoldLimits>,
+    ) -> Harness {
         let eal = eal();
         let rx_pool = pool(rx_mbufs, Mempool::DEFAULT_DATA_ROOM);
         let header_pool = pool(header_mbufs, 256);
@@ -269,8 +311,12 @@ impl Harness {
             counters: counters.clone(),
             drain_tsc: 1,
         };
+        let mut pipeline = Pipeline::new(parts);
+        if let Some(limits) = hold {
+            pipeline = pipeline.with_hold(limits);
+        }
         Harness {
-            pipeline: Pipeline::new(parts),
+            pipeline,
             input,
             output,
             control,
