@@ -3,6 +3,12 @@
 //! its BIP152 compact block and its full size. Every compressed block is also decompressed and
 //! checked byte for byte against the original.
 //!
+//! A second table gives the three encodings a gateway can send (`[block] encoding`, §6.8:
+//! compact, BIP152-sized, full) under model B: the payload (plus the 16-byte AEAD tag or the
+//! unsealed marker, the same size) and the bytes of every datagram of its first pass (FEC
+//! source and repair shards and the signed manifest, headers included), as the protocol's
+//! `Sender` emits them for one destination.
+//!
 //! cargo run --release -p photon-protocol --example compression_table
 
 use std::time::Instant;
@@ -11,7 +17,12 @@ use bitcoin::bip152::HeaderAndShortIds;
 use bitcoin::consensus::serialize;
 use photon_protocol::chain::{Bitcoin, ChainAdapter};
 use photon_protocol::compress::model::ArrivalModel;
-use photon_protocol::compress::{compress, decompress, CompressStats, Decompressed};
+use photon_protocol::compress::{
+    compress, compress_as, decompress, BlockEncoding, CompressStats, Decompressed,
+};
+use photon_protocol::identity::Identity;
+use photon_protocol::seal::TAG_LEN;
+use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::shortid::{TxStore, TxStoreConfig};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,6 +109,80 @@ fn bound_bits(stats: &CompressStats) -> f64 {
     }
     let w = stats.window;
     (0..k).map(|i| ((w - i) as f64).log2()).sum::<f64>() / k as f64
+}
+
+/// Bytes of every datagram of the first pass of `payload` (unpaced, one destination).
+fn wire_bytes(payload_len: usize, key: &Identity) -> (usize, usize) {
+    let payload = vec![0u8; payload_len];
+    let cfg = SenderConfig {
+        rate_bytes_per_sec: 0,
+        ..SenderConfig::default()
+    };
+    let now = Instant::now();
+    let mut s = Sender::new(cfg, 1, &payload, key.key_pair(), now).expect("sender");
+    let mut buf = vec![0u8; photon_protocol::wire::MAX_DATAGRAM];
+    let (mut bytes, mut datagrams) = (0, 0);
+    while let Some(len) = s.poll_transmit(now, &mut buf) {
+        bytes += len;
+        datagrams += 1;
+    }
+    (bytes, datagrams)
+}
+
+/// The second table: the three encodings under model B, payload and wire bytes.
+fn encodings_table(files: &[(u64, std::path::PathBuf)], model: &ArrivalModel) {
+    let key = Identity::generate(&ring::rand::SystemRandom::new()).expect("identity");
+    println!();
+    println!(
+        "Encodings (`[block] encoding`), model B; payload = encoded block + {TAG_LEN} (AEAD tag, \
+         or the unsealed marker); wire = every datagram of the first pass to one destination \
+         (shards, repair, manifest, headers):"
+    );
+    println!();
+    println!(
+        "| height | txs | BIP152 cmpctblock | compact payload | compact wire (datagrams) | \
+         bip152 payload | bip152 wire (datagrams) | full payload | full wire (datagrams) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut totals = [(0usize, 0usize); 3];
+    for (height, path) in files {
+        let raw = std::fs::read(path).expect("read block");
+        let block = Bitcoin::decode_block(&raw).expect("a real block decodes");
+        let store = store_for(&block, model, height * 16 + 1);
+        let cmpct = HeaderAndShortIds::from_block(&block, 0x5eed, 2, &[]).expect("bip152");
+        print!(
+            "| {height} | {} | {} |",
+            block.txdata.len(),
+            serialize(&cmpct).len()
+        );
+        for (i, e) in BlockEncoding::ALL.into_iter().enumerate() {
+            let c = compress_as::<Bitcoin>(e, &block, &store).expect("encode");
+            match decompress::<Bitcoin>(&c.bytes, &store).expect("decode") {
+                Decompressed::Complete(back) => {
+                    assert_eq!(
+                        Bitcoin::encode_block(&back),
+                        raw,
+                        "{e:?} round trip of {height}"
+                    )
+                }
+                Decompressed::Missing(p) => panic!("{height}: {} missing", p.missing().len()),
+            }
+            let payload = c.bytes.len() + TAG_LEN;
+            let (wire, datagrams) = wire_bytes(payload, &key);
+            totals[i].0 += payload;
+            totals[i].1 += wire;
+            print!(" {payload} | {wire} ({datagrams}) |");
+        }
+        println!();
+    }
+    println!();
+    for (e, (payload, wire)) in BlockEncoding::ALL.iter().zip(totals) {
+        println!(
+            "- {}: {payload} payload bytes, {wire} wire bytes over {} blocks",
+            e.name(),
+            files.len()
+        );
+    }
 }
 
 fn main() {
@@ -206,4 +291,5 @@ fn main() {
     } else {
         println!("- Blocks over 2 B/known tx: {}", goal_missed.join("; "));
     }
+    encodings_table(&files, &models[1].model);
 }
