@@ -9,6 +9,7 @@ mod e2e;
 mod gateway_bench;
 mod iofwd;
 mod relay_bench;
+mod veth_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,12 @@ enum Cmd {
     /// The relay's per-core fan-out throughput (fan-out 1, 8, 16) beside dpdk-testpmd io-forward,
     /// and the latency it adds at half load.
     RelayBench(relay_bench::Args),
+    /// The relay's DPDK and kernel-socket backends on the same af_packet/veth testbed: packets
+    /// per second through one relay core at a fan-out, measured one after the other.
+    VethBench(veth_bench::Args),
+    /// The veth-bench generator (run by veth-bench inside the generator's namespace).
+    #[command(hide = true)]
+    VethGen(veth_bench::GenArgs),
     /// The Bitcoin P2P messages (version, inv, tx, block, cmpctblock, headers) of a pcap or
     /// pcapng capture, with TCP reassembly; prints what it found and counted.
     ReplayPcap(photon_perf::replay::ReplayPcapArgs),
@@ -50,6 +57,8 @@ fn main() {
         Cmd::Iofwd(args) => iofwd::run(&args),
         Cmd::GatewayRx(args) => gateway_bench::run(&args),
         Cmd::RelayBench(args) => relay_bench::run(&args),
+        Cmd::VethBench(args) => veth_bench::run(&args),
+        Cmd::VethGen(args) => veth_bench::run_gen(&args),
         Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
         Cmd::Report(args) => photon_perf::report::run_report(&args),
         Cmd::Compare(args) => photon_perf::compare::run_compare(&args),
