@@ -43,7 +43,12 @@
 //!   DPDK data cores hand the control core a refcounted reference, [`Control::record_fragment_mbuf`],
 //!   see [`crate::pipeline`]); a repair request is
 //!   answered with each cached fragment it lists, flagged `RETRANSMIT`, unicast to the
-//!   requester under its hop key. Fragments not in the cache are counted (`repair_missed`).
+//!   requester under its hop key. Fragments not in the cache are counted (`repair_missed`);
+//!   when a *gateway* asked, they are asked of the peer relays in one repair request
+//!   (`repair_passed_on`; split horizon: a relay's request is never passed on), and the
+//!   requesting gateways are remembered per stream (bounded), so the RETRANSMIT fragments a
+//!   peer relay answers with are cached and passed on to them (`retransmit_relayed`): a
+//!   fragment lost between two relays is repaired end to end.
 //! - **Receipts and key releases** (§2.5, §2.6): passed on like fragments (the relay does not
 //!   track stream origins): to every gateway and peer relay but the sender. A key release is
 //!   passed on once per stream (two paths through the mesh deliver it twice).
@@ -70,7 +75,7 @@ use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, Pub
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
     flags, register_status, FragmentKind, KeepaliveRepr, Message, MessageType, Packet,
-    RegisterRepr, Repr, TxRequestRepr, MAX_DATAGRAM,
+    RegisterRepr, RepairRequestRepr, Repr, TxRequestRepr, MAX_DATAGRAM,
 };
 use ring::rand::SecureRandom;
 
@@ -163,7 +168,9 @@ control_counters! {
     RepairRequests => "repair_requests", "repair requests received";
     RepairServed => "repair_served", "fragments retransmitted from the cache";
     RepairMissed => "repair_missed", "requested fragments not in the cache";
-    UnsolicitedRetransmit => "unsolicited_retransmit", "RETRANSMIT fragments received (the relay asks for none)";
+    RepairPassedOn => "repair_passed_on", "fragments a gateway asked for that the cache lacked, asked of the peer relays";
+    RetransmitRelayed => "retransmit_relayed", "RETRANSMIT fragments from a peer relay passed on to the gateways that asked";
+    UnsolicitedRetransmit => "unsolicited_retransmit", "RETRANSMIT fragments received that nobody here asked for";
     CopiesSent => "copies_sent", "control datagrams emitted";
     TablesBuilt => "tables_built", "forwarding tables built for publication";
     TableErrors => "table_errors", "membership changes that could not be turned into a table";
@@ -278,6 +285,9 @@ pub struct Control {
     txs: FifoMap<(u32, u64), (Option<u32>, u64)>,
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
+    /// Stream → gateways (node ids, at most [`REPAIR_WAITERS`]) whose repair request was
+    /// passed on to the peer relays: who gets the RETRANSMIT answers.
+    repair_waiting: FifoMap<u64, Vec<u32>>,
     cache: RepairCache<Stored>,
     tx_cache: TxCache,
     table: Arc<Table>,
@@ -319,6 +329,7 @@ impl Control {
             // from other relays' (and gateways') ids at a receiver that sees several.
             next_transfer: u64::from(local.node_id) << 32,
             key_releases: FifoMap::new(settings.key_release_memory),
+            repair_waiting: FifoMap::new(REPAIR_WAITING_STREAMS),
             cache: RepairCache::new(settings.repair_cache_fragments, settings.repair_cache_bytes),
             tx_cache: TxCache::new(settings.tx_cache_bytes),
             local,
@@ -564,12 +575,16 @@ impl Control {
                 self.counters.inc(ControlCounter::RepairRequests);
                 let (stream, kind) = (req.stream, req.kind);
                 let missing = req.missing.clone();
-                self.serve_repair(slot, stream, kind, &missing, out);
+                let missed = self.serve_repair(slot, stream, kind, &missing, out);
+                if !missed.is_empty() && from_kind == PeerKind::Gateway {
+                    self.pass_on_repair(sender, stream, kind, missed, repr.hops, out);
+                }
             }
             Message::Fragment(_) => {
                 // The data path forwards fresh fragments itself; what reaches the control path
-                // is a retransmission, which answers someone else's request.
-                self.counters.inc(ControlCounter::UnsolicitedRetransmit);
+                // is a retransmission: the answer of a peer relay to a request passed on for
+                // one of our gateways, or someone else's business.
+                self.relay_retransmit(packet.datagram(), from_kind, out);
             }
             Message::TxRequest(ref req) => {
                 self.counters.inc(ControlCounter::TxRequests);
@@ -755,6 +770,7 @@ impl Control {
         self.send_to_slot(&repr, slot, out);
     }
 
+    /// Answers what the cache holds; returns the indices it lacks.
     fn serve_repair(
         &mut self,
         slot: usize,
@@ -762,12 +778,13 @@ impl Control {
         kind: FragmentKind,
         missing: &[u16],
         out: &mut Vec<Outgoing>,
-    ) {
+    ) -> Vec<u16> {
+        let mut missed = Vec::new();
         let Some(peer) = self.table.peer(slot) else {
-            return;
+            return missed;
         };
         let Some(keys) = peer.spec.keys.as_ref() else {
-            return;
+            return missed;
         };
         let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
         for &index in missing {
@@ -778,6 +795,7 @@ impl Control {
             };
             let Some(cached) = self.cache.get(&key) else {
                 self.counters.inc(ControlCounter::RepairMissed);
+                missed.push(index);
                 continue;
             };
             let mut d = Vec::with_capacity(cached.byte_len());
@@ -797,6 +815,89 @@ impl Control {
                 port,
                 datagram: d,
             });
+        }
+        missed
+    }
+
+    /// Asks the peer relays for the fragments of `stream` gateway `gateway` asked for and the
+    /// cache lacks, and remembers who asked.
+    fn pass_on_repair(
+        &mut self,
+        gateway: u32,
+        stream: u64,
+        kind: FragmentKind,
+        missed: Vec<u16>,
+        hops: u8,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let has_relay = self
+            .table
+            .peers()
+            .iter()
+            .any(|p| p.spec.kind == PeerKind::Relay && p.spec.keys.is_some());
+        if !has_relay {
+            return;
+        }
+        let mut waiting = self
+            .repair_waiting
+            .get(&stream)
+            .cloned()
+            .unwrap_or_default();
+        if !waiting.contains(&gateway) && waiting.len() < REPAIR_WAITERS {
+            waiting.push(gateway);
+        }
+        self.repair_waiting.insert(stream, waiting);
+        self.counters
+            .add(ControlCounter::RepairPassedOn, missed.len() as u64);
+        let fwd = Repr {
+            sender: self.local.node_id,
+            hops: hops.saturating_add(1),
+            flags: 0,
+            message: Message::RepairRequest(RepairRequestRepr::new(stream, kind, missed)),
+        };
+        if fwd.hops >= self.local.max_hops {
+            return;
+        }
+        let Ok(n) = fwd.emit(&mut self.scratch) else {
+            self.counters.inc(ControlCounter::Malformed);
+            return;
+        };
+        let table = self.table.clone();
+        for (slot, peer) in table.peers().iter().enumerate() {
+            if peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some() {
+                let d = self.scratch[..n].to_vec();
+                self.send_datagram_to_slot(d, slot, out);
+            }
+        }
+    }
+
+    /// A RETRANSMIT fragment that reached the control path: from a peer relay, for a stream
+    /// our gateways asked repairs of, it is cached and passed on to them (sender = this relay,
+    /// hops + 1, their hop keys); anything else is counted and dropped.
+    fn relay_retransmit(&mut self, datagram: &[u8], from_kind: PeerKind, out: &mut Vec<Outgoing>) {
+        let Ok(p) = Packet::new_checked(datagram) else {
+            return;
+        };
+        let waiting = match self.repair_waiting.get(&p.stream()) {
+            Some(w) if from_kind == PeerKind::Relay => w.clone(),
+            _ => {
+                self.counters.inc(ControlCounter::UnsolicitedRetransmit);
+                return;
+            }
+        };
+        self.cache.insert_datagram(datagram);
+        for node in waiting {
+            let Some(slot) = self.table.slot_of(node) else {
+                continue;
+            };
+            let mut d = datagram.to_vec();
+            let Ok(mut q) = Packet::new_checked(&mut d[..]) else {
+                continue;
+            };
+            q.set_sender(self.local.node_id);
+            q.set_hops(q.hops().saturating_add(1));
+            self.counters.inc(ControlCounter::RetransmitRelayed);
+            self.send_datagram_to_slot(d, slot, out);
         }
     }
 
@@ -982,6 +1083,11 @@ impl Control {
         }
     }
 }
+
+/// Streams whose passed-on repair requests are remembered (oldest forgotten first).
+const REPAIR_WAITING_STREAMS: usize = 4096;
+/// Gateways remembered per such stream.
+const REPAIR_WAITERS: usize = 16;
 
 /// Milliseconds since the Unix epoch from the system clock (what drivers pass as `now_ms`;
 /// registrations carry Unix time, §2.8).

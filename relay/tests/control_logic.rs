@@ -657,3 +657,113 @@ fn tx_cache_is_bounded_in_bytes_and_can_be_disabled() {
     assert_eq!(out.len(), 2, "passed on to the two other gateways");
     assert_eq!(c.counters().get(ControlCounter::TxRequestPassedOn), 1);
 }
+
+/// Two relays in a mesh: what a gateway asks for and this relay's cache lacks (lost between
+/// the relays) is asked of the peer relay, whose RETRANSMIT answer is cached and passed on to
+/// the gateway that asked; a relay's own request is never passed on, and retransmissions
+/// nobody asked for are counted drops.
+#[test]
+fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() {
+    use photon_protocol::hopauth::HopKey;
+    use photon_relay::table::{PeerKind, PeerSpec};
+    const PEER: u32 = 2;
+    let to_peer = HopKey::from_bytes(&[0x12; 16]);
+    let from_peer = HopKey::from_bytes(&[0x21; 16]);
+    let peer_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6000);
+    let rng = SystemRandom::new();
+    let id = Identity::generate(&rng).unwrap();
+    let pk = id.public_key();
+    let mut c = Control::new(
+        id,
+        local(),
+        vec![PeerSpec {
+            node_id: PEER,
+            kind: PeerKind::Relay,
+            addr: peer_addr,
+            next_hop_mac: [0; 6],
+            port: 0,
+            keys: Some(HopKeys {
+                send: to_peer.clone(),
+                recv: from_peer.clone(),
+            }),
+            subscribed: true,
+        }],
+        ControlSettings::default(),
+        Arc::new(rng),
+    )
+    .unwrap();
+    let mut g = Gw::new(5200);
+    g.register(&mut c, &pk, 1);
+    c.record_fragment(&fragment(9, 2, PEER));
+    let req = g.signed(Repr {
+        sender: g.node,
+        hops: 0,
+        flags: 0,
+        message: Message::RepairRequest(RepairRequestRepr::new(
+            9,
+            FragmentKind::Repair,
+            vec![2, 5],
+        )),
+    });
+    let mut out = Vec::new();
+    c.handle(NOW, src(5200), &req, &mut out);
+    assert_eq!(
+        out.len(),
+        2,
+        "index 2 from the cache, index 5 asked of the peer"
+    );
+    assert_eq!(to_port(&out[0]), 5200);
+    assert_eq!(out[1].to, peer_addr);
+    assert!(to_peer.verify(&out[1].datagram), "under relay → peer key");
+    let p = Packet::new_checked(&out[1].datagram[..]).unwrap();
+    let Message::RepairRequest(asked) = Repr::parse(&p).unwrap().message else {
+        panic!("a repair request to the peer")
+    };
+    assert_eq!((p.sender(), asked.stream), (RELAY, 9));
+    assert_eq!(asked.missing, vec![5]);
+    assert_eq!(c.counters().get(ControlCounter::RepairPassedOn), 1);
+
+    // The peer answers with the fragment, flagged RETRANSMIT: it reaches the gateway.
+    let retransmit = |stream, index| {
+        let mut d = fragment(stream, index, PEER);
+        let mut q = Packet::new_checked(&mut d[..]).unwrap();
+        q.set_flags(flags::RETRANSMIT);
+        from_peer.sign_header(&mut d).unwrap();
+        d
+    };
+    out.clear();
+    c.handle(NOW, Source::socket(peer_addr), &retransmit(9, 5), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5200);
+    assert!(g.accepts(&out[0].datagram));
+    let p = Packet::new_checked(&out[0].datagram[..]).unwrap();
+    assert_eq!(p.flags() & flags::RETRANSMIT, flags::RETRANSMIT);
+    assert_eq!(
+        (p.sender(), p.stream(), p.index(), p.hops()),
+        (RELAY, 9, 5, 1)
+    );
+    assert_eq!(p.payload(), &vec![5u8; 500][..]);
+    assert_eq!(c.counters().get(ControlCounter::RetransmitRelayed), 1);
+
+    // Now cached: a second gateway request is served here.
+    out.clear();
+    c.handle(NOW, src(5200), &req, &mut out);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|o| to_port(o) == 5200));
+
+    // Nobody asked for stream 10; the peer's own request is served, never passed on.
+    out.clear();
+    c.handle(NOW, Source::socket(peer_addr), &retransmit(10, 1), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(c.counters().get(ControlCounter::UnsolicitedRetransmit), 1);
+    let mut peer_req = emit(&Repr {
+        sender: PEER,
+        hops: 0,
+        flags: 0,
+        message: Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![7])),
+    });
+    from_peer.sign_header(&mut peer_req).unwrap();
+    c.handle(NOW, Source::socket(peer_addr), &peer_req, &mut out);
+    assert!(out.is_empty(), "split horizon");
+    assert_eq!(c.counters().get(ControlCounter::RepairPassedOn), 1);
+}
