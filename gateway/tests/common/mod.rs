@@ -1,0 +1,222 @@
+//! The end-to-end harness shared by the gateway's tests against real processes: python-bitcoinlib
+//! nodes (tests/py/gateway_e2e.py, played by `/usr/bin/python3`), a real socket-backend relay on
+//! loopback, and gateways started through the driver.
+#![allow(dead_code)] // each test file uses part of it
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bitcoin::Network;
+use photon_gateway::core::{CoreConfig, GatewayEvent, PeerEndpoint, RelayEndpoint};
+use photon_gateway::driver::{self, DriverConfig, GatewayHandle, Snapshot};
+use photon_gateway::node::{Backoff, NodeConfig};
+use photon_protocol::identity::{Identity, PublicKey};
+use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
+use ring::rand::SystemRandom;
+
+pub const PYTHON: &str = "/usr/bin/python3";
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn data_dir() -> String {
+    format!("{}/../data/bitcoin/mainnet", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The two python nodes; killed on drop.
+pub struct PyNodes {
+    child: Child,
+    stdin: ChildStdin,
+    pub a: SocketAddr,
+    pub b: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl PyNodes {
+    pub fn start(height: u32, txs: &str) -> PyNodes {
+        let script = format!("{}/tests/py/gateway_e2e.py", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new(PYTHON)
+            .args([
+                &script,
+                "--height",
+                &height.to_string(),
+                "--txs",
+                txs,
+                "--data",
+                &data_dir(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn /usr/bin/python3 (python3-bitcoinlib: scripts/setup.sh)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut me = PyNodes {
+            child,
+            stdin,
+            a: SocketAddr::from(([127, 0, 0, 1], 0)),
+            b: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+            seen: Vec::new(),
+        };
+        let first = me.wait_for("LISTENING ");
+        let ports: Vec<u16> = first
+            .split_whitespace()
+            .skip(1)
+            .map(|p| p.parse().unwrap())
+            .collect();
+        me.a.set_port(ports[0]);
+        me.b.set_port(ports[1]);
+        me
+    }
+
+    /// The next line starting with `prefix` (earlier lines are kept for the failure message).
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => {
+                    self.seen.push(l.clone());
+                    return l;
+                }
+                Ok(l) => self.seen.push(l),
+                Err(_) => self.fail(&format!("no line {prefix:?}")),
+            }
+        }
+    }
+
+    pub fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    pub fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        panic!(
+            "{what}\npython stdout:\n{}\nstderr:\n{err}",
+            self.seen.join("\n")
+        );
+    }
+
+    pub fn pass(&mut self) {
+        self.wait_for("PASS");
+        assert!(self.seen.iter().filter(|l| l.starts_with("ok: ")).count() >= 3);
+    }
+}
+
+impl Drop for PyNodes {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn relay(keepalive_ms: u32) -> RunningRelay {
+    let mut cfg = SocketRelayConfig::loopback(1);
+    cfg.control.keepalive_ms = keepalive_ms;
+    let id = Identity::generate(&SystemRandom::new()).unwrap();
+    SocketRelay::bind(cfg, id)
+        .expect("relay binds")
+        .spawn()
+        .expect("relay runs")
+}
+
+pub struct Gw {
+    pub id: Identity,
+}
+
+impl Gw {
+    pub fn new() -> Gw {
+        Gw {
+            id: Identity::generate(&SystemRandom::new()).unwrap(),
+        }
+    }
+
+    pub fn key(&self) -> PublicKey {
+        self.id.public_key()
+    }
+
+    pub fn start(&self, node: SocketAddr, core: CoreConfig, listen: SocketAddr) -> GatewayHandle {
+        driver::spawn(
+            DriverConfig {
+                core,
+                listen,
+                node_addr: node,
+                node: NodeConfig::new(Network::Bitcoin),
+                node_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+                recv_batch: 32,
+                event_queue: 4096,
+                hugepages: false,
+                recv_buffer: 8 << 20,
+                stage_log: None,
+            },
+            Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
+            None,
+        )
+        .expect("gateway starts")
+    }
+}
+
+pub fn core(relays: &[&RunningRelay], trusted: &[PublicKey]) -> CoreConfig {
+    let mut c = CoreConfig::new();
+    for r in relays {
+        c.relays.push(RelayEndpoint {
+            addr: SocketAddr::V4(r.addr()),
+            public_key: r.public_key(),
+        });
+    }
+    c.trusted_origins = trusted.to_vec();
+    c.uplink_bytes_per_sec = 12_500_000;
+    c.keepalive = Duration::from_millis(100);
+    c.link_quiet = Duration::from_millis(600);
+    c.register_retry = Duration::from_millis(100);
+    c
+}
+
+pub fn peer(key: PublicKey, addr: SocketAddr) -> PeerEndpoint {
+    PeerEndpoint {
+        addr,
+        public_key: key,
+        originate_for: false,
+    }
+}
+
+pub fn wait_snapshot(gw: &GatewayHandle, what: &str, ok: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = gw.snapshot();
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached; last snapshot {s:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn events(gw: &GatewayHandle) -> Vec<GatewayEvent> {
+    gw.events().try_iter().collect()
+}
+
+pub fn free_udp() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
