@@ -207,6 +207,9 @@ pub struct DataplaneConfig {
     /// much larger). Caps `control.repair_cache_fragments` on this backend; 0: no repair cache
     /// (repair requests are then all missed).
     pub repair_mbufs: u32,
+    /// After [`crate::pipeline::IDLE_POLLS`] empty RX polls in a row, a pipeline core sleeps
+    /// this many µs after each further empty poll (l3fwd-power); 0: pure busy-polling.
+    pub idle_sleep_us: u64,
 }
 
 impl Default for DataplaneConfig {
@@ -221,6 +224,7 @@ impl Default for DataplaneConfig {
             tx_desc: 1024,
             control_ring: 1024,
             repair_mbufs: 8192,
+            idle_sleep_us: 0,
         }
     }
 }
@@ -380,6 +384,12 @@ impl Config {
         let d = &self.dataplane;
         if d.drain_us == 0 {
             return Err(invalid("dataplane.drain_us", "must be at least 1"));
+        }
+        if d.idle_sleep_us > 100_000 {
+            return Err(invalid(
+                "dataplane.idle_sleep_us",
+                format!("{} is not in 0..=100000 (0: busy-poll)", d.idle_sleep_us),
+            ));
         }
         if d.dedup_entries == 0 {
             return Err(invalid("dataplane.dedup_entries", "must be at least 1"));
@@ -575,6 +585,7 @@ mod tests {
         assert_eq!(c.relay.prefix_len, 24);
         assert_eq!(c.dataplane.drain_us, 100);
         assert_eq!(c.relay.forwarding, Forwarding::CutThrough);
+        assert_eq!(c.dataplane.idle_sleep_us, 0);
         let s = Config::from_toml(
             &MINIMAL.replace("[relay]", "[relay]\nforwarding = \"store-and-forward\""),
         )
@@ -645,6 +656,8 @@ mod tests {
             e.contains("forwarding") && e.contains("store-forward") && e.contains("cut-through"),
             "{e}"
         );
+        let e = err(&format!("{MINIMAL}\n[dataplane]\nidle_sleep_us = 1000000"));
+        assert!(e.contains("dataplane.idle_sleep_us"), "{e}");
         let e = err(&MINIMAL.replace("[relay]", "[relay]\nhold_timeout_ms = 0"));
         assert!(e.contains("relay.hold_timeout_ms"), "{e}");
         let e = err(&MINIMAL.replace("[relay]", "[relay]\ngateway = \"192.168.0.1\""));

@@ -153,6 +153,7 @@ impl DataPlane {
         }
         let tsc_hz = photon_dpdk::tsc_hz(eal);
         let drain_tsc = (tsc_hz / 1_000_000).max(1) * d.drain_us;
+        let idle_sleep_us = d.idle_sleep_us;
         let hold = store_and_forward.then(|| HoldLimits {
             timeout: (tsc_hz / 1000).max(1) * cfg.relay.hold_timeout_ms,
             ..cfg.relay.hold_limits()
@@ -206,6 +207,9 @@ impl DataPlane {
                 }
                 if let Some(limits) = hold {
                     p = p.with_hold(limits);
+                }
+                if idle_sleep_us > 0 {
+                    p = p.with_idle_sleep(std::time::Duration::from_micros(idle_sleep_us));
                 }
                 p.run(&q);
                 p.counters().clone()

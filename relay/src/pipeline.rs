@@ -127,6 +127,37 @@ pub struct Pipeline<R, T> {
     /// Store-and-forward only ([`Pipeline::with_hold`]): the holder, and the TSC of this poll.
     hold: Option<Box<Holder<Held>>>,
     now_tsc: u64,
+    /// Idle back-off of the run loop ([`Pipeline::with_idle_sleep`]).
+    idle: IdleBackoff,
+}
+
+/// Empty RX polls in a row after which an idle-sleeping pipeline starts to sleep.
+pub const IDLE_POLLS: u32 = 64;
+
+/// The run loop's idle back-off, as DPDK's l3fwd-power: after [`IDLE_POLLS`] polls in a row
+/// that received nothing, sleep `sleep` after every further empty poll, until a frame
+/// arrives. `sleep` of zero (the default) never sleeps: pure busy-polling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdleBackoff {
+    sleep: std::time::Duration,
+    empty: u32,
+}
+
+impl IdleBackoff {
+    pub fn new(sleep: std::time::Duration) -> IdleBackoff {
+        IdleBackoff { sleep, empty: 0 }
+    }
+
+    /// After a poll that received `received` frames: how long to sleep now, if at all.
+    #[inline]
+    pub fn after_poll(&mut self, received: usize) -> Option<std::time::Duration> {
+        if received > 0 {
+            self.empty = 0;
+            return None;
+        }
+        self.empty = self.empty.saturating_add(1);
+        (self.empty >= IDLE_POLLS).then_some(self.sleep)
+    }
 }
 
 /// A fragment the store-and-forward holder keeps: the received mbuf, untouched, and what
@@ -170,7 +201,18 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             dedup_clock: 0,
             hold: None,
             now_tsc: 0,
+            idle: IdleBackoff::default(),
         }
+    }
+
+    /// `[dataplane] idle_sleep_us`: after [`IDLE_POLLS`] empty polls in a row, the run loop
+    /// flushes its TX buffers and sleeps `sleep` after every further empty poll (l3fwd-power's
+    /// heuristic), so a pipeline core shared with other processes (a 2-core testbed) does not
+    /// starve them. Zero (the default): never sleeps. The price is up to `sleep` of added
+    /// latency for the first frame after a quiet spell.
+    pub fn with_idle_sleep(mut self, sleep: std::time::Duration) -> Self {
+        self.idle = IdleBackoff::new(sleep);
+        self
     }
 
     /// Store-and-forward ([`crate::hold`]): every admitted fragment is held until its stream
@@ -219,18 +261,27 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         self
     }
 
-    /// The run loop: polls until `quit` is set, then flushes and returns every mbuf it holds
-    /// (TX buffers, the control batch) and publishes its final counters.
+    /// The run loop: polls until `quit` is set (sleeping when idle, if
+    /// [`Pipeline::with_idle_sleep`] asked for it), then flushes and returns every mbuf it
+    /// holds (TX buffers, the control batch) and publishes its final counters.
     pub fn run(&mut self, quit: &AtomicBool) {
         let mut last = photon_dpdk::rdtsc();
         while !quit.load(Ordering::Relaxed) {
             // One TSC read per iteration (rdtsc may trap to the hypervisor in VMs).
             let now = photon_dpdk::rdtsc();
-            self.poll_at(now);
+            let received = self.poll_at(now);
             if now.wrapping_sub(last) >= self.drain_tsc {
                 self.expire_held(now);
                 self.housekeeping();
                 last = now;
+            }
+            // One branch per poll at the default (no idle sleep).
+            if !self.idle.sleep.is_zero() {
+                if let Some(d) = self.idle.after_poll(received) {
+                    // Nothing may wait in a TX buffer while the core sleeps.
+                    self.flush_all();
+                    std::thread::sleep(d);
+                }
             }
         }
         self.shutdown();
@@ -668,5 +719,29 @@ fn flush<R, T: TxSink>(p: &mut PortState<R, T>, counters: &mut LocalCounters) {
         // repairs what is lost).
         counters.add(Counter::Drop(DropReason::TxFull), p.txbuf.len() as u64);
         p.txbuf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{IdleBackoff, IDLE_POLLS};
+
+    #[test]
+    fn idle_backoff_sleeps_only_after_a_run_of_empty_polls_and_resets_on_traffic() {
+        let d = Duration::from_micros(50);
+        let mut b = IdleBackoff::new(d);
+        for _ in 1..IDLE_POLLS {
+            assert_eq!(b.after_poll(0), None);
+        }
+        assert_eq!(b.after_poll(0), Some(d), "the 64th empty poll");
+        assert_eq!(b.after_poll(0), Some(d), "and every one after it");
+        assert_eq!(b.after_poll(3), None, "traffic");
+        assert_eq!(b.after_poll(0), None, "a new run starts");
+        let mut never = IdleBackoff::default();
+        for _ in 0..1000 {
+            assert!(never.after_poll(0).is_none_or(|d| d.is_zero()));
+        }
     }
 }

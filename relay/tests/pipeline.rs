@@ -281,6 +281,17 @@ fn overload_of_ten_times_the_pools_is_survived_with_no_leak() {
 /// table published while it runs and a clean shutdown through the quit flag.
 #[test]
 fn run_loop_on_net_ring_with_live_table_update_and_clean_shutdown() {
+    run_loop_case(None);
+}
+
+/// The same with `[dataplane] idle_sleep_us`: the core sleeps between empty polls (the test
+/// waits between its sends, so it does) and still forwards, answers and shuts down the same.
+#[test]
+fn run_loop_with_idle_sleep_forwards_the_same() {
+    run_loop_case(Some(std::time::Duration::from_micros(200)));
+}
+
+fn run_loop_case(idle_sleep: Option<std::time::Duration>) {
     let eal = eal();
     let rx_pool = pool(1024, photon_dpdk::Mempool::DEFAULT_DATA_ROOM);
     let header_pool = pool(1024, 256);
@@ -316,6 +327,9 @@ fn run_loop_on_net_ring_with_live_table_update_and_clean_shutdown() {
     let core = *cores.last().unwrap();
     let worker = lcore::spawn(eal, core, "relay-test", move |_| {
         let mut p: Pipeline<RxQueue, TxQueue> = Pipeline::new(parts);
+        if let Some(d) = idle_sleep {
+            p = p.with_idle_sleep(d);
+        }
         p.run(&q);
         p.counters().clone()
     })
@@ -339,6 +353,10 @@ fn run_loop_on_net_ring_with_live_table_update_and_clean_shutdown() {
         got
     };
     let p = payload(800, 9);
+    if idle_sleep.is_some() {
+        // Let the core run out of traffic and into its idle sleep first.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     send(&mut a_tx, &fragment(2, 1, 0, &p));
     let out = receive(&mut b_rx, 1);
     assert_eq!(out.len(), 1);
