@@ -22,7 +22,16 @@
 # uplink_mbps, 1000; a compressed block is 60-140 KB, so the relay's 7 copies of it fit the
 # tbf queue of its 1 Gbit/s link),
 # PHOTON_RELAY_BACKEND (dpdk or socket; dpdk),
-# PHOTON_DEMO_SKIP_SETUP=1 (skip scripts/setup.sh).
+# PHOTON_DEMO_RELAYS (1 or 2; 1. With 2: gateway 0, the source, registers at relay 0 and the
+# other gateways at relay 1, the relays peered with static hop keys: every block crosses both),
+# PHOTON_DEMO_FORWARDING (cut-through or store-and-forward: the relays' [relay] forwarding;
+# cut-through), PHOTON_DEMO_ENCODING (compact, bip152 or full: the gateways' [block] encoding;
+# compact), PHOTON_DEMO_ENCRYPT (true or false: [block] encrypt; true),
+# PHOTON_DEMO_IDLE_SLEEP_US (the DPDK relay cores' [dataplane] idle_sleep_us: sleep after a run
+# of empty polls, so that a busy-polling relay does not take a core from the gateways; 20),
+# PHOTON_DEMO_OUT (the report's folder; perf/out/<timestamp>),
+# PHOTON_DEMO_SKIP_SETUP=1 (skip scripts/setup.sh), PHOTON_DEMO_SKIP_BUILD=1 (use the release
+# binaries already built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,7 +42,22 @@ SPEED=${PHOTON_DEMO_SPEED:-90}
 RATE=${PHOTON_DEMO_RATE:-1gbit}
 UPLINK=${PHOTON_DEMO_UPLINK_MBPS:-1000}
 BACKEND=${PHOTON_RELAY_BACKEND:-dpdk}
+RELAYS=${PHOTON_DEMO_RELAYS:-1}
+FORWARDING=${PHOTON_DEMO_FORWARDING:-cut-through}
+ENCODING=${PHOTON_DEMO_ENCODING:-compact}
+ENCRYPT=${PHOTON_DEMO_ENCRYPT:-true}
+IDLE_SLEEP_US=${PHOTON_DEMO_IDLE_SLEEP_US:-20}
 PREFIX=phdemo
+case "$RELAYS" in 1|2) ;; *) echo "demo: PHOTON_DEMO_RELAYS must be 1 or 2 (got $RELAYS)" >&2; exit 2 ;; esac
+case "$FORWARDING" in cut-through|store-and-forward) ;;
+  *) echo "demo: PHOTON_DEMO_FORWARDING must be cut-through or store-and-forward (got $FORWARDING)" >&2; exit 2 ;;
+esac
+case "$ENCODING" in compact|bip152|full) ;;
+  *) echo "demo: PHOTON_DEMO_ENCODING must be compact, bip152 or full (got $ENCODING)" >&2; exit 2 ;;
+esac
+case "$ENCRYPT" in true|false) ;;
+  *) echo "demo: PHOTON_DEMO_ENCRYPT must be true or false (got $ENCRYPT)" >&2; exit 2 ;;
+esac
 case "$BACKEND" in
   socket) TESTBED_FLAGS=() ;;
   dpdk) TESTBED_FLAGS=(--relay-no-ip --sw-checksums) ;;
@@ -47,12 +71,14 @@ fi
 if [ "${PHOTON_DEMO_SKIP_SETUP:-0}" != 1 ]; then
   bash scripts/setup.sh
 fi
-echo "== building (release)"
-cargo build --release -p photon-perf -p photon-relay -p photon-gateway
+if [ "${PHOTON_DEMO_SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building (release)"
+  cargo build --release -p photon-perf -p photon-relay -p photon-gateway
+fi
 BIN=$ROOT/target/release
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUT=$ROOT/perf/out/$STAMP
+OUT=${PHOTON_DEMO_OUT:-$ROOT/perf/out/$STAMP}
 WORK=$(mktemp -d /tmp/photon-demo.XXXXXX)
 mkdir -p "$OUT" "$WORK/records" "$WORK/logs"
 PIDS=()
@@ -77,16 +103,19 @@ trap 'exit 143' TERM
 ns() { echo "$PREFIX-$1"; }
 gw_addr() { echo "10.77.$((1 + $1 / 250)).$((1 + $1 % 250))"; }
 
-echo "== keys (relay and $GATEWAYS gateways) in $WORK/configs"
+echo "== keys ($RELAYS relay(s) and $GATEWAYS gateways) in $WORK/configs"
 mkdir -p "$WORK/configs"
-RELAY_KEY=$("$BIN/photon-relay" keygen --out "$WORK/configs/relay.key")
+RELAY_KEYS=()
+for r in $(seq 0 $((RELAYS - 1))); do
+  RELAY_KEYS+=("$("$BIN/photon-relay" keygen --out "$WORK/configs/relay$r.key")")
+done
 GW_KEYS=()
 for i in $(seq 0 $((GATEWAYS - 1))); do
   GW_KEYS+=("$("$BIN/photon-gateway" keygen --out "$WORK/configs/gw$i.key")")
 done
 
-echo "== testbed: 1 relay, $GATEWAYS gateways, links limited to $RATE"
-tb=$(bash scripts/testbed.sh up --gateways "$GATEWAYS" --relays 1 --rate "$RATE" --prefix "$PREFIX" \
+echo "== testbed: $RELAYS relay(s), $GATEWAYS gateways, links limited to $RATE"
+tb=$(bash scripts/testbed.sh up --gateways "$GATEWAYS" --relays "$RELAYS" --rate "$RATE" --prefix "$PREFIX" \
   "${TESTBED_FLAGS[@]}")
 echo "${tb%%$'\n'*}"
 
@@ -110,17 +139,30 @@ quoted_keys() { # all gateway keys but $1, as a TOML array body
 # The DPDK backend: the af_packet PMD on the relay namespace's eth0 (through its qdisc, so that
 # the relay's egress is limited by the same tbf as the socket backend's: qdisc_bypass=0), on
 # ordinary memory. Gateways' MACs are learned from their registration frames; gateways resolve
-# the relay's by ARP, which the relay answers. The socket backend ignores [[port]] and [eal].
-cat >"$WORK/configs/relay.toml" <<EOF
+# the relay's by ARP, which the relay answers; with 2 relays each knows the other's MAC from a
+# static [[neighbour]] entry. The socket backend ignores [[port]], [eal] and [[neighbour]].
+relay_addr() { echo "10.77.0.$((1 + $1))"; }
+hex16() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+# Static hop keys of the relay-relay link, one per direction (testbeds without the handshake).
+KEY01=$(hex16)
+KEY10=$(hex16)
+for r in $(seq 0 $((RELAYS - 1))); do
+  {
+    cat <<EOF
 [relay]
-node_id = 1
-ip = "10.77.0.1"
+node_id = $((r + 1))
+ip = "$(relay_addr "$r")"
 prefix_len = 16
 udp_port = 4433
-cores = [1]
+cores = [$((1 - r % 2))]
+main_core = $((r % 2))
+forwarding = "$FORWARDING"
+
+[dataplane]
+idle_sleep_us = $IDLE_SLEEP_US
 
 [eal]
-file_prefix = "photon-demo"
+file_prefix = "photon-demo-r$r"
 no_huge = true
 memory_mb = 512
 args = ["--no-shconf", "--log-level", "lib.eal:notice"]
@@ -130,12 +172,12 @@ name = "net_af_packet0"
 vdev = "net_af_packet0,iface=eth0,qdisc_bypass=0,framecnt=2048"
 
 [control]
-identity_file = "relay.key"
+identity_file = "relay$r.key"
 gateways = [$(quoted_keys none)]
 allow_any_gateway = false
 
 [socket]
-bind = "10.77.0.1:4433"
+bind = "$(relay_addr "$r"):4433"
 recv_buffer = 16777216
 send_buffer = 16777216
 
@@ -145,8 +187,29 @@ enabled = false
 [log]
 level = "info"
 EOF
+    if [ "$RELAYS" = 2 ]; then
+      o=$((1 - r))
+      if [ "$r" = 0 ]; then send=$KEY01; recv=$KEY10; else send=$KEY10; recv=$KEY01; fi
+      mac=$(ip -n "$(ns "r$o")" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+      cat <<EOF
+
+[[neighbour]]
+ip = "$(relay_addr "$o")"
+mac = "$mac"
+
+[[peer]]
+node_id = $((o + 1))
+addr = "$(relay_addr "$o"):4433"
+send_key = "$send"
+recv_key = "$recv"
+EOF
+    fi
+  } >"$WORK/configs/relay$r.toml"
+done
 
 for i in $(seq 0 $((GATEWAYS - 1))); do
+  r=0 # with 2 relays, the source (gateway 0) is at relay 0 and the receivers at relay 1
+  if [ "$RELAYS" = 2 ] && [ "$i" != 0 ]; then r=1; fi
   cat >"$WORK/configs/gw$i.toml" <<EOF
 [identity]
 key_file = "gw$i.key"
@@ -161,8 +224,12 @@ trusted_origins = [$(quoted_keys "$i")]
 recv_buffer_kb = 16384
 
 [[relays]]
-address = "10.77.0.1:4433"
-public_key = "$RELAY_KEY"
+address = "$(relay_addr "$r"):4433"
+public_key = "${RELAY_KEYS[$r]}"
+
+[block]
+encoding = "$ENCODING"
+encrypt = $ENCRYPT
 
 [key_release]
 policy = "receipts"
@@ -177,18 +244,20 @@ level = "info"
 EOF
 done
 
-echo "== starting the relay ($BACKEND backend), $((GATEWAYS - 1)) receiving nodes and $GATEWAYS gateways"
-ip netns exec "$(ns r0)" "$BIN/photon-relay" run --backend "$BACKEND" --config "$WORK/configs/relay.toml" \
-  >"$WORK/logs/relay.log" 2>&1 &
-RELAY_PID=$!
-PIDS+=("$RELAY_PID")
-# Gateways register at start: wait for the relay's data path (EAL start-up with DPDK).
-for _ in $(seq 100); do
-  grep -q -E "socket backend running|DPDK data path running" "$WORK/logs/relay.log" && break
-  if ! kill -0 "$RELAY_PID" 2>/dev/null; then
-    echo "demo: the relay exited at start:" >&2; tail -n 20 "$WORK/logs/relay.log" >&2; exit 1
-  fi
-  sleep 0.1
+echo "== starting $RELAYS relay(s) ($BACKEND backend, $FORWARDING), $((GATEWAYS - 1)) receiving nodes and $GATEWAYS gateways"
+for r in $(seq 0 $((RELAYS - 1))); do
+  ip netns exec "$(ns "r$r")" "$BIN/photon-relay" run --backend "$BACKEND" --config "$WORK/configs/relay$r.toml" \
+    >"$WORK/logs/relay$r.log" 2>&1 &
+  RELAY_PID=$!
+  PIDS+=("$RELAY_PID")
+  # Gateways register at start: wait for the relay's data path (EAL start-up with DPDK).
+  for _ in $(seq 100); do
+    grep -q -E "socket backend running|DPDK data path running" "$WORK/logs/relay$r.log" && break
+    if ! kill -0 "$RELAY_PID" 2>/dev/null; then
+      echo "demo: relay $r exited at start:" >&2; tail -n 20 "$WORK/logs/relay$r.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
 done
 STOP=$WORK/stop
 NODE_PIDS=()
@@ -231,7 +300,7 @@ fi
 
 echo "== report"
 "$BIN/photon-perf" report "$WORK"/records/*.jsonl --out "$OUT" \
-  --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, 1 relay ($BACKEND backend), links $RATE" \
+  --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, $RELAYS relay(s) ($BACKEND backend, $FORWARDING), blocks $ENCODING, encrypt $ENCRYPT, links $RATE" \
   >"$WORK/report.txt"
 cat "$OUT/report.md"
 echo
