@@ -46,6 +46,10 @@
 //!   over the direct link to the origin when that is a peer, then every live link on each retry;
 //!   the origin answers requests for its own streams on any link (its answer through a relay is
 //!   fanned out with the short ID), a peer answers any request on a direct link.
+//! - **Baselines** (`block_encoding`, `encrypt`; `[block]` in the config): what we send is
+//!   compact, BIP152-sized or full (§6.8), sealed or not (§6.9). Receivers read both from the
+//!   payload (format byte, unsealed marker, both under the signed manifest), never from their
+//!   own config; an unsealed stream has no key release and no key wait.
 //! - **Transactions out** are paced at the uplink rate (a burst of thousands overflows a relay's
 //!   socket buffer) and sent again, with the same transfer id, while their short ID has not come
 //!   back (the relay gives the same (origin, transfer) the same ID).
