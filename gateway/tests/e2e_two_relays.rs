@@ -8,19 +8,15 @@
 //! Helpers copied from e2e_relay.rs. Needs `/usr/bin/python3` with python-bitcoinlib
 //! (scripts/setup.sh).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bitcoin::Network;
-use photon_gateway::core::{CoreConfig, GatewayEvent, RelayEndpoint};
-use photon_gateway::driver::{self, DriverConfig, GatewayHandle, Snapshot};
-use photon_gateway::node::{Backoff, NodeConfig};
+use photon_gateway::core::GatewayEvent;
+use photon_gateway::driver::Snapshot;
 use photon_protocol::hopauth::{HopKey, HopKeys};
-use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::identity::Identity;
 use photon_protocol::shortid::ShortIdRange;
 use photon_protocol::wire::{flags, MessageType, Packet};
 use photon_relay::control::ControlCounter;
@@ -29,191 +25,9 @@ use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
 use photon_relay::table::{PeerKind, PeerSpec};
 use ring::rand::SystemRandom;
 
-const PYTHON: &str = "/usr/bin/python3";
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
 
-fn data_dir() -> String {
-    format!("{}/../data/bitcoin/mainnet", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The two python nodes; killed on drop.
-struct PyNodes {
-    child: Child,
-    stdin: ChildStdin,
-    a: SocketAddr,
-    b: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl PyNodes {
-    fn start(height: u32, txs: &str) -> PyNodes {
-        let script = format!("{}/tests/py/gateway_e2e.py", env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new(PYTHON)
-            .args([
-                &script,
-                "--height",
-                &height.to_string(),
-                "--txs",
-                txs,
-                "--data",
-                &data_dir(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn /usr/bin/python3 (python3-bitcoinlib: scripts/setup.sh)");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut me = PyNodes {
-            child,
-            stdin,
-            a: SocketAddr::from(([127, 0, 0, 1], 0)),
-            b: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
-            seen: Vec::new(),
-        };
-        let first = me.wait_for("LISTENING ");
-        let ports: Vec<u16> = first
-            .split_whitespace()
-            .skip(1)
-            .map(|p| p.parse().unwrap())
-            .collect();
-        me.a.set_port(ports[0]);
-        me.b.set_port(ports[1]);
-        me
-    }
-
-    /// The next line starting with `prefix` (earlier lines are kept for the failure message).
-    fn wait_for(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => {
-                    self.seen.push(l.clone());
-                    return l;
-                }
-                Ok(l) => self.seen.push(l),
-                Err(_) => self.fail(&format!("no line {prefix:?}")),
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn fail(&mut self, what: &str) -> ! {
-        let _ = self.child.kill();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        panic!(
-            "{what}\npython stdout:\n{}\nstderr:\n{err}",
-            self.seen.join("\n")
-        );
-    }
-
-    fn pass(&mut self) {
-        self.wait_for("PASS");
-        assert!(self.seen.iter().filter(|l| l.starts_with("ok: ")).count() >= 3);
-    }
-}
-
-impl Drop for PyNodes {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Gw {
-    id: Identity,
-}
-
-impl Gw {
-    fn new() -> Gw {
-        Gw {
-            id: Identity::generate(&SystemRandom::new()).unwrap(),
-        }
-    }
-
-    fn key(&self) -> PublicKey {
-        self.id.public_key()
-    }
-
-    fn start(&self, node: SocketAddr, core: CoreConfig, listen: SocketAddr) -> GatewayHandle {
-        driver::spawn(
-            DriverConfig {
-                core,
-                listen,
-                node_addr: node,
-                node: NodeConfig::new(Network::Bitcoin),
-                node_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
-                recv_batch: 32,
-                event_queue: 4096,
-                hugepages: false,
-                recv_buffer: 8 << 20,
-                stage_log: None,
-            },
-            Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
-            None,
-        )
-        .expect("gateway starts")
-    }
-}
-
-fn core(relays: &[&RunningRelay], trusted: &[PublicKey]) -> CoreConfig {
-    let mut c = CoreConfig::new();
-    for r in relays {
-        c.relays.push(RelayEndpoint {
-            addr: SocketAddr::V4(r.addr()),
-            public_key: r.public_key(),
-        });
-    }
-    c.trusted_origins = trusted.to_vec();
-    c.uplink_bytes_per_sec = 12_500_000;
-    c.keepalive = Duration::from_millis(100);
-    c.link_quiet = Duration::from_millis(600);
-    c.register_retry = Duration::from_millis(100);
-    c
-}
-
-fn wait_snapshot(gw: &GatewayHandle, what: &str, ok: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = gw.snapshot();
-        if ok(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached; last snapshot {s:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn events(gw: &GatewayHandle) -> Vec<GatewayEvent> {
-    gw.events().try_iter().collect()
-}
-
-fn free_udp() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap()
-}
+use common::*;
 
 /// Two free loopback ports (bound and released: the relays bind them right after).
 fn two_free_ports() -> (SocketAddrV4, SocketAddrV4) {
@@ -256,6 +70,9 @@ fn relay_pair_at(
     };
     let start = |node_id: u32, bind, p: PeerSpec| {
         let mut cfg = SocketRelayConfig::loopback(node_id);
+        // Bursts of a block's transactions overflow the default socket buffer (~208 KiB).
+        cfg.recv_buffer = Some(8 << 20);
+        cfg.send_buffer = Some(8 << 20);
         cfg.bind = bind;
         cfg.control.keepalive_ms = 200;
         cfg.control.short_ids = ShortIdRange::for_relay(node_id - 1, 16).unwrap();

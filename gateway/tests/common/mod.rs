@@ -129,6 +129,9 @@ impl Drop for PyNodes {
 
 pub fn relay(keepalive_ms: u32) -> RunningRelay {
     let mut cfg = SocketRelayConfig::loopback(1);
+    // Bursts of a block's transactions overflow the default socket buffer (~208 KiB).
+    cfg.recv_buffer = Some(8 << 20);
+    cfg.send_buffer = Some(8 << 20);
     cfg.control.keepalive_ms = keepalive_ms;
     let id = Identity::generate(&SystemRandom::new()).unwrap();
     SocketRelay::bind(cfg, id)
