@@ -75,11 +75,12 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 GOALS=()
-case " $VARIANTS " in *" ours "*) GOALS+=(--ours "ours$([ "$ROUNDS" -gt 1 ] && echo "#1")") ;; esac
+SFX=""
+if [ "$ROUNDS" -gt 1 ]; then SFX="#1"; fi
+case " $VARIANTS " in *" ours "*) GOALS+=(--ours "ours$SFX") ;; esac
 case " $VARIANTS " in *" 2-relay-full-ct "*)
   case " $VARIANTS " in *" 2-relay-full-sf "*)
-    sfx=$([ "$ROUNDS" -gt 1 ] && echo "#1")
-    GOALS+=(--cut-through "2-relay-full-ct$sfx" --store-and-forward "2-relay-full-sf$sfx") ;;
+    GOALS+=(--cut-through "2-relay-full-ct$SFX" --store-and-forward "2-relay-full-sf$SFX") ;;
   esac ;;
 esac
 # The links' rate as demo.sh sets it (tc's units: gbit, mbit, kbit).
