@@ -7,6 +7,8 @@
 //! published to the [`GatewayHandle`] snapshot and to the metrics every [`PUBLISH_EVERY`].
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeStats};
 use crate::udp::{Arena, ArenaPages, BatchRecv, BatchSend};
 
-/// Longest wait in one receive call (node events wait at most this long).
+/// Longest wait for a datagram or a node event before the loop runs its timers anyway.
 pub const MAX_WAIT: Duration = Duration::from_millis(2);
 const MIN_WAIT: Duration = Duration::from_micros(20);
 /// Snapshot and metrics publication period.
@@ -244,10 +246,26 @@ fn run(
     let our_key = public_key_hex(&identity.public_key());
     tracing::info!(listen = %sock.local_addr().map_or(config.listen, |a| a), key = %our_key,
         node = %config.node_addr, "gateway starting");
-    let node = NodeConnection::connect(
+    // The loop waits in ppoll (microsecond timeouts; SO_RCVTIMEO is rounded up to scheduler
+    // ticks: a 20 us read timeout blocked ~8 ms here) on the UDP socket and on a socket the
+    // node thread pokes after each event.
+    let (wake_rx, wake_tx) = match UnixDatagram::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the node waker socket pair");
+            return;
+        }
+    };
+    let _ = wake_rx.set_nonblocking(true);
+    if let Err(e) = sock.set_nonblocking(true) {
+        tracing::error!(error = %e, "cannot make the UDP socket non-blocking");
+        return;
+    }
+    let node = NodeConnection::connect_with_waker(
         config.node_addr,
         config.node.clone(),
         config.node_backoff.clone(),
+        wake_tx,
     );
     let start = Instant::now();
     let mut core = Gateway::new(config.core.clone(), identity, start, unix_ms());
@@ -269,8 +287,8 @@ fn run(
     }
     let mut rx = BatchRecv::new(arena, config.recv_batch);
     let mut tx = BatchSend::new();
-    let mut wait = MAX_WAIT;
-    let _ = sock.set_read_timeout(Some(wait));
+    // The last receive filled its batch: more is probably queued, so do not wait.
+    let mut busy = false;
     let mut next_publish = start;
     let mut published = GatewayStats::default();
     let mut down_since: Vec<Option<Instant>> = vec![Some(start); core.links().len()];
@@ -385,15 +403,20 @@ fn run(
             .poll_timeout()
             .map_or(MAX_WAIT, |t| t.saturating_duration_since(Instant::now()));
         let want = next.clamp(MIN_WAIT, MAX_WAIT);
-        if want != wait {
-            wait = want;
-            let _ = sock.set_read_timeout(Some(wait));
+        if !busy {
+            wait_readable(&sock, &wake_rx, want);
+            let mut drain = [0u8; 64];
+            while matches!(wake_rx.recv(&mut drain), Ok(n) if n > 0) {}
         }
-        if let Err(e) = rx.recv(&sock, |from, d| {
+        match rx.recv(&sock, |from, d| {
             core.handle_datagram(Instant::now(), from, d)
         }) {
-            tracing::warn!(error = %e, "UDP receive failed");
-            std::thread::sleep(MAX_WAIT);
+            Ok(n) => busy = n >= config.recv_batch.max(1),
+            Err(e) => {
+                busy = false;
+                tracing::warn!(error = %e, "UDP receive failed");
+                std::thread::sleep(MAX_WAIT);
+            }
         }
     }
     if let Some(log) = &mut stage_log {
@@ -401,6 +424,18 @@ fn run(
         log.flush();
     }
     node.shutdown();
+}
+
+/// Waits until the UDP socket or the node waker is readable, or `timeout` passed (ppoll:
+/// nanosecond timeout, hrtimer-backed). Errors (EINTR) just end the wait early.
+fn wait_readable(sock: &UdpSocket, waker: &UnixDatagram, timeout: Duration) {
+    use nix::poll::{ppoll, PollFd, PollFlags};
+    use nix::sys::time::TimeSpec;
+    let mut fds = [
+        PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+        PollFd::new(waker.as_fd(), PollFlags::POLLIN),
+    ];
+    let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None);
 }
 
 /// The stage-record file: records are formatted into a buffer as they are drained and written

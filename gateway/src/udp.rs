@@ -290,6 +290,9 @@ impl BatchSend {
             ) {
                 Ok(r) => r.count(),
                 Err(Errno::EINTR) => continue,
+                // A non-blocking socket with a full send buffer: wait until it drains (as a
+                // blocking socket would), up to SEND_STALL, then drop what is left.
+                Err(Errno::EAGAIN) if wait_writable(sock) => continue,
                 Err(e) => {
                     // The rest of this batch is dropped (counted); the protocol's FEC and
                     // repair requests cover lost datagrams.
@@ -317,6 +320,17 @@ impl BatchSend {
         self.n = 0;
         self.addrs.clear();
     }
+}
+
+/// Longest wait for a full send buffer to drain before datagrams are dropped, ms.
+const SEND_STALL_MS: u8 = 100;
+
+/// Waits until `sock` can take a datagram (POLLOUT), up to [`SEND_STALL_MS`]; false if not.
+fn wait_writable(sock: &UdpSocket) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, SEND_STALL_MS), Ok(n) if n > 0)
 }
 
 #[cfg(test)]

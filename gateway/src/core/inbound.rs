@@ -381,6 +381,9 @@ impl Gateway {
         s.done = true;
         s.pending = None;
         s.next_retry = None;
+        // `now` is when the datagram that completed the block was taken in; opening and
+        // decompressing took time since (the stage records read the clock the same way).
+        let now = now.max(Instant::now());
         let hash = block.block_hash();
         let via = self.links[s.first_link].kind;
         let ready = s.ready_at.unwrap_or(now);
@@ -403,7 +406,7 @@ impl Gateway {
             return;
         }
         self.stage(now, Stage::Decode, Some(stream), Some(hash), None);
-        let block_bytes = bitcoin::consensus::serialize(&block).len();
+        let block_bytes = block.total_size();
         self.stats.blocks_from_network += 1;
         self.stats.block_bytes_in += block_bytes as u64;
         self.stats.compressed_bytes_in += compressed_bytes as u64;

@@ -93,7 +93,7 @@ impl Gateway {
         let t0 = clock();
         let hash = block.block_hash();
         self.stage(now, Stage::BlockIn, None, Some(hash), None);
-        let block_bytes = bitcoin::consensus::serialize(block).len();
+        let block_bytes = block.total_size();
         let encoding = self.config.block_encoding;
         let compressed = match compress_as::<Bitcoin>(encoding, block, &self.store) {
             Ok(c) => c,

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -127,6 +128,30 @@ impl NodeConnection {
     /// Start connecting to the node at `addr` (outbound: we send `version` first), and keep
     /// reconnecting with `backoff` until [`NodeConnection::shutdown`] or drop.
     pub fn connect(addr: SocketAddr, config: NodeConfig, backoff: Backoff) -> NodeConnection {
+        Self::connect_inner(addr, config, backoff, None)
+    }
+
+    /// As [`NodeConnection::connect`], and after queueing each event the background thread
+    /// sends one byte on `waker` (non-blocking; a full socket is ignored: the reader has bytes
+    /// to wake it already). The gateway's event loop polls the other end of the pair beside its
+    /// UDP socket, so a block from the node is handled at once rather than after the current
+    /// wait.
+    pub fn connect_with_waker(
+        addr: SocketAddr,
+        config: NodeConfig,
+        backoff: Backoff,
+        waker: UnixDatagram,
+    ) -> NodeConnection {
+        let _ = waker.set_nonblocking(true);
+        Self::connect_inner(addr, config, backoff, Some(waker))
+    }
+
+    fn connect_inner(
+        addr: SocketAddr,
+        config: NodeConfig,
+        backoff: Backoff,
+        waker: Option<UnixDatagram>,
+    ) -> NodeConnection {
         let (input_tx, input_rx) = mpsc::sync_channel(INPUT_QUEUE);
         let (event_tx, event_rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(NodeStats::default()));
@@ -137,6 +162,7 @@ impl NodeConnection {
             input_tx: input_tx.clone(),
             input_rx,
             events: event_tx,
+            waker,
             stats: stats.clone(),
             generation: 0,
         };
@@ -222,6 +248,8 @@ struct Driver {
     input_tx: SyncSender<Input>,
     input_rx: Receiver<Input>,
     events: mpsc::Sender<ConnectionEvent>,
+    /// Poked after each event (see [`NodeConnection::connect_with_waker`]).
+    waker: Option<UnixDatagram>,
     stats: Arc<Mutex<NodeStats>>,
     generation: u64,
 }
@@ -259,6 +287,9 @@ impl Driver {
 
     fn emit(&self, ev: ConnectionEvent) {
         let _ = self.events.send(ev);
+        if let Some(w) = &self.waker {
+            let _ = w.send(&[1]);
+        }
     }
 
     /// Wait `delay` between attempts, refusing calls. True on shutdown.
