@@ -225,6 +225,10 @@ fn log_event(ev: &GatewayEvent) {
             ..
         } => tracing::info!(
             %hash, encoding = encoding.name(), sealed, ?via, tx_requests,
+            assemble_us = timings.assemble.as_micros() as u64,
+            key_wait_us = timings.key_wait.as_micros() as u64,
+            open_us = timings.open.as_micros() as u64,
+            decompress_us = timings.decompress.as_micros() as u64,
             total_us = timings.total.as_micros() as u64,
             "block from network delivered to node"
         ),
