@@ -1,4 +1,5 @@
-//! Sealing blocks end to end (`docs/protocol.md` §5.1) and signed key releases (§2.6).
+//! Sealing blocks end to end (`docs/protocol.md` §5.1), signed key releases (§2.6) and the
+//! signing input of receipts (§2.5).
 //!
 //! The origin gateway seals each block with a fresh random 256-bit key (AES-256-GCM, ring), the
 //! stream id bound in as associated data and nonce. Relays forward only sealed bytes and never
@@ -166,6 +167,21 @@ pub fn key_release_signing_input(stream: u64, key: &[u8; KEY_LEN]) -> [u8; 21 + 
     out[..21].copy_from_slice(b"photon/key-release/v1");
     out[21..29].copy_from_slice(&stream.to_be_bytes());
     out[29..].copy_from_slice(key);
+    out
+}
+
+/// Domain of a receipt signature (§2.5).
+pub const RECEIPT_DOMAIN: &[u8; 17] = b"photon/receipt/v1";
+
+/// What a receiving gateway signs in a receipt (§2.5): `"photon/receipt/v1" || stream (u64 BE)
+/// || manifest_hash`. Domain-separated from every other signature of the protocol (key release,
+/// registration, manifest), so a receipt signature is never valid as anything else. The
+/// receiver's key is not repeated in the input: an Ed25519 signature already binds it.
+pub fn receipt_signing_input(stream: u64, manifest_hash: &[u8; 32]) -> [u8; 17 + 8 + 32] {
+    let mut out = [0u8; 57];
+    out[..17].copy_from_slice(RECEIPT_DOMAIN);
+    out[17..25].copy_from_slice(&stream.to_be_bytes());
+    out[25..].copy_from_slice(manifest_hash);
     out
 }
 

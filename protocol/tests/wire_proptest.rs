@@ -1,6 +1,7 @@
 //! Property tests for every wire `Repr` (§1, §2): emit then parse gives the repr back, emit is
 //! byte-stable, and arbitrary or mutated bytes never panic the parser.
 
+use photon_protocol::identity::Identity;
 use photon_protocol::wire::{
     self, FragmentKind, FragmentRepr, HeaderRepr, KeepaliveRepr, KeyReleaseRepr, Message,
     MessageType, Packet, ReceiptRepr, RegisterAckRepr, RegisterRepr, RepairRequestRepr, Repr,
@@ -8,6 +9,8 @@ use photon_protocol::wire::{
     MAX_REPAIR_INDICES, MAX_SHARDS, MAX_SHORT_ID_ASSIGNMENTS, MAX_TX_REQUEST_IDS,
 };
 use proptest::prelude::*;
+use ring::rand::SystemRandom;
+use std::sync::OnceLock;
 
 fn kind() -> impl Strategy<Value = FragmentKind> {
     prop_oneof![
@@ -143,12 +146,26 @@ fn owned() -> impl Strategy<Value = Owned> {
             prop::collection::vec(any::<u32>(), 1..=MAX_TX_REQUEST_IDS)
         )
             .prop_map(|(stream, short_ids)| Owned::TxRequest(TxRequestRepr { stream, short_ids })),
-        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(stream, manifest_hash)| Owned::Receipt(
-            ReceiptRepr {
-                stream,
-                manifest_hash
-            }
-        )),
+        (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<Option<([u8; 32], [u8; 32], [u8; 32])>>()
+        )
+            .prop_map(|(stream, manifest_hash, tail)| {
+                // Unsigned (legacy, 32 bytes) or signed (128 bytes): any bytes round-trip,
+                // the parser does not verify.
+                let signed = tail.map(|(receiver, s1, s2)| {
+                    let mut signature = [0u8; 64];
+                    signature[..32].copy_from_slice(&s1);
+                    signature[32..].copy_from_slice(&s2);
+                    (receiver, signature)
+                });
+                Owned::Receipt(ReceiptRepr {
+                    stream,
+                    manifest_hash,
+                    signed,
+                })
+            }),
         (
             any::<u64>(),
             any::<[u8; 32]>(),
@@ -212,6 +229,13 @@ fn owned() -> impl Strategy<Value = Owned> {
     ]
 }
 
+/// One receiving gateway's identity for the signed-receipt property (key generation is slow
+/// next to a proptest case).
+fn receipt_identity() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    ID.get_or_init(|| Identity::generate(&SystemRandom::new()).unwrap())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -266,6 +290,27 @@ proptest! {
         prop_assert_eq!(h.emit(&mut buf), Ok(HEADER_LEN));
         let p = Packet::new_checked(&buf[..HEADER_LEN + usize::from(payload_len)]).unwrap();
         prop_assert_eq!(HeaderRepr::parse(&p), Ok(h));
+    }
+
+    #[test]
+    fn signed_receipts_verify_after_the_wire_and_nothing_else_does(
+        stream in any::<u64>(), hash in any::<[u8; 32]>(), sender in any::<u32>(),
+        hops in any::<u8>(), flip in 0usize..128, bit in 0u8..8) {
+        let id = receipt_identity();
+        let m = ReceiptRepr::sign(stream, hash, id);
+        // What a relay does: re-emit the parsed repr with its own sender and hop count.
+        let repr = Repr { sender, hops, flags: 0, message: Message::Receipt(m) };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let len = repr.emit(&mut buf).unwrap();
+        prop_assert_eq!(len, HEADER_LEN + 128);
+        let p = Packet::new_checked(&buf[..len]).unwrap();
+        let got = ReceiptRepr::parse(&p).unwrap();
+        prop_assert_eq!(got.verify(), Ok(Some(id.public_key())));
+        // Any single bit flipped in the payload breaks the signature.
+        buf[HEADER_LEN + flip] ^= 1 << bit;
+        let p = Packet::new_checked(&buf[..len]).unwrap();
+        let bad = ReceiptRepr::parse(&p).unwrap();
+        prop_assert!(bad.verify().is_err());
     }
 
     #[test]

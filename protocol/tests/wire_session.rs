@@ -157,14 +157,29 @@ fn sealed_block_crosses_a_relay_with_hop_auth() {
         got[at..at + f.payload.len()].copy_from_slice(f.payload);
     }
     assert_eq!(got, sealed);
-    let receipt = ReceiptRepr {
-        stream,
-        manifest_hash: [0; 32],
-    };
+    // Receipt, signed by the receiver (§2.5); the relay passes it on to the origin with its own
+    // sender id and hop tag, and the origin still learns who holds the block.
+    let receipt = ReceiptRepr::sign(stream, [0; 32], &receiver);
     let mut rbuf = [0u8; MAX_DATAGRAM];
     let rn = receipt.emit(20, 0, 0, &mut rbuf).unwrap();
     receiver_keys.send.sign_header(&mut rbuf[..rn]).unwrap();
     assert!(relay_to_receiver.recv.verify(&rbuf[..rn]));
+    let rp = Packet::new_checked(&rbuf[..rn]).unwrap();
+    let relayed = Repr {
+        sender: 1,
+        ..Repr::parse(&rp).unwrap()
+    };
+    let mut fbuf = [0u8; MAX_DATAGRAM];
+    let fn_ = relayed.emit(&mut fbuf).unwrap();
+    relay_from_origin
+        .send
+        .sign_header(&mut fbuf[..fn_])
+        .unwrap();
+    assert!(origin_keys.recv.verify(&fbuf[..fn_]));
+    let fp = Packet::new_checked(&fbuf[..fn_]).unwrap();
+    let at_origin = ReceiptRepr::parse(&fp).unwrap();
+    assert_eq!(fp.sender(), 1, "the hop sender is the relay");
+    assert_eq!(at_origin.verify(), Ok(Some(receiver.public_key())));
 
     let release = key.release(stream, &origin);
     let mut kbuf = [0u8; MAX_DATAGRAM];

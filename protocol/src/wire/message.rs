@@ -390,23 +390,94 @@ impl_repr!(TxRequestRepr);
 
 // --- §2.5 Receipt ---------------------------------------------------------------------------
 
+/// Payload length of an unsigned (legacy) receipt: `manifest_hash` only.
+pub const RECEIPT_LEN: usize = 32;
+/// Payload length of a signed receipt: `manifest_hash`, `receiver`, `signature`.
+pub const SIGNED_RECEIPT_LEN: usize = 32 + 32 + 64;
+
 /// "I hold stream X" (§2.5). Header `stream`; payload: `manifest_hash [32]`, the hash of the
 /// signed manifest (§4.1) of the sealed block received whole, so the receipt names the exact
-/// content, not only the stream number.
+/// content, not only the stream number; then, in a signed receipt, `receiver [32]` (the
+/// receiving gateway's Ed25519 public key, §5.3) and `signature [64]`, its signature over
+/// [`crate::seal::receipt_signing_input`]`(stream, manifest_hash)`.
+///
+/// Parse: a 32-byte payload is a legacy unsigned receipt (`signed: None`); 128 bytes or more a
+/// signed one (bytes after 128 are ignored, §2.0); 0..=31 and 33..=127 bytes (a truncated
+/// tail) are [`Error::BadLength`]. The signature is checked by [`ReceiptRepr::verify`], not by
+/// the parser: relays pass receipts on without reading them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptRepr {
     pub stream: u64,
     pub manifest_hash: [u8; 32],
+    /// `(receiver, signature)` of a signed receipt; `None`: an unsigned receipt, which names
+    /// no receiver.
+    pub signed: Option<([u8; 32], [u8; 64])>,
+}
+
+impl ReceiptRepr {
+    /// An unsigned (legacy) receipt.
+    pub fn unsigned(stream: u64, manifest_hash: [u8; 32]) -> ReceiptRepr {
+        ReceiptRepr {
+            stream,
+            manifest_hash,
+            signed: None,
+        }
+    }
+
+    /// A receipt signed by `receiver`, the gateway that holds the block.
+    pub fn sign(
+        stream: u64,
+        manifest_hash: [u8; 32],
+        receiver: &crate::identity::Identity,
+    ) -> ReceiptRepr {
+        let input = crate::seal::receipt_signing_input(stream, &manifest_hash);
+        ReceiptRepr {
+            stream,
+            manifest_hash,
+            signed: Some((receiver.public_key().0, receiver.sign(&input))),
+        }
+    }
+
+    /// The receiver this receipt proves holds the block: `Ok(None)` for an unsigned receipt,
+    /// `Ok(Some(key))` when the signature verifies under the key it names, else
+    /// [`crate::identity::IdentityError::BadSignature`].
+    pub fn verify(
+        &self,
+    ) -> core::result::Result<Option<crate::identity::PublicKey>, crate::identity::IdentityError>
+    {
+        let Some((receiver, signature)) = &self.signed else {
+            return Ok(None);
+        };
+        let key = crate::identity::PublicKey(*receiver);
+        key.verify(
+            &crate::seal::receipt_signing_input(self.stream, &self.manifest_hash),
+            signature,
+        )?;
+        Ok(Some(key))
+    }
 }
 
 impl<'a> Body<'a> for ReceiptRepr {
     const TYPE: MessageType = MessageType::Receipt;
     const NAME: &'static str = "receipt";
     fn from_parts(h: &HeaderRepr, payload: &'a [u8]) -> Result<Self> {
+        if payload.len() != RECEIPT_LEN && payload.len() < SIGNED_RECEIPT_LEN {
+            return Err(Error::BadLength {
+                msg: Self::NAME,
+                len: payload.len(),
+            });
+        }
         let mut r = Reader::new(Self::NAME, payload);
+        let manifest_hash = r.array()?;
+        let signed = if payload.len() >= SIGNED_RECEIPT_LEN {
+            Some((r.array()?, r.array()?))
+        } else {
+            None
+        };
         Ok(ReceiptRepr {
             stream: h.stream,
-            manifest_hash: r.array()?,
+            manifest_hash,
+            signed,
         })
     }
     fn fields(&self) -> Fields {
@@ -416,10 +487,18 @@ impl<'a> Body<'a> for ReceiptRepr {
         }
     }
     fn payload_len(&self) -> Result<usize> {
-        Ok(32)
+        Ok(if self.signed.is_some() {
+            SIGNED_RECEIPT_LEN
+        } else {
+            RECEIPT_LEN
+        })
     }
     fn write(&self, w: &mut Writer<'_>) {
         w.put(&self.manifest_hash);
+        if let Some((receiver, signature)) = &self.signed {
+            w.put(receiver);
+            w.put(signature);
+        }
     }
 }
 impl_repr!(ReceiptRepr);
@@ -1043,10 +1122,7 @@ mod tests {
     fn golden_receipt_and_key_release() {
         let mut bytes = hdr(0x20, 32, 0x0102, 4, 0, 0);
         bytes.extend_from_slice(&[0xab; 32]);
-        let m = ReceiptRepr {
-            stream: 0x0102,
-            manifest_hash: [0xab; 32],
-        };
+        let m = ReceiptRepr::unsigned(0x0102, [0xab; 32]);
         golden(&bytes, repr(4, Message::Receipt(m)));
 
         let mut bytes = hdr(0x21, 96, 0x0102, 4, 0, 0);
@@ -1058,6 +1134,119 @@ mod tests {
             signature: [0x5e; 64],
         };
         golden(&bytes, repr(4, Message::KeyRelease(m)));
+    }
+
+    /// An identity from a fixed Ed25519 seed, as a PKCS#8 v2 document (ring's layout), so the
+    /// signature is deterministic and can be checked against an independent implementation.
+    fn seed_identity(seed: u8, public: &[u8; 32]) -> crate::identity::Identity {
+        let mut doc = vec![
+            0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        doc.extend_from_slice(&[seed; 32]);
+        doc.extend_from_slice(&[0xa1, 0x23, 0x03, 0x21, 0x00]);
+        doc.extend_from_slice(public);
+        crate::identity::Identity::from_pkcs8_bytes(&doc).unwrap()
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn golden_signed_receipt() {
+        // Computed independently with Python's `cryptography` (OpenSSL) Ed25519: seed 07 * 32,
+        // message "photon/receipt/v1" || 0000000000000102 || ab * 32.
+        let public: [u8; 32] =
+            hex("ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c")
+                .try_into()
+                .unwrap();
+        let signature: [u8; 64] = hex(
+            "8e0d27271ade6d7af213b68b830603a9526fad7325bdc6214fa15d34823d56b0\
+             cd7eb1f18636b5293b6e3569e1c5d04fba59c899bf9e5b30b25020f4ecedd604",
+        )
+        .try_into()
+        .unwrap();
+        let id = seed_identity(7, &public);
+        assert_eq!(id.public_key().0, public);
+
+        let mut bytes = hdr(0x20, 128, 0x0102, 4, 0, 0);
+        bytes.extend_from_slice(&[0xab; 32]); // manifest_hash
+        bytes.extend_from_slice(&public); // receiver
+        bytes.extend_from_slice(&signature); // signature
+        let m = ReceiptRepr::sign(0x0102, [0xab; 32], &id);
+        assert_eq!(m.signed, Some((public, signature)));
+        golden(&bytes, repr(4, Message::Receipt(m)));
+        assert_eq!(m.verify(), Ok(Some(crate::identity::PublicKey(public))));
+        assert_eq!(
+            &crate::seal::receipt_signing_input(0x0102, &[0xab; 32])[..17],
+            b"photon/receipt/v1"
+        );
+
+        // Tampering with any signed part, or claiming another receiver, breaks it.
+        let bad = crate::identity::IdentityError::BadSignature;
+        let moved = ReceiptRepr {
+            stream: 0x0103,
+            ..m
+        };
+        assert_eq!(moved.verify(), Err(bad));
+        let other_block = ReceiptRepr {
+            manifest_hash: [0xac; 32],
+            ..m
+        };
+        assert_eq!(other_block.verify(), Err(bad));
+        let mut sig = signature;
+        sig[63] ^= 0x01;
+        let forged = ReceiptRepr {
+            signed: Some((public, sig)),
+            ..m
+        };
+        assert_eq!(forged.verify(), Err(bad));
+        let claimed = ReceiptRepr {
+            signed: Some(([0x11; 32], signature)),
+            ..m
+        };
+        assert_eq!(claimed.verify(), Err(bad));
+        // An unsigned receipt names nobody.
+        assert_eq!(ReceiptRepr::unsigned(1, [0; 32]).verify(), Ok(None));
+    }
+
+    #[test]
+    fn receipt_lengths_legacy_signed_and_truncated() {
+        let parse = |len: usize| {
+            let mut b = hdr(0x20, len as u16, 9, 1, 0, 0);
+            b.extend((0..len).map(|i| i as u8));
+            let p = Packet::new_checked(&b[..]).unwrap();
+            ReceiptRepr::parse(&p)
+        };
+        // 32 bytes: the legacy unsigned receipt still parses.
+        let legacy = parse(32).unwrap();
+        assert_eq!(legacy.signed, None);
+        assert_eq!(legacy.buffer_len(), Ok(HEADER_LEN + RECEIPT_LEN));
+        // 128 bytes: signed; the tail is (receiver, signature) in that order.
+        let signed = parse(128).unwrap();
+        let (receiver, signature) = signed.signed.unwrap();
+        assert_eq!(receiver[0], 32);
+        assert_eq!(signature[0], 64);
+        assert_eq!(signed.buffer_len(), Ok(HEADER_LEN + SIGNED_RECEIPT_LEN));
+        // Bytes after the signed tail are a later version's: ignored (§2.0).
+        let longer = parse(140).unwrap();
+        assert_eq!(longer, signed);
+        assert_eq!(longer.buffer_len(), Ok(HEADER_LEN + SIGNED_RECEIPT_LEN));
+        // A short hash or a truncated tail is no receipt.
+        for len in [0, 31, 33, 64, 96, 127] {
+            assert_eq!(
+                parse(len),
+                Err(Error::BadLength {
+                    msg: "receipt",
+                    len
+                }),
+                "{len}"
+            );
+        }
     }
 
     #[test]
