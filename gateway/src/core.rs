@@ -29,10 +29,19 @@
 //!   receive a stream, so the origin is told: `KeyReleasePolicy::Receipts { share, receivers,
 //!   timeout }`, with `receivers` from the config (deployment size minus one). The key goes out
 //!   at `ceil(share × receivers)` receipts or at `timeout` (default 50 %, 3 s), or with the
-//!   first fragment (`Immediate`). Receipts through a relay do not say who sent them (the
-//!   relay rewrites the hop sender), so each counts once; a receiver whose origin is one of its
-//!   direct peers sends its receipt over that link only, so it is neither counted twice nor
-//!   anonymous to a peer origin (which needs to know for the fallback below).
+//!   first fragment (`Immediate`). Receipts count once per distinct receiver: a receiver
+//!   signs its receipt (§2.5: its Ed25519 key and a signature over stream and manifest hash),
+//!   because a relay rewrites the hop sender and the origin could not otherwise tell one
+//!   receiver sending twice, or a relay forging or replaying receipts, from two receivers. Through
+//!   a relay only signed receipts that verify count (unsigned ones, from older gateways, are
+//!   counted in `receipts_unsigned` and wait for the timeout); over a direct peer link the hop
+//!   tag already names the peer, and both paths share one set of receiver keys, so a receipt
+//!   counts once whichever way it came. Limitation: any valid Ed25519 key counts (the origin
+//!   does not know the set of gateways), so a relay that makes up keys and signs receipts
+//!   itself still gets a key released early; signed receipts stop replays and double counting,
+//!   not Sybil receivers. A receiver whose origin is one of its direct peers sends its receipt
+//!   over that link only, so a peer origin knows which peers hold the block (for the fallback
+//!   below).
 //! - **Direct peer fallback.** `peer_fallback` (default 500 ms) after a stream starts, every
 //!   live peer without a receipt gets the whole stream over the direct link (a second
 //!   [`photon_protocol::sender::Sender`] over the same sealed bytes: deterministic FEC and
@@ -358,6 +367,14 @@ pub struct GatewayStats {
     pub receipts_sent: u64,
     pub receipts_received: u64,
     pub receipts_mismatched: u64,
+    /// Receipts for our streams through a relay without a signature (§2.5): they name no
+    /// receiver, so they do not count toward the key release.
+    pub receipts_unsigned: u64,
+    /// Signed receipts whose signature does not verify (forged or altered): not counted.
+    pub receipts_bad_signature: u64,
+    /// Receipts from a receiver already counted for the stream (sent twice, replayed, or both
+    /// over a peer link and through a relay), or naming our own key: not counted again.
+    pub receipts_duplicate: u64,
     pub key_releases_sent: u64,
     pub key_releases_received: u64,
     pub key_releases_bad: u64,

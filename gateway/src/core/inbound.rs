@@ -170,10 +170,8 @@ impl Gateway {
         let link = origin
             .and_then(|o| self.peer_link_of(&o))
             .unwrap_or(first_link);
-        let r = ReceiptRepr {
-            stream,
-            manifest_hash,
-        };
+        // Signed (§2.5): the origin counts each receiver once, even through relays.
+        let r = ReceiptRepr::sign(stream, manifest_hash, &self.identity);
         if self.send_message(link, Message::Receipt(r), 0) {
             self.stats.receipts_sent += 1;
             self.stage(now, Stage::ReceiptSent, Some(stream), None, None);

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bitcoin::{Block, BlockHash};
 use photon_protocol::chain::Bitcoin;
 use photon_protocol::compress::{compress_as, envelope};
+use photon_protocol::identity::PublicKey;
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::wire::{
@@ -35,9 +36,11 @@ pub(super) struct OutStream {
     manifest_hash: [u8; 32],
     sender: Sender,
     started: Instant,
-    /// Receipts through relays (they do not say who sent them).
-    relay_receipts: u32,
-    /// Peers that sent a receipt over their direct link.
+    /// Distinct receivers whose receipt counts toward the release quorum: the key a signed
+    /// receipt names (its signature verified), or the peer of a direct link (hop-authenticated).
+    /// Filled only until the key is released, so at most `receipts_needed()` keys.
+    receivers: HashSet<PublicKey>,
+    /// Peers that sent a receipt over their direct link (for the fallback).
     peer_receipts: HashSet<LinkId>,
     released: bool,
     release_at: Option<Instant>,
@@ -74,8 +77,13 @@ impl OutStream {
         self.stream
     }
 
-    fn receipts(&self) -> u32 {
-        self.relay_receipts + self.peer_receipts.len() as u32
+    pub(super) fn receipts(&self) -> u32 {
+        self.receivers.len() as u32
+    }
+
+    #[cfg(test)]
+    pub(super) fn manifest_hash(&self) -> [u8; 32] {
+        self.manifest_hash
     }
 }
 
@@ -180,7 +188,7 @@ impl Gateway {
             key,
             sender,
             started: now,
-            relay_receipts: 0,
+            receivers: HashSet::new(),
             peer_receipts: HashSet::new(),
             released: !encrypt,
             release_at,
@@ -334,24 +342,56 @@ impl Gateway {
         }
     }
 
+    /// A receipt for one of our streams (§2.5; module docs: "Key release"). It counts toward
+    /// the release quorum once per distinct receiver:
+    ///
+    /// - over a direct peer link, the peer (the hop tag authenticates it), or the key of its
+    ///   signature if the receipt is signed (the signature must then verify);
+    /// - through a relay, only a signed receipt whose signature verifies, for the key it names.
+    ///   The relay rewrites the hop sender, so an unsigned receipt there names nobody: counted in
+    ///   `receipts_unsigned`, not toward the quorum (a relay could forge or replay it).
+    ///
+    /// A receiver already counted for the stream, or our own key, is `receipts_duplicate`; a
+    /// signature that does not verify `receipts_bad_signature`. Once the key is out, receipts
+    /// only mark peers for the fallback (no signature is checked).
     pub(super) fn handle_receipt(&mut self, now: Instant, link: LinkId, r: &ReceiptRepr) {
         self.stats.receipts_received += 1;
         let Some(i) = self.out_streams.iter().position(|s| s.stream == r.stream) else {
             self.stats.dropped_unexpected += 1;
             return;
         };
+        let our_key = self.identity.public_key();
         let s = &mut self.out_streams[i];
         if s.manifest_hash != r.manifest_hash {
             self.stats.receipts_mismatched += 1;
             return;
         }
-        match self.links[link].kind {
+        let peer = match self.links[link].kind {
             LinkKind::Peer(_) => {
                 s.peer_receipts.insert(link);
+                Some(self.links[link].remote_key)
             }
-            LinkKind::Relay(_) => s.relay_receipts += 1,
+            LinkKind::Relay(_) => None,
+        };
+        if s.released {
+            return;
         }
-        if !s.released && s.receipts() >= self.config.key_release.receipts_needed() {
+        let signer = match r.verify() {
+            Ok(signer) => signer,
+            Err(_) => {
+                self.stats.receipts_bad_signature += 1;
+                return;
+            }
+        };
+        let Some(receiver) = signer.or(peer) else {
+            self.stats.receipts_unsigned += 1;
+            return;
+        };
+        if receiver == our_key || !s.receivers.insert(receiver) {
+            self.stats.receipts_duplicate += 1;
+            return;
+        }
+        if s.receipts() >= self.config.key_release.receipts_needed() {
             let (stream, hash) = (s.stream, s.hash);
             self.stage(now, Stage::Receipts, Some(stream), Some(hash), None);
             self.release_key(now, i, ReleaseReason::Receipts);

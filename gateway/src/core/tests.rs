@@ -564,3 +564,201 @@ fn undecodable_payloads_are_counted_failures_never_blocks() {
     );
     assert!(reasons.iter().any(|r| r.contains("merkle")), "{reasons:?}");
 }
+
+/// An origin gateway with one relay link (link 0) and one peer link (link 1, the peer `peer`),
+/// neither up, that has just sent a real block as a sealed stream; the key waits for receipts
+/// from all of `receivers` gateways (no timeout in sight). Returns it with the stream and its
+/// manifest hash.
+fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instant, u64, [u8; 32]) {
+    let rng = SystemRandom::new();
+    let mut c = CoreConfig::new();
+    c.relays.push(RelayEndpoint {
+        addr: addr(10),
+        public_key: Identity::generate(&rng).unwrap().public_key(),
+    });
+    c.peers.push(PeerEndpoint {
+        addr: addr(11),
+        public_key: peer.public_key(),
+        originate_for: false,
+    });
+    c.key_release = KeyReleasePolicy::Receipts {
+        share: 1.0,
+        receivers,
+        timeout: Duration::from_secs(3600),
+    };
+    let now = Instant::now();
+    let mut g = Gateway::new(c, Identity::generate(&rng).unwrap(), now, 1_700_000_000_000);
+    let b = block(227836);
+    g.handle_node_event(
+        now,
+        NodeEvent::BlockReceived {
+            block: b.clone(),
+            hash: b.block_hash(),
+            received_at: now,
+        },
+    );
+    assert_eq!(g.out_streams.len(), 1, "the block went out");
+    let (stream, hash) = (
+        g.out_streams[0].stream_id(),
+        g.out_streams[0].manifest_hash(),
+    );
+    (g, now, stream, hash)
+}
+
+fn key_released(g: &mut Gateway) -> Option<(u32, ReleaseReason)> {
+    std::iter::from_fn(|| g.poll_event()).find_map(|e| match e {
+        GatewayEvent::KeyReleased {
+            receipts, reason, ..
+        } => Some((receipts, reason)),
+        _ => None,
+    })
+}
+
+const RELAY_LINK: LinkId = 0;
+const PEER_LINK: LinkId = 1;
+
+#[test]
+fn signed_receipts_through_a_relay_count_once_per_receiver() {
+    let rng = SystemRandom::new();
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&rng).unwrap()).collect();
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(3, &ids[3]);
+    let receipt = |i: usize| wire::ReceiptRepr::sign(stream, hash, &ids[i]);
+
+    // Receiver 0 twice (sent twice, or replayed by a relay): one receiver.
+    g.handle_receipt(now, RELAY_LINK, &receipt(0));
+    g.handle_receipt(now, RELAY_LINK, &receipt(0));
+    assert_eq!(g.stats().receipts_duplicate, 1);
+    // Unsigned receipts through a relay name nobody: however many, none counts.
+    for _ in 0..5 {
+        g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    }
+    assert_eq!(g.stats().receipts_unsigned, 5);
+    // A forged signature (receiver 1's key, a flipped bit) and a receipt signed for another
+    // stream moved onto ours do not count.
+    let mut forged = receipt(1);
+    if let Some((_, sig)) = &mut forged.signed {
+        sig[10] ^= 0x40;
+    }
+    g.handle_receipt(now, RELAY_LINK, &forged);
+    let moved = wire::ReceiptRepr {
+        stream,
+        ..wire::ReceiptRepr::sign(stream ^ 1, hash, &ids[2])
+    };
+    g.handle_receipt(now, RELAY_LINK, &moved);
+    assert_eq!(g.stats().receipts_bad_signature, 2);
+    // A receipt for another block of the same stream id: mismatched.
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, [0x55; 32], &ids[1]),
+    );
+    assert_eq!(g.stats().receipts_mismatched, 1);
+    assert!(
+        key_released(&mut g).is_none(),
+        "one receiver of three so far"
+    );
+    assert_eq!(g.out_streams[0].receipts(), 1);
+
+    // Receiver 1 over the relay, receiver 2 as well: three distinct receivers release it.
+    g.handle_receipt(now, RELAY_LINK, &receipt(1));
+    assert!(key_released(&mut g).is_none(), "two of three");
+    g.handle_receipt(now, RELAY_LINK, &receipt(2));
+    assert_eq!(
+        key_released(&mut g),
+        Some((3, ReleaseReason::Receipts)),
+        "three distinct receivers"
+    );
+    let s = g.stats();
+    assert_eq!(s.receipts_received, 12);
+    assert_eq!(
+        (
+            s.receipts_duplicate,
+            s.receipts_unsigned,
+            s.receipts_bad_signature
+        ),
+        (1, 5, 2)
+    );
+}
+
+#[test]
+fn a_peer_counts_once_over_its_link_and_through_a_relay() {
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let other = Identity::generate(&rng).unwrap();
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer);
+    // Over the direct link the hop tag names the peer: an unsigned receipt counts for it.
+    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    assert_eq!(g.out_streams[0].receipts(), 1);
+    // The same peer's signed receipt through a relay (or replayed by one), and again over the
+    // link: the same receiver.
+    let signed = wire::ReceiptRepr::sign(stream, hash, &peer);
+    g.handle_receipt(now, RELAY_LINK, &signed);
+    g.handle_receipt(now, PEER_LINK, &signed);
+    assert_eq!(g.stats().receipts_duplicate, 2);
+    // A signed receipt over the peer link must verify too.
+    let mut bad = signed;
+    if let Some((_, sig)) = &mut bad.signed {
+        sig[0] ^= 1;
+    }
+    g.handle_receipt(now, PEER_LINK, &bad);
+    assert_eq!(g.stats().receipts_bad_signature, 1);
+    // Our own key never counts (a copied key file, or a relay replaying what it cannot forge).
+    let own = Identity::from_pkcs8_bytes(g.identity.to_pkcs8_bytes()).unwrap();
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &own),
+    );
+    assert_eq!(g.stats().receipts_duplicate, 3);
+    assert!(key_released(&mut g).is_none(), "one receiver of two");
+    // A second, distinct receiver completes the quorum.
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &other),
+    );
+    assert_eq!(key_released(&mut g), Some((2, ReleaseReason::Receipts)));
+    // After the release nothing more is checked or counted toward anything.
+    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    assert_eq!(g.stats().receipts_unsigned, 0);
+    assert_eq!(g.out_streams[0].receipts(), 2);
+}
+
+#[test]
+fn quorum_of_distinct_receivers_over_peer_links_end_to_end() {
+    // Four gateways, all peers; the origin waits for all three receivers: each sends one signed
+    // receipt over its peer link, and the key goes out on the third.
+    let mut sim = Sim::peers(4, |_, c| {
+        c.key_release = KeyReleasePolicy::Receipts {
+            share: 1.0,
+            receivers: 3,
+            timeout: Duration::from_secs(3600),
+        };
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| (1..4)
+        .all(|i| !s.delivered(i).is_empty())));
+    assert!(sim.events[0].iter().any(|e| matches!(
+        e,
+        GatewayEvent::KeyReleased {
+            reason: ReleaseReason::Receipts,
+            receipts: 3,
+            ..
+        }
+    )));
+    let s = sim.gws[0].stats();
+    assert_eq!(s.receipts_received, 3);
+    assert_eq!(
+        (
+            s.receipts_duplicate,
+            s.receipts_unsigned,
+            s.receipts_bad_signature
+        ),
+        (0, 0, 0)
+    );
+    for i in 1..4 {
+        assert_eq!(sim.gws[i].stats().receipts_sent, 1);
+    }
+}
