@@ -448,14 +448,13 @@ fn receipts_fan_out_and_key_releases_pass_once() {
     let (mut c, pk) = control_with(ControlSettings::default());
     let gws = three(&mut c, &pk);
     let mut out = Vec::new();
+    // A signed receipt (§2.5): the relay passes the receiver's key and signature on intact.
+    let signed = ReceiptRepr::sign(9, [3; 32], &gws[1].identity);
     let receipt = gws[1].signed(Repr {
         sender: gws[1].node,
         hops: 0,
         flags: 0,
-        message: Message::Receipt(ReceiptRepr {
-            stream: 9,
-            manifest_hash: [3; 32],
-        }),
+        message: Message::Receipt(signed),
     });
     c.handle(NOW, src(5101), &receipt, &mut out);
     let mut ports: Vec<u16> = out.iter().map(to_port).collect();
@@ -464,6 +463,12 @@ fn receipts_fan_out_and_key_releases_pass_once() {
     assert!(out
         .iter()
         .all(|o| by_port(&gws, o.to.port()).accepts(&o.datagram)));
+    for o in &out {
+        let p = Packet::new_checked(&o.datagram[..]).unwrap();
+        let got = ReceiptRepr::parse(&p).unwrap();
+        assert_eq!(got, signed);
+        assert_eq!(got.verify(), Ok(Some(gws[1].identity.public_key())));
+    }
 
     out.clear();
     let kr = gws[0].signed(Repr {

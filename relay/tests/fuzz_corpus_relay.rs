@@ -118,6 +118,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         message: Message::Receipt(ReceiptRepr {
             stream: 0x77,
             manifest_hash: [3; 32],
+            signed: Some(([4; 32], [5; 64])),
         }),
     });
     let mut arp = vec![0u8; 42];
