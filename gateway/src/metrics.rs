@@ -65,6 +65,8 @@ pub struct Metrics {
     tx_requests: Counter,
     key_releases: Family<ReasonLabel, Counter>,
     peer_fallbacks: Counter,
+    receipts: Counter,
+    receipts_not_counted: Family<ReasonLabel, Counter>,
     links_up: Gauge,
     tx_store_bytes: Gauge,
 }
@@ -133,6 +135,20 @@ impl Metrics {
             "Blocks sent to peers directly after no receipt",
             peer_fallbacks.clone(),
         );
+        let receipts = Counter::default();
+        r.register(
+            "receipts",
+            "Receipts received for our blocks",
+            receipts.clone(),
+        );
+        let receipts_not_counted = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "receipts_not_counted",
+            "Receipts for our blocks that did not count toward the key release, by reason: \
+             mismatched (another block), unsigned (through a relay, names no receiver), \
+             bad_signature, duplicate (receiver already counted, or our own key)",
+            receipts_not_counted.clone(),
+        );
         let links_up = Gauge::default();
         r.register(
             "links_up",
@@ -157,6 +173,8 @@ impl Metrics {
             tx_requests,
             key_releases,
             peer_fallbacks,
+            receipts,
+            receipts_not_counted,
             links_up,
             tx_store_bytes,
         }
@@ -303,6 +321,27 @@ impl Metrics {
             new.tx_requests_sent,
         );
         add(&self.peer_fallbacks, old.peer_fallbacks, new.peer_fallbacks);
+        add(&self.receipts, old.receipts_received, new.receipts_received);
+        let r = |reason| {
+            self.receipts_not_counted
+                .get_or_create(&ReasonLabel { reason })
+        };
+        add(
+            &r("mismatched"),
+            old.receipts_mismatched,
+            new.receipts_mismatched,
+        );
+        add(&r("unsigned"), old.receipts_unsigned, new.receipts_unsigned);
+        add(
+            &r("bad_signature"),
+            old.receipts_bad_signature,
+            new.receipts_bad_signature,
+        );
+        add(
+            &r("duplicate"),
+            old.receipts_duplicate,
+            new.receipts_duplicate,
+        );
         self.links_up.set(links_up);
         self.tx_store_bytes.set(store_bytes as i64);
     }
@@ -375,6 +414,9 @@ mod tests {
             blocks_from_network: 3,
             block_bytes_out: 1_000_000,
             compressed_bytes_out: 5_000,
+            receipts_received: 7,
+            receipts_unsigned: 2,
+            receipts_duplicate: 1,
             ..GatewayStats::default()
         };
         m.publish(&GatewayStats::default(), &new, 2, 1234);
@@ -411,6 +453,9 @@ mod tests {
         ));
         assert!(body.contains("photon_gateway_stage_seconds_count{stage=\"out_compress\"} 1"));
         assert!(body.contains("photon_gateway_links_up 2"));
+        assert!(body.contains("photon_gateway_receipts_total 7"), "{body}");
+        assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"unsigned\"} 2"));
+        assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"duplicate\"} 1"));
         assert!(get("/other").starts_with("HTTP/1.1 404"));
     }
 }
