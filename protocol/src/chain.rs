@@ -61,4 +61,24 @@ pub trait ChainAdapter {
     /// Rebuild a block from an encoded header and its transactions, and check that they belong
     /// together (merkle root, and whatever else commits to the transactions).
     fn assemble(header: &[u8], txs: Vec<Self::Tx>) -> Result<Self::Block, ChainError>;
+
+    /// [`assemble`](Self::assemble), with the identifiers of some transactions already known:
+    /// `known[i]`, when `Some`, is taken as the [`TxIds`] of `txs[i]` instead of hashing it
+    /// (§6.4). The checks are the same; only where the hashes come from changes.
+    ///
+    /// Pass `Some` only for ids this process computed itself from the very bytes `txs[i]` was
+    /// decoded from (the receiver's [`crate::shortid::TxStore`] holds such ids): a wrong id
+    /// makes the block fail its check, or, were it chosen by an attacker, pass with
+    /// transactions the header does not commit to. Transactions received in the block payload
+    /// itself are always `None`. Entries past `known.len()` count as `None`.
+    ///
+    /// The default ignores `known` and runs the full check.
+    fn assemble_with_ids(
+        header: &[u8],
+        txs: Vec<Self::Tx>,
+        known: &[Option<TxIds>],
+    ) -> Result<Self::Block, ChainError> {
+        let _ = known;
+        Self::assemble(header, txs)
+    }
 }

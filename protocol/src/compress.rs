@@ -29,7 +29,7 @@ pub use format::{ref_width, CompressedBlockRepr, FormatError, IdGroup, VERSION};
 pub use plan::choose_groups;
 
 use crate::chain::{Bitcoin, ChainAdapter, ChainError};
-use crate::shortid::{ShortId, TxStore, TxStoreConfig};
+use crate::shortid::{ShortId, TxIds, TxStore, TxStoreConfig};
 
 /// Why a block could not be compressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,9 +244,33 @@ pub enum Decompressed<C: ChainAdapter> {
 pub struct PendingBlock {
     chain_id: u8,
     header: Vec<u8>,
-    slots: Vec<Option<Vec<u8>>>,
+    /// The bytes of every transaction obtained so far, one after the other (one allocation
+    /// for the block, not one per transaction).
+    arena: Vec<u8>,
+    /// Per block position: where its bytes are in `arena` (empty while missing), and its ids
+    /// when they came from the receiver's store.
+    slots: Vec<Slot>,
     /// (short ID, block position), sorted by short ID.
     missing: Vec<(ShortId, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    start: usize,
+    end: usize,
+    ids: Option<TxIds>,
+}
+
+impl PendingBlock {
+    fn put(&mut self, position: usize, tx: &[u8], ids: Option<TxIds>) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(tx);
+        self.slots[position] = Slot {
+            start,
+            end: self.arena.len(),
+            ids,
+        };
+    }
 }
 
 impl std::fmt::Display for PendingBlock {
@@ -285,20 +309,22 @@ impl PendingBlock {
             .binary_search_by_key(&id, |&(m, _)| m)
             .map_err(|_| NotMissing(id))?;
         let (_, position) = self.missing.remove(at);
-        self.slots[position] = Some(tx.to_vec());
+        // Bytes from the network: their ids are not known, the check hashes them.
+        self.put(position, tx, None);
         Ok(())
     }
 
     /// Take whatever missing transactions the store now has (e.g. after fetching them).
     pub fn fill_from(&mut self, store: &TxStore) {
-        let slots = &mut self.slots;
-        self.missing.retain(|&(id, position)| match store.get(id) {
-            Some(tx) => {
-                slots[position] = Some(tx.to_vec());
+        let mut missing = std::mem::take(&mut self.missing);
+        missing.retain(|&(id, position)| match store.get_with_ids(id) {
+            Some((tx, ids)) => {
+                self.put(position, tx, Some(ids));
                 false
             }
             None => true,
         });
+        self.missing = missing;
     }
 
     /// Rebuild and check the block once nothing is missing.
@@ -312,20 +338,29 @@ impl PendingBlock {
         if !self.missing.is_empty() {
             return Err(DecompressError::StillMissing(self.missing.len()));
         }
-        let txs = self.slots.iter().map(|s| s.as_deref().unwrap_or_default());
+        let txs = self
+            .slots
+            .iter()
+            .map(|s| (&self.arena[s.start..s.end], s.ids));
         assemble::<C>(&self.header, txs)
     }
 }
 
+/// Decode the transactions and let the chain adapter check the block (§6.4). Each comes with
+/// its ids when the receiver's store has them (computed by this process from these bytes when
+/// it stored them): the check takes those and hashes only the others (the whole transactions of
+/// the payload, those supplied by a peer).
 fn assemble<'t, C: ChainAdapter>(
     header: &[u8],
-    txs: impl ExactSizeIterator<Item = &'t [u8]>,
+    txs: impl ExactSizeIterator<Item = (&'t [u8], Option<TxIds>)>,
 ) -> Result<C::Block, DecompressError> {
     let mut decoded = Vec::with_capacity(txs.len());
-    for (position, bytes) in txs.enumerate() {
+    let mut known = Vec::with_capacity(txs.len());
+    for (position, (bytes, ids)) in txs.enumerate() {
         decoded.push(C::decode_tx(bytes).map_err(|error| DecompressError::Tx { position, error })?);
+        known.push(ids);
     }
-    C::assemble(header, decoded).map_err(DecompressError::Block)
+    C::assemble_with_ids(header, decoded, &known).map_err(DecompressError::Block)
 }
 
 /// Decode a block payload received from the network (any encoding of §6.3 and §6.8, named by
@@ -404,39 +439,44 @@ fn rebuild<C: ChainAdapter>(
 ) -> Result<Decompressed<C>, DecompressError> {
     check_chain::<C>(chain_id)?;
     let n = tx_count as usize;
-    let mut order: Vec<Result<&[u8], ShortId>> = Vec::with_capacity(n);
+    // Block order: the bytes and, for a transaction of the store, its ids (a whole one of the
+    // payload has none: it is hashed); a missing one is an empty slice for now.
+    let mut order: Vec<(&[u8], Option<TxIds>)> = Vec::with_capacity(n);
     let (mut w, mut r) = (0usize, 0usize);
     let mut missing = Vec::new();
     for position in 0..n {
         if whole_positions.get(w) == Some(&(position as u32)) {
-            order.push(Ok(whole_txs[w]));
+            order.push((whole_txs[w], None));
             w += 1;
         } else {
             let id = refs[r];
             r += 1;
-            match store.get(id) {
-                Some(tx) => order.push(Ok(tx)),
+            match store.get_with_ids(id) {
+                Some((tx, ids)) => order.push((tx, Some(ids))),
                 None => {
                     missing.push((id, position));
-                    order.push(Err(id));
+                    order.push((&[][..], None));
                 }
             }
         }
     }
     if missing.is_empty() {
-        let txs = order.into_iter().map(|t| t.unwrap_or_default());
-        return assemble::<C>(header, txs).map(Decompressed::Complete);
+        return assemble::<C>(header, order.into_iter()).map(Decompressed::Complete);
     }
     missing.sort_unstable();
-    Ok(Decompressed::Missing(PendingBlock {
+    let mut pending = PendingBlock {
         chain_id,
         header: header.to_vec(),
-        slots: order
-            .into_iter()
-            .map(|t| t.ok().map(<[u8]>::to_vec))
-            .collect(),
+        arena: Vec::with_capacity(order.iter().map(|(tx, _)| tx.len()).sum()),
+        slots: vec![Slot::default(); n],
         missing,
-    }))
+    };
+    for (position, (tx, ids)) in order.into_iter().enumerate() {
+        if !tx.is_empty() {
+            pending.put(position, tx, ids);
+        }
+    }
+    Ok(Decompressed::Missing(pending))
 }
 
 /// Fuzz entry (fuzz/fuzz_targets/compressed_block.rs, replayed by
@@ -503,3 +543,6 @@ pub fn fuzz_compressed_block(data: &[u8]) {
         Err(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

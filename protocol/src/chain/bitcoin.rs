@@ -3,8 +3,9 @@
 
 use ::bitcoin::block::Header;
 use ::bitcoin::consensus::{deserialize, serialize};
-use ::bitcoin::hashes::Hash;
-use ::bitcoin::{Block, Transaction};
+use ::bitcoin::hashes::{sha256d, Hash};
+use ::bitcoin::merkle_tree::calculate_root_inline;
+use ::bitcoin::{Block, Transaction, TxMerkleNode, WitnessCommitment, WitnessMerkleNode};
 
 use super::{ChainAdapter, ChainError, TxIds};
 
@@ -61,10 +62,14 @@ impl ChainAdapter for Bitcoin {
     }
 
     fn tx_ids(tx: &Transaction) -> TxIds {
-        TxIds {
-            txid: tx.compute_txid().to_byte_array(),
-            wtxid: tx.compute_wtxid().to_byte_array(),
-        }
+        let txid = tx.compute_txid().to_byte_array();
+        // Without witness data the wtxid hashes the same bytes as the txid (BIP141).
+        let wtxid = if has_witness(tx) {
+            tx.compute_wtxid().to_byte_array()
+        } else {
+            txid
+        };
+        TxIds { txid, wtxid }
     }
 
     fn parent_txids(tx: &Transaction) -> Vec<[u8; 32]> {
@@ -95,4 +100,92 @@ impl ChainAdapter for Bitcoin {
         }
         Ok(block)
     }
+
+    /// The checks of [`assemble`](Bitcoin::assemble) (`Block::check_merkle_root` and
+    /// `Block::check_witness_commitment`), computed from the given ids where there are some:
+    /// the merkle root over the txids, the witness root over the wtxids with the coinbase's
+    /// as zero (BIP141), then the commitment in the coinbase's last output that carries one.
+    fn assemble_with_ids(
+        header: &[u8],
+        txs: Vec<Transaction>,
+        known: &[Option<TxIds>],
+    ) -> Result<Block, ChainError> {
+        if known.iter().all(Option::is_none) {
+            return Self::assemble(header, txs);
+        }
+        let header: Header = decode(header, "bitcoin block header")?;
+        if txs.is_empty() {
+            return Err(ChainError::NoTransactions);
+        }
+        let mut txids = Vec::with_capacity(txs.len());
+        let mut wtxids = Vec::with_capacity(txs.len());
+        let mut any_witness = false;
+        for (i, tx) in txs.iter().enumerate() {
+            any_witness |= has_witness(tx);
+            let ids = match known.get(i).copied().flatten() {
+                Some(ids) => ids,
+                None => Self::tx_ids(tx),
+            };
+            txids.push(sha256d::Hash::from_byte_array(ids.txid));
+            wtxids.push(sha256d::Hash::from_byte_array(ids.wtxid));
+        }
+        let root = calculate_root_inline(&mut txids).map(TxMerkleNode::from_raw_hash);
+        if root != Some(header.merkle_root) {
+            return Err(ChainError::MerkleMismatch);
+        }
+        // As `check_witness_commitment`: optional when no transaction has witness data.
+        if any_witness && !witness_commitment_matches(&txs[0], &mut wtxids) {
+            return Err(ChainError::WitnessCommitmentMismatch);
+        }
+        Ok(Block {
+            header,
+            txdata: txs,
+        })
+    }
 }
+
+fn has_witness(tx: &Transaction) -> bool {
+    tx.input.iter().any(|i| !i.witness.is_empty())
+}
+
+/// `Block::check_witness_commitment` of bitcoin 0.32 for a block with some witness data, with
+/// the wtxids given (`wtxids[0]`, the coinbase's, is replaced by zeros here).
+fn witness_commitment_matches(coinbase: &Transaction, wtxids: &mut [sha256d::Hash]) -> bool {
+    const MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+    if !coinbase.is_coinbase() {
+        return false;
+    }
+    // The commitment is in the last output that starts with the magic bytes.
+    let Some(out) = coinbase.output.iter().rev().find(|o| {
+        let s = o.script_pubkey.as_bytes();
+        s.len() >= 38 && s[..6] == MAGIC
+    }) else {
+        return false;
+    };
+    let mut commitment = [0u8; 32];
+    commitment.copy_from_slice(&out.script_pubkey.as_bytes()[6..38]);
+    let commitment = WitnessCommitment::from_byte_array(commitment);
+    // The witness reserved value: the coinbase input's only witness item, 32 bytes.
+    let witness = &coinbase.input[0].witness;
+    let reserved = match (witness.len(), witness.nth(0)) {
+        (1, Some(value)) if value.len() == 32 => value,
+        _ => return false,
+    };
+    let Some(first) = wtxids.first_mut() else {
+        return false;
+    };
+    *first = sha256d::Hash::all_zeros();
+    match calculate_root_inline(wtxids) {
+        Some(root) => {
+            commitment
+                == Block::compute_witness_commitment(
+                    &WitnessMerkleNode::from_raw_hash(root),
+                    reserved,
+                )
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -108,6 +108,11 @@ impl TxStore {
 
     /// Store `tx` (its chain encoding) under `id`, received at `now`.
     ///
+    /// `ids` must be the transaction's identifiers as this process computed them from these
+    /// very bytes (`ChainAdapter::tx_ids` of the decoded `tx`), never ids read from the
+    /// network: decompression takes them instead of hashing the transaction again when it
+    /// checks a block's merkle root and witness commitment (docs/protocol.md §6.4).
+    ///
     /// Evicts the oldest entries while the budget would be passed. An ID already in use is
     /// reassigned to the new transaction ([`Inserted::ReplacedId`]).
     pub fn insert(
@@ -204,6 +209,11 @@ impl TxStore {
         self.by_id.get(&id).map(|e| e.tx.as_slice())
     }
 
+    /// The transaction bytes stored under `id` and their identifiers, in one lookup.
+    pub fn get_with_ids(&self, id: ShortId) -> Option<(&[u8], TxIds)> {
+        self.by_id.get(&id).map(|e| (e.tx.as_slice(), e.ids))
+    }
+
     /// The identifiers of the transaction stored under `id`.
     pub fn ids(&self, id: ShortId) -> Option<TxIds> {
         self.by_id.get(&id).map(|e| e.ids)
@@ -254,6 +264,8 @@ mod tests {
         let mut s = store(1 << 20, 60);
         assert_eq!(s.insert(ShortId(7), ids(1), b"abc", t0), Ok(Inserted::New));
         assert_eq!(s.get(ShortId(7)), Some(&b"abc"[..]));
+        assert_eq!(s.get_with_ids(ShortId(7)), Some((&b"abc"[..], ids(1))));
+        assert_eq!(s.get_with_ids(ShortId(8)), None);
         assert_eq!(s.id_by_txid(&[1; 32]), Some(ShortId(7)));
         assert_eq!(s.id_by_wtxid(&[0x81; 32]), Some(ShortId(7)));
         assert_eq!(
