@@ -77,7 +77,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| compress::<Bitcoin>(block, &store).unwrap())
         });
         // Decompression as the receiver does it: parse, look up, decode the transactions, check
-        // merkle root and witness commitment, encode the block for the node.
+        // merkle root and witness commitment (from the ids the store holds for the referenced
+        // transactions, hashing the whole ones: §6.4), encode the block for the node.
         group.bench_with_input(
             BenchmarkId::new("decompress", height),
             &compressed.bytes,
