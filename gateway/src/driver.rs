@@ -289,7 +289,9 @@ fn run(
             Err(e) => tracing::warn!(error = %e, "cannot set the UDP receive buffer"),
         }
     }
-    let mut rx = BatchRecv::new(arena, config.recv_batch);
+    // UDP GRO where the kernel has it (a relay's run of fragments comes up as one buffer,
+    // split in udp.rs); the fallback is logged there.
+    let mut rx = BatchRecv::with_gro(&sock, arena, config.recv_batch);
     let mut tx = BatchSend::new();
     // The last receive filled its batch: more is probably queued, so do not wait.
     let mut busy = false;
