@@ -444,6 +444,22 @@ impl BatchSend {
     }
 }
 
+/// Sends `buf` to `dst` in one `sendmsg` with `UDP_SEGMENT` (GSO): the kernel cuts it into
+/// datagrams of `segment` bytes (the last may be shorter). At most 64 segments (the kernel
+/// takes up to 64 or 128 by version) and 65,507 bytes in all. Returns the bytes sent.
+pub fn send_segments(
+    sock: &UdpSocket,
+    dst: SocketAddr,
+    segment: u16,
+    buf: &[u8],
+) -> io::Result<usize> {
+    use nix::sys::socket::sendmsg;
+    let iov = [IoSlice::new(buf)];
+    let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+    let to = SockaddrStorage::from(dst);
+    sendmsg(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to)).map_err(io::Error::from)
+}
+
 /// Longest wait for a full send buffer to drain before datagrams are dropped, ms.
 const SEND_STALL_MS: u8 = 100;
 
@@ -495,14 +511,8 @@ mod tests {
         assert_eq!(tx.dropped, 0);
     }
 
-    /// Sends `segs` (all `seg` bytes but the last, which may be shorter) in one `sendmsg`
-    /// with `UDP_SEGMENT`: the kernel cuts it into one datagram per segment.
     fn gso_send(tx: &UdpSocket, dst: SocketAddr, seg: u16, payload: &[u8]) -> usize {
-        use nix::sys::socket::sendmsg;
-        let iov = [IoSlice::new(payload)];
-        let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
-        let to = SockaddrStorage::from(dst);
-        sendmsg(tx.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to)).unwrap()
+        send_segments(tx, dst, seg, payload).unwrap()
     }
 
     /// 40 segments: 39 of 100 bytes and a last one of 37, each filled with its index.
@@ -510,7 +520,7 @@ mod tests {
         let mut p = Vec::new();
         for i in 0..40u8 {
             let len = if i == 39 { 37 } else { 100 };
-            p.extend(std::iter::repeat(i).take(len));
+            p.extend(std::iter::repeat_n(i, len));
         }
         p
     }
@@ -568,7 +578,10 @@ mod tests {
         assert_eq!(rx.gro_lost, 0);
         if rx.gro() {
             // Loopback hands the GSO buffer up whole: one message for the 40 datagrams.
-            assert_eq!(rx.messages, 2, "GRO on but the burst came as separate datagrams");
+            assert_eq!(
+                rx.messages, 2,
+                "GRO on but the burst came as separate datagrams"
+            );
         } else {
             eprintln!("UDP_GRO refused by this kernel: checked the fallback only");
         }
