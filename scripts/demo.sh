@@ -184,6 +184,10 @@ send_buffer = 16777216
 [metrics]
 enabled = false
 
+[perf]
+stage_log = "$WORK/records/relay$r.stages.jsonl"
+node_name = "relay$r"
+
 [log]
 level = "info"
 EOF

@@ -5,7 +5,7 @@
 //! column and key; [`Config::validate`] adds the cross-field checks.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use serde::Deserialize;
@@ -128,6 +128,29 @@ pub struct Config {
     /// `[log]`: log format and filter ([`crate::metrics`]).
     #[serde(default)]
     pub log: crate::metrics::LogConfig,
+    /// `[perf]`: stage records for the propagation report ([`crate::stages`]).
+    #[serde(default)]
+    pub perf: PerfConfig,
+}
+
+/// `[perf]`: measurement output for the testbed's propagation report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerfConfig {
+    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none. Relative to
+    /// the configuration file's folder ([`Config::load`]).
+    pub stage_log: Option<PathBuf>,
+    /// The `node` field of the records. Default "relay".
+    pub node_name: Option<String>,
+}
+
+impl PerfConfig {
+    /// The stage-record file and the node name, when records are asked for.
+    pub fn stage_log(&self) -> Option<(PathBuf, String)> {
+        let path = self.stage_log.clone()?;
+        let name = self.node_name.clone().unwrap_or_else(|| "relay".into());
+        Some((path, name))
+    }
 }
 
 /// `[relay]`: who the relay is.
@@ -302,13 +325,20 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file; a relative `perf.stage_log` is made
+    /// relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_toml(&text)
+        let mut cfg = Config::from_toml(&text)?;
+        if let Some(p) = &mut cfg.perf.stage_log {
+            if p.is_relative() {
+                *p = path.parent().unwrap_or(Path::new(".")).join(&*p);
+            }
+        }
+        Ok(cfg)
     }
 
     /// Cross-field checks; each error names its key.
@@ -316,6 +346,25 @@ impl Config {
         self.control.validate()?;
         self.socket.validate()?;
         self.log.validate()?;
+        if let Some(name) = &self.perf.node_name {
+            if !crate::stages::valid_node_name(name) {
+                return Err(invalid(
+                    "perf.node_name",
+                    "must be non-empty, without quotes, backslashes or control characters",
+                ));
+            }
+        }
+        if self
+            .perf
+            .stage_log
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "perf.stage_log",
+                "an empty path; remove the key for no records",
+            ));
+        }
         let r = &self.relay;
         if r.node_id == 0 {
             return Err(invalid(
@@ -662,6 +711,33 @@ mod tests {
         assert!(e.contains("relay.hold_timeout_ms"), "{e}");
         let e = err(&MINIMAL.replace("[relay]", "[relay]\ngateway = \"192.168.0.1\""));
         assert!(e.contains("relay.gateway"), "{e}");
+    }
+
+    #[test]
+    fn perf_stage_log_resolves_beside_the_config() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.perf.stage_log(), None, "absent: no records");
+        let text = format!("{MINIMAL}\n[perf]\nstage_log = \"s.jsonl\"\nnode_name = \"relay3\"\n");
+        let dir =
+            std::env::temp_dir().join(format!("photon-relay-perf-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(&file, &text).unwrap();
+        let c = Config::load(&file).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            c.perf.stage_log(),
+            Some((dir.join("s.jsonl"), "relay3".to_string()))
+        );
+        let abs = text.replace("\"s.jsonl\"", "\"/tmp/x.jsonl\"");
+        let c = Config::from_toml(&abs).unwrap();
+        assert_eq!(c.perf.stage_log().unwrap().0, PathBuf::from("/tmp/x.jsonl"));
+        let c = Config::from_toml(&format!("{MINIMAL}\n[perf]\nstage_log = \"s\"\n")).unwrap();
+        assert_eq!(c.perf.stage_log().unwrap().1, "relay", "default name");
+        let e = err(&text.replace("relay3", "a\\\"b"));
+        assert!(e.contains("perf.node_name"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[perf]\nstage_logg = \"s\"\n"));
+        assert!(e.contains("stage_logg"), "{e}");
     }
 
     #[test]

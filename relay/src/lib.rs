@@ -15,6 +15,7 @@
 //! - [`control`]: the sans-IO control path (registration, keepalives, short IDs, repairs,
 //!   receipts and key releases); [`socket`]: the kernel-socket backend (batched UDP, same
 //!   forwarding decision); [`metrics`]: the Prometheus endpoint and log settings.
+//! - [`stages`]: stage records (`[perf] stage_log`) for the propagation report.
 //! - [`fuzzing`]: the fuzz entry point over the frame classifier and the control path.
 #![forbid(unsafe_code)]
 
@@ -31,4 +32,5 @@ pub mod packet;
 pub mod pipeline;
 pub mod publish;
 pub mod socket;
+pub mod stages;
 pub mod table;

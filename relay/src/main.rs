@@ -24,6 +24,7 @@ use photon_relay::control::{self, hex32, Control, ControlShared};
 use photon_relay::counters::{self, Counter};
 use photon_relay::metrics::{render, LogFormat, MetricsServer};
 use photon_relay::socket::{SocketRelay, SocketRelayConfig};
+use photon_relay::stages::StageLog;
 use ring::rand::SystemRandom;
 
 #[derive(Parser, Debug)]
@@ -220,6 +221,14 @@ fn run_socket(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(),
 
 fn run_dpdk(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), String> {
     use photon_relay::dataplane::{DataPlane, StartError};
+    // Opened first: a bad path fails before the EAL and the ports start.
+    let mut stages = match cfg.perf.stage_log() {
+        Some((path, node)) => Some(
+            StageLog::open(&path, &node)
+                .map_err(|e| format!("cannot open perf.stage_log {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let eal = photon_dpdk::Eal::init(&cfg.eal_args()).map_err(|e| {
         let hint = if cfg.eal.no_huge {
             "check the [eal] and [[port]] settings"
@@ -265,13 +274,15 @@ fn run_dpdk(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), S
     let s = shared.clone();
     let metrics = start_metrics(cfg, Arc::new(move || render(&cores, Some(&s))))?;
     tracing::info!(cores = ?cfg.relay.cores, "DPDK data path running");
-    let drops = control::dpdk::run(
+    let drops = control::dpdk::run_with_stages(
         &mut link,
         &mut control,
         &shared,
         quit,
         Duration::from_millis(100),
+        stages.as_mut(),
     );
+    drop(stages);
     tracing::info!(?drops, "control core stopped");
     let finals = dataplane.stop()?;
     drop(link);

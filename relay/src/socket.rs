@@ -48,6 +48,7 @@ use crate::dedup::Dedup;
 use crate::forward::{admit, Reject};
 use crate::hold::{Forwarding, HoldLimits, Holder};
 use crate::packet::FragmentInfo;
+use crate::stages::StageLog;
 use crate::table::{LocalSpec, PeerSpec, Table, TableError};
 
 /// Largest receive batch.
@@ -129,6 +130,9 @@ pub struct SocketRelayConfig {
     pub hold: HoldLimits,
     /// Registration, keepalives, short IDs, repair cache.
     pub control: ControlSettings,
+    /// `[perf]`: stage records (file, node name) for the propagation report
+    /// ([`crate::stages`]); `None`: none.
+    pub stage_log: Option<(std::path::PathBuf, String)>,
 }
 
 impl SocketRelayConfig {
@@ -152,6 +156,7 @@ impl SocketRelayConfig {
                 timeout: 1000,
             },
             control: ControlSettings::default(),
+            stage_log: None,
         }
     }
 
@@ -196,6 +201,7 @@ impl SocketRelayConfig {
             forwarding: cfg.relay.forwarding,
             hold: cfg.relay.hold_limits(),
             control: cfg.control.settings()?,
+            stage_log: cfg.perf.stage_log(),
         })
     }
 }
@@ -223,6 +229,11 @@ pub enum SocketError {
     Spawn(std::io::Error),
     #[error("the relay thread panicked")]
     Panicked,
+    #[error("cannot open perf.stage_log {path}: {source}")]
+    StageLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a running socket relay publishes for readers on other threads (metrics, tests):
@@ -334,6 +345,10 @@ pub struct SocketRelay {
     hold: Option<Holder<Vec<u8>>>,
     released: Vec<Vec<u8>>,
     spare: Vec<Vec<u8>>,
+    /// `[perf] stage_log`: the record file, and (stream, bytes) of the fragments fanned out
+    /// in this poll, stamped once after the poll's sends ([`SocketRelay::stamp_forwarded`]).
+    stages: Option<StageLog>,
+    forwarded: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for SocketRelay {
@@ -403,6 +418,17 @@ impl SocketRelay {
             cfg.control,
             Arc::new(SystemRandom::new()),
         )?;
+        let stages = match &cfg.stage_log {
+            Some((path, node)) => {
+                Some(
+                    StageLog::open(path, node).map_err(|source| SocketError::StageLog {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let batch = cfg.batch.clamp(1, MAX_BATCH);
         let seed = [rand::random::<u64>(), rand::random::<u64>()];
         Ok(SocketRelay {
@@ -429,6 +455,8 @@ impl SocketRelay {
             },
             released: Vec::new(),
             spare: Vec::new(),
+            stages,
+            forwarded: Vec::with_capacity(MAX_BATCH),
         })
     }
 
@@ -469,13 +497,20 @@ impl SocketRelay {
         self.housekeeping();
         while !quit.load(Ordering::Relaxed) {
             self.poll(&mut io)?;
-            if last_tick.elapsed() >= self.tick {
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= self.tick {
                 self.expire_held(&mut io);
                 self.housekeeping();
                 last_tick = Instant::now();
             }
+            if let Some(s) = &mut self.stages {
+                s.poll(now);
+            }
         }
         self.housekeeping();
+        if let Some(s) = &mut self.stages {
+            s.finish();
+        }
         Ok(())
     }
 
@@ -533,6 +568,7 @@ impl SocketRelay {
             self.datagram(io, i, len, from, now_ms, clock);
         }
         self.flush_copies(&mut io.tx);
+        self.stamp_forwarded();
         self.recycle_released();
         self.flush_outgoing(&mut io.tx);
         Ok(n)
@@ -547,8 +583,24 @@ impl SocketRelay {
         if h.expire(now) > 0 {
             self.forward_released(io);
             self.flush_copies(&mut io.tx);
+            self.stamp_forwarded();
             self.recycle_released();
         }
+    }
+
+    /// Stage records: the fragments fanned out since the last call were sent (the
+    /// `sendmmsg` calls returned): one clock read stamps them all.
+    fn stamp_forwarded(&mut self) {
+        if self.forwarded.is_empty() {
+            return;
+        }
+        if let Some(s) = &mut self.stages {
+            let t = crate::stages::unix_ns();
+            for &(stream, bytes) in &self.forwarded {
+                s.fragment(t, stream, bytes);
+            }
+        }
+        self.forwarded.clear();
     }
 
     /// The holder's clock: ms since the relay started.
@@ -692,6 +744,7 @@ impl SocketRelay {
     ) {
         let hops = hops_in.saturating_add(1);
         let node_id = table.local().node_id;
+        let mut queued = 0usize;
         for (_, dest) in table.destinations(from) {
             let Some(keys) = dest.spec.keys.as_ref() else {
                 continue;
@@ -721,6 +774,19 @@ impl SocketRelay {
                 to: SockaddrIn::from(dest.spec.addr),
             });
             self.counters.inc(Counter::FanoutCopies);
+            queued += 1;
+        }
+        if self.stages.is_some() && queued > 0 {
+            let bytes = match src {
+                Src::Rx(i) => &self.rx_bufs[i][..end],
+                Src::Released(j) => &self.released[j][..end],
+            };
+            let stream = Packet::new_unchecked(bytes).stream();
+            // Consecutive fragments of one stream (a batch, a released stream) share an entry.
+            match self.forwarded.last_mut() {
+                Some((s, b)) if *s == stream => *b += end as u64,
+                _ => self.forwarded.push((stream, end as u64)),
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The DPDK repair cache end to end on net_ring ethdevs: the pipeline core forwards a fragment
 //! and hands a zero-copy reference to the control core over its repair ring; a repair request
 //! for it is answered by the control core from the cache, flagged RETRANSMIT, out through the
-//! pipeline core's TX; after shutdown every pool is back to its baseline.
+//! pipeline core's TX; after shutdown every pool is back to its baseline. The control core
+//! also writes the fragment's stage record (`relay`, from the repair note).
 
 mod common;
 
@@ -21,6 +22,7 @@ use photon_relay::dataplane::ControlLink;
 use photon_relay::dedup::Dedup;
 use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::publish;
+use photon_relay::stages::StageLog;
 use photon_relay::table::Table;
 use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, Ipv4Packet, UdpPacket};
@@ -128,14 +130,22 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let ctl_quit = AtomicBool::new(false);
     let shared = ControlShared::new();
     let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    let stage_path = std::env::temp_dir().join(format!(
+        "photon-relay-stages-dpdk-{}-{}.jsonl",
+        std::process::id(),
+        photon_relay::stages::unix_ns()
+    ));
+    let mut stages = StageLog::open(&stage_path, "relay1").unwrap();
+    let before = photon_relay::stages::unix_ns();
     let cached_in_use = std::thread::scope(|s| {
         let driver = s.spawn(|| {
-            control::dpdk::run(
+            control::dpdk::run_with_stages(
                 &mut link,
                 &mut control,
                 &shared,
                 &ctl_quit,
                 Duration::from_millis(5),
+                Some(&mut stages),
             )
         });
         wait_until("the table on the core", || counters.table_generation() > 0);
@@ -184,6 +194,30 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         assert_eq!(drops, control::dpdk::DriverDrops::default());
         cached_in_use
     });
+    // The control core saw the forwarded fragment: one `relay` record for its stream, written
+    // when the driver stopped (with the stream's `relay_last`).
+    let after = photon_relay::stages::unix_ns();
+    drop(stages);
+    let text = std::fs::read_to_string(&stage_path).unwrap();
+    let _ = std::fs::remove_file(&stage_path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("{\"t_ns\":")
+            && lines[0].ends_with(",\"node\":\"relay1\",\"stage\":\"relay\",\"stream\":119}"),
+        "{text}"
+    );
+    let t: u64 = lines[0]["{\"t_ns\":".len()..lines[0].find(',').unwrap()]
+        .parse()
+        .unwrap();
+    assert!(before <= t && t <= after, "{t} not in {before}..={after}");
+    let datagram = photon_protocol::wire::HEADER_LEN + payload.len();
+    assert!(
+        lines[1].ends_with(&format!(
+            "\"stage\":\"relay_last\",\"stream\":119,\"bytes\":{datagram}}}"
+        )),
+        "{text}"
+    );
     quit.store(true, Ordering::Relaxed);
     let finals = worker.join().unwrap().unwrap();
     assert_eq!(finals.get(Counter::ToRepairCache), 1);

@@ -1,6 +1,6 @@
 //! The kernel-socket relay on loopback with real UDP sockets: test gateways register with real
 //! signed Register messages, then fragments, transactions and junk go through it; the metrics
-//! endpoint serves the counters.
+//! endpoint serves the counters; `[perf] stage_log` records each forwarded stream once.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
@@ -408,4 +408,94 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     assert_eq!(c.get(Counter::HoldStreamsTimeout), 1);
     assert_eq!(c.get(Counter::HoldStreamsOverflow), 0);
     assert_eq!(c.get(Counter::FanoutCopies), 7);
+}
+
+/// The JSON lines of a stage-record file as (stage, stream, t_ns, bytes).
+fn stage_lines(text: &str) -> Vec<(String, u64, u64, Option<u64>)> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = &line[at..];
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        Some(rest[..end].trim_matches('"').to_string())
+    };
+    text.lines()
+        .map(|l| {
+            assert!(l.starts_with('{') && l.ends_with('}'), "{l}");
+            assert_eq!(field(l, "node").as_deref(), Some("relay7"), "{l}");
+            (
+                field(l, "stage").unwrap(),
+                field(l, "stream").unwrap().parse().unwrap(),
+                field(l, "t_ns").unwrap().parse().unwrap(),
+                field(l, "bytes").map(|b| b.parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn stage_log_has_one_relay_line_per_forwarded_stream() {
+    let path = std::env::temp_dir().join(format!(
+        "photon-relay-stages-{}-{}.jsonl",
+        std::process::id(),
+        unix_ms()
+    ));
+    let mut cfg = SocketRelayConfig::loopback(RELAY);
+    cfg.stage_log = Some((path.clone(), "relay7".into()));
+    let id = Identity::generate(&SystemRandom::new()).unwrap();
+    let relay = SocketRelay::bind(cfg, id).unwrap().spawn().unwrap();
+    let addr = relay.addr();
+    let gws: Vec<Gw> = (0..2)
+        .map(|_| Gw::register(addr, &relay.public_key()))
+        .collect();
+    let payload = vec![0x5au8; 600];
+    let before = photon_relay::stages::unix_ns();
+    // Three fragments of stream 0x51, two of 0x52, interleaved; and a duplicate (not forwarded).
+    for (stream, index) in [
+        (0x51, 0),
+        (0x52, 0),
+        (0x51, 1),
+        (0x52, 1),
+        (0x51, 2),
+        (0x51, 2),
+    ] {
+        gws[0].send(addr, from(gws[0].node, fragment(stream, index, &payload)));
+    }
+    for _ in 0..5 {
+        gws[1].recv(WAIT).expect("forwarded");
+    }
+    assert!(
+        gws[1].recv(QUIET).is_none(),
+        "the duplicate was not forwarded"
+    );
+    relay.stop().unwrap();
+    let after = photon_relay::stages::unix_ns();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines = stage_lines(&text);
+    let mut relay_streams: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.0 == "relay")
+        .map(|l| l.1)
+        .collect();
+    relay_streams.sort_unstable();
+    assert_eq!(relay_streams, [0x51, 0x52], "{text}");
+    let datagram = (photon_protocol::wire::HEADER_LEN + payload.len()) as u64;
+    let mut last: Vec<(u64, Option<u64>)> = lines
+        .iter()
+        .filter(|l| l.0 == "relay_last")
+        .map(|l| (l.1, l.3))
+        .collect();
+    last.sort_unstable();
+    assert_eq!(
+        last,
+        [(0x51, Some(3 * datagram)), (0x52, Some(2 * datagram))],
+        "closed at shutdown with the bytes forwarded: {text}"
+    );
+    for l in &lines {
+        assert!(
+            before <= l.2 && l.2 <= after,
+            "stamped while running: {l:?}"
+        );
+    }
 }

@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use photon_dpdk::MbufBatch;
-use photon_protocol::wire::HEADER_LEN;
+use photon_protocol::wire::{Packet, HEADER_LEN};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 
 use super::{unix_ms, Control, ControlShared, Outgoing, Source};
 use crate::dataplane::ControlLink;
 use crate::packet::{csum_data, write_forward_header, HeaderTemplate, FORWARD_HEADER_LEN};
+use crate::stages::{unix_ns, StageLog};
 
 /// Frames the control core could not queue or build.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +133,21 @@ pub fn run(
     quit: &AtomicBool,
     tick: Duration,
 ) -> DriverDrops {
+    run_with_stages(link, control, shared, quit, tick, None)
+}
+
+/// [`run`], also writing stage records ([`crate::stages`]) for the forwarded fragments the data
+/// cores hand over for the repair cache: each is stamped with the time the control core
+/// dequeued its batch of notes (one clock read per batch). The log is flushed every
+/// [`crate::stages::FLUSH_EVERY`] and finished when `quit` is seen.
+pub fn run_with_stages(
+    link: &mut ControlLink,
+    control: &mut Control,
+    shared: &ControlShared,
+    quit: &AtomicBool,
+    tick: Duration,
+    mut stages: Option<&mut StageLog>,
+) -> DriverDrops {
     let mut drops = DriverDrops::default();
     let mut batch = MbufBatch::new();
     let mut out = Vec::new();
@@ -145,6 +161,21 @@ pub fn run(
         for ring in &mut link.repair_notes {
             let n = ring.dequeue(&mut batch);
             work += n;
+            if n == 0 {
+                continue;
+            }
+            if let Some(s) = stages.as_deref_mut() {
+                let t = unix_ns();
+                for m in batch.iter() {
+                    // A note's first segment is the fragment's Photon header (alone: the
+                    // payload is the next segment, so no `new_checked`).
+                    let header = m.data();
+                    if header.len() >= HEADER_LEN {
+                        let stream = Packet::new_unchecked(header).stream();
+                        s.fragment(t, stream, m.pkt_len() as u64);
+                    }
+                }
+            }
             for m in batch.drain() {
                 control.record_fragment_mbuf(m);
             }
@@ -173,11 +204,17 @@ pub fn run(
             control.publish(shared, unix_ms());
             last_tick = Instant::now();
         }
+        if let Some(s) = stages.as_deref_mut() {
+            s.poll(Instant::now());
+        }
         if work == 0 {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
     control.publish(shared, unix_ms());
+    if let Some(s) = stages {
+        s.finish();
+    }
     drops
 }
 

@@ -29,6 +29,10 @@ impl<K: Eq + Hash + Clone, V> FifoMap<K, V> {
         self.map.get(key)
     }
 
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.get_mut(key)
+    }
+
     pub fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)
     }

@@ -1,0 +1,410 @@
+//! Stage records for the propagation report (`perf/README.md`, "Stage records"): for each
+//! block stream the relay forwards, one JSON line
+//! `{"t_ns":..,"node":"relay0","stage":"relay","stream":7}` when its first fragment was
+//! forwarded, and one `relay_last` line (`bytes`: the stream's forwarded datagrams, one copy
+//! each, not times the fan-out) for the last fragment of the stream seen before it went quiet
+//! for [`QUIET_NS`].
+//!
+//! Two layers, sans-IO first:
+//! - [`StageRecorder`]: given `(t_ns, stream, bytes)` per forwarded fragment, decides the
+//!   records. Bounded memory: it remembers the last [`STREAM_MEMORY`] streams (oldest
+//!   forgotten), so a stream gets one `relay` line however many fragments it has; a fragment
+//!   of a stream already closed (quiet for [`QUIET_NS`]) is not recorded again.
+//! - [`StageLog`]: the recorder and a file; lines are formatted into a buffer and written at
+//!   most every [`FLUSH_EVERY`] ([`StageLog::poll`]) and at shutdown ([`StageLog::finish`]).
+//!
+//! Where the time comes from (never a file write or a log line per fragment):
+//! - socket backend: one clock read after the poll's `sendmmsg` calls returned, for every
+//!   fragment that poll forwarded (cut-through: the same receive batch; store-and-forward: when
+//!   the holder released it);
+//! - DPDK backend: the data cores do no I/O and read no wall clock; they already hand every
+//!   forwarded fragment to the control core for the repair cache (`dataplane.repair_mbufs` >
+//!   0, the default). The control core reads the clock once per dequeued batch of those notes,
+//!   so the record is *the time the control core saw the fragment*: after the data core's
+//!   burst was fanned out and its notes enqueued, plus at most the control core's 50 µs idle
+//!   sleep and the work queued before it. With `repair_mbufs = 0` there are no notes and no
+//!   records; a note lost to a full repair ring delays a stream's `relay` to its next note.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::control::FifoMap;
+
+/// The stage of a stream's first forwarded fragment (`report::STAGES`).
+pub const STAGE_RELAY: &str = "relay";
+/// The stage of a stream's last forwarded fragment (not in `report::STAGES`: reported after).
+pub const STAGE_RELAY_LAST: &str = "relay_last";
+/// Streams remembered (first seen order; the oldest forgotten first).
+pub const STREAM_MEMORY: usize = 4096;
+/// A stream with no forwarded fragment for this long is closed: its `relay_last` is written.
+pub const QUIET_NS: u64 = 500_000_000;
+/// How often [`StageLog::poll`] writes the buffered lines.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// One record, before formatting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageLine {
+    /// Unix nanoseconds.
+    pub t_ns: u64,
+    /// [`STAGE_RELAY`] or [`STAGE_RELAY_LAST`].
+    pub stage: &'static str,
+    pub stream: u64,
+    /// `relay_last` only: bytes of the stream's forwarded datagrams (one copy each).
+    pub bytes: Option<u64>,
+}
+
+impl StageLine {
+    /// Appends the JSON line (with its newline) for node `node` (no quotes or backslashes:
+    /// [`valid_node_name`]).
+    pub fn format(&self, node: &str, out: &mut String) {
+        let _ = write!(
+            out,
+            "{{\"t_ns\":{},\"node\":\"{node}\",\"stage\":\"{}\",\"stream\":{}",
+            self.t_ns, self.stage, self.stream
+        );
+        if let Some(b) = self.bytes {
+            let _ = write!(out, ",\"bytes\":{b}");
+        }
+        out.push_str("}\n");
+    }
+}
+
+/// Whether `name` can be written into a JSON string as is.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['"', '\\']) && !name.chars().any(char::is_control)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    last_ns: u64,
+    bytes: u64,
+    open: bool,
+}
+
+/// Decides the stage records from forwarded fragments. See the module documentation.
+#[derive(Debug)]
+pub struct StageRecorder {
+    streams: FifoMap<u64, Seen>,
+    /// Streams not closed yet (a subset of `streams`).
+    open: Vec<u64>,
+    quiet_ns: u64,
+    lines: Vec<StageLine>,
+    /// Fragments of streams already closed (not recorded).
+    late: u64,
+}
+
+impl StageRecorder {
+    /// Remembers at most `memory` streams; closes a stream after `quiet_ns` without fragments.
+    pub fn new(memory: usize, quiet_ns: u64) -> StageRecorder {
+        StageRecorder {
+            streams: FifoMap::new(memory),
+            open: Vec::new(),
+            quiet_ns,
+            lines: Vec::new(),
+            late: 0,
+        }
+    }
+
+    /// A fragment of `stream` (`bytes` long) was forwarded at `t_ns`.
+    pub fn fragment(&mut self, t_ns: u64, stream: u64, bytes: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if s.open {
+                s.last_ns = s.last_ns.max(t_ns);
+                s.bytes = s.bytes.saturating_add(bytes);
+            } else {
+                self.late += 1;
+            }
+            return;
+        }
+        self.lines.push(StageLine {
+            t_ns,
+            stage: STAGE_RELAY,
+            stream,
+            bytes: None,
+        });
+        let seen = Seen {
+            last_ns: t_ns,
+            bytes,
+            open: true,
+        };
+        if let Some((old, s)) = self.streams.insert(stream, seen) {
+            if s.open {
+                self.open.retain(|&o| o != old);
+                self.lines.push(last_line(old, &s));
+            }
+        }
+        self.open.push(stream);
+    }
+
+    /// Closes the streams quiet since `now_ns - quiet_ns`.
+    pub fn tick(&mut self, now_ns: u64) {
+        let StageRecorder {
+            streams,
+            open,
+            quiet_ns,
+            lines,
+            ..
+        } = self;
+        open.retain(|stream| match streams.get_mut(stream) {
+            Some(s) if now_ns.saturating_sub(s.last_ns) < *quiet_ns => true,
+            Some(s) => {
+                s.open = false;
+                lines.push(last_line(*stream, s));
+                false
+            }
+            None => false,
+        });
+    }
+
+    /// Closes every open stream (shutdown).
+    pub fn finish(&mut self) {
+        self.tick(u64::MAX);
+    }
+
+    /// The records made since the last call, in the order they were made.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, StageLine> {
+        self.lines.drain(..)
+    }
+
+    /// Streams not closed yet.
+    pub fn open_streams(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Fragments that arrived after their stream was closed (not recorded).
+    pub fn late_fragments(&self) -> u64 {
+        self.late
+    }
+}
+
+fn last_line(stream: u64, s: &Seen) -> StageLine {
+    StageLine {
+        t_ns: s.last_ns,
+        stage: STAGE_RELAY_LAST,
+        stream,
+        bytes: Some(s.bytes),
+    }
+}
+
+/// Unix time in nanoseconds from the system clock.
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The stage-record file of a running relay: a [`StageRecorder`], a line buffer, the file.
+#[derive(Debug)]
+pub struct StageLog {
+    recorder: StageRecorder,
+    node: String,
+    path: PathBuf,
+    file: std::fs::File,
+    buf: String,
+    next_flush: Instant,
+    failed: bool,
+}
+
+impl StageLog {
+    /// Opens (creates, appends to) `path`; records carry `node`.
+    pub fn open(path: &Path, node: &str) -> std::io::Result<StageLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(StageLog {
+            recorder: StageRecorder::new(STREAM_MEMORY, QUIET_NS),
+            node: node.to_owned(),
+            path: path.to_owned(),
+            file,
+            buf: String::with_capacity(4096),
+            next_flush: Instant::now() + FLUSH_EVERY,
+            failed: false,
+        })
+    }
+
+    /// A fragment of `stream` (`bytes` long) was forwarded at `t_ns` (unix ns).
+    #[inline]
+    pub fn fragment(&mut self, t_ns: u64, stream: u64, bytes: u64) {
+        self.recorder.fragment(t_ns, stream, bytes);
+    }
+
+    /// Every [`FLUSH_EVERY`]: closes quiet streams and writes what was recorded.
+    #[inline]
+    pub fn poll(&mut self, now: Instant) {
+        if now < self.next_flush {
+            return;
+        }
+        self.next_flush = now + FLUSH_EVERY;
+        self.recorder.tick(unix_ns());
+        self.write();
+    }
+
+    /// Shutdown: closes every stream and writes everything.
+    pub fn finish(&mut self) {
+        self.recorder.finish();
+        self.write();
+    }
+
+    /// The recorder (tests, counters).
+    pub fn recorder(&self) -> &StageRecorder {
+        &self.recorder
+    }
+
+    fn write(&mut self) {
+        for line in self.recorder.drain() {
+            line.format(&self.node, &mut self.buf);
+        }
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(self.buf.as_bytes()) {
+            if !self.failed {
+                self.failed = true;
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "cannot write perf.stage_log: records lost");
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+impl Drop for StageLog {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stages(r: &mut StageRecorder) -> Vec<(&'static str, u64, u64, Option<u64>)> {
+        r.drain()
+            .map(|l| (l.stage, l.stream, l.t_ns, l.bytes))
+            .collect()
+    }
+
+    #[test]
+    fn one_relay_line_per_stream_at_its_first_fragment() {
+        let mut r = StageRecorder::new(16, 1000);
+        r.fragment(100, 7, 1000);
+        r.fragment(105, 7, 1000);
+        r.fragment(110, 9, 500);
+        r.fragment(120, 7, 200);
+        assert_eq!(
+            stages(&mut r),
+            [(STAGE_RELAY, 7, 100, None), (STAGE_RELAY, 9, 110, None)]
+        );
+        assert_eq!(r.open_streams(), 2);
+        // Quiet for less than the window: still open.
+        r.tick(1100);
+        assert!(stages(&mut r).is_empty());
+        // Stream 7's last fragment was at 120, 9's at 110: 9 closes first.
+        r.tick(1115);
+        assert_eq!(stages(&mut r), [(STAGE_RELAY_LAST, 9, 110, Some(500))]);
+        r.tick(1120);
+        assert_eq!(stages(&mut r), [(STAGE_RELAY_LAST, 7, 120, Some(2200))]);
+        assert_eq!(r.open_streams(), 0);
+        // A late fragment of a closed stream makes no second record.
+        r.fragment(5000, 7, 100);
+        assert!(stages(&mut r).is_empty());
+        assert_eq!(r.late_fragments(), 1);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_forgotten_open_streams_are_closed() {
+        let mut r = StageRecorder::new(2, 1000);
+        r.fragment(1, 1, 10);
+        r.fragment(2, 2, 10);
+        r.fragment(3, 1, 10);
+        r.fragment(4, 3, 10); // forgets stream 1 (the oldest), which is still open
+        assert_eq!(
+            stages(&mut r),
+            [
+                (STAGE_RELAY, 1, 1, None),
+                (STAGE_RELAY, 2, 2, None),
+                (STAGE_RELAY, 3, 4, None),
+                (STAGE_RELAY_LAST, 1, 3, Some(20)),
+            ]
+        );
+        assert_eq!(r.open_streams(), 2);
+        for s in 10..1000 {
+            r.fragment(s, s, 1);
+        }
+        assert!(r.open_streams() <= 2);
+        r.finish();
+        let left = stages(&mut r);
+        assert_eq!(left.iter().filter(|l| l.0 == STAGE_RELAY).count(), 990);
+        assert_eq!(left.iter().filter(|l| l.0 == STAGE_RELAY_LAST).count(), 992);
+        assert_eq!(r.open_streams(), 0);
+    }
+
+    #[test]
+    fn out_of_order_times_keep_the_latest_as_last() {
+        let mut r = StageRecorder::new(4, 10);
+        r.fragment(50, 1, 1);
+        r.fragment(40, 1, 1); // another core's batch, stamped earlier
+        r.finish();
+        assert_eq!(
+            stages(&mut r),
+            [
+                (STAGE_RELAY, 1, 50, None),
+                (STAGE_RELAY_LAST, 1, 50, Some(2))
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_are_the_reports_json() {
+        let mut s = String::new();
+        StageLine {
+            t_ns: 1_732_412_345_123_500_000,
+            stage: STAGE_RELAY,
+            stream: 7,
+            bytes: None,
+        }
+        .format("relay0", &mut s);
+        StageLine {
+            t_ns: 2,
+            stage: STAGE_RELAY_LAST,
+            stream: u64::MAX,
+            bytes: Some(52310),
+        }
+        .format("relay0", &mut s);
+        assert_eq!(
+            s,
+            "{\"t_ns\":1732412345123500000,\"node\":\"relay0\",\"stage\":\"relay\",\"stream\":7}\n\
+             {\"t_ns\":2,\"node\":\"relay0\",\"stage\":\"relay_last\",\"stream\":18446744073709551615,\"bytes\":52310}\n"
+        );
+        assert!(valid_node_name("relay0"));
+        for bad in ["", "a\"b", "a\\b", "a\nb"] {
+            assert!(!valid_node_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_log_writes_on_finish() {
+        let path = std::env::temp_dir().join(format!(
+            "photon-relay-stages-unit-{}-{}.jsonl",
+            std::process::id(),
+            unix_ns()
+        ));
+        {
+            let mut log = StageLog::open(&path, "relay9").unwrap();
+            log.fragment(10, 3, 100);
+            log.fragment(11, 3, 100);
+            log.poll(Instant::now()); // not due yet: nothing written
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        } // dropped: finish
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            text,
+            "{\"t_ns\":10,\"node\":\"relay9\",\"stage\":\"relay\",\"stream\":3}\n\
+             {\"t_ns\":11,\"node\":\"relay9\",\"stage\":\"relay_last\",\"stream\":3,\"bytes\":200}\n"
+        );
+    }
+}
