@@ -292,7 +292,9 @@ fn run(
     // UDP GRO where the kernel has it (a relay's run of fragments comes up as one buffer,
     // split in udp.rs); the fallback is logged there.
     let mut rx = BatchRecv::with_gro(&sock, arena, config.recv_batch);
-    let mut tx = BatchSend::new();
+    // GSO for runs of equal-size datagrams to one destination (a block's fragments paced to
+    // a relay); turned off, logged, where the kernel or route refuses it.
+    let mut tx = BatchSend::with_gso();
     // The last receive filled its batch: more is probably queued, so do not wait.
     let mut busy = false;
     let mut next_publish = start;

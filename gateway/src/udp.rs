@@ -334,18 +334,31 @@ impl BatchRecv {
 
 /// Batched sender: fill slots with [`BatchSend::slot`] + [`BatchSend::commit`], then
 /// [`BatchSend::flush`] with one `sendmmsg` per [`MAX_BATCH`] datagrams.
+///
+/// With GSO ([`BatchSend::with_gso`]), a run of two or more consecutive datagrams to the same
+/// destination, all of one length (the last may be shorter), leaves in one `sendmsg` with
+/// `UDP_SEGMENT` (the kernel cuts it back into the same datagrams), and the datagrams between
+/// runs in one `sendmmsg`. Where the kernel or the route refuses GSO (no `UDP_SEGMENT`, no
+/// checksum offload: `EIO`/`EINVAL`/`ENOPROTOOPT`/`EOPNOTSUPP`), it is turned off, logged, and
+/// the same datagrams go out without it.
 pub struct BatchSend {
     bufs: Vec<u8>,
     lens: [usize; MAX_BATCH],
     addrs: Vec<Option<SockaddrStorage>>,
     headers: MultiHeaders<SockaddrStorage>,
     n: usize,
+    gso: bool,
     /// Datagrams the kernel refused (counted, not retried).
     pub dropped: u64,
+    /// `sendmsg` calls that carried a GSO run, and the datagrams in them.
+    pub gso_sends: u64,
+    pub gso_datagrams: u64,
 }
 
 /// Slot size of the send buffers.
 const SEND_SLOT: usize = photon_protocol::wire::MAX_DATAGRAM;
+/// The most payload bytes one UDP datagram (so one GSO send) carries over IPv4.
+const GSO_MAX_BYTES: usize = 65_507;
 
 impl Default for BatchSend {
     fn default() -> Self {
@@ -354,6 +367,7 @@ impl Default for BatchSend {
 }
 
 impl BatchSend {
+    /// A sender without GSO: one `sendmmsg` per [`MAX_BATCH`] datagrams.
     pub fn new() -> Self {
         BatchSend {
             bufs: vec![0u8; MAX_BATCH * SEND_SLOT],
@@ -361,8 +375,24 @@ impl BatchSend {
             addrs: Vec::with_capacity(MAX_BATCH),
             headers: MultiHeaders::preallocate(MAX_BATCH, None),
             n: 0,
+            gso: false,
             dropped: 0,
+            gso_sends: 0,
+            gso_datagrams: 0,
         }
+    }
+
+    /// A sender that sends runs of equal-size datagrams to one destination with GSO.
+    pub fn with_gso() -> Self {
+        BatchSend {
+            gso: true,
+            ..BatchSend::new()
+        }
+    }
+
+    /// Whether GSO is (still) on.
+    pub fn gso(&self) -> bool {
+        self.gso
     }
 
     pub fn is_full(&self) -> bool {
@@ -388,16 +418,122 @@ impl BatchSend {
         }
     }
 
+    /// How many datagrams from `i` form a GSO run: same destination, all the first one's
+    /// length but the last (which may be shorter), within one UDP datagram's bytes. 1 when
+    /// there is no run or GSO is off.
+    fn run_at(&self, i: usize) -> usize {
+        let seg = self.lens[i];
+        if !self.gso || seg == 0 {
+            return 1;
+        }
+        let (mut k, mut bytes) = (1, seg);
+        while i + k < self.n
+            && self.addrs[i + k] == self.addrs[i]
+            && (1..=seg).contains(&self.lens[i + k])
+            && bytes + self.lens[i + k] <= GSO_MAX_BYTES
+        {
+            bytes += self.lens[i + k];
+            k += 1;
+            if self.lens[i + k - 1] < seg {
+                break;
+            }
+        }
+        k
+    }
+
     /// Sends what is queued; returns how many datagrams left.
     pub fn flush(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let mut sent_total = 0;
+        let mut i = 0;
+        while i < self.n {
+            let run = self.run_at(i);
+            // (datagrams done, datagrams sent)
+            let step = if run >= 2 {
+                // Ok(false): GSO refused and now off; the same datagrams go out plainly.
+                self.send_run(sock, i, run)
+                    .map(|ok| if ok { (run, run) } else { (0, 0) })
+            } else {
+                // Plain datagrams up to the next run (all of them with GSO off).
+                let mut end = i + 1;
+                while end < self.n && self.run_at(end) < 2 {
+                    end += 1;
+                }
+                self.send_plain(sock, i, end).map(|sent| (end - i, sent))
+            };
+            match step {
+                Ok((done, sent)) => {
+                    i += done;
+                    sent_total += sent;
+                }
+                Err(e) => {
+                    // The rest of this batch is dropped (counted); the protocol's FEC and
+                    // repair requests cover lost datagrams.
+                    self.dropped += (self.n - i) as u64;
+                    self.reset();
+                    return if sent_total > 0 {
+                        Ok(sent_total)
+                    } else {
+                        Err(io::Error::from(e))
+                    };
+                }
+            }
+        }
+        self.reset();
+        Ok(sent_total)
+    }
+
+    /// One `sendmsg` with `UDP_SEGMENT` for datagrams `i..i + run`. `Ok(true)`: sent;
+    /// `Ok(false)`: GSO refused, now off.
+    fn send_run(&mut self, sock: &UdpSocket, i: usize, run: usize) -> Result<bool, Errno> {
+        use nix::sys::socket::sendmsg;
+        let seg = u16::try_from(self.lens[i]).unwrap_or(u16::MAX);
+        loop {
+            let (bufs, lens) = (&self.bufs, &self.lens);
+            let iovs: [IoSlice<'_>; MAX_BATCH] = std::array::from_fn(|k| {
+                let at = (i + k).min(MAX_BATCH - 1) * SEND_SLOT;
+                let len = if k < run { lens[i + k] } else { 0 };
+                IoSlice::new(&bufs[at..at + len])
+            });
+            let cmsg = [ControlMessage::UdpGsoSegments(&seg)];
+            match sendmsg(
+                sock.as_raw_fd(),
+                &iovs[..run],
+                &cmsg,
+                MsgFlags::empty(),
+                self.addrs[i].as_ref(),
+            ) {
+                Ok(_) => {
+                    self.gso_sends += 1;
+                    self.gso_datagrams += run as u64;
+                    return Ok(true);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) if wait_writable(sock) => continue,
+                Err(e @ (Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)) => {
+                    tracing::warn!(error = %e, "UDP GSO refused (UDP_SEGMENT): sending datagrams one by one");
+                    self.gso = false;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `sendmmsg` for datagrams `start..end` (as many calls as the kernel needs). Returns how
+    /// many left; what the kernel took none of is counted as dropped.
+    fn send_plain(
+        &mut self,
+        sock: &UdpSocket,
+        mut start: usize,
+        end: usize,
+    ) -> Result<usize, Errno> {
         let fd = sock.as_raw_fd();
         let mut sent_total = 0;
-        let mut start = 0;
-        while start < self.n {
-            let (bufs, lens, n) = (&self.bufs, &self.lens, self.n);
+        while start < end {
+            let (bufs, lens) = (&self.bufs, &self.lens);
             let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] = std::array::from_fn(|k| {
                 let i = start + k;
-                let len = if i < n { lens[i] } else { 0 };
+                let len = if i < end { lens[i] } else { 0 };
                 let at = i.min(MAX_BATCH - 1) * SEND_SLOT;
                 [IoSlice::new(&bufs[at..at + len])]
             });
@@ -405,8 +541,8 @@ impl BatchSend {
             let sent = match sendmmsg(
                 fd,
                 &mut self.headers,
-                iovs[..n - start].iter(),
-                &self.addrs[start..self.n],
+                iovs[..end - start].iter(),
+                &self.addrs[start..end],
                 cmsgs,
                 MsgFlags::empty(),
             ) {
@@ -415,26 +551,16 @@ impl BatchSend {
                 // A non-blocking socket with a full send buffer: wait until it drains (as a
                 // blocking socket would), up to SEND_STALL, then drop what is left.
                 Err(Errno::EAGAIN) if wait_writable(sock) => continue,
-                Err(e) => {
-                    // The rest of this batch is dropped (counted); the protocol's FEC and
-                    // repair requests cover lost datagrams.
-                    self.dropped += (self.n - start) as u64;
-                    self.reset();
-                    return if sent_total > 0 {
-                        Ok(sent_total)
-                    } else {
-                        Err(io::Error::from(e))
-                    };
-                }
+                Err(e) if sent_total == 0 => return Err(e),
+                Err(_) => 0,
             };
             if sent == 0 {
-                self.dropped += (self.n - start) as u64;
+                self.dropped += (end - start) as u64;
                 break;
             }
             sent_total += sent;
             start += sent;
         }
-        self.reset();
         Ok(sent_total)
     }
 
@@ -625,6 +751,54 @@ mod tests {
         }
         for (i, &(v, len)) in seen.iter().enumerate() {
             assert_eq!((v, len), (i as u32, 4 + i % 7));
+        }
+    }
+
+    #[test]
+    fn gso_sender_sends_runs_and_keeps_every_datagram() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&b, &c] {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+        }
+        let (bd, cd) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        // (destination, length): two singles, a run of 29 × 100 + 37 to b, a run of 10 to c,
+        // a single, a run of 5 × 200 to b.
+        let mut plan: Vec<(SocketAddr, usize)> = vec![(bd, 8), (bd, 9)];
+        plan.extend(std::iter::repeat_n((bd, 100), 29));
+        plan.push((bd, 37));
+        plan.extend(std::iter::repeat_n((cd, 100), 10));
+        plan.push((bd, 50));
+        plan.extend(std::iter::repeat_n((bd, 200), 5));
+        let mut tx = BatchSend::with_gso();
+        for (seq, &(dst, len)) in plan.iter().enumerate() {
+            let slot = tx.slot().unwrap();
+            slot[..len].fill(seq as u8);
+            tx.commit(len, dst);
+        }
+        assert_eq!(tx.flush(&a).unwrap(), plan.len());
+        assert_eq!(tx.dropped, 0);
+        if tx.gso() {
+            assert_eq!((tx.gso_sends, tx.gso_datagrams), (3, 45));
+        } else {
+            eprintln!("UDP_SEGMENT refused by this kernel: checked the fallback only");
+        }
+        for (sock, addr) in [(&b, bd), (&c, cd)] {
+            let want: Vec<Vec<u8>> = plan
+                .iter()
+                .enumerate()
+                .filter(|(_, &(d, _))| d == addr)
+                .map(|(seq, &(_, len))| vec![seq as u8; len])
+                .collect();
+            let mut rx = BatchRecv::new(Arena::normal(), 64);
+            let mut seen = Vec::new();
+            while seen.len() < want.len() {
+                let n = rx.recv(sock, |_, d| seen.push(d.to_vec())).unwrap();
+                assert!(n > 0, "timed out after {} datagrams", seen.len());
+            }
+            assert_eq!(seen, want);
         }
     }
 
