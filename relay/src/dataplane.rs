@@ -53,8 +53,11 @@ pub struct ControlLink {
     /// Forwarded fragments for the repair cache, one SPSC ring per pipeline core (empty when
     /// `dataplane.repair_mbufs` is 0): mbuf chains of the Photon header and the shared
     /// payload ([`crate::pipeline::Pipeline::with_repair_ring`]); give them to
-    /// [`crate::control::Control::record_fragment_mbuf`].
+    /// [`crate::control::Control::record_fragment_mbuf`] once the TSC stamp in front is taken
+    /// off ([`crate::control::dpdk`] does).
     pub repair_notes: Vec<RingConsumer>,
+    /// TSC ticks per second (the EAL's measure): converts the notes' stamps.
+    pub tsc_hz: u64,
     /// Frames to send, one ring per port (index = port index), drained by pipeline core 0.
     /// Build whole Ethernet frames in mbufs from [`ControlLink::pool`].
     pub to_ports: Vec<RingProducer>,
@@ -220,6 +223,7 @@ impl DataPlane {
         let link = ControlLink {
             from_cores,
             repair_notes,
+            tsc_hz,
             to_ports,
             tables,
             pool: control_pool,

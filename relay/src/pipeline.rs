@@ -256,6 +256,11 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// takes the chained path too (one header mbuf) instead of being rewritten in place. A full
     /// ring or an empty header pool costs the cache entry only (counted,
     /// `DropReason::RepairRingFull`), never the forwarding.
+    ///
+    /// The note's first segment starts with the TSC this core read at the start of the poll
+    /// that forwarded the fragment ([`NOTE_STAMP_LEN`] bytes, native order), then the Photon
+    /// header: the control core takes the stamp off ([`crate::control::dpdk`]) for the stage
+    /// records, so the data core reads no wall clock and writes no file.
     pub fn with_repair_ring(mut self, ring: RingProducer) -> Self {
         self.to_repair = Some(ring);
         self
@@ -491,6 +496,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             shares,
             to_repair,
             repair_buf,
+            now_tsc,
             ..
         } = self;
         let table = table.get();
@@ -543,7 +549,14 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         shares.push(payload);
         if keep == 1 {
             if let Some(share) = shares.pop() {
-                repair_note(header_pool, &photon_in, share, repair_buf, counters);
+                repair_note(
+                    header_pool,
+                    *now_tsc,
+                    &photon_in,
+                    share,
+                    repair_buf,
+                    counters,
+                );
             }
         }
         for ((_, dest), share) in table.destinations(from).zip(shares.drain(..)) {
@@ -653,11 +666,16 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     }
 }
 
-/// One repair note: the Photon header as received in a header-pool mbuf, the shared payload
-/// chained behind it. Queued in `buf` for the burst's enqueue (flushed first if full).
+/// Bytes of the TSC stamp in front of a repair note's Photon header.
+pub const NOTE_STAMP_LEN: usize = 8;
+
+/// One repair note: the poll's TSC and the Photon header as received in a header-pool mbuf,
+/// the shared payload chained behind it. Queued in `buf` for the burst's enqueue (flushed
+/// first if full).
 #[inline]
 fn repair_note(
     header_pool: &Mempool,
+    now_tsc: u64,
     photon_in: &[u8; HEADER_LEN],
     share: SharedMbuf,
     buf: &mut MbufBatch,
@@ -667,7 +685,10 @@ fn repair_note(
         counters.drop(DropReason::RepairRingFull);
         return;
     };
-    if h.extend_from_slice(photon_in).is_err() {
+    let mut stamped = [0u8; NOTE_STAMP_LEN + HEADER_LEN];
+    stamped[..NOTE_STAMP_LEN].copy_from_slice(&now_tsc.to_ne_bytes());
+    stamped[NOTE_STAMP_LEN..].copy_from_slice(photon_in);
+    if h.extend_from_slice(&stamped).is_err() {
         counters.drop(DropReason::RepairRingFull);
         return;
     }

@@ -29,6 +29,7 @@ fn registration_through_the_control_rings() {
     let mut link = ControlLink {
         from_cores: vec![core_rx],
         repair_notes: Vec::new(),
+        tsc_hz: photon_dpdk::tsc_hz(e),
         to_ports: vec![port_tx],
         tables,
         pool: pool(64, 2048 + 128),

@@ -93,6 +93,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let mut link = ControlLink {
         from_cores: vec![from_core],
         repair_notes: vec![repair_notes],
+        tsc_hz: photon_dpdk::tsc_hz(eal),
         to_ports: vec![to_wire],
         tables,
         pool: ctl_pool,
@@ -194,7 +195,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         assert_eq!(drops, control::dpdk::DriverDrops::default());
         cached_in_use
     });
-    // The control core saw the forwarded fragment: one `relay` record for its stream, written
+    // The fragment's repair note carried its data core's poll TSC: one `relay` record for its stream, written
     // when the driver stopped (with the stream's `relay_last`).
     let after = photon_relay::stages::unix_ns();
     drop(stages);

@@ -3,8 +3,10 @@
 //! the running cores ([`crate::publish`]) and queues its answers as whole Ethernet frames on
 //! the per-port rings that pipeline core 0 drains into its TX queues.
 //!
-//! Forwarded fragments arrive on [`ControlLink::repair_notes`] as refcounted mbuf chains and go
-//! into the control path's repair cache as they are (zero-copy; evicting frees them); a repair
+//! Forwarded fragments arrive on [`ControlLink::repair_notes`] as refcounted mbuf chains, the
+//! data core's TSC stamp in front ([`crate::pipeline::NOTE_STAMP_LEN`]): the stamp is taken off
+//! (for the stage records, [`run_with_stages`]) and the chain goes into the control path's
+//! repair cache as it is (zero-copy; evicting frees them); a repair
 //! answer is copied out of the cache into a control-pool frame (the control core is not the hot
 //! path, and the copy leaves the shared payload untouched for the copies still in TX queues).
 //!
@@ -23,6 +25,7 @@ use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Udp
 use super::{unix_ms, Control, ControlShared, Outgoing, Source};
 use crate::dataplane::ControlLink;
 use crate::packet::{csum_data, write_forward_header, HeaderTemplate, FORWARD_HEADER_LEN};
+use crate::pipeline::NOTE_STAMP_LEN;
 use crate::stages::{unix_ns, StageLog};
 
 /// Frames the control core could not queue or build.
@@ -34,6 +37,32 @@ pub struct DriverDrops {
     pub no_mbuf: u64,
     /// A port's ring towards the data core was full.
     pub ring_full: u64,
+    /// A repair note too short for its stamp and header (freed, not cached).
+    pub bad_note: u64,
+}
+
+/// How long repair notes took from their data core's poll to the control core.
+#[derive(Debug, Default)]
+struct Lags {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+}
+
+impl Lags {
+    fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+}
+
+/// TSC ticks to nanoseconds at `hz` ticks per second (0 Hz: 0).
+fn ticks_to_ns(ticks: u64, hz: u64) -> u64 {
+    if hz == 0 {
+        return 0;
+    }
+    (u128::from(ticks) * 1_000_000_000 / u128::from(hz)).min(u128::from(u64::MAX)) as u64
 }
 
 /// Where a received frame came from and its UDP payload (`None`: not IPv4/UDP).
@@ -137,9 +166,12 @@ pub fn run(
 }
 
 /// [`run`], also writing stage records ([`crate::stages`]) for the forwarded fragments the data
-/// cores hand over for the repair cache: each is stamped with the time the control core
-/// dequeued its batch of notes (one clock read per batch). The log is flushed every
-/// [`crate::stages::FLUSH_EVERY`] and finished when `quit` is seen.
+/// cores hand over for the repair cache. A fragment's time is the TSC its data core read at the
+/// start of the poll that forwarded it, converted here: one (TSC, wall clock) pair read per
+/// dequeued batch of notes, minus the ticks since the stamp (so the EAL's TSC frequency only
+/// scales that short lag, and the wall clock is read on this core only). The log is flushed
+/// every [`crate::stages::FLUSH_EVERY`] and finished when `quit` is seen, with a log line of
+/// how long notes took to reach this core (the lag a control-core timestamp would have had).
 pub fn run_with_stages(
     link: &mut ControlLink,
     control: &mut Control,
@@ -149,6 +181,7 @@ pub fn run_with_stages(
     mut stages: Option<&mut StageLog>,
 ) -> DriverDrops {
     let mut drops = DriverDrops::default();
+    let mut lags = Lags::default();
     let mut batch = MbufBatch::new();
     let mut out = Vec::new();
     let mut last_tick = Instant::now();
@@ -164,19 +197,28 @@ pub fn run_with_stages(
             if n == 0 {
                 continue;
             }
-            if let Some(s) = stages.as_deref_mut() {
-                let t = unix_ns();
-                for m in batch.iter() {
-                    // A note's first segment is the fragment's Photon header (alone: the
-                    // payload is the next segment, so no `new_checked`).
-                    let header = m.data();
-                    if header.len() >= HEADER_LEN {
-                        let stream = Packet::new_unchecked(header).stream();
-                        s.fragment(t, stream, m.pkt_len() as u64);
-                    }
+            let (tsc_now, unix_now) = (photon_dpdk::rdtsc(), unix_ns());
+            for mut m in batch.drain() {
+                // The first segment: the data core's TSC, then the fragment's Photon header
+                // (alone: the payload is the next segment, so no `new_checked`).
+                let head = m.data();
+                if head.len() < NOTE_STAMP_LEN + HEADER_LEN {
+                    drops.bad_note += 1;
+                    continue;
                 }
-            }
-            for m in batch.drain() {
+                let mut stamp = [0u8; NOTE_STAMP_LEN];
+                stamp.copy_from_slice(&head[..NOTE_STAMP_LEN]);
+                let stamp = u64::from_ne_bytes(stamp);
+                let stream = Packet::new_unchecked(&head[NOTE_STAMP_LEN..]).stream();
+                if m.adj(NOTE_STAMP_LEN).is_err() {
+                    drops.bad_note += 1;
+                    continue;
+                }
+                if let Some(s) = stages.as_deref_mut() {
+                    let lag = ticks_to_ns(tsc_now.saturating_sub(stamp), link.tsc_hz);
+                    lags.add(lag);
+                    s.fragment(unix_now.saturating_sub(lag), stream, m.pkt_len() as u64);
+                }
                 control.record_fragment_mbuf(m);
             }
         }
@@ -214,6 +256,15 @@ pub fn run_with_stages(
     control.publish(shared, unix_ms());
     if let Some(s) = stages {
         s.finish();
+        if lags.count > 0 {
+            tracing::info!(
+                notes = lags.count,
+                mean_us = lags.sum_ns / lags.count / 1000,
+                max_us = lags.max_ns / 1000,
+                "stage records: forwarded fragments reached the control core this long after \
+                 their data core's poll (the records carry the data core's time)"
+            );
+        }
     }
     drops
 }
@@ -223,6 +274,13 @@ mod tests {
     use super::*;
     use crate::packet::{ETH_LEN, IPV4_LEN};
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn ticks_convert_to_ns() {
+        assert_eq!(ticks_to_ns(2_500, 2_500_000_000), 1_000);
+        assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX, "saturates");
+        assert_eq!(ticks_to_ns(5, 0), 0);
+    }
 
     #[test]
     fn parse_frame_finds_source_and_payload() {
