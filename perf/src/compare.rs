@@ -152,8 +152,9 @@ pub fn markdown(variants: &[Variant], block_hash: &str, link: Link, goals: &Goal
         "\nStage offsets, p50 ms from the block's arrival at the source gateway (all blocks and \
          receivers):\n"
     );
-    const SHOWN: [&str; 7] = [
+    const SHOWN: [&str; 8] = [
         "first_fragment_out",
+        "relay",
         "last_fragment_out",
         "first_fragment_in",
         "last_fragment_in",
