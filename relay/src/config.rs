@@ -295,6 +295,15 @@ pub struct Neighbour {
     pub mac: Mac,
 }
 
+/// A configured peer relay whose next hop has no static `[[neighbour]]` entry.
+#[derive(Debug, Clone)]
+pub struct UnresolvedPeer {
+    /// Its entry, `next_hop_mac` zero until resolved.
+    pub spec: PeerSpec,
+    /// The next hop to resolve by ARP (`None`: off-link without `relay.gateway`).
+    pub next_hop: Option<Ipv4Addr>,
+}
+
 /// `[[peer]]`: a peer relay.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -553,16 +562,18 @@ impl Config {
         }
     }
 
-    /// The configured peer relays whose next hop resolves from the static neighbours, and the
-    /// node ids of those that do not (the control path resolves them by ARP).
-    pub fn peer_specs(&self) -> (Vec<PeerSpec>, Vec<u32>) {
+    /// The static `[[neighbour]]` entries as (IP, MAC).
+    pub fn static_neighbours(&self) -> Vec<(Ipv4Addr, [u8; 6])> {
+        self.neighbours.iter().map(|n| (n.ip, n.mac.0)).collect()
+    }
+
+    /// The configured peer relays whose next hop resolves from the static neighbours, and
+    /// those that do not (the DPDK control path resolves them by ARP: [`crate::control::arp`]),
+    /// with their next hop (`None`: off-link and no `relay.gateway`, unreachable).
+    pub fn peer_specs(&self) -> (Vec<PeerSpec>, Vec<UnresolvedPeer>) {
         let mut specs = Vec::new();
         let mut unresolved = Vec::new();
         for p in &self.peers {
-            let Some(mac) = self.next_hop_mac(*p.addr.ip()) else {
-                unresolved.push(p.node_id);
-                continue;
-            };
             let keys = match (&p.send_key, &p.recv_key) {
                 (Some(s), Some(r)) => Some(HopKeys {
                     send: HopKey::from_bytes(&s.0),
@@ -570,15 +581,25 @@ impl Config {
                 }),
                 _ => None,
             };
-            specs.push(PeerSpec {
+            let spec = PeerSpec {
                 node_id: p.node_id,
                 kind: PeerKind::Relay,
                 addr: p.addr,
-                next_hop_mac: mac,
+                next_hop_mac: [0; 6],
                 port: p.port,
                 keys,
                 subscribed: p.subscribed,
-            });
+            };
+            match self.next_hop_mac(*p.addr.ip()) {
+                Some(mac) => specs.push(PeerSpec {
+                    next_hop_mac: mac,
+                    ..spec
+                }),
+                None => unresolved.push(UnresolvedPeer {
+                    next_hop: self.next_hop(*p.addr.ip()),
+                    spec,
+                }),
+            }
         }
         (specs, unresolved)
     }
@@ -756,6 +777,23 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(2, 2), (3, 0xfe)]
         );
-        assert_eq!(unresolved, vec![4]);
+        assert_eq!(
+            unresolved
+                .iter()
+                .map(|u| (u.spec.node_id, u.next_hop))
+                .collect::<Vec<_>>(),
+            vec![(4, Some(Ipv4Addr::new(10, 0, 0, 9)))],
+            "on-link without a neighbour entry: resolved by ARP"
+        );
+        let c = Config::from_toml(&text.replace("gateway = \"10.0.0.254\"", "")).unwrap();
+        let (_, unresolved) = c.peer_specs();
+        assert_eq!(
+            unresolved
+                .iter()
+                .map(|u| (u.spec.node_id, u.next_hop))
+                .collect::<Vec<_>>(),
+            vec![(3, None), (4, Some(Ipv4Addr::new(10, 0, 0, 9)))],
+            "off-link without relay.gateway: no next hop"
+        );
     }
 }

@@ -53,12 +53,18 @@
 //!   track stream origins): to every gateway and peer relay but the sender. A key release is
 //!   passed on once per stream (two paths through the mesh deliver it twice).
 //!
+//! - **Next hops by ARP** (DPDK backend, [`arp`]): configured peer relays whose next hop has no
+//!   static `[[neighbour]]` entry wait outside the table ([`Control::resolve_by_arp`]) while
+//!   [`Control::arp_due`] says when to ask; [`Control::learn_neighbour`] puts them in (or
+//!   follows a changed MAC) with a new table.
+//!
 //! Split horizon: what comes from a peer relay goes to gateways only, not to other relays. The
 //! mesh is assumed to be a full mesh (every relay configured with every other), so a message
 //! crosses at most two relays and never loops; block fragments have dedup and `max_hops`.
 //!
 //! Every drop is a counter ([`ControlCounter`]); nothing here logs per message.
 
+pub mod arp;
 mod cache;
 pub mod dpdk;
 mod recent;
@@ -66,7 +72,7 @@ mod settings;
 mod txcache;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -79,6 +85,7 @@ use photon_protocol::wire::{
 };
 use ring::rand::SecureRandom;
 
+pub use arp::{ArpQuery, ArpResolver, ArpStats, WantError};
 pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
 pub use recent::FifoMap;
 pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
@@ -174,6 +181,8 @@ control_counters! {
     CopiesSent => "copies_sent", "control datagrams emitted";
     TablesBuilt => "tables_built", "forwarding tables built for publication";
     TableErrors => "table_errors", "membership changes that could not be turned into a table";
+    ArpRequestsSent => "arp_requests_sent", "ARP requests sent to resolve next hops (DPDK backend)";
+    ArpRepliesLearned => "arp_replies_learned", "next-hop MACs learned or changed from ARP (DPDK backend)";
 }
 
 /// The control path's counters as plain integers (the control thread owns them).
@@ -275,6 +284,11 @@ pub struct Control {
     settings: ControlSettings,
     rng: Arc<dyn SecureRandom + Send + Sync>,
     static_peers: Vec<PeerSpec>,
+    /// Configured peer relays whose next hop's MAC is not known yet (not in the table).
+    pending_peers: Vec<PeerSpec>,
+    /// (node id, next hop) of the peer relays resolved by ARP.
+    arp_peers: Vec<(u32, Ipv4Addr)>,
+    arp: ArpResolver,
     gateways: BTreeMap<u32, Gateway>,
     by_identity: HashMap<[u8; 32], u32>,
     next_node: u32,
@@ -336,6 +350,9 @@ impl Control {
             settings,
             rng,
             static_peers,
+            pending_peers: Vec::new(),
+            arp_peers: Vec::new(),
+            arp: ArpResolver::new([]),
             gateways: BTreeMap::new(),
             by_identity: HashMap::new(),
             table,
@@ -344,6 +361,83 @@ impl Control {
             counters: ControlCounters::new(),
             scratch: vec![0; MAX_DATAGRAM],
         })
+    }
+
+    /// DPDK backend: resolve next hops by ARP. `resolver` holds the static `[[neighbour]]`
+    /// entries; `peers` are the configured peer relays whose next hop (their own address
+    /// on-link, else `relay.gateway`) has no static entry, each with that next hop. They join
+    /// the table (with the learned MAC in their header template) once [`Control::learn_neighbour`]
+    /// resolves it; until then their node ids are reserved and [`Control::arp_due`] says when
+    /// to ask. Replaces any earlier call's peers.
+    pub fn resolve_by_arp(
+        &mut self,
+        resolver: ArpResolver,
+        peers: Vec<(PeerSpec, Ipv4Addr)>,
+        now_ms: u64,
+    ) -> Result<(), WantError> {
+        self.arp = resolver;
+        self.arp_peers.clear();
+        self.pending_peers.clear();
+        for (spec, hop) in peers {
+            match self.arp.mac(hop) {
+                // A static entry after all: in the table at once.
+                Some(mac) => self.static_peers.push(PeerSpec {
+                    next_hop_mac: mac,
+                    ..spec
+                }),
+                None => {
+                    self.arp.want(hop, spec.port, now_ms)?;
+                    self.arp_peers.push((spec.node_id, hop));
+                    self.pending_peers.push(spec);
+                }
+            }
+        }
+        self.rebuild_table();
+        Ok(())
+    }
+
+    /// ARP requests due at `now_ms` (who-has IP, out of which port), appended to `out`; the
+    /// driver sends them (`crate::packet::emit_arp_request`).
+    pub fn arp_due(&mut self, now_ms: u64, out: &mut Vec<ArpQuery>) {
+        let before = out.len();
+        self.arp.due(now_ms, out);
+        self.counters
+            .add(ControlCounter::ArpRequestsSent, (out.len() - before) as u64);
+    }
+
+    /// An ARP frame addressed to us said `ip` is at `mac` (a reply, a gratuitous ARP, or a
+    /// request from `ip`). When that resolves or changes a next hop of peer relays, their
+    /// entries get the MAC and a new table is built ([`Control::take_table_update`]). Returns
+    /// whether it did.
+    pub fn learn_neighbour(&mut self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+        if !self.arp.learn(ip, mac) {
+            return false;
+        }
+        self.counters.inc(ControlCounter::ArpRepliesLearned);
+        for &(node, hop) in &self.arp_peers {
+            if hop != ip {
+                continue;
+            }
+            if let Some(i) = self.pending_peers.iter().position(|p| p.node_id == node) {
+                let mut spec = self.pending_peers.swap_remove(i);
+                spec.next_hop_mac = mac;
+                self.static_peers.push(spec);
+            } else if let Some(p) = self.static_peers.iter_mut().find(|p| p.node_id == node) {
+                p.next_hop_mac = mac;
+            }
+        }
+        self.rebuild_table();
+        true
+    }
+
+    /// The next-hop resolver (its counters, what is still unresolved).
+    pub fn arp(&self) -> &ArpResolver {
+        &self.arp
+    }
+
+    /// Configured peer relays not in the table yet: their next hop's MAC is unknown.
+    pub fn pending_peers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pending_peers.iter().map(|p| p.node_id)
     }
 
     /// The relay's public key (what gateways are configured with).
@@ -394,13 +488,17 @@ impl Control {
 
     /// Every peer, for metrics.
     pub fn peers(&self, now_ms: u64) -> Vec<PeerInfo> {
-        let relays = self.static_peers.iter().map(|p| PeerInfo {
-            node_id: p.node_id,
-            kind: p.kind,
-            addr: p.addr,
-            identity: String::new(),
-            idle_ms: 0,
-        });
+        let relays = self
+            .static_peers
+            .iter()
+            .chain(&self.pending_peers)
+            .map(|p| PeerInfo {
+                node_id: p.node_id,
+                kind: p.kind,
+                addr: p.addr,
+                identity: String::new(),
+                idle_ms: 0,
+            });
         let gws = self.gateways.iter().map(|(&node_id, g)| PeerInfo {
             node_id,
             kind: PeerKind::Gateway,
@@ -728,13 +826,15 @@ impl Control {
 
     fn allocate_node(&mut self) -> Option<u32> {
         // At most max_gateways + static peers + 1 ids are taken, so this ends quickly.
-        for _ in 0..=(self.settings.max_gateways + self.static_peers.len() + 1) {
+        let configured = self.static_peers.len() + self.pending_peers.len();
+        for _ in 0..=(self.settings.max_gateways + configured + 1) {
             let id = self.next_node;
             self.next_node = self.next_node.wrapping_add(1).max(1);
             let taken = id == 0
                 || id == self.local.node_id
                 || self.gateways.contains_key(&id)
-                || self.static_peers.iter().any(|p| p.node_id == id);
+                || self.static_peers.iter().any(|p| p.node_id == id)
+                || self.pending_peers.iter().any(|p| p.node_id == id);
             if !taken {
                 return Some(id);
             }

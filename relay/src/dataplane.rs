@@ -67,8 +67,9 @@ pub struct ControlLink {
     pub pool: Mempool,
     /// The relay's identity and port MACs, to build new tables with.
     pub local: LocalSpec,
-    /// Configured peer relays whose next hop is not in the static neighbours: resolve by ARP
-    /// ([`crate::packet::emit_arp_request`]), then publish a table that includes them.
+    /// Node ids of the configured peer relays whose next hop is not in the static neighbours
+    /// (not in the first table): the control core resolves them by ARP
+    /// ([`crate::control::Control::resolve_by_arp`]) and publishes a table with them.
     pub unresolved_peers: Vec<u32>,
 }
 
@@ -140,7 +141,8 @@ impl DataPlane {
             queues.push((rx, tx));
         }
         let local = cfg.local_spec(macs);
-        let (specs, unresolved_peers) = cfg.peer_specs();
+        let (specs, unresolved) = cfg.peer_specs();
+        let unresolved_peers = unresolved.iter().map(|u| u.spec.node_id).collect();
         let tables = publish::channel(Table::new(local.clone(), specs)?);
         let seed = [rand::random::<u64>(), rand::random::<u64>()];
         let dedup = Arc::new(Dedup::new(d.dedup_entries, seed));

@@ -247,14 +247,24 @@ fn run_dpdk(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), S
         ),
         _ => e.to_string(),
     })?;
-    if !link.unresolved_peers.is_empty() {
+    let (peers, unresolved) = cfg.peer_specs();
+    let (arp_peers, unreachable): (Vec<_>, Vec<_>) =
+        unresolved.into_iter().partition(|u| u.next_hop.is_some());
+    if !unreachable.is_empty() {
         tracing::warn!(
-            peers = ?link.unresolved_peers,
-            "peer relays without a [[neighbour]] MAC for their next hop are not reachable yet \
-             (ARP resolution is not implemented): add [[neighbour]] entries"
+            peers = ?unreachable.iter().map(|u| u.spec.node_id).collect::<Vec<_>>(),
+            "peer relays off-link with no relay.gateway have no next hop: they are not \
+             reachable; set relay.gateway (or put them on-link)"
         );
     }
-    let (peers, _) = cfg.peer_specs();
+    if !arp_peers.is_empty() {
+        tracing::info!(
+            peers = ?link.unresolved_peers,
+            next_hops = ?arp_peers.iter().filter_map(|u| u.next_hop).collect::<Vec<_>>(),
+            "peer relays without a [[neighbour]] MAC for their next hop: resolving by ARP \
+             (they join the forwarding table when the next hop answers)"
+        );
+    }
     let mut settings = cfg.control.settings().map_err(|e| e.to_string())?;
     // Cached fragments pin pool mbufs here: the pools were sized for dataplane.repair_mbufs.
     settings.repair_cache_fragments = settings
@@ -269,6 +279,16 @@ fn run_dpdk(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), S
         Arc::new(SystemRandom::new()),
     )
     .map_err(|e| e.to_string())?;
+    control
+        .resolve_by_arp(
+            control::ArpResolver::new(cfg.static_neighbours()),
+            arp_peers
+                .into_iter()
+                .filter_map(|u| Some((u.spec, u.next_hop?)))
+                .collect(),
+            control::unix_ms(),
+        )
+        .map_err(|e| format!("ARP resolution of the peer relays' next hops: {e}"))?;
     let shared = Arc::new(ControlShared::new());
     let cores = dataplane.counters().to_vec();
     let s = shared.clone();

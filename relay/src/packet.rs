@@ -167,16 +167,23 @@ fn classify_arp(bytes: &[u8], local: &Local) -> Action {
     match ArpRepr::parse(&arp) {
         Ok(ArpRepr::EthernetIpv4 {
             operation,
+            source_protocol_addr,
             target_protocol_addr,
             ..
-        }) if target_protocol_addr == local.ip => {
-            match operation {
-                ArpOperation::Request => Action::ArpRequest,
-                // Replies teach the control path a neighbour's MAC.
-                ArpOperation::Reply => Action::Control,
-                _ => Action::Drop(DropReason::ArpOther),
+        }) => match operation {
+            ArpOperation::Request if target_protocol_addr == local.ip => Action::ArpRequest,
+            // Replies teach the control path a neighbour's MAC.
+            ArpOperation::Reply if target_protocol_addr == local.ip => Action::Control,
+            // Gratuitous ARP (sender = target address): a neighbour announcing its (maybe
+            // new) MAC; the control path learns it if it is a next hop it resolves.
+            ArpOperation::Request | ArpOperation::Reply
+                if source_protocol_addr == target_protocol_addr
+                    && source_protocol_addr != local.ip =>
+            {
+                Action::Control
             }
-        }
+            _ => Action::Drop(DropReason::ArpOther),
+        },
         _ => Action::Drop(DropReason::ArpOther),
     }
 }

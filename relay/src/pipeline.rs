@@ -395,15 +395,12 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         let local = self.table.get().local().local(port);
         match action {
             Action::Fragment(info) => self.fragment(m, &info),
-            Action::Control => {
-                if let Err(m) = self.ctl_buf.push(m) {
-                    self.flush_control();
-                    if self.ctl_buf.push(m).is_err() {
-                        self.counters.drop(DropReason::ControlFull);
-                    }
-                }
-            }
+            Action::Control => self.push_control(m),
             Action::ArpRequest => {
+                // A request from X tells X's MAC, and a next hop the control path resolves may
+                // ask before it answers: a copy goes to the control path (ARP is rare; the
+                // copy takes a header-pool mbuf), then the request is answered in place.
+                self.copy_to_control(m.data());
                 if m.data_mut().is_some_and(|d| arp_reply_in_place(d, &local)) {
                     self.counters.inc(Counter::ArpReplies);
                     self.push_tx(port, m);
@@ -422,6 +419,31 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
                 }
             }
             Action::Drop(reason) => self.counters.drop(reason),
+        }
+    }
+
+    /// Queues `m` for the control path (flushed at the end of the burst).
+    fn push_control(&mut self, m: Mbuf) {
+        if let Err(m) = self.ctl_buf.push(m) {
+            self.flush_control();
+            if self.ctl_buf.push(m).is_err() {
+                self.counters.drop(DropReason::ControlFull);
+            }
+        }
+    }
+
+    /// Queues a copy of a small frame (an ARP request) for the control path, in a header-pool
+    /// mbuf. No mbuf or a frame too long for one: counted (`no_mbuf`), the original is still
+    /// handled.
+    fn copy_to_control(&mut self, frame: &[u8]) {
+        let copy = self
+            .header_pool
+            .alloc()
+            .ok()
+            .and_then(|mut c| c.extend_from_slice(frame).ok().map(|_| c));
+        match copy {
+            Some(c) => self.push_control(c),
+            None => self.counters.drop(DropReason::NoMbuf),
         }
     }
 

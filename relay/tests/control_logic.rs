@@ -772,3 +772,62 @@ fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() 
     assert!(out.is_empty(), "split horizon");
     assert_eq!(c.counters().get(ControlCounter::RepairPassedOn), 1);
 }
+
+/// Peer relays resolved by ARP (`Control::resolve_by_arp`): out of the table, their node ids
+/// reserved, until their next hop's MAC is learned; then in it with that MAC, and a changed
+/// MAC gives a new table. Requests are counted as asked for.
+#[test]
+fn peer_relays_join_the_table_when_their_next_hop_resolves() {
+    use photon_relay::control::{ArpQuery, ArpResolver};
+    use photon_relay::table::{PeerKind, PeerSpec};
+    let settings = ControlSettings {
+        first_gateway_node_id: 7,
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let hop = Ipv4Addr::new(10, 0, 0, 7);
+    let spec = PeerSpec {
+        node_id: 7,
+        kind: PeerKind::Relay,
+        addr: SocketAddrV4::new(hop, 4433),
+        next_hop_mac: [0; 6],
+        port: 0,
+        keys: None,
+        subscribed: true,
+    };
+    c.resolve_by_arp(ArpResolver::new([]), vec![(spec, hop)], NOW)
+        .unwrap();
+    let _ = c.take_table_update();
+    assert!(c.table().slot_of(7).is_none());
+    let mut q = Vec::new();
+    c.arp_due(NOW, &mut q);
+    assert_eq!(q, vec![ArpQuery { ip: hop, port: 0 }]);
+    c.arp_due(NOW + 10, &mut q);
+    assert_eq!(q.len(), 1, "not again before the retry");
+    assert_eq!(c.counters().get(ControlCounter::ArpRequestsSent), 1);
+
+    // A gateway registering now does not get the pending peer's node id.
+    let mut gw = Gw::new(6000);
+    let ack = gw.register(&mut c, &pk, 1);
+    assert_ne!(ack.node_id, 7);
+    let _ = c.take_table_update();
+
+    assert!(
+        !c.learn_neighbour(Ipv4Addr::new(10, 0, 0, 9), [2, 0, 0, 0, 0, 9]),
+        "nobody's next hop"
+    );
+    assert!(c.take_table_update().is_none());
+    assert!(c.learn_neighbour(hop, [2, 0, 0, 0, 0, 7]));
+    let t = c.take_table_update().expect("a table with the peer");
+    let slot = t.slot_of(7).expect("7 joined");
+    assert_eq!(t.peer(slot).unwrap().spec.next_hop_mac, [2, 0, 0, 0, 0, 7]);
+    assert!(t.slot_of(ack.node_id).is_some(), "the gateway stays");
+    assert!(!c.learn_neighbour(hop, [2, 0, 0, 0, 0, 7]), "unchanged");
+    assert!(c.take_table_update().is_none());
+    assert!(c.learn_neighbour(hop, [2, 0, 0, 0, 1, 7]), "moved");
+    let t = c.take_table_update().expect("a new table");
+    let slot = t.slot_of(7).unwrap();
+    assert_eq!(t.peer(slot).unwrap().spec.next_hop_mac, [2, 0, 0, 0, 1, 7]);
+    assert_eq!(c.counters().get(ControlCounter::ArpRepliesLearned), 2);
+    assert_eq!(c.pending_peers().count(), 0);
+}

@@ -105,6 +105,22 @@ fn arp_and_icmp_echo_are_answered() {
     assert_eq!(&out[0][..6], &peer_mac(2), "sent back to the requester");
     assert_eq!(h.counter(Counter::ArpReplies), 1);
     assert_eq!(h.dropped(DropReason::ArpOther), 1);
+    // A copy of the request went to the control path: it teaches the requester's MAC.
+    let mut b = photon_dpdk::MbufBatch::new();
+    assert_eq!(h.control.dequeue(&mut b), 1);
+    let copy = b.drain().next().unwrap();
+    assert_eq!(
+        photon_relay::packet::arp_sender(copy.data()),
+        Some((*peer_addr(2).ip(), peer_mac(2)))
+    );
+    drop(copy);
+
+    // A gratuitous ARP (sender = target address) goes to the control path, unanswered.
+    let ip3 = *peer_addr(3).ip();
+    assert_eq!(h.run(&[arp_request(3, ip3)]).len(), 0, "not answered");
+    assert_eq!(h.control.dequeue(&mut b), 1, "for neighbour learning");
+    b.clear();
+    assert_eq!(h.dropped(DropReason::ArpOther), 1);
 
     let data = payload(56, 5);
     let out = h.run(&[icmp_echo(2, &data)]);
@@ -380,8 +396,14 @@ fn run_loop_case(idle_sleep: Option<std::time::Duration>) {
     assert_eq!(receive(&mut b_rx, 1).len(), 1, "ARP answered");
     let mut b = MbufBatch::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while control.dequeue(&mut b) == 0 && std::time::Instant::now() < deadline {}
-    assert_eq!(b.len(), 1, "keepalive reached the control ring");
+    while b.len() < 2 && std::time::Instant::now() < deadline {
+        control.dequeue(&mut b);
+    }
+    assert_eq!(
+        b.len(),
+        2,
+        "the keepalive and a copy of the ARP request reached the control ring"
+    );
     b.clear();
 
     // Counters are readable from this thread while the core runs (published on the timer).

@@ -10,6 +10,11 @@
 //! answer is copied out of the cache into a control-pool frame (the control core is not the hot
 //! path, and the copy leaves the shared payload untouched for the copies still in TX queues).
 //!
+//! Next hops are resolved by ARP here ([`Control::arp_due`], [`super::arp`]): the requests are
+//! queued on their port's ring like any control frame, and the ARP frames the data cores hand
+//! over (replies and gratuitous ARP, copies of requests to us) teach [`Control::learn_neighbour`]
+//! the MACs; a resolved next hop gives a new table, published like any other.
+//!
 //! Frames are built with the data path's own [`write_forward_header`] (template per
 //! destination, lengths and checksums filled in), so control frames and forwarded copies share
 //! one header code path.
@@ -22,16 +27,19 @@ use photon_dpdk::MbufBatch;
 use photon_protocol::wire::{Packet, HEADER_LEN};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 
-use super::{unix_ms, Control, ControlShared, Outgoing, Source};
+use super::{unix_ms, ArpQuery, Control, ControlShared, Outgoing, Source};
 use crate::dataplane::ControlLink;
-use crate::packet::{csum_data, write_forward_header, HeaderTemplate, FORWARD_HEADER_LEN};
+use crate::packet::{
+    arp_sender, csum_data, emit_arp_request, write_forward_header, HeaderTemplate,
+    FORWARD_HEADER_LEN,
+};
 use crate::pipeline::NOTE_STAMP_LEN;
 use crate::stages::{unix_ns, StageLog};
 
 /// Frames the control core could not queue or build.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DriverDrops {
-    /// Not an IPv4/UDP frame (ARP replies: neighbour learning is not implemented yet).
+    /// Neither an IPv4/UDP frame nor an Ethernet/IPv4 ARP frame.
     pub not_udp: u64,
     /// The control pool was empty, or a frame did not fit an mbuf.
     pub no_mbuf: u64,
@@ -152,6 +160,33 @@ fn queue(link: &mut ControlLink, o: &Outgoing, drops: &mut DriverDrops) {
     }
 }
 
+/// Builds an ARP request for `q` in an mbuf from the link's pool and queues it on its port's
+/// ring.
+fn queue_arp(link: &mut ControlLink, q: ArpQuery, drops: &mut DriverDrops) {
+    let local = link.local.local(usize::from(q.port));
+    let Some(ring) = link.to_ports.get_mut(usize::from(q.port)) else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    let Ok(mut m) = link.pool.alloc() else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    // 42 bytes, padded to Ethernet's 60-byte minimum (zeros) as a NIC would.
+    let Ok(buf) = m.append(60) else {
+        drops.no_mbuf += 1;
+        return;
+    };
+    buf.fill(0);
+    if emit_arp_request(buf, &local, q.ip).is_none() {
+        drops.no_mbuf += 1;
+        return;
+    }
+    if ring.enqueue_one(m).is_err() {
+        drops.ring_full += 1;
+    }
+}
+
 /// Runs the control core until `quit`: drains the control rings, handles each datagram,
 /// publishes tables and counters. Sleeps 50 µs when there was nothing to do (the control core
 /// is not a busy-polling data core).
@@ -184,6 +219,7 @@ pub fn run_with_stages(
     let mut lags = Lags::default();
     let mut batch = MbufBatch::new();
     let mut out = Vec::new();
+    let mut arp_out = Vec::new();
     let mut last_tick = Instant::now();
     if let Some(t) = control.take_table_update() {
         link.tables.publish((*t).clone());
@@ -228,7 +264,12 @@ pub fn run_with_stages(
             for m in batch.drain() {
                 match parse_frame(m.data(), &link.local.port_macs) {
                     Some((src, dgram)) => control.handle(now, src, dgram, &mut out),
-                    None => drops.not_udp += 1,
+                    None => match arp_sender(m.data()) {
+                        Some((ip, mac)) => {
+                            control.learn_neighbour(ip, mac);
+                        }
+                        None => drops.not_udp += 1,
+                    },
                 }
             }
         }
@@ -237,6 +278,10 @@ pub fn run_with_stages(
         }
         for o in out.drain(..) {
             queue(link, &o, &mut drops);
+        }
+        control.arp_due(now, &mut arp_out);
+        for q in arp_out.drain(..) {
+            queue_arp(link, q, &mut drops);
         }
         if last_tick.elapsed() >= tick {
             control.tick(unix_ms());
