@@ -29,7 +29,9 @@
 # compact), PHOTON_DEMO_ENCRYPT (true or false: [block] encrypt; true),
 # PHOTON_DEMO_IDLE_SLEEP_US (the DPDK relay cores' [dataplane] idle_sleep_us: sleep after a run
 # of empty polls, so that a busy-polling relay does not take a core from the gateways; 20),
-# PHOTON_DEMO_OUT (the report's folder; perf/out/<timestamp>),
+# PHOTON_DEMO_OUT (the report's folder; perf/out/<timestamp>), PHOTON_DEMO_STATIC_NEIGHBOURS
+# (1: with 2 DPDK relays each gets the other's MAC as a static [[neighbour]]; 0: they resolve
+# each other by ARP),
 # PHOTON_DEMO_SKIP_SETUP=1 (skip scripts/setup.sh), PHOTON_DEMO_SKIP_BUILD=1 (use the release
 # binaries already built).
 set -euo pipefail
@@ -194,12 +196,11 @@ EOF
     if [ "$RELAYS" = 2 ]; then
       o=$((1 - r))
       if [ "$r" = 0 ]; then send=$KEY01; recv=$KEY10; else send=$KEY10; recv=$KEY01; fi
-      mac=$(ip -n "$(ns "r$o")" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+      if [ "${PHOTON_DEMO_STATIC_NEIGHBOURS:-1}" = 1 ]; then
+        mac=$(ip -n "$(ns "r$o")" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+        printf '\n[[neighbour]]\nip = "%s"\nmac = "%s"\n' "$(relay_addr "$o")" "$mac"
+      fi
       cat <<EOF
-
-[[neighbour]]
-ip = "$(relay_addr "$o")"
-mac = "$mac"
 
 [[peer]]
 node_id = $((o + 1))
