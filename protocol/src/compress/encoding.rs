@@ -19,8 +19,10 @@
 
 use std::collections::HashSet;
 
-use super::format::{FormatError, VERSION};
-use super::varint;
+use super::format::{
+    check_common, parse_whole_txs, whole_txs_len, write_prefix, write_whole_txs, FormatError,
+    Prefix, Reader, VERSION,
+};
 use crate::shortid::ShortId;
 
 /// First byte of a compact (§6.3) payload.
@@ -84,49 +86,6 @@ impl BlockEncoding {
     }
 }
 
-/// A panic-free cursor over untrusted bytes.
-struct Reader<'a> {
-    input: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.input.len() - self.pos
-    }
-
-    fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
-        if n > self.remaining() {
-            return Err(FormatError::Truncated {
-                what,
-                offset: self.pos,
-                needed: n - self.remaining(),
-            });
-        }
-        let out = &self.input[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
-        Ok(self.bytes(1, what)?[0])
-    }
-
-    fn varint_max(&mut self, what: &'static str, max: u64) -> Result<u64, FormatError> {
-        let (value, used) =
-            varint::read(&self.input[self.pos..]).map_err(|error| FormatError::Varint {
-                what,
-                offset: self.pos,
-                error,
-            })?;
-        self.pos += used;
-        if value > max {
-            return Err(FormatError::TooLarge { what, value, max });
-        }
-        Ok(value)
-    }
-}
-
 /// A parsed BIP152-sized block (format 2): as §6.3 without groups, each reference a 6-byte
 /// big-endian short ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,28 +105,14 @@ pub struct Bip152SizedRepr<'a> {
 impl<'a> Bip152SizedRepr<'a> {
     /// Parse a whole BIP152-sized payload; `max_txs` is the chain's limit.
     pub fn parse(input: &'a [u8], max_txs: usize) -> Result<Self, FormatError> {
-        let mut r = Reader { input, pos: 0 };
-        let format = r.u8("format")?;
-        if format != FORMAT_BIP152_SIZED {
-            return Err(FormatError::UnknownVersion(format));
-        }
-        let chain_id = r.u8("chain id")?;
-        let header_len = r.varint_max("header length", r.remaining() as u64)?;
-        let header = r.bytes(header_len as usize, "header")?;
-        let tx_count = r.varint_max("tx count", max_txs.min(u32::MAX as usize) as u64)? as u32;
-        let whole_max = u64::from(tx_count).min(r.remaining() as u64);
-        let whole_count = r.varint_max("whole count", whole_max)? as usize;
-        let mut whole_positions = Vec::with_capacity(whole_count);
-        let mut next_min = 0u64;
-        for _ in 0..whole_count {
-            let delta = r.varint_max("whole position", u64::MAX)?;
-            let position = next_min.saturating_add(delta);
-            if position >= u64::from(tx_count) {
-                return Err(FormatError::BadWholePosition { position, tx_count });
-            }
-            whole_positions.push(position as u32);
-            next_min = position + 1;
-        }
+        let mut r = Reader::new(input);
+        let Prefix {
+            chain_id,
+            header,
+            tx_count,
+            whole_positions,
+        } = Prefix::parse(&mut r, FORMAT_BIP152_SIZED, "format", max_txs)?;
+        let whole_count = whole_positions.len();
         let known = tx_count as usize - whole_count;
         // known <= tx_count <= max_txs: the allocation is bounded by the chain.
         let ref_bytes = r.bytes(known * BIP152_REF_LEN, "references")?;
@@ -188,14 +133,7 @@ impl<'a> Bip152SizedRepr<'a> {
             }
             refs.push(id);
         }
-        let mut whole_txs = Vec::with_capacity(whole_count);
-        for _ in 0..whole_count {
-            let len = r.varint_max("whole tx length", r.remaining() as u64)?;
-            whole_txs.push(r.bytes(len as usize, "whole tx")?);
-        }
-        if r.remaining() != 0 {
-            return Err(FormatError::TrailingBytes(r.remaining()));
-        }
+        let whole_txs = parse_whole_txs(&mut r, whole_count)?;
         Ok(Bip152SizedRepr {
             chain_id,
             header,
@@ -207,47 +145,19 @@ impl<'a> Bip152SizedRepr<'a> {
     }
 
     fn check(&self) -> Result<(), FormatError> {
-        let whole = self.whole_txs.len();
-        if whole != self.whole_positions.len() || self.refs.len() + whole != self.tx_count as usize
-        {
-            return Err(FormatError::CountMismatch {
-                refs: self.refs.len(),
-                whole,
-                tx_count: self.tx_count,
-            });
-        }
-        let mut next_min = 0u64;
-        for &p in &self.whole_positions {
-            if u64::from(p) < next_min || p >= self.tx_count {
-                return Err(FormatError::BadWholePosition {
-                    position: u64::from(p),
-                    tx_count: self.tx_count,
-                });
-            }
-            next_min = u64::from(p) + 1;
-        }
-        let mut seen = HashSet::with_capacity(self.refs.len());
-        if let Some(&dup) = self.refs.iter().find(|&&id| !seen.insert(id)) {
-            return Err(FormatError::DuplicateRef(dup));
-        }
-        Ok(())
+        check_common(
+            self.tx_count,
+            &self.whole_positions,
+            self.whole_txs.len(),
+            &self.refs,
+        )
     }
 
     /// Bytes [`Self::emit`] writes.
     pub fn buffer_len(&self) -> usize {
-        let mut n = 2 + varint::len(self.header.len() as u64) + self.header.len();
-        n += varint::len(u64::from(self.tx_count));
-        n += varint::len(self.whole_positions.len() as u64);
-        let mut next_min = 0u64;
-        for &p in &self.whole_positions {
-            n += varint::len(u64::from(p).saturating_sub(next_min));
-            next_min = u64::from(p) + 1;
-        }
-        n += self.refs.len() * BIP152_REF_LEN;
-        for tx in &self.whole_txs {
-            n += varint::len(tx.len() as u64) + tx.len();
-        }
-        n
+        Prefix::len(self.header, self.tx_count, &self.whole_positions)
+            + self.refs.len() * BIP152_REF_LEN
+            + whole_txs_len(&self.whole_txs)
     }
 
     /// Append the encoding to `out`. Fails only for a hand-built repr that breaks the rules
@@ -255,24 +165,18 @@ impl<'a> Bip152SizedRepr<'a> {
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         self.check()?;
         out.reserve(self.buffer_len());
-        out.push(FORMAT_BIP152_SIZED);
-        out.push(self.chain_id);
-        varint::write(out, self.header.len() as u64);
-        out.extend_from_slice(self.header);
-        varint::write(out, u64::from(self.tx_count));
-        varint::write(out, self.whole_positions.len() as u64);
-        let mut next_min = 0u64;
-        for &p in &self.whole_positions {
-            varint::write(out, u64::from(p) - next_min);
-            next_min = u64::from(p) + 1;
-        }
+        write_prefix(
+            out,
+            FORMAT_BIP152_SIZED,
+            self.chain_id,
+            self.header,
+            self.tx_count,
+            &self.whole_positions,
+        );
         for id in &self.refs {
             out.extend_from_slice(&u64::from(id.0).to_be_bytes()[2..]);
         }
-        for tx in &self.whole_txs {
-            varint::write(out, tx.len() as u64);
-            out.extend_from_slice(tx);
-        }
+        write_whole_txs(out, &self.whole_txs);
         Ok(())
     }
 }
@@ -287,7 +191,7 @@ pub struct FullBlockRepr<'a> {
 
 impl<'a> FullBlockRepr<'a> {
     pub fn parse(input: &'a [u8]) -> Result<Self, FormatError> {
-        let mut r = Reader { input, pos: 0 };
+        let mut r = Reader::new(input);
         let format = r.u8("format")?;
         if format != FORMAT_FULL {
             return Err(FormatError::UnknownVersion(format));
@@ -295,7 +199,7 @@ impl<'a> FullBlockRepr<'a> {
         let chain_id = r.u8("chain id")?;
         Ok(FullBlockRepr {
             chain_id,
-            block: &input[r.pos..],
+            block: &input[r.pos()..],
         })
     }
 

@@ -98,18 +98,27 @@ pub enum FormatError {
     BadGroups,
 }
 
-/// A panic-free cursor over untrusted bytes.
-struct Reader<'a> {
+/// A panic-free cursor over untrusted bytes (shared with the other encodings of §6.8).
+pub(super) struct Reader<'a> {
     input: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
+    pub(super) fn new(input: &'a [u8]) -> Self {
+        Reader { input, pos: 0 }
+    }
+
+    /// Bytes read so far.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(super) fn remaining(&self) -> usize {
         self.input.len() - self.pos
     }
 
-    fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+    pub(super) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
         if n > self.remaining() {
             return Err(FormatError::Truncated {
                 what,
@@ -122,7 +131,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
+    pub(super) fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
         Ok(self.bytes(1, what)?[0])
     }
 
@@ -138,13 +147,160 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint that must be at most `max`.
-    fn varint_max(&mut self, what: &'static str, max: u64) -> Result<u64, FormatError> {
+    pub(super) fn varint_max(&mut self, what: &'static str, max: u64) -> Result<u64, FormatError> {
         let value = self.varint(what)?;
         if value > max {
             return Err(FormatError::TooLarge { what, value, max });
         }
         Ok(value)
     }
+}
+
+/// What every block payload with references starts with (§6.3; §6.8 reuses it): format byte,
+/// chain id, header, transaction count, positions of the whole transactions.
+pub(super) struct Prefix<'a> {
+    pub chain_id: u8,
+    pub header: &'a [u8],
+    pub tx_count: u32,
+    pub whole_positions: Vec<u32>,
+}
+
+impl<'a> Prefix<'a> {
+    /// Parses the prefix of a payload whose first byte must be `format` (`what`: its name in
+    /// errors); `max_txs` is the chain's limit.
+    pub(super) fn parse(
+        r: &mut Reader<'a>,
+        format: u8,
+        what: &'static str,
+        max_txs: usize,
+    ) -> Result<Self, FormatError> {
+        let found = r.u8(what)?;
+        if found != format {
+            return Err(FormatError::UnknownVersion(found));
+        }
+        let chain_id = r.u8("chain id")?;
+        let header_len = r.varint_max("header length", r.remaining() as u64)?;
+        let header = r.bytes(header_len as usize, "header")?;
+        let tx_count = r.varint_max("tx count", max_txs.min(u32::MAX as usize) as u64)? as u32;
+        // Each position takes at least one byte.
+        let whole_max = u64::from(tx_count).min(r.remaining() as u64);
+        let whole_count = r.varint_max("whole count", whole_max)? as usize;
+        let mut whole_positions = Vec::with_capacity(whole_count);
+        let mut next_min = 0u64;
+        for _ in 0..whole_count {
+            let delta = r.varint("whole position")?;
+            let position = next_min.saturating_add(delta);
+            if position >= u64::from(tx_count) {
+                return Err(FormatError::BadWholePosition { position, tx_count });
+            }
+            whole_positions.push(position as u32);
+            next_min = position + 1;
+        }
+        Ok(Prefix {
+            chain_id,
+            header,
+            tx_count,
+            whole_positions,
+        })
+    }
+
+    /// Bytes [`write_prefix`] writes.
+    pub(super) fn len(header: &[u8], tx_count: u32, whole_positions: &[u32]) -> usize {
+        let mut n = 2 + varint::len(header.len() as u64) + header.len();
+        n += varint::len(u64::from(tx_count));
+        n += varint::len(whole_positions.len() as u64);
+        let mut next_min = 0u64;
+        for &p in whole_positions {
+            n += varint::len(u64::from(p).saturating_sub(next_min));
+            next_min = u64::from(p) + 1;
+        }
+        n
+    }
+}
+
+/// Writes a prefix (positions checked ascending beforehand by [`check_common`]).
+pub(super) fn write_prefix(
+    out: &mut Vec<u8>,
+    format: u8,
+    chain_id: u8,
+    header: &[u8],
+    tx_count: u32,
+    whole_positions: &[u32],
+) {
+    out.push(format);
+    out.push(chain_id);
+    varint::write(out, header.len() as u64);
+    out.extend_from_slice(header);
+    varint::write(out, u64::from(tx_count));
+    varint::write(out, whole_positions.len() as u64);
+    let mut next_min = 0u64;
+    for &p in whole_positions {
+        varint::write(out, u64::from(p) - next_min);
+        next_min = u64::from(p) + 1;
+    }
+}
+
+/// The whole transactions that end a payload (length-prefixed), and nothing after them.
+pub(super) fn parse_whole_txs<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+) -> Result<Vec<&'a [u8]>, FormatError> {
+    let mut whole_txs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.varint_max("whole tx length", r.remaining() as u64)?;
+        whole_txs.push(r.bytes(len as usize, "whole tx")?);
+    }
+    if r.remaining() != 0 {
+        return Err(FormatError::TrailingBytes(r.remaining()));
+    }
+    Ok(whole_txs)
+}
+
+/// Bytes [`write_whole_txs`] writes.
+pub(super) fn whole_txs_len(whole_txs: &[&[u8]]) -> usize {
+    whole_txs
+        .iter()
+        .map(|tx| varint::len(tx.len() as u64) + tx.len())
+        .sum()
+}
+
+pub(super) fn write_whole_txs(out: &mut Vec<u8>, whole_txs: &[&[u8]]) {
+    for tx in whole_txs {
+        varint::write(out, tx.len() as u64);
+        out.extend_from_slice(tx);
+    }
+}
+
+/// The rules every payload with references obeys: counts add up, whole positions ascend
+/// inside the block, no short ID is referenced twice.
+pub(super) fn check_common(
+    tx_count: u32,
+    whole_positions: &[u32],
+    whole: usize,
+    refs: &[ShortId],
+) -> Result<(), FormatError> {
+    if whole != whole_positions.len() || refs.len() + whole != tx_count as usize {
+        return Err(FormatError::CountMismatch {
+            refs: refs.len(),
+            whole,
+            tx_count,
+        });
+    }
+    let mut next_min = 0u64;
+    for &p in whole_positions {
+        if u64::from(p) < next_min || p >= tx_count {
+            return Err(FormatError::BadWholePosition {
+                position: u64::from(p),
+                tx_count,
+            });
+        }
+        next_min = u64::from(p) + 1;
+    }
+    let mut seen = HashSet::with_capacity(refs.len());
+    if let Some(&dup) = refs.iter().find(|&&id| !seen.insert(id)) {
+        return Err(FormatError::DuplicateRef(dup));
+    }
+    Ok(())
 }
 
 /// A parsed compressed block: borrowed header and whole transactions, decoded references.
@@ -167,30 +323,14 @@ impl<'a> CompressedBlockRepr<'a> {
     /// Parse a whole compressed block. `max_txs` is the chain's limit
     /// ([`crate::chain::ChainAdapter::MAX_TXS_PER_BLOCK`]).
     pub fn parse(input: &'a [u8], max_txs: usize) -> Result<Self, FormatError> {
-        let mut r = Reader { input, pos: 0 };
-        let version = r.u8("version")?;
-        if version != VERSION {
-            return Err(FormatError::UnknownVersion(version));
-        }
-        let chain_id = r.u8("chain id")?;
-        let header_len = r.varint_max("header length", r.remaining() as u64)?;
-        let header = r.bytes(header_len as usize, "header")?;
-        let tx_count = r.varint_max("tx count", max_txs.min(u32::MAX as usize) as u64)? as u32;
-
-        // Each position takes at least one byte.
-        let whole_max = u64::from(tx_count).min(r.remaining() as u64);
-        let whole_count = r.varint_max("whole count", whole_max)? as usize;
-        let mut whole_positions = Vec::with_capacity(whole_count);
-        let mut next_min = 0u64;
-        for _ in 0..whole_count {
-            let delta = r.varint("whole position")?;
-            let position = next_min.saturating_add(delta);
-            if position >= u64::from(tx_count) {
-                return Err(FormatError::BadWholePosition { position, tx_count });
-            }
-            whole_positions.push(position as u32);
-            next_min = position + 1;
-        }
+        let mut r = Reader::new(input);
+        let Prefix {
+            chain_id,
+            header,
+            tx_count,
+            whole_positions,
+        } = Prefix::parse(&mut r, VERSION, "version", max_txs)?;
+        let whole_count = whole_positions.len();
 
         // Each group takes at least two bytes.
         let group_count = r.varint_max("group count", (r.remaining() / 2) as u64)? as usize;
@@ -240,14 +380,7 @@ impl<'a> CompressedBlockRepr<'a> {
             return Err(FormatError::BadPadding);
         }
 
-        let mut whole_txs = Vec::with_capacity(whole_count);
-        for _ in 0..whole_count {
-            let len = r.varint_max("whole tx length", r.remaining() as u64)?;
-            whole_txs.push(r.bytes(len as usize, "whole tx")?);
-        }
-        if r.remaining() != 0 {
-            return Err(FormatError::TrailingBytes(r.remaining()));
-        }
+        let whole_txs = parse_whole_txs(&mut r, whole_count)?;
         Ok(CompressedBlockRepr {
             chain_id,
             header,
@@ -265,25 +398,12 @@ impl<'a> CompressedBlockRepr<'a> {
     }
 
     fn check(&self) -> Result<(), FormatError> {
-        let whole = self.whole_txs.len();
-        if whole != self.whole_positions.len() || self.refs.len() + whole != self.tx_count as usize
-        {
-            return Err(FormatError::CountMismatch {
-                refs: self.refs.len(),
-                whole,
-                tx_count: self.tx_count,
-            });
-        }
-        let mut next_min = 0u64;
-        for &p in &self.whole_positions {
-            if u64::from(p) < next_min || p >= self.tx_count {
-                return Err(FormatError::BadWholePosition {
-                    position: u64::from(p),
-                    tx_count: self.tx_count,
-                });
-            }
-            next_min = u64::from(p) + 1;
-        }
+        check_common(
+            self.tx_count,
+            &self.whole_positions,
+            self.whole_txs.len(),
+            &self.refs,
+        )?;
         let mut prev_end: Option<u64> = None;
         for (index, g) in self.groups.iter().enumerate() {
             if g.len == 0 || prev_end.is_some_and(|e| u64::from(g.first) <= e) {
@@ -294,23 +414,12 @@ impl<'a> CompressedBlockRepr<'a> {
             }
             prev_end = Some(g.end());
         }
-        let mut seen = HashSet::with_capacity(self.refs.len());
-        if let Some(&dup) = self.refs.iter().find(|&&id| !seen.insert(id)) {
-            return Err(FormatError::DuplicateRef(dup));
-        }
         Ok(())
     }
 
     /// Bytes [`Self::emit`] writes.
     pub fn buffer_len(&self) -> usize {
-        let mut n = 2 + varint::len(self.header.len() as u64) + self.header.len();
-        n += varint::len(u64::from(self.tx_count));
-        n += varint::len(self.whole_positions.len() as u64);
-        let mut next_min = 0u64;
-        for &p in &self.whole_positions {
-            n += varint::len(u64::from(p).saturating_sub(next_min));
-            next_min = u64::from(p) + 1;
-        }
+        let mut n = Prefix::len(self.header, self.tx_count, &self.whole_positions);
         n += varint::len(self.groups.len() as u64);
         let mut prev_end: Option<u64> = None;
         for g in &self.groups {
@@ -322,10 +431,7 @@ impl<'a> CompressedBlockRepr<'a> {
             prev_end = Some(g.end());
         }
         n += bits::packed_len(self.refs.len(), ref_width(self.window()));
-        for tx in &self.whole_txs {
-            n += varint::len(tx.len() as u64) + tx.len();
-        }
-        n
+        n + whole_txs_len(&self.whole_txs)
     }
 
     /// Append the encoding to `out`. Fails only for a hand-built repr that breaks the rules
@@ -333,17 +439,14 @@ impl<'a> CompressedBlockRepr<'a> {
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         self.check()?;
         out.reserve(self.buffer_len());
-        out.push(VERSION);
-        out.push(self.chain_id);
-        varint::write(out, self.header.len() as u64);
-        out.extend_from_slice(self.header);
-        varint::write(out, u64::from(self.tx_count));
-        varint::write(out, self.whole_positions.len() as u64);
-        let mut next_min = 0u64;
-        for &p in &self.whole_positions {
-            varint::write(out, u64::from(p) - next_min);
-            next_min = u64::from(p) + 1;
-        }
+        write_prefix(
+            out,
+            VERSION,
+            self.chain_id,
+            self.header,
+            self.tx_count,
+            &self.whole_positions,
+        );
         varint::write(out, self.groups.len() as u64);
         let mut prev_end: Option<u64> = None;
         for g in &self.groups {
@@ -366,10 +469,7 @@ impl<'a> CompressedBlockRepr<'a> {
             w.write(index as u32, width);
         }
         out.extend_from_slice(&w.finish());
-        for tx in &self.whole_txs {
-            varint::write(out, tx.len() as u64);
-            out.extend_from_slice(tx);
-        }
+        write_whole_txs(out, &self.whole_txs);
         Ok(())
     }
 }
