@@ -5,7 +5,10 @@
 //! `seed_*` files: framed P2P streams (version/verack/ping, the genesis block, an inv, a
 //! corrupted checksum, a wrong magic), each led by the control byte the entry reads first.
 
-use std::path::{Path, PathBuf};
+#[path = "../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+
+use std::path::PathBuf;
 
 use bitcoin::blockdata::constants::genesis_block;
 use bitcoin::p2p::message::NetworkMessage;
@@ -16,7 +19,7 @@ use photon_gateway::fuzzing::fuzz_node_frames;
 use photon_gateway::node::codec::encode_message;
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_frames")
+    corpus_replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), "node_frames")
 }
 
 fn stream(control: u8, msgs: Vec<NetworkMessage>) -> Vec<u8> {
@@ -66,28 +69,5 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn replay_node_frames_corpus() {
-    let dir = corpus();
-    let made = seeds();
-    if std::env::var_os("PHOTON_WRITE_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in &made {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    for (_, bytes) in &made {
-        fuzz_node_frames(bytes);
-    }
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).expect("corpus directory exists") {
-        let path = entry.expect("readable entry").path();
-        if path.is_file() {
-            fuzz_node_frames(&std::fs::read(&path).expect("readable corpus file"));
-            files += 1;
-        }
-    }
-    assert!(
-        files >= made.len(),
-        "expected the seeds, found {files} files"
-    );
-    println!("replayed {files} corpus files");
+    corpus_replay::replay_with_seeds(&corpus(), &seeds(), fuzz_node_frames);
 }

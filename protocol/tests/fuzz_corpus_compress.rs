@@ -7,6 +7,9 @@
 // Bytes of references are written in groups of the 3-bit reference width, not of 4 bits.
 #![allow(clippy::unusual_byte_groupings)]
 
+#[path = "../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -15,22 +18,12 @@ use photon_protocol::compress::{compress, fuzz_compressed_block};
 use photon_protocol::shortid::{ShortId, TxStore, TxStoreConfig};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/corpus/compressed_block"
-    ))
+    corpus_replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), "compressed_block")
 }
 
 #[test]
 fn replay_corpus() {
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(corpus_dir()).expect("fuzz/corpus/compressed_block") {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            fuzz_compressed_block(&std::fs::read(&path).unwrap());
-            replayed += 1;
-        }
-    }
+    let replayed = corpus_replay::replay(&corpus_dir(), |_, data| fuzz_compressed_block(data));
     assert!(
         replayed >= 4,
         "the seed files are in the corpus ({replayed} found)"

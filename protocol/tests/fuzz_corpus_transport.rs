@@ -1,20 +1,13 @@
 //! Replays every file of `fuzz/corpus/manifest/` and `fuzz/corpus/assembler/` through the same
 //! entry functions the fuzz targets call (seeds are written by `examples/transport_corpus.rs`).
+#[path = "../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+
 use std::path::Path;
 
 fn replay(target: &str, f: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            f(&std::fs::read(&path).unwrap());
-            n += 1;
-        }
-    }
-    n
+    let dir = corpus_replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), target);
+    corpus_replay::replay(&dir, |_, data| f(data))
 }
 
 #[test]

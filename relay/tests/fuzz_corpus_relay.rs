@@ -5,7 +5,10 @@
 //! fuzz_corpus_relay` (re)writes the `seed_*` files (a fragment frame, control frames, ARP,
 //! ICMP, bare control datagrams), then the replay runs over them and whatever else is there.
 
-use std::path::{Path, PathBuf};
+#[path = "../../fuzz/corpus_replay.rs"]
+mod corpus_replay;
+
+use std::path::PathBuf;
 
 use photon_protocol::wire::{
     FragmentKind, FragmentRepr, KeepaliveRepr, Message, ReceiptRepr, RepairRequestRepr, Repr,
@@ -19,7 +22,7 @@ use smoltcp::wire::{
 };
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/relay_frame")
+    corpus_replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), "relay_frame")
 }
 
 fn datagram(repr: Repr<'_>) -> Vec<u8> {
@@ -153,30 +156,5 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn replay_relay_frame_corpus() {
-    let dir = corpus();
-    let made = seeds();
-    if std::env::var_os("PHOTON_WRITE_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in &made {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
-    // The seeds as built now go through the entry too (so a change of the builders is tested
-    // even before the files are rewritten).
-    for (_, bytes) in &made {
-        fuzz_frame(bytes);
-    }
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).expect("corpus directory exists") {
-        let path = entry.expect("readable entry").path();
-        if path.is_file() {
-            fuzz_frame(&std::fs::read(&path).expect("readable corpus file"));
-            files += 1;
-        }
-    }
-    assert!(
-        files >= made.len(),
-        "expected the seeds, found {files} files"
-    );
-    println!("replayed {files} corpus files");
+    corpus_replay::replay_with_seeds(&corpus(), &seeds(), fuzz_frame);
 }
