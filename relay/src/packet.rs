@@ -231,33 +231,61 @@ fn classify_udp(ip: &Ipv4Packet<&[u8]>, udp_offset: usize, local: &Local) -> Act
     if udp.dst_port() != local.udp_port {
         return Action::Drop(DropReason::WrongPort);
     }
-    let dgram = udp.payload();
-    let packet = match wire::Packet::new_checked(dgram) {
-        Ok(p) => p,
-        Err(e) => return Action::Drop(photon_error(e)),
-    };
-    let msg_type = match packet.msg_type() {
-        Ok(t) => t,
-        Err(e) => return Action::Drop(photon_error(e)),
-    };
-    // Retransmissions answer one requester's repair request: unicast by the control path,
-    // never fanned out again (§1.3).
-    if !msg_type.is_block_fragment() || packet.flags() & flags::RETRANSMIT != 0 {
-        return Action::Control;
-    }
-    if let Err(e) = FragmentRepr::parse(&packet) {
-        return Action::Drop(photon_error(e));
-    }
-    Action::Fragment(FragmentInfo {
+    let place = UdpPlace {
         udp_offset,
         photon_offset: udp_offset + UDP_LEN,
-        datagram_len: packet.datagram().len(),
-        udp_payload_len: dgram.len(),
         udp_checksum: udp.checksum(),
         src_ip: ip.src_addr(),
         dst_ip: ip.dst_addr(),
         src_port: udp.src_port(),
         dst_port: udp.dst_port(),
+    };
+    match classify_photon(udp.payload(), place) {
+        Ok(Some(info)) => Action::Fragment(info),
+        Ok(None) => Action::Control,
+        Err(reason) => Action::Drop(reason),
+    }
+}
+
+/// Where a UDP datagram was found and who sent it: what [`classify_photon`] needs besides its
+/// bytes to describe a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpPlace {
+    /// Offset of the UDP header in the frame (0 when there is no frame: the socket backend).
+    pub udp_offset: usize,
+    /// Offset of the Photon header in the buffer the [`FragmentInfo`] offsets refer to.
+    pub photon_offset: usize,
+    /// The UDP checksum as received (0: none, or not seen).
+    pub udp_checksum: u16,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The Photon part of classification, shared by [`classify`] (Ethernet frames on the DPDK
+/// path) and the kernel-socket backend ([`crate::socket::classify_datagram`]): `Ok(Some(_))` a
+/// block fragment for the fan-out (still to be admitted), `Ok(None)` a message for the control
+/// path (control messages, and retransmissions: they answer one requester's repair request
+/// and are never fanned out again, §1.3), `Err(_)` a counted drop.
+#[inline]
+pub fn classify_photon(dgram: &[u8], place: UdpPlace) -> Result<Option<FragmentInfo>, DropReason> {
+    let packet = wire::Packet::new_checked(dgram).map_err(photon_error)?;
+    let msg_type = packet.msg_type().map_err(photon_error)?;
+    if !msg_type.is_block_fragment() || packet.flags() & flags::RETRANSMIT != 0 {
+        return Ok(None);
+    }
+    FragmentRepr::parse(&packet).map_err(photon_error)?;
+    Ok(Some(FragmentInfo {
+        udp_offset: place.udp_offset,
+        photon_offset: place.photon_offset,
+        datagram_len: packet.datagram().len(),
+        udp_payload_len: dgram.len(),
+        udp_checksum: place.udp_checksum,
+        src_ip: place.src_ip,
+        dst_ip: place.dst_ip,
+        src_port: place.src_port,
+        dst_port: place.dst_port,
         msg_type: msg_type.as_u8(),
         sender: packet.sender(),
         stream: packet.stream(),
@@ -265,7 +293,7 @@ fn classify_udp(ip: &Ipv4Packet<&[u8]>, udp_offset: usize, local: &Local) -> Act
         count: packet.count(),
         k: packet.k(),
         hops: packet.hops(),
-    })
+    }))
 }
 
 // ---- ones'-complement arithmetic (RFC 1071 / RFC 1624) ----

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
 use photon_protocol::identity::{Identity, PublicKey};
-use photon_protocol::wire::{self, flags, FragmentRepr, Packet, HEADER_LEN, MAX_DATAGRAM};
+use photon_protocol::wire::{Packet, HEADER_LEN, MAX_DATAGRAM};
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 
@@ -47,7 +47,7 @@ use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::dedup::Dedup;
 use crate::forward::{admit, Reject};
 use crate::hold::{Forwarding, HoldLimits, Holder};
-use crate::packet::FragmentInfo;
+use crate::packet::{classify_photon, FragmentInfo, UdpPlace};
 use crate::stages::StageLog;
 use crate::table::{LocalSpec, PeerSpec, Table, TableError};
 
@@ -257,51 +257,24 @@ pub enum DatagramAction {
     Drop(DropReason),
 }
 
-fn photon_drop(e: wire::Error) -> DropReason {
-    match e {
-        wire::Error::BadMagic(_) => DropReason::NotPhoton,
-        wire::Error::UnsupportedVersion(_) => DropReason::BadVersion,
-        wire::Error::UnknownType(_) => DropReason::UnknownType,
-        _ => DropReason::PhotonMalformed,
-    }
-}
-
-/// Classifies a UDP payload from `from` (the Photon part of [`crate::packet::classify`]): a
-/// fragment gets a [`FragmentInfo`] whose offsets are into the datagram itself
-/// (`photon_offset` 0), so [`admit`] applies unchanged.
+/// Classifies a UDP payload from `from` ([`crate::packet::classify_photon`], the Photon part
+/// of [`crate::packet::classify`]): a fragment gets a [`FragmentInfo`] whose offsets are into
+/// the datagram itself (`photon_offset` 0), so [`admit`] applies unchanged.
 pub fn classify_datagram(dgram: &[u8], from: SocketAddrV4, local: SocketAddrV4) -> DatagramAction {
-    let packet = match Packet::new_checked(dgram) {
-        Ok(p) => p,
-        Err(e) => return DatagramAction::Drop(photon_drop(e)),
-    };
-    let msg_type = match packet.msg_type() {
-        Ok(t) => t,
-        Err(e) => return DatagramAction::Drop(photon_drop(e)),
-    };
-    if !msg_type.is_block_fragment() || packet.flags() & flags::RETRANSMIT != 0 {
-        return DatagramAction::Control;
-    }
-    if let Err(e) = FragmentRepr::parse(&packet) {
-        return DatagramAction::Drop(photon_drop(e));
-    }
-    DatagramAction::Fragment(FragmentInfo {
+    let place = UdpPlace {
         udp_offset: 0,
         photon_offset: 0,
-        datagram_len: packet.datagram().len(),
-        udp_payload_len: dgram.len(),
         udp_checksum: 0,
         src_ip: *from.ip(),
         dst_ip: *local.ip(),
         src_port: from.port(),
         dst_port: local.port(),
-        msg_type: msg_type.as_u8(),
-        sender: packet.sender(),
-        stream: packet.stream(),
-        index: packet.index(),
-        count: packet.count(),
-        k: packet.k(),
-        hops: packet.hops(),
-    })
+    };
+    match classify_photon(dgram, place) {
+        Ok(Some(info)) => DatagramAction::Fragment(info),
+        Ok(None) => DatagramAction::Control,
+        Err(reason) => DatagramAction::Drop(reason),
+    }
 }
 
 /// Where a queued copy's payload lives: a receive buffer, or a datagram the store-and-forward
