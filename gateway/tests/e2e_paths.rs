@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::{core, events, free_udp, peer, relay, wait_snapshot, Gw, PyNodes};
 use photon_gateway::core::{GatewayEvent, LinkKind, LinkState, RelayEndpoint};
 use photon_protocol::wire::HEADER_LEN;
+use photon_relay::counters::Counter;
 
 /// What the on-path attacker did.
 #[derive(Default)]
@@ -200,11 +201,15 @@ fn a_block_originated_through_a_peer_gateway_arrives_under_the_peer_s_identity()
     let sp = wait_snapshot(&p, "P took A's block", |s| s.stats.blocks_from_network == 1);
     assert_eq!(sp.stats.blocks_from_node, 0);
     let pe = events(&p);
-    assert!(
-        pe.iter()
-            .any(|e| matches!(e, GatewayEvent::BlockOriginated { .. })),
-        "P originated the block: {pe:?}"
-    );
+    let planned_by_p = pe
+        .iter()
+        .find_map(|e| match e {
+            GatewayEvent::BlockOriginated {
+                datagrams_planned, ..
+            } => Some(*datagrams_planned as u64),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("P originated the block: {pe:?}"));
     let be = events(&b);
     assert!(
         be.iter().any(|e| matches!(
@@ -216,9 +221,15 @@ fn a_block_originated_through_a_peer_gateway_arrives_under_the_peer_s_identity()
         )),
         "B got it through the relay: {be:?}"
     );
-    // A's datagrams to the relay were transactions and keepalives only: its block's fragments
-    // went to P (A's uplink carried about one copy of the block, to P).
+    // A's block went only to P: the relay forwarded P's stream and nothing of A's (had A also
+    // sent its own stream of the same block, the relay would have forwarded about twice as
+    // many fragments as P planned).
     let sa = a.snapshot();
     assert_eq!(sa.stats.blocks_from_node, 1);
+    let forwarded = r.stats().core.get(Counter::Fragments);
+    assert!(
+        forwarded > 0 && forwarded <= planned_by_p,
+        "the relay forwarded {forwarded} fragments, P planned {planned_by_p}"
+    );
     r.stop().unwrap();
 }
