@@ -5,6 +5,8 @@
 //! written by hand here.
 
 mod bitcoin;
+#[cfg(test)]
+pub(crate) use bitcoin::corrupt_witness_commitment;
 
 pub use self::bitcoin::Bitcoin;
 

@@ -148,17 +148,39 @@ fn has_witness(tx: &Transaction) -> bool {
     tx.input.iter().any(|i| !i.witness.is_empty())
 }
 
+/// OP_RETURN, push 36, and BIP141's commitment header: how a witness commitment output starts.
+const WITNESS_COMMITMENT_MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+
+/// Test support: flips byte `at` of the script of the coinbase's last witness-commitment output
+/// and recomputes the header's merkle root, so that only the witness commitment is wrong.
+#[cfg(test)]
+pub(crate) fn corrupt_witness_commitment(block: &mut Block, at: usize) {
+    let out = block.txdata[0]
+        .output
+        .iter_mut()
+        .rev()
+        .find(|o| {
+            o.script_pubkey
+                .as_bytes()
+                .starts_with(&WITNESS_COMMITMENT_MAGIC)
+        })
+        .expect("a block with a witness commitment");
+    let mut script = out.script_pubkey.to_bytes();
+    script[at] ^= 1;
+    out.script_pubkey = script.into();
+    block.header.merkle_root = block.compute_merkle_root().expect("transactions");
+}
+
 /// `Block::check_witness_commitment` of bitcoin 0.32 for a block with some witness data, with
 /// the wtxids given (`wtxids[0]`, the coinbase's, is replaced by zeros here).
 fn witness_commitment_matches(coinbase: &Transaction, wtxids: &mut [sha256d::Hash]) -> bool {
-    const MAGIC: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
     if !coinbase.is_coinbase() {
         return false;
     }
     // The commitment is in the last output that starts with the magic bytes.
     let Some(out) = coinbase.output.iter().rev().find(|o| {
         let s = o.script_pubkey.as_bytes();
-        s.len() >= 38 && s[..6] == MAGIC
+        s.len() >= 38 && s[..6] == WITNESS_COMMITMENT_MAGIC
     }) else {
         return false;
     };

@@ -117,20 +117,7 @@ fn wrong_witness_commitment_is_refused() {
     // A coinbase with another commitment and a header whose merkle root matches it: the merkle
     // check passes, the commitment check must not.
     let (_, mut block) = real_block(574200);
-    let out = block.txdata[0]
-        .output
-        .iter_mut()
-        .rev()
-        .find(|o| {
-            o.script_pubkey
-                .as_bytes()
-                .starts_with(&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed])
-        })
-        .expect("a commitment");
-    let mut script = out.script_pubkey.to_bytes();
-    script[30] ^= 4;
-    out.script_pubkey = script.into();
-    block.header.merkle_root = block.compute_merkle_root().unwrap();
+    crate::chain::corrupt_witness_commitment(&mut block, 30);
     let store = store_of(&block, &[]);
     let c = compress::<Bitcoin>(&block, &store).unwrap();
     assert_eq!(

@@ -124,21 +124,7 @@ fn wrong_witness_commitment_is_refused() {
     let mut block = real_block(574200);
     // Another commitment in the coinbase, the header's merkle root made to match it: only the
     // witness commitment is wrong.
-    let coinbase = &mut block.txdata[0];
-    let out = coinbase
-        .output
-        .iter_mut()
-        .rev()
-        .find(|o| {
-            o.script_pubkey
-                .as_bytes()
-                .starts_with(&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed])
-        })
-        .expect("a commitment");
-    let mut script = out.script_pubkey.to_bytes();
-    script[20] ^= 1;
-    out.script_pubkey = script.into();
-    block.header.merkle_root = block.compute_merkle_root().unwrap();
+    super::corrupt_witness_commitment(&mut block, 20);
     let (full, fast) = both(&block, &all_ids(&block));
     assert_eq!(full.unwrap_err(), ChainError::WitnessCommitmentMismatch);
     assert_eq!(fast.unwrap_err(), ChainError::WitnessCommitmentMismatch);
