@@ -351,23 +351,8 @@ fn run_loop_case(idle_sleep: Option<std::time::Duration>) {
     })
     .unwrap();
 
-    let send = |tx: &mut TxQueue, frame: &[u8]| {
-        let mut m = rx_pool.alloc().unwrap();
-        m.extend_from_slice(frame).unwrap();
-        let mut b = MbufBatch::new();
-        b.push(m).unwrap();
-        assert_eq!(tx.tx_burst(&mut b), 1);
-    };
-    let receive = |rx: &mut RxQueue, want: usize| -> Vec<Vec<u8>> {
-        let mut got = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut b = MbufBatch::new();
-        while got.len() < want && std::time::Instant::now() < deadline {
-            rx.rx_burst(&mut b);
-            got.extend(b.drain().map(|m| m.to_vec()));
-        }
-        got
-    };
+    let send = |tx: &mut TxQueue, frame: &[u8]| send_frame(&rx_pool, tx, frame);
+    let receive = receive_frames;
     let p = payload(800, 9);
     if idle_sleep.is_some() {
         // Let the core run out of traffic and into its idle sleep first.

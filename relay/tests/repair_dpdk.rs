@@ -110,23 +110,8 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     })
     .unwrap();
 
-    let send = |tx: &mut TxQueue, frame: &[u8]| {
-        let mut m = rx_pool.alloc().unwrap();
-        m.extend_from_slice(frame).unwrap();
-        let mut b = MbufBatch::new();
-        b.push(m).unwrap();
-        assert_eq!(tx.tx_burst(&mut b), 1);
-    };
-    let receive = |rx: &mut RxQueue, want: usize| -> Vec<Vec<u8>> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut b = MbufBatch::new();
-        while got.len() < want && Instant::now() < deadline {
-            rx.rx_burst(&mut b);
-            got.extend(b.drain().map(|m| m.to_vec()));
-        }
-        got
-    };
+    let send = |tx: &mut TxQueue, frame: &[u8]| send_frame(&rx_pool, tx, frame);
+    let receive = receive_frames;
 
     let ctl_quit = AtomicBool::new(false);
     let shared = ControlShared::new();

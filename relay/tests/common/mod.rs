@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use photon_dpdk::{Eal, Mbuf, MbufBatch, Mempool, Ring, RingConsumer, RingProducer};
+use photon_dpdk::{
+    Eal, Mbuf, MbufBatch, Mempool, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
+};
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
 use photon_relay::counters::{CoreCounters, Counter, DropReason};
@@ -368,4 +370,26 @@ impl Harness {
     pub fn in_use(&self) -> (u32, u32) {
         (self.rx_pool.in_use(), self.header_pool.in_use())
     }
+}
+
+/// Puts `frame` into an mbuf of `pool` and sends it on `tx` (a burst of one, which must be
+/// taken).
+pub fn send_frame(pool: &Mempool, tx: &mut TxQueue, frame: &[u8]) {
+    let mut m = pool.alloc().unwrap();
+    m.extend_from_slice(frame).unwrap();
+    let mut b = MbufBatch::new();
+    b.push(m).unwrap();
+    assert_eq!(tx.tx_burst(&mut b), 1);
+}
+
+/// Frames from `rx` until `want` arrived or 10 s passed, as bytes.
+pub fn receive_frames(rx: &mut RxQueue, want: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut b = MbufBatch::new();
+    while got.len() < want && std::time::Instant::now() < deadline {
+        rx.rx_burst(&mut b);
+        got.extend(b.drain().map(|m| m.to_vec()));
+    }
+    got
 }
