@@ -416,10 +416,12 @@ fn run(
             let mut drain = [0u8; 64];
             while matches!(wake_rx.recv(&mut drain), Ok(n) if n > 0) {}
         }
+        let messages = rx.messages;
         match rx.recv(&sock, |from, d| {
             core.handle_datagram(Instant::now(), from, d)
         }) {
-            Ok(n) => busy = n >= config.recv_batch.max(1),
+            // Buffers, not datagrams: with GRO one buffer holds many.
+            Ok(_) => busy = rx.messages - messages >= rx.batch() as u64,
             Err(e) => {
                 busy = false;
                 tracing::warn!(error = %e, "UDP receive failed");

@@ -222,6 +222,11 @@ impl BatchRecv {
         self.gro
     }
 
+    /// Buffers one [`BatchRecv::recv`] takes at most (with GRO, each may hold many datagrams).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     pub fn arena_pages(&self) -> ArenaPages {
         self.arena.pages()
     }
