@@ -35,24 +35,29 @@ impl MbufBatch {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.len == MAX_BURST
     }
 
     /// Free slots.
+    #[inline]
     pub fn room(&self) -> usize {
         MAX_BURST - self.len
     }
 
     /// Adds an mbuf; gives it back when the batch is full.
+    #[inline]
     pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
         if self.len == MAX_BURST {
             return Err(m);
@@ -63,6 +68,7 @@ impl MbufBatch {
     }
 
     /// Removes the last mbuf.
+    #[inline]
     pub fn pop(&mut self) -> Option<Mbuf> {
         if self.len == 0 {
             return None;
@@ -72,22 +78,26 @@ impl MbufBatch {
     }
 
     /// The mbufs, in order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = &Mbuf> {
         self.slots[..self.len].iter().flatten()
     }
 
     /// The mbufs, mutably.
+    #[inline]
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Mbuf> {
         self.slots[..self.len].iter_mut().flatten()
     }
 
     /// Takes every mbuf out, in order, leaving the batch empty.
+    #[inline]
     pub fn drain(&mut self) -> impl Iterator<Item = Mbuf> + '_ {
         let n = std::mem::replace(&mut self.len, 0);
         self.slots[..n].iter_mut().filter_map(Option::take)
     }
 
     /// Frees every mbuf (counted drops are the caller's business).
+    #[inline]
     pub fn clear(&mut self) {
         for m in self.drain() {
             drop(m);

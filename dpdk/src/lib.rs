@@ -27,7 +27,7 @@ pub use batch::{MbufBatch, MAX_BURST};
 pub use eal::Eal;
 pub use error::{Error, Result};
 pub use mbuf::{Mbuf, SharedMbuf};
-pub use mempool::Mempool;
+pub use mempool::{Mempool, MAX_CHAINED};
 pub use port::{Link, Port, PortConfig, PortStats, RxQueue, TxQueue};
 pub use ring::{Ring, RingConsumer, RingProducer};
 

@@ -53,6 +53,7 @@ impl Mbuf {
     }
 
     /// Number of segments in the chain.
+    #[inline]
     pub fn segments(&self) -> usize {
         // SAFETY: self.ptr is a valid mbuf we own.
         unsafe { sys::photon_mbuf_nb_segs(self.ptr.as_ptr()) as usize }
@@ -71,6 +72,7 @@ impl Mbuf {
     }
 
     /// References to this segment's buffer (1 when we are the only holder).
+    #[inline]
     pub fn refcnt(&self) -> u16 {
         // SAFETY: self.ptr is a valid mbuf we own.
         unsafe { sys::photon_mbuf_refcnt_read(self.ptr.as_ptr()) }
@@ -78,6 +80,7 @@ impl Mbuf {
 
     /// True when the bytes may be written: this segment is direct (owns its buffer) and
     /// nobody else references it.
+    #[inline]
     pub fn is_writable(&self) -> bool {
         // SAFETY: self.ptr is a valid mbuf we own.
         let direct = unsafe { sys::photon_mbuf_is_direct(self.ptr.as_ptr()) } != 0;
@@ -171,6 +174,7 @@ impl Mbuf {
     }
 
     /// Removes `len` bytes from the front of the data.
+    #[inline]
     pub fn adj(&mut self, len: usize) -> Result<()> {
         let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
             op: "adj",
@@ -191,6 +195,7 @@ impl Mbuf {
     }
 
     /// Removes `len` bytes from the end of the data.
+    #[inline]
     pub fn trim(&mut self, len: usize) -> Result<()> {
         let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
             op: "trim",
@@ -269,6 +274,7 @@ impl Mbuf {
     }
 
     /// Turns a single-segment, direct mbuf into a [`SharedMbuf`] for fan-out.
+    #[inline]
     pub fn into_shared(self) -> std::result::Result<SharedMbuf, (Error, Mbuf)> {
         if self.segments() != 1 {
             // rte_pktmbuf_free walks `next` of a shared segment once per holder, so only
@@ -363,7 +369,7 @@ pub struct SharedMbuf {
 unsafe impl Send for SharedMbuf {}
 
 impl SharedMbuf {
-    fn as_ptr(&self) -> *mut sys::rte_mbuf {
+    pub(crate) fn as_ptr(&self) -> *mut sys::rte_mbuf {
         self.ptr.as_ptr()
     }
 
@@ -378,6 +384,7 @@ impl SharedMbuf {
     }
 
     /// Current number of references.
+    #[inline]
     pub fn refcnt(&self) -> u16 {
         // SAFETY: read of a valid mbuf.
         unsafe { sys::photon_mbuf_refcnt_read(self.ptr.as_ptr()) }

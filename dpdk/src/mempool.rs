@@ -4,7 +4,10 @@ use std::ptr::NonNull;
 use photon_dpdk_sys as sys;
 
 use crate::error::{from_rte_errno, Error, Result};
-use crate::{Eal, Mbuf};
+use crate::{Eal, Mbuf, SharedMbuf, MAX_BURST};
+
+/// Most copies one [`Mempool::alloc_chained`] call makes (a burst's worth).
+pub const MAX_CHAINED: usize = MAX_BURST;
 
 /// A pool of packet buffers (`rte_pktmbuf_pool_create`).
 ///
@@ -94,6 +97,92 @@ impl Mempool {
                 pool: format!("{:p}", self.ptr),
             }),
         }
+    }
+
+    /// A fan-out's header mbufs in one call into the shim: `n` (at most [`MAX_CHAINED`]) fresh
+    /// mbufs from this pool in one bulk get, each holding `len` bytes that `init(i, bytes)`
+    /// writes (i = 0..n, in order), each chained in front of a new reference to `payload` (the
+    /// refcount is raised by `n` in one update). What `init` returns with `Some` is pushed to
+    /// `out` beside its chain; a copy for which it returns `None` is freed at once (its
+    /// payload reference with it). `out` should have room for `n` more (then nothing
+    /// allocates). Per copy this saves what [`Mempool::alloc_init`] + [`Mbuf::chain_shared`]
+    /// pay twice: a call into the shim, a mempool-cache access and a payload refcount update.
+    ///
+    /// As with `alloc_init`, `init` sees stale pool bytes and is expected to overwrite them.
+    /// Errors: `n` over [`MAX_CHAINED`] or `len` over a fresh buffer's room (nothing
+    /// allocated, `init` not called); the pool cannot give `n` mbufs ([`Error::PoolEmpty`]).
+    #[inline]
+    pub fn alloc_chained<T>(
+        &self,
+        len: usize,
+        payload: &SharedMbuf,
+        n: usize,
+        mut init: impl FnMut(usize, &mut [u8]) -> Option<T>,
+        out: &mut Vec<(Mbuf, T)>,
+    ) -> Result<()> {
+        if n > MAX_CHAINED {
+            return Err(Error::Mbuf {
+                op: "alloc_chained",
+                why: "more than MAX_CHAINED copies",
+            });
+        }
+        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
+            op: "alloc_chained",
+            why: "length over 65535",
+        })?;
+        let mut mbufs = [std::ptr::null_mut::<sys::rte_mbuf>(); MAX_CHAINED];
+        let mut data = [std::ptr::null_mut::<std::os::raw::c_char>(); MAX_CHAINED];
+        // SAFETY: the pool and payload pointers are valid (the payload is a single direct
+        // segment: `SharedMbuf` is only made from one, and we hold a reference to it for the
+        // whole call); `mbufs` and `data` have room for `n <= MAX_CHAINED` entries and are
+        // written only on success. The shim raises the payload's refcount by `n`: one
+        // reference for each chain made here.
+        let rc = unsafe {
+            sys::photon_pktmbuf_alloc_chained(
+                self.ptr.as_ptr(),
+                len16,
+                payload.as_ptr(),
+                mbufs.as_mut_ptr(),
+                data.as_mut_ptr(),
+                n as std::os::raw::c_uint,
+            )
+        };
+        match rc {
+            0 => {}
+            -2 => {
+                return Err(Error::Mbuf {
+                    op: "alloc_chained",
+                    why: "not enough tailroom",
+                })
+            }
+            _ => {
+                return Err(Error::PoolEmpty {
+                    pool: format!("{:p}", self.ptr),
+                })
+            }
+        }
+        // Owned first, all of them, so that each is freed (with its payload reference)
+        // whatever `init` does.
+        let mut owned: [Option<Mbuf>; MAX_CHAINED] = [const { None }; MAX_CHAINED];
+        for (slot, &m) in owned.iter_mut().zip(&mbufs[..n]) {
+            *slot = NonNull::new(m).map(Mbuf::from_nonnull);
+        }
+        for (i, (slot, &d)) in owned[..n].iter_mut().zip(&data[..n]).enumerate() {
+            let Some(mbuf) = slot.take() else {
+                continue;
+            };
+            if d.is_null() {
+                continue;
+            }
+            // SAFETY: `d` points at the `len` bytes reserved at the start of `mbuf`'s own
+            // buffer (fresh, direct, refcount 1, owned by `mbuf` alone; the payload behind it is
+            // another buffer); the slice ends before `mbuf` can move or drop.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(d.cast::<u8>(), len) };
+            if let Some(t) = init(i, bytes) {
+                out.push((mbuf, t));
+            }
+        }
+        Ok(())
     }
 
     /// Mbufs currently taken from the pool (in flight anywhere: queues, rings, our code).

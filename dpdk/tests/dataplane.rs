@@ -4,7 +4,9 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use photon_dpdk::{lcore, Mbuf, MbufBatch, Mempool, Port, PortConfig, Ring, MAX_BURST};
+use photon_dpdk::{
+    lcore, Mbuf, MbufBatch, Mempool, Port, PortConfig, Ring, MAX_BURST, MAX_CHAINED,
+};
 
 fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -318,4 +320,101 @@ fn alloc_init_fills_a_fresh_single_segment_mbuf() {
     drop(held);
     drop(m);
     assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn alloc_chained_makes_one_chain_per_copy_over_the_shared_payload() {
+    let pool = new_pool(256);
+    let hdr_pool = new_pool(64);
+    let base = (pool.in_use(), hdr_pool.in_use());
+    let (_port, mut rx, mut tx) = ring_port(&pool);
+
+    let payload = frame(&pool, 7, 300).into_shared().expect("shared");
+    let mut out: Vec<(Mbuf, usize)> = Vec::with_capacity(MAX_CHAINED);
+    // Copy 2's init declines: that chain is freed at once, its payload reference with it.
+    pool_chained(&hdr_pool, &payload, 5, &mut out);
+    assert_eq!(
+        out.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        [0, 1, 3, 4]
+    );
+    assert_eq!(payload.refcnt(), 5, "ours + four chains");
+    let mut batch = MbufBatch::new();
+    for (m, dest) in out.drain(..) {
+        assert_eq!(m.segments(), 2);
+        assert_eq!(m.pkt_len(), 20 + 300);
+        assert_eq!(m.data(), &[dest as u8; 20]);
+        batch.push(m).expect("room");
+    }
+    drop(payload);
+    assert_eq!(tx.tx_burst(&mut batch), 4);
+    let mut got = MbufBatch::new();
+    assert_eq!(rx.rx_burst(&mut got), 4);
+    let body: Vec<u8> = (0..300).map(|j| 7u8.wrapping_add(j as u8)).collect();
+    for (m, dest) in got.iter().zip([0u8, 1, 3, 4]) {
+        let bytes = m.to_vec();
+        assert_eq!(&bytes[..20], &[dest; 20]);
+        assert_eq!(&bytes[20..], &body[..]);
+    }
+    drop(got);
+    assert_eq!((pool.in_use(), hdr_pool.in_use()), base, "all returned");
+}
+
+fn pool_chained(
+    hdr_pool: &Mempool,
+    payload: &photon_dpdk::SharedMbuf,
+    n: usize,
+    out: &mut Vec<(Mbuf, usize)>,
+) {
+    hdr_pool
+        .alloc_chained(
+            20,
+            payload,
+            n,
+            |i, b| {
+                b.fill(i as u8);
+                (i != 2).then_some(i)
+            },
+            out,
+        )
+        .expect("alloc_chained");
+}
+
+#[test]
+fn alloc_chained_errors_leave_nothing_allocated() {
+    let pool = new_pool(8);
+    let hdr_pool = new_pool(4);
+    let payload = frame(&pool, 1, 10).into_shared().expect("shared");
+    let mut out: Vec<(Mbuf, ())> = Vec::new();
+    let before = (pool.in_use(), hdr_pool.in_use(), payload.refcnt());
+    let check = |out: &Vec<(Mbuf, ())>| {
+        assert!(out.is_empty());
+        assert_eq!((pool.in_use(), hdr_pool.in_use(), payload.refcnt()), before);
+    };
+    // More than the pool has.
+    assert!(matches!(
+        hdr_pool.alloc_chained(8, &payload, 5, |_, _| Some(()), &mut out),
+        Err(photon_dpdk::Error::PoolEmpty { .. })
+    ));
+    check(&out);
+    // More than one call may make.
+    assert!(hdr_pool
+        .alloc_chained(8, &payload, MAX_CHAINED + 1, |_, _| Some(()), &mut out)
+        .is_err());
+    check(&out);
+    // Longer than a fresh buffer.
+    assert!(hdr_pool
+        .alloc_chained(
+            usize::from(u16::MAX),
+            &payload,
+            2,
+            |_, _| Some(()),
+            &mut out
+        )
+        .is_err());
+    check(&out);
+    // Zero copies: nothing happens.
+    hdr_pool
+        .alloc_chained(8, &payload, 0, |_, _| Some(()), &mut out)
+        .expect("zero");
+    check(&out);
 }

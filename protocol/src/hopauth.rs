@@ -25,13 +25,138 @@ pub const AUTHENTICATED_LEN: usize = field::HOP_TAG.start;
 /// The key of one direction of one link: the sender signs with it, the receiver verifies.
 #[derive(Clone)]
 pub struct HopKey {
+    /// SipHash's state after the key is loaded (`v0..v3`), the start of every tag.
+    init: [u64; 4],
+    /// The general-length SipHash, for slices shorter than a header (never valid tags).
     hasher: SipHasher24,
+}
+
+/// The 28 bytes a hop tag covers, read once as SipHash-2-4's message words, to be signed under
+/// many keys: a relay's fan-out writes the same header (sender = the relay, hops + 1) to every
+/// destination and only the key changes ([`HopKey::tag_input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagInput {
+    /// `header[0..24]` as three little-endian words.
+    words: [u64; 3],
+    /// The last block: `header[24..28]` little-endian, the length (28) in the top byte.
+    last: u64,
+}
+
+impl TagInput {
+    /// The message words of `header[0..28]`.
+    #[inline]
+    pub fn new(covered: &[u8; AUTHENTICATED_LEN]) -> TagInput {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&covered[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut tail = [0u8; 4];
+        tail.copy_from_slice(&covered[24..28]);
+        TagInput {
+            words: [word(0), word(8), word(16)],
+            last: u64::from(u32::from_le_bytes(tail)) | ((AUTHENTICATED_LEN as u64) << 56),
+        }
+    }
+
+    /// The covered bytes of a header slice, or `None` if it is shorter than 28 bytes.
+    #[inline]
+    pub fn from_header(header: &[u8]) -> Option<TagInput> {
+        let covered: &[u8; AUTHENTICATED_LEN] = header.get(..AUTHENTICATED_LEN)?.try_into().ok()?;
+        Some(TagInput::new(covered))
+    }
+}
+
+/// One SipRound (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012, §2).
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// Four lanes of one SipHash variable: `v0` of four independent hashes, and so on.
+type Lanes = [u64; 4];
+
+#[inline(always)]
+fn add(a: Lanes, b: Lanes) -> Lanes {
+    core::array::from_fn(|l| a[l].wrapping_add(b[l]))
+}
+
+#[inline(always)]
+fn rotl_xor(a: Lanes, r: u32, b: Lanes) -> Lanes {
+    core::array::from_fn(|l| a[l].rotate_left(r) ^ b[l])
+}
+
+#[inline(always)]
+fn rotl(a: Lanes, r: u32) -> Lanes {
+    core::array::from_fn(|l| a[l].rotate_left(r))
+}
+
+/// [`sip_round`] on four independent states at once, lane-wise: the four dependency chains
+/// interleave, where a single SipHash is bound by the latency of its one chain.
+#[inline(always)]
+fn sip_round_x4(v: &mut [Lanes; 4]) {
+    let [mut v0, mut v1, mut v2, mut v3] = *v;
+    v0 = add(v0, v1);
+    v1 = rotl_xor(v1, 13, v0);
+    v0 = rotl(v0, 32);
+    v2 = add(v2, v3);
+    v3 = rotl_xor(v3, 16, v2);
+    v0 = add(v0, v3);
+    v3 = rotl_xor(v3, 21, v0);
+    v2 = add(v2, v1);
+    v1 = rotl_xor(v1, 17, v2);
+    v2 = rotl(v2, 32);
+    *v = [v0, v1, v2, v3];
+}
+
+/// [`HopKey::tag_input`] under four keys at once: a fan-out signs one header for many links
+/// (measured in perf/RESULTS.md §0.1; the tests check it lane by lane against `siphasher`).
+#[inline]
+pub fn tags_x4(keys: [&HopKey; 4], input: &TagInput) -> [u64; 4] {
+    #[inline(always)]
+    fn compress(v: &mut [Lanes; 4], m: u64) {
+        v[3] = v[3].map(|x| x ^ m);
+        sip_round_x4(v);
+        sip_round_x4(v);
+        v[0] = v[0].map(|x| x ^ m);
+    }
+    let mut v: [Lanes; 4] = core::array::from_fn(|i| core::array::from_fn(|l| keys[l].init[i]));
+    compress(&mut v, input.words[0]);
+    compress(&mut v, input.words[1]);
+    compress(&mut v, input.words[2]);
+    compress(&mut v, input.last);
+    v[2] = v[2].map(|x| x ^ 0xff);
+    sip_round_x4(&mut v);
+    sip_round_x4(&mut v);
+    sip_round_x4(&mut v);
+    sip_round_x4(&mut v);
+    core::array::from_fn(|l| v[0][l] ^ v[1][l] ^ v[2][l] ^ v[3][l])
 }
 
 impl HopKey {
     /// A key from 16 bytes (as [`HopKeys::derive`] produces).
     pub fn from_bytes(key: &[u8; 16]) -> HopKey {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&key[..8]);
+        let k0 = u64::from_le_bytes(k);
+        k.copy_from_slice(&key[8..]);
+        let k1 = u64::from_le_bytes(k);
         HopKey {
+            init: [
+                k0 ^ 0x736f_6d65_7073_6575,
+                k1 ^ 0x646f_7261_6e64_6f6d,
+                k0 ^ 0x6c79_6765_6e65_7261,
+                k1 ^ 0x7465_6462_7974_6573,
+            ],
             hasher: SipHasher24::new_with_key(key),
         }
     }
@@ -41,8 +166,39 @@ impl HopKey {
     /// field, the payload) are ignored.
     #[inline]
     pub fn tag(&self, header: &[u8]) -> u64 {
-        let covered = header.get(..AUTHENTICATED_LEN).unwrap_or(header);
-        self.hasher.hash(covered)
+        match TagInput::from_header(header) {
+            Some(input) => self.tag_input(&input),
+            None => self.hasher.hash(header),
+        }
+    }
+
+    /// SipHash-2-4 of the 28 covered bytes, read once into `input`: the same function as
+    /// [`HopKey::tag`] (and as the `siphasher` crate, which the tests check it against),
+    /// written out for exactly this length so that a relay signing one header under eight
+    /// keys pays 12 SipRounds per key and nothing else: no length loop, no byte-wise tail, no
+    /// call (the general-length hash was a third of the relay core's time at fan-out 8;
+    /// perf/RESULTS.md §0.1).
+    #[inline]
+    pub fn tag_input(&self, input: &TagInput) -> u64 {
+        #[inline(always)]
+        fn compress(v: &mut [u64; 4], m: u64) {
+            v[3] ^= m;
+            sip_round(v);
+            sip_round(v);
+            v[0] ^= m;
+        }
+        let mut v = self.init;
+        // Written out: the iterator form compiled to a loop with a branch per block.
+        compress(&mut v, input.words[0]);
+        compress(&mut v, input.words[1]);
+        compress(&mut v, input.words[2]);
+        compress(&mut v, input.last);
+        v[2] ^= 0xff;
+        sip_round(&mut v);
+        sip_round(&mut v);
+        sip_round(&mut v);
+        sip_round(&mut v);
+        v[0] ^ v[1] ^ v[2] ^ v[3]
     }
 
     /// Whether the header's tag field holds this key's tag of the header. False for a slice
@@ -199,6 +355,44 @@ mod tests {
         // 0xa129ca6149be45e5. Checks that the crate is the function §4.2 names.
         let msg: [u8; 15] = core::array::from_fn(|i| i as u8);
         assert_eq!(key().tag(&msg), 0xa129_ca61_49be_45e5);
+    }
+
+    #[test]
+    fn fixed_length_tag_is_the_papers_siphash() {
+        // SipHash-2-4 paper, appendix A / the reference vectors.h: key 00..0f, message 00..1b
+        // (28 bytes, the length a hop tag covers).
+        let msg: [u8; AUTHENTICATED_LEN] = core::array::from_fn(|i| i as u8);
+        let expect = u64::from_le_bytes([0xa5, 0xc9, 0x1d, 0xa7, 0xac, 0xaa, 0x4d, 0xde]);
+        assert_eq!(key().tag_input(&TagInput::new(&msg)), expect);
+        assert_eq!(key().tag(&msg), expect);
+        assert_eq!(
+            SipHasher24::new_with_key(&core::array::from_fn(|i| i as u8)).hash(&msg),
+            expect
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fixed_length_tag_matches_the_siphasher_crate(
+            k in proptest::array::uniform16(proptest::num::u8::ANY),
+            h in proptest::collection::vec(proptest::num::u8::ANY, AUTHENTICATED_LEN..HEADER_LEN + 4),
+        ) {
+            let key = HopKey::from_bytes(&k);
+            let reference = SipHasher24::new_with_key(&k).hash(&h[..AUTHENTICATED_LEN]);
+            let input = TagInput::from_header(&h).unwrap();
+            proptest::prop_assert_eq!(key.tag_input(&input), reference);
+            proptest::prop_assert_eq!(key.tag(&h), reference);
+            let others: [HopKey; 3] = core::array::from_fn(|i| {
+                let mut k2 = k;
+                k2[i] ^= 0x5a;
+                HopKey::from_bytes(&k2)
+            });
+            let x4 = tags_x4([&key, &others[0], &others[1], &others[2]], &input);
+            proptest::prop_assert_eq!(x4[0], reference);
+            for (t, o) in x4[1..].iter().zip(&others) {
+                proptest::prop_assert_eq!(*t, o.tag(&h));
+            }
+        }
     }
 
     #[test]

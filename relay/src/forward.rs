@@ -2,11 +2,12 @@
 //! get. The DPDK pipeline ([`crate::pipeline`]) calls exactly these functions; the tests call
 //! them on plain byte vectors.
 
+use photon_protocol::hopauth::{tags_x4, HopKey};
 use photon_protocol::wire::HEADER_LEN;
 
 use crate::counters::DropReason;
 use crate::dedup::{Dedup, Seen};
-use crate::packet::{write_forward_header, FragmentInfo};
+use crate::packet::{ForwardHeader, FragmentInfo};
 use crate::table::{Peer, Table};
 
 /// Why a classified fragment is not forwarded.
@@ -59,11 +60,77 @@ pub fn admit(
     }
 }
 
-/// Writes the 78-byte header of the copy for `dest` into `out`: Ethernet/IPv4/UDP towards the
-/// peer's observed address, the received Photon header `photon_in` with `sender` = this relay,
-/// `hops` + 1 and the hop tag under the link's send key. `payload_sum` comes from
-/// [`crate::packet::payload_sum`], once per received fragment. Returns the length, or `None` if
-/// a buffer is short or `dest` has no key.
+/// What all copies of an admitted fragment share ([`ForwardHeader`]): the received Photon
+/// header `photon_in` with `sender` = this relay and `hops` + 1, the payload's length and its
+/// sum `payload_sum` (from [`crate::packet::payload_sum`], once per received fragment). `None`
+/// if `photon_in` is short or the lengths overflow.
+#[inline]
+pub fn copy_header(
+    table: &Table,
+    photon_in: &[u8],
+    info: &FragmentInfo,
+    payload_sum: u16,
+) -> Option<ForwardHeader> {
+    ForwardHeader::new(
+        photon_in,
+        table.local().node_id,
+        info.hops.saturating_add(1),
+        info.payload_len(),
+        payload_sum,
+    )
+}
+
+/// Writes the 78-byte header of the copy of `shared` for `dest` into `out`:
+/// Ethernet/IPv4/UDP towards the peer's observed address and the hop tag under the link's send
+/// key. Returns the length, or `None` if `out` is short or `dest` has no key.
+#[inline]
+pub fn write_copy(out: &mut [u8], shared: &ForwardHeader, dest: &Peer) -> Option<usize> {
+    let keys = dest.spec.keys.as_ref()?;
+    shared.write(out, &dest.template, keys.send.tag_input(shared.tag_input()))
+}
+
+/// The hop tags of `shared` towards each of `dests` (under each link's send key) into
+/// `tags[..dests.len()]`, four keys at a time ([`tags_x4`]: the four SipHash chains
+/// interleave). A destination without a key gets 0, and no copy ([`write_copy_tagged`]).
+#[inline]
+pub fn copy_tags(shared: &ForwardHeader, dests: &[Option<&Peer>], tags: &mut [u64]) {
+    fn key<'a>(d: &Option<&'a Peer>) -> Option<&'a HopKey> {
+        d.and_then(|p| p.spec.keys.as_ref()).map(|k| &k.send)
+    }
+    let input = shared.tag_input();
+    let mut chunks = dests.chunks_exact(4);
+    let mut out = tags.chunks_exact_mut(4);
+    for (d, t) in (&mut chunks).zip(&mut out) {
+        match (key(&d[0]), key(&d[1]), key(&d[2]), key(&d[3])) {
+            (Some(a), Some(b), Some(c), Some(e)) => {
+                t.copy_from_slice(&tags_x4([a, b, c, e], input))
+            }
+            _ => {
+                for (t, d) in t.iter_mut().zip(d) {
+                    *t = key(d).map_or(0, |k| k.tag_input(input));
+                }
+            }
+        }
+    }
+    for (t, d) in out.into_remainder().iter_mut().zip(chunks.remainder()) {
+        *t = key(d).map_or(0, |k| k.tag_input(input));
+    }
+}
+
+/// [`write_copy`] with the tag already computed ([`copy_tags`]); `None` also when `dest` has
+/// no key.
+#[inline]
+pub fn write_copy_tagged(
+    out: &mut [u8],
+    shared: &ForwardHeader,
+    dest: &Peer,
+    tag: u64,
+) -> Option<usize> {
+    dest.spec.keys.as_ref()?;
+    shared.write(out, &dest.template, tag)
+}
+
+/// [`copy_header`] and [`write_copy`] for one destination (tests, fuzzing).
 #[inline]
 pub fn write_copy_header(
     out: &mut [u8],
@@ -73,16 +140,10 @@ pub fn write_copy_header(
     info: &FragmentInfo,
     payload_sum: u16,
 ) -> Option<usize> {
-    let keys = dest.spec.keys.as_ref()?;
-    write_forward_header(
+    write_copy(
         out,
-        &dest.template,
-        photon_in,
-        table.local().node_id,
-        info.hops.saturating_add(1),
-        info.payload_len(),
-        payload_sum,
-        |h| keys.send.tag(h),
+        &copy_header(table, photon_in, info, payload_sum)?,
+        dest,
     )
 }
 

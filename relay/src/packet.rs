@@ -5,8 +5,8 @@
 //!   headers alone: the payload of a fragment is never read.
 //! - [`arp_reply_in_place`] and [`icmp_echo_reply_in_place`] turn a request into its answer in
 //!   the same buffer.
-//! - [`HeaderTemplate`] and [`write_forward_header`] build the 78-byte Ethernet + IPv4 + UDP +
-//!   Photon header of one fan-out copy.
+//! - [`HeaderTemplate`] (per destination) and [`ForwardHeader`] (per fragment) build the
+//!   78-byte Ethernet + IPv4 + UDP + Photon header of each fan-out copy.
 //!
 //! UDP checksums (the choice): a relay must not read the 1.2 KB payload per destination, nor,
 //! ideally, at all. The received UDP checksum already contains the payload's ones'-complement
@@ -20,6 +20,7 @@
 
 use std::net::Ipv4Addr;
 
+use photon_protocol::hopauth::{TagInput, AUTHENTICATED_LEN};
 use photon_protocol::wire::{self, flags, FragmentKind, FragmentRepr, MessageType, HEADER_LEN};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -448,12 +449,109 @@ impl HeaderTemplate {
     }
 }
 
+/// What every copy of one forwarded fragment shares, computed once per fragment: the Photon
+/// header as sent (the received one with `sender` and `hops` rewritten, tag field zero), its
+/// covered bytes as the hop tag's message words ([`TagInput`]), the lengths, and the
+/// ones'-complement sum of everything in the UDP checksum except the destination's addresses
+/// (in the [`HeaderTemplate`]) and its tag. A copy then costs the template copy, the header
+/// copy, one tag and two checksum additions ([`ForwardHeader::write`]).
+#[derive(Debug, Clone)]
+pub struct ForwardHeader {
+    photon: [u8; HEADER_LEN],
+    tag_input: TagInput,
+    udp_len: u16,
+    total_len: u16,
+    /// UDP length (twice: header field and pseudo-header), `photon[..28]` and the payload.
+    sum: u16,
+}
+
+impl ForwardHeader {
+    /// The shared part of the copies of a fragment whose received Photon header is `photon_in`
+    /// (at least [`HEADER_LEN`] bytes, else `None`), sent on by `sender` with `hops`, followed
+    /// by a payload of `payload_len` bytes summing to `payload_sum` ([`payload_sum`]).
+    #[inline]
+    pub fn new(
+        photon_in: &[u8],
+        sender: u32,
+        hops: u8,
+        payload_len: usize,
+        payload_sum: u16,
+    ) -> Option<ForwardHeader> {
+        let mut photon = [0u8; HEADER_LEN];
+        photon.copy_from_slice(photon_in.get(..HEADER_LEN)?);
+        {
+            let mut p = wire::Packet::new_unchecked(&mut photon[..]);
+            p.set_sender(sender);
+            p.set_hops(hops);
+            p.set_hop_tag(0);
+        }
+        let covered: &[u8; AUTHENTICATED_LEN] = photon[..AUTHENTICATED_LEN].try_into().ok()?;
+        let tag_input = TagInput::new(covered);
+        let udp_len = u16::try_from(UDP_LEN + HEADER_LEN + payload_len).ok()?;
+        let total_len = (IPV4_LEN as u16).checked_add(udp_len)?;
+        let sum = [udp_len, udp_len, csum_data(covered), payload_sum]
+            .into_iter()
+            .fold(0, csum_add);
+        Some(ForwardHeader {
+            photon,
+            tag_input,
+            udp_len,
+            total_len,
+            sum,
+        })
+    }
+
+    /// The hop tag's message: sign it with the destination link's key
+    /// ([`photon_protocol::hopauth::HopKey::tag_input`]).
+    #[inline]
+    pub fn tag_input(&self) -> &TagInput {
+        &self.tag_input
+    }
+
+    /// The Photon header as sent, tag field zero.
+    pub fn photon(&self) -> &[u8; HEADER_LEN] {
+        &self.photon
+    }
+
+    /// Writes one copy's 78-byte header into `out[..FORWARD_HEADER_LEN]`: the destination's
+    /// template with lengths and checksums filled in, then the Photon header with `tag`.
+    /// Returns the bytes written, or `None` if `out` is short.
+    #[inline]
+    pub fn write(&self, out: &mut [u8], template: &HeaderTemplate, tag: u64) -> Option<usize> {
+        let out = out.get_mut(..FORWARD_HEADER_LEN)?;
+        let (l2l4, photon) = out.split_at_mut(L2L4_LEN);
+        l2l4.copy_from_slice(&template.bytes);
+        photon.copy_from_slice(&self.photon);
+        photon[AUTHENTICATED_LEN..].copy_from_slice(&tag.to_be_bytes());
+        let ip_csum = !csum_add(template.ip_sum, self.total_len);
+        // The tag's four 16-bit words, summed in 32-bit halves and folded.
+        let mut t = (tag >> 32) + (tag & 0xffff_ffff);
+        t = (t & 0xffff) + (t >> 16);
+        t = (t & 0xffff) + (t >> 16);
+        t = (t & 0xffff) + (t >> 16);
+        let udp_sum = csum_add(csum_add(template.udp_sum, self.sum), t as u16);
+        let udp_csum = match !udp_sum {
+            0 => 0xffff, // 0 means "no checksum" in UDP: send the other zero
+            c => c,
+        };
+        let ip = &mut l2l4[ETH_LEN..];
+        ip[2..4].copy_from_slice(&self.total_len.to_be_bytes());
+        ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+        let udp = &mut l2l4[ETH_LEN + IPV4_LEN..];
+        udp[4..6].copy_from_slice(&self.udp_len.to_be_bytes());
+        udp[6..8].copy_from_slice(&udp_csum.to_be_bytes());
+        Some(FORWARD_HEADER_LEN)
+    }
+}
+
 /// Writes one forwarded copy's header into `out[..FORWARD_HEADER_LEN]`: the template's
 /// Ethernet/IPv4/UDP header with lengths and checksums filled in, then the received Photon
 /// header `photon_in` with `sender` and `hops` rewritten and the hop tag computed by `sign`
-/// (the destination link's key, §4.2). `payload_len` and `payload_sum` describe the shared
-/// payload that follows. Returns the bytes written, or `None` if `out` or `photon_in` is short.
-// Eight plain arguments on the per-destination hot path rather than a struct built per copy.
+/// (the destination link's key, §4.2, over the header as sent with a zero tag field).
+/// `payload_len` and `payload_sum` describe the shared payload that follows. Returns the bytes
+/// written, or `None` if `out` or `photon_in` is short. One copy's worth of
+/// [`ForwardHeader`]: the fan-out builds that once and writes it per destination.
+// Eight plain arguments rather than a struct built per call.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn write_forward_header(
@@ -466,35 +564,9 @@ pub fn write_forward_header(
     payload_sum: u16,
     sign: impl FnOnce(&[u8]) -> u64,
 ) -> Option<usize> {
-    let out = out.get_mut(..FORWARD_HEADER_LEN)?;
-    let photon_in = photon_in.get(..HEADER_LEN)?;
-    let (l2l4, photon) = out.split_at_mut(L2L4_LEN);
-    l2l4.copy_from_slice(&template.bytes);
-    photon.copy_from_slice(photon_in);
-    {
-        let mut p = wire::Packet::new_unchecked(&mut *photon);
-        p.set_sender(sender);
-        p.set_hops(hops);
-        p.set_hop_tag(0);
-        let tag = sign(p.header());
-        p.set_hop_tag(tag);
-    }
-    let udp_len = (UDP_LEN + HEADER_LEN + payload_len) as u16;
-    let total_len = IPV4_LEN as u16 + udp_len;
-    let ip_csum = !csum_add(template.ip_sum, total_len);
-    let l4 = [udp_len, udp_len, csum_data(photon), payload_sum];
-    let udp_sum = l4.iter().fold(template.udp_sum, |a, &w| csum_add(a, w));
-    let udp_csum = match !udp_sum {
-        0 => 0xffff, // 0 means "no checksum" in UDP: send the other zero
-        c => c,
-    };
-    let ip = &mut l2l4[ETH_LEN..];
-    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
-    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    let udp = &mut l2l4[ETH_LEN + IPV4_LEN..];
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    udp[6..8].copy_from_slice(&udp_csum.to_be_bytes());
-    Some(FORWARD_HEADER_LEN)
+    let h = ForwardHeader::new(photon_in, sender, hops, payload_len, payload_sum)?;
+    let tag = sign(h.photon());
+    h.write(out, template, tag)
 }
 
 /// Turns an ARP request for `local.ip` (as [`classify`] found it) into the reply, in place.

@@ -4,7 +4,7 @@
 //! queues ran dry (so a lone fragment is not held back at low load), and at the latest on a
 //! ~100 µs drain timer (TSC); counters kept in plain integers and published only in that timer
 //! branch; a quit flag checked once per iteration. Nothing here allocates, locks or logs per
-//! packet: the fan-out scratch vector is sized once for [`MAX_FANOUT`], header mbufs come from a
+//! packet: the fan-out scratch vector is sized once for [`MAX_CHAINED`], header mbufs come from a
 //! pool, the table is switched by a generation check ([`crate::publish`]).
 //!
 //! The pipeline is generic over where bursts come from and go to ([`RxSource`], [`TxSink`]):
@@ -17,19 +17,20 @@ use std::sync::Arc;
 
 use photon_dpdk::{
     Mbuf, MbufBatch, Mempool, RingConsumer, RingProducer, RxQueue, SharedMbuf, TxQueue, MAX_BURST,
+    MAX_CHAINED,
 };
 use photon_protocol::wire::HEADER_LEN;
 
 use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::dedup::Dedup;
-use crate::forward::{admit, write_copy_header, Reject};
+use crate::forward::{admit, copy_header, copy_tags, write_copy, write_copy_tagged, Reject};
 use crate::hold::{HoldLimits, Holder};
 use crate::packet::{
     arp_reply_in_place, classify, icmp_echo_reply_in_place, payload_sum, Action, FragmentInfo,
     FORWARD_HEADER_LEN,
 };
 use crate::publish::Reader;
-use crate::table::{Table, MAX_FANOUT};
+use crate::table::{Peer, Table};
 
 /// Where a pipeline receives bursts from.
 pub trait RxSource: Send {
@@ -115,7 +116,9 @@ pub struct Pipeline<R, T> {
     ctl_buf: MbufBatch,
     counters: LocalCounters,
     published: Arc<CoreCounters>,
-    shares: Vec<SharedMbuf>,
+    /// The copies of one [`Mempool::alloc_chained`] call and their ports (capacity
+    /// [`MAX_CHAINED`], reused).
+    copies: Vec<(Mbuf, usize)>,
     /// Where forwarded fragments go for the control core's repair cache (see
     /// [`Pipeline::with_repair_ring`]), and the notes of the current burst.
     to_repair: Option<RingProducer>,
@@ -193,7 +196,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             ctl_buf: MbufBatch::new(),
             counters: LocalCounters::default(),
             published: parts.counters,
-            shares: Vec::with_capacity(MAX_FANOUT + 1),
+            copies: Vec::with_capacity(MAX_CHAINED),
             to_repair: None,
             repair_buf: MbufBatch::new(),
             rx_batch: MbufBatch::new(),
@@ -515,7 +518,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             header_pool,
             table,
             counters,
-            shares,
+            copies,
             to_repair,
             repair_buf,
             now_tsc,
@@ -532,6 +535,11 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             return;
         }
 
+        let Some(shared) = copy_header(table, &photon_in, info, psum) else {
+            counters.drop(DropReason::PhotonMalformed);
+            return;
+        };
+
         if n == 1 && keep == 0 {
             let Some((_, dest)) = table.destinations(from).next() else {
                 return;
@@ -543,7 +551,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             let ok = m.adj(cut).is_ok()
                 && m.trim(extra).is_ok()
                 && m.data_mut()
-                    .and_then(|d| write_copy_header(d, table, dest, &photon_in, info, psum))
+                    .and_then(|d| write_copy(d, &shared, dest))
                     .is_some();
             if ok {
                 counters.inc(Counter::FanoutCopies);
@@ -567,47 +575,60 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
                 return;
             }
         };
-        payload.share_n((n + keep - 1) as u16, shares);
-        shares.push(payload);
         if keep == 1 {
-            if let Some(share) = shares.pop() {
-                repair_note(
-                    header_pool,
-                    *now_tsc,
-                    &photon_in,
-                    share,
-                    repair_buf,
-                    counters,
-                );
-            }
+            repair_note(
+                header_pool,
+                *now_tsc,
+                &photon_in,
+                payload.clone(),
+                repair_buf,
+                counters,
+            );
         }
-        for ((_, dest), share) in table.destinations(from).zip(shares.drain(..)) {
-            // One call into the shim: allocate, reserve the 78 bytes, write them.
-            let Ok((h, written)) = header_pool.alloc_init(FORWARD_HEADER_LEN, |buf| {
-                write_copy_header(buf, table, dest, &photon_in, info, psum).is_some()
-            }) else {
-                counters.drop(DropReason::NoMbuf);
-                continue; // `share` drops here: one reference less
+        // Up to MAX_CHAINED copies per call: one bulk allocation of their header mbufs, one
+        // refcount update of the payload, the headers written in place.
+        let mut dests = table.destinations(from);
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(MAX_CHAINED);
+            left -= chunk;
+            let mut batch: [Option<&Peer>; MAX_CHAINED] = [None; MAX_CHAINED];
+            for (slot, (_, dest)) in batch[..chunk].iter_mut().zip(&mut dests) {
+                *slot = Some(dest);
+            }
+            let mut tags = [0u64; MAX_CHAINED];
+            copy_tags(&shared, &batch[..chunk], &mut tags[..chunk]);
+            let write = |i: usize, buf: &mut [u8]| {
+                let dest = batch[i]?;
+                write_copy_tagged(buf, &shared, dest, tags[i]).map(|_| usize::from(dest.spec.port))
             };
-            if !written {
-                counters.drop(DropReason::NoMbuf);
-                continue;
-            }
-            match h.chain_shared(share) {
-                Ok(chain) => {
-                    counters.inc(Counter::FanoutCopies);
-                    let len = FORWARD_HEADER_LEN + payload_len;
-                    push_tx(
-                        &mut ports[usize::from(dest.spec.port)],
-                        chain,
-                        len,
-                        counters,
-                    );
+            if header_pool
+                .alloc_chained(FORWARD_HEADER_LEN, &payload, chunk, write, copies)
+                .is_err()
+            {
+                // The pool cannot give the whole chunk (overload): one at a time, as far as it
+                // goes, so that what is left still goes out.
+                for i in 0..chunk {
+                    let one = |_: usize, buf: &mut [u8]| write(i, buf);
+                    if header_pool
+                        .alloc_chained(FORWARD_HEADER_LEN, &payload, 1, one, copies)
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
-                Err(_) => counters.drop(DropReason::NoMbuf),
+            }
+            counters.add(
+                Counter::Drop(DropReason::NoMbuf),
+                (chunk - copies.len()) as u64,
+            );
+            let len = FORWARD_HEADER_LEN + payload_len;
+            for (chain, port) in copies.drain(..) {
+                counters.inc(Counter::FanoutCopies);
+                push_tx(&mut ports[port], chain, len, counters);
             }
         }
-        shares.clear();
+        // `payload` drops here: the reference this fragment arrived with.
     }
 
     /// The burst's repair notes to the control core, in one enqueue; what does not fit is

@@ -52,6 +52,35 @@ int photon_pktmbuf_alloc_len(struct rte_mempool *mp, uint16_t len, struct rte_mb
 	*data = p;
 	return 0;
 }
+/* One fan-out's worth of header mbufs in one call: one bulk get from the pool's per-lcore
+ * cache instead of n single gets, one refcount update of the payload instead of n, and the
+ * chain fields written directly (a fresh mbuf is one direct segment, so rte_pktmbuf_chain's
+ * walk to the last segment and its overflow check are not needed). */
+int photon_pktmbuf_alloc_chained(struct rte_mempool *mp, uint16_t len, struct rte_mbuf *payload,
+				 struct rte_mbuf **out, char **data, unsigned n)
+{
+	unsigned i;
+
+	if (n == 0)
+		return 0;
+	if (rte_pktmbuf_alloc_bulk(mp, out, n) != 0)
+		return -1;
+	if (len > rte_pktmbuf_tailroom(out[0])) {
+		rte_pktmbuf_free_bulk(out, n);
+		return -2;
+	}
+	rte_mbuf_refcnt_update(payload, (int16_t)n);
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = out[i];
+
+		m->data_len = len;
+		m->pkt_len = (uint32_t)len + payload->data_len;
+		m->next = payload;
+		m->nb_segs = 2;
+		data[i] = rte_pktmbuf_mtod(m, char *);
+	}
+	return 0;
+}
 char *photon_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_adj(m, len); }
 int photon_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
 int photon_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail) { return rte_pktmbuf_chain(head, tail); }

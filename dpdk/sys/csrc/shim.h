@@ -54,6 +54,12 @@ char *photon_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
  * -1 if the pool is empty, -2 if len exceeds a fresh buffer's tailroom (nothing allocated). */
 int photon_pktmbuf_alloc_len(struct rte_mempool *mp, uint16_t len, struct rte_mbuf **out,
 			     char **data);
+/* n (>= 0) fresh mbufs from mp in one rte_pktmbuf_alloc_bulk, each with len bytes of data
+ * (data[i] points at them) and `payload` (one direct segment) chained behind it; the
+ * payload's refcount is raised by n. 0 on success, -1 if the pool cannot give n (nothing
+ * allocated), -2 if len exceeds a fresh buffer's tailroom (nothing kept). */
+int photon_pktmbuf_alloc_chained(struct rte_mempool *mp, uint16_t len, struct rte_mbuf *payload,
+				 struct rte_mbuf **out, char **data, unsigned n);
 char *photon_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int photon_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int photon_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
