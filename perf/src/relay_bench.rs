@@ -312,7 +312,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let quit = Arc::new(AtomicBool::new(false));
     let q = quit.clone();
+    let relay_tid = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let tid = relay_tid.clone();
     let worker = lcore::spawn(eal, relay_core, "relay-bench", move |_| {
+        tid.store(Interference::this_thread(), Ordering::Relaxed);
         let mut p: Pipeline<RingConsumer, Sink> = Pipeline::new(parts);
         p.run(&q);
         p.counters().clone()
@@ -346,18 +349,26 @@ pub fn run(args: &Args) -> Result<(), String> {
             None => saturate(&frame_pool, &mut gen, &mut input, &counters, 1).input_pps,
         };
         measure.store(10 + f as u8 - 1, Ordering::Relaxed); // the last subscriber's MAC byte
+        let me = Interference::this_thread();
+        let before = Interference::read(relay_core, relay_tid.load(Ordering::Relaxed));
+        let gen_before = Interference::read(main_core, me);
+        let l = paced(
+            &frame_pool,
+            &mut gen,
+            &mut input,
+            &mut lat_ring,
+            max_in / 2.0,
+            tsc_hz,
+            args.seconds,
+        );
+        let after = Interference::read(relay_core, relay_tid.load(Ordering::Relaxed));
+        let gen_after = Interference::read(main_core, me);
         latency = Some((
             f,
             max_in / 2.0,
-            paced(
-                &frame_pool,
-                &mut gen,
-                &mut input,
-                &mut lat_ring,
-                max_in / 2.0,
-                tsc_hz,
-                args.seconds,
-            ),
+            l,
+            before.zip(after),
+            gen_before.zip(gen_after),
         ));
         measure.store(0, Ordering::Relaxed);
     }
@@ -395,7 +406,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             r.output_pps / t
         );
     }
-    if let Some((f, rate, l)) = latency {
+    if let Some((f, rate, l, interference, gen_interference)) = latency {
         match l {
             Some(l) => println!(
                 "\nadded latency at fan-out {f}, {:.3} Mpps in (half load), last copy of each of {} fragments: p50 {:.2} us, p99 {:.2} us, p99.9 {:.2} us (generator stamp -> copy dequeued: includes two rte_ring hand-offs)",
@@ -406,6 +417,19 @@ pub fn run(args: &Args) -> Result<(), String> {
                 l.3
             ),
             None => println!("\nlatency: no copies came back"),
+        }
+        for (who, core, i) in [
+            ("relay", relay_core, interference),
+            ("generator (stamps and drains)", main_core, gen_interference),
+        ] {
+            if let Some((b, a)) = i {
+                println!(
+                    "while it ran, the {who} core (core {core}) lost {} ms to the hypervisor (steal, /proc/stat) and its thread waited {:.1} ms runnable behind other tasks over {} involuntary switches (/proc/<tid>/schedstat, status)",
+                    a.steal_ms.saturating_sub(b.steal_ms),
+                    a.wait_ns.saturating_sub(b.wait_ns) as f64 / 1e6,
+                    a.involuntary.saturating_sub(b.involuntary),
+                );
+            }
         }
     }
     println!(
@@ -545,4 +569,49 @@ fn paced(
         samples[i] as f64 * 1e6 / tsc_hz as f64
     };
     Some((samples.len(), us(0.50), us(0.99), us(0.999)))
+}
+
+/// What took the relay core away from the relay during a measurement: the hypervisor (steal
+/// time of the core) and the guest's scheduler (time the thread waited runnable, involuntary
+/// context switches). Read from procfs; `None` where it is not readable.
+#[derive(Debug, Clone, Copy)]
+struct Interference {
+    steal_ms: u64,
+    wait_ns: u64,
+    involuntary: u64,
+}
+
+impl Interference {
+    /// The calling thread's id (from `/proc/thread-self`), 0 if unknown.
+    fn this_thread() -> u32 {
+        std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn read(core: usize, tid: u32) -> Option<Interference> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let name = format!("cpu{core}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&name))?;
+        // user nice system idle iowait irq softirq steal, in USER_HZ (100 per second) ticks.
+        let steal: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+        let task = format!("/proc/self/task/{tid}");
+        let sched = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
+        let wait_ns = sched.split_whitespace().nth(1)?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("{task}/status")).ok()?;
+        let involuntary = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Interference {
+            steal_ms: steal * 10,
+            wait_ns,
+            involuntary,
+        })
+    }
 }
