@@ -22,6 +22,62 @@ pub struct Mbuf {
 // thread is allowed: rte_pktmbuf_free goes through the pool's MP/MC-safe ops.
 unsafe impl Send for Mbuf {}
 
+/// Direct reads of the `rte_mbuf` fields the fast path needs per packet (a call into the shim
+/// per field was several percent of the relay core). bindgen sees `struct rte_mbuf` as an
+/// opaque 128-byte blob (it is cache-aligned, with anonymous unions), so the offsets are
+/// stated here; `csrc/shim.c` checks each against DPDK's header with `_Static_assert`, so a
+/// DPDK with another layout fails to build rather than misreads.
+mod field {
+    use photon_dpdk_sys as sys;
+
+    pub const BUF_ADDR: usize = 0;
+    pub const DATA_OFF: usize = 16;
+    pub const REFCNT: usize = 18;
+    pub const NB_SEGS: usize = 20;
+    pub const PKT_LEN: usize = 36;
+    pub const DATA_LEN: usize = 40;
+
+    /// Reads the `T` at byte `offset` of the mbuf header.
+    ///
+    /// # Safety
+    /// `m` must point at a live `rte_mbuf`, and `offset` must be one of the offsets above with
+    /// `T` the field's type (naturally aligned in the 64-byte-aligned header).
+    #[inline(always)]
+    pub unsafe fn read<T: Copy>(m: *const sys::rte_mbuf, offset: usize) -> T {
+        // SAFETY: per this function's contract the field lies inside the mbuf header, is
+        // aligned for T and initialised (DPDK initialises every mbuf header in the pool).
+        unsafe { m.cast::<u8>().add(offset).cast::<T>().read() }
+    }
+
+    /// The first segment's data pointer: `buf_addr + data_off` (`rte_pktmbuf_mtod`).
+    ///
+    /// # Safety
+    /// As [`read`].
+    #[inline(always)]
+    pub unsafe fn data(m: *const sys::rte_mbuf) -> *mut u8 {
+        // SAFETY: per the contract; data_off is within the buffer by DPDK's invariants.
+        unsafe {
+            let base: *mut u8 = read(m, BUF_ADDR);
+            base.add(usize::from(read::<u16>(m, DATA_OFF)))
+        }
+    }
+
+    /// The refcount, read atomically (relaxed, as `rte_mbuf_refcnt_read`): other lcores holding
+    /// a shared buffer update it concurrently.
+    ///
+    /// # Safety
+    /// As [`read`].
+    #[inline(always)]
+    pub unsafe fn refcnt(m: *const sys::rte_mbuf) -> u16 {
+        // SAFETY: the field is a 2-byte aligned u16 inside the live header, only ever accessed
+        // atomically by DPDK; a relaxed atomic load is what rte_mbuf_refcnt_read does.
+        unsafe {
+            let p = m.cast::<u8>().add(REFCNT).cast::<u16>().cast_mut();
+            std::sync::atomic::AtomicU16::from_ptr(p).load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+}
+
 impl Mbuf {
     pub(crate) fn from_nonnull(ptr: NonNull<sys::rte_mbuf>) -> Mbuf {
         Mbuf { ptr }
@@ -41,22 +97,22 @@ impl Mbuf {
     /// Bytes in this (first) segment.
     #[inline]
     pub fn data_len(&self) -> usize {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { sys::photon_mbuf_data_len(self.ptr.as_ptr()) as usize }
+        // SAFETY: self.ptr is a valid mbuf we own; data_len is a u16 at field::DATA_LEN.
+        usize::from(unsafe { field::read::<u16>(self.ptr.as_ptr(), field::DATA_LEN) })
     }
 
     /// Bytes in the whole chain.
     #[inline]
     pub fn pkt_len(&self) -> usize {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { sys::photon_mbuf_pkt_len(self.ptr.as_ptr()) as usize }
+        // SAFETY: self.ptr is a valid mbuf we own; pkt_len is a u32 at field::PKT_LEN.
+        unsafe { field::read::<u32>(self.ptr.as_ptr(), field::PKT_LEN) as usize }
     }
 
     /// Number of segments in the chain.
     #[inline]
     pub fn segments(&self) -> usize {
-        // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { sys::photon_mbuf_nb_segs(self.ptr.as_ptr()) as usize }
+        // SAFETY: self.ptr is a valid mbuf we own; nb_segs is a u16 at field::NB_SEGS.
+        usize::from(unsafe { field::read::<u16>(self.ptr.as_ptr(), field::NB_SEGS) })
     }
 
     /// Free bytes in front of the data (room for [`Mbuf::prepend`]).
@@ -75,7 +131,7 @@ impl Mbuf {
     #[inline]
     pub fn refcnt(&self) -> u16 {
         // SAFETY: self.ptr is a valid mbuf we own.
-        unsafe { sys::photon_mbuf_refcnt_read(self.ptr.as_ptr()) }
+        unsafe { field::refcnt(self.ptr.as_ptr()) }
     }
 
     /// True when the bytes may be written: this segment is direct (owns its buffer) and
@@ -94,7 +150,7 @@ impl Mbuf {
         // stays alive while we hold a reference; nobody writes it while a shared reference
         // exists because writers need `&mut self` and `is_writable()`.
         unsafe {
-            let p = sys::photon_mbuf_data(self.ptr.as_ptr());
+            let p = field::data(self.ptr.as_ptr());
             std::slice::from_raw_parts(p, self.data_len())
         }
     }
@@ -109,7 +165,7 @@ impl Mbuf {
         // SAFETY: as in data(), and we are the only reference to this buffer (checked above),
         // with `&mut self` excluding other borrows of this handle.
         unsafe {
-            let p = sys::photon_mbuf_data(self.ptr.as_ptr());
+            let p = field::data(self.ptr.as_ptr());
             Some(std::slice::from_raw_parts_mut(p, self.data_len()))
         }
     }
@@ -346,10 +402,10 @@ impl<'a> Iterator for SegmentIter<'a> {
         unsafe {
             let m = self.next;
             self.next = sys::photon_mbuf_next(m);
-            let p = sys::photon_mbuf_data(m);
+            let p = field::data(m);
             Some(std::slice::from_raw_parts(
                 p,
-                sys::photon_mbuf_data_len(m) as usize,
+                usize::from(field::read::<u16>(m, field::DATA_LEN)),
             ))
         }
     }
@@ -378,8 +434,9 @@ impl SharedMbuf {
         // SAFETY: the buffer is alive while we hold a reference and nobody writes it (no
         // holder of a SharedMbuf can get mutable access).
         unsafe {
-            let p = sys::photon_mbuf_data(self.ptr.as_ptr());
-            std::slice::from_raw_parts(p, sys::photon_mbuf_data_len(self.ptr.as_ptr()) as usize)
+            let p = field::data(self.ptr.as_ptr());
+            let len = field::read::<u16>(self.ptr.as_ptr(), field::DATA_LEN);
+            std::slice::from_raw_parts(p, usize::from(len))
         }
     }
 
@@ -387,7 +444,7 @@ impl SharedMbuf {
     #[inline]
     pub fn refcnt(&self) -> u16 {
         // SAFETY: read of a valid mbuf.
-        unsafe { sys::photon_mbuf_refcnt_read(self.ptr.as_ptr()) }
+        unsafe { field::refcnt(self.ptr.as_ptr()) }
     }
 
     /// Takes `n` more references at once (one atomic add for a whole fan-out), returned as

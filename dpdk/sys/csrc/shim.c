@@ -1,5 +1,23 @@
 /* See shim.h for why each wrapper exists. */
+#include <stddef.h>
+
 #include "shim.h"
+
+/* The rte_mbuf fields the Rust side reads directly on the fast path (photon_dpdk's
+ * `mbuf::field`), without a call: bindgen sees struct rte_mbuf as an opaque blob, so the
+ * offsets are stated there and checked here against DPDK's own header. A DPDK whose mbuf
+ * layout differs fails this build instead of misreading packets. */
+_Static_assert(offsetof(struct rte_mbuf, buf_addr) == 0, "rte_mbuf.buf_addr moved");
+_Static_assert(offsetof(struct rte_mbuf, data_off) == 16, "rte_mbuf.data_off moved");
+_Static_assert(offsetof(struct rte_mbuf, refcnt) == 18, "rte_mbuf.refcnt moved");
+_Static_assert(offsetof(struct rte_mbuf, nb_segs) == 20, "rte_mbuf.nb_segs moved");
+_Static_assert(offsetof(struct rte_mbuf, pkt_len) == 36, "rte_mbuf.pkt_len moved");
+_Static_assert(offsetof(struct rte_mbuf, data_len) == 40, "rte_mbuf.data_len moved");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->data_off) == 2, "rte_mbuf.data_off size");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->refcnt) == 2, "rte_mbuf.refcnt size");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->nb_segs) == 2, "rte_mbuf.nb_segs size");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->pkt_len) == 4, "rte_mbuf.pkt_len size");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->data_len) == 2, "rte_mbuf.data_len size");
 
 int photon_errno(void) { return rte_errno; }
 unsigned photon_lcore_id(void) { return rte_lcore_id(); }
@@ -85,16 +103,11 @@ char *photon_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_
 int photon_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
 int photon_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail) { return rte_pktmbuf_chain(head, tail); }
 
-uint8_t *photon_mbuf_data(const struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
-uint16_t photon_mbuf_data_len(const struct rte_mbuf *m) { return m->data_len; }
-uint32_t photon_mbuf_pkt_len(const struct rte_mbuf *m) { return m->pkt_len; }
-uint16_t photon_mbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
 struct rte_mbuf *photon_mbuf_next(const struct rte_mbuf *m) { return m->next; }
 uint16_t photon_mbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
 uint16_t photon_mbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 int photon_mbuf_is_direct(const struct rte_mbuf *m) { return RTE_MBUF_DIRECT(m) ? 1 : 0; }
 
-uint16_t photon_mbuf_refcnt_read(const struct rte_mbuf *m) { return rte_mbuf_refcnt_read(m); }
 uint16_t photon_mbuf_refcnt_update(struct rte_mbuf *m, int16_t delta) { return rte_mbuf_refcnt_update(m, delta); }
 
 unsigned photon_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)

@@ -64,18 +64,15 @@ char *photon_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int photon_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int photon_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
 
-/* Field reads through the rte_mbuf unions (rte_pktmbuf_mtod is a macro). */
-uint8_t *photon_mbuf_data(const struct rte_mbuf *m);
-uint16_t photon_mbuf_data_len(const struct rte_mbuf *m);
-uint32_t photon_mbuf_pkt_len(const struct rte_mbuf *m);
-uint16_t photon_mbuf_nb_segs(const struct rte_mbuf *m);
+/* Field reads through the rte_mbuf unions (the per-packet ones, data pointer and lengths,
+ * segment count, refcount, are read in Rust at offsets shim.c checks: photon_dpdk's
+ * mbuf::field). */
 struct rte_mbuf *photon_mbuf_next(const struct rte_mbuf *m);
 uint16_t photon_mbuf_headroom(const struct rte_mbuf *m);
 uint16_t photon_mbuf_tailroom(const struct rte_mbuf *m);
 int photon_mbuf_is_direct(const struct rte_mbuf *m);
 
-/* rte_mbuf_refcnt_read / rte_mbuf_refcnt_update are static inline (atomic ops). */
-uint16_t photon_mbuf_refcnt_read(const struct rte_mbuf *m);
+/* rte_mbuf_refcnt_update is static inline (an atomic op). */
 uint16_t photon_mbuf_refcnt_update(struct rte_mbuf *m, int16_t delta);
 
 /* rte_ring_{enqueue,dequeue}_burst and rte_ring_count are static inline. */
