@@ -177,6 +177,10 @@ vdev = "net_af_packet0,iface=eth0,qdisc_bypass=0,framecnt=2048"
 identity_file = "relay$r.key"
 gateways = [$(quoted_keys none)]
 allow_any_gateway = false
+# Each relay of the mesh its own short-ID range and gateway node ids (configs/relay.toml).
+short_id_first = $((r * 134217728))
+short_id_count = 134217728
+first_gateway_node_id = $(((r + 1) * 1000))
 
 [socket]
 bind = "$(relay_addr "$r"):4433"
