@@ -248,8 +248,8 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// Hands every forwarded fragment to the control core's repair cache through `ring`
     /// (§2.7; `docs/protocol.md` leaves where a relay keeps fragments to the relay).
     ///
-    /// Zero-copy, like the fan-out: the payload buffer gets one more reference
-    /// ([`SharedMbuf::share_n`] takes it in the same atomic add as the fan-out's), chained
+    /// Zero-copy, like the fan-out: the payload buffer gets one more reference (a
+    /// [`SharedMbuf`] clone), chained
     /// behind a header-pool mbuf holding the fragment's Photon header as received (the
     /// "note"); the notes of one burst go to the ring in one enqueue. The control core keeps
     /// them bounded ([`crate::control::RepairCache`]) and frees them on eviction, so each cached
@@ -455,8 +455,11 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// authenticated, new fragment ([`Pipeline::fan_out`]).
     ///
     /// Zero-copy, as DPDK's ipv4_multicast: the received mbuf is cut down to the fragment's
-    /// payload and shared by refcount ([`SharedMbuf::share_n`], one atomic add for the whole
-    /// fan-out); each destination gets a fresh 78-byte header mbuf chained in front of it. Why
+    /// payload and shared by refcount; each destination gets a fresh 78-byte header mbuf
+    /// chained in front of it. Per fragment, not per copy: the Photon header as sent and its
+    /// checksum part ([`crate::packet::ForwardHeader`]); the hop tags four keys at a time
+    /// ([`crate::forward::copy_tags`]); the header mbufs in one bulk allocation, chained with
+    /// one refcount update ([`Mempool::alloc_chained`], up to [`MAX_CHAINED`] per call). Why
     /// not `rte_pktmbuf_clone` (ipv4_multicast's other branch): a clone allocates an indirect
     /// mbuf per destination *and* still needs the header mbuf, two allocations instead of one;
     /// chaining the direct payload segment itself is sound because every chain wants exactly
