@@ -17,10 +17,14 @@
 //! fan-out, stamps the TSC into the first payload bytes, and the same thread drains the copies
 //! from an rte_ring to which the relay's TX hands the copy for the last destination of each
 //! fan-out (the others still go to net_null); the figure is stamp → dequeue, so it includes the
-//! two ring hand-offs around the relay core.
+//! two ring hand-offs around the relay core. A second figure is taken on the relay core itself:
+//! stamp → the moment the relay hands that copy to TX (RX to TX, as a NIC's TX timestamp would
+//! see it, without the output ring and the draining thread). Beside both, what took the two
+//! cores away meanwhile (hypervisor steal, runnable wait, involuntary switches), since on a
+//! shared machine that is what sets the tail.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use photon_dpdk::{
@@ -71,6 +75,32 @@ struct Sink {
     /// Last byte of the destination MAC whose copies are measured; 0 = none.
     measure: Arc<AtomicU8>,
     split: MbufBatch,
+    /// Stamps at or after this TSC are measured (the end of the warm-up).
+    since: Arc<AtomicU64>,
+    /// RX → TX on the relay core: TSC when the relay hands the measured copy to TX minus the
+    /// generator's stamp; preallocated, handed to `tx_out` when the sink is dropped.
+    tx_samples: Vec<u64>,
+    tx_out: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Ok(mut out) = self.tx_out.lock() {
+            out.append(&mut self.tx_samples);
+        }
+    }
+}
+
+/// The generator's TSC stamp in a copy's payload (the payload's first 8 bytes, big-endian).
+fn stamp_of(m: &photon_dpdk::Mbuf) -> Option<u64> {
+    let mut segs = m.segments_data();
+    let first = segs.next().unwrap_or(&[]);
+    let payload = if m.segments() > 1 {
+        segs.next().unwrap_or(&[])
+    } else {
+        first.get(FORWARD_HEADER_LEN..).unwrap_or(&[])
+    };
+    Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
 }
 
 impl TxSink for Sink {
@@ -84,8 +114,15 @@ impl TxSink for Sink {
         // accepts is freed (counted by neither: this sink is bench scaffolding).
         let n = batch.len();
         let mut rest = MbufBatch::new();
+        let now = photon_dpdk::rdtsc();
+        let since = self.since.load(Ordering::Relaxed);
         for m in batch.drain() {
             let to = if m.data().get(5) == Some(&measure) {
+                if let Some(stamp) = stamp_of(&m) {
+                    if stamp >= since && self.tx_samples.len() < self.tx_samples.capacity() {
+                        self.tx_samples.push(now.saturating_sub(stamp));
+                    }
+                }
                 &mut self.split
             } else {
                 &mut rest
@@ -286,11 +323,20 @@ pub fn run(args: &Args) -> Result<(), String> {
     let (lat_prod, mut lat_ring) = Ring::create(eal, "bench_lat", 16384).map_err(e)?;
     let (to_control, _control) = Ring::create(eal, "bench_ctl", 1024).map_err(e)?;
     let measure = Arc::new(AtomicU8::new(0));
+    let since = Arc::new(AtomicU64::new(u64::MAX));
+    let tx_out = Arc::new(Mutex::new(Vec::new()));
     let sink = Sink {
         null: tx.pop().ok_or("no tx queue")?,
         ring: lat_prod,
         measure: measure.clone(),
         split: MbufBatch::new(),
+        since: since.clone(),
+        tx_samples: Vec::with_capacity(if args.latency_fanout > 0 {
+            MAX_SAMPLES
+        } else {
+            0
+        }),
+        tx_out: tx_out.clone(),
     };
 
     let first = args.fanout.first().copied().unwrap_or(8);
@@ -357,6 +403,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             &mut gen,
             &mut input,
             &mut lat_ring,
+            &since,
             max_in / 2.0,
             tsc_hz,
             args.seconds,
@@ -417,6 +464,13 @@ pub fn run(args: &Args) -> Result<(), String> {
                 l.3
             ),
             None => println!("\nlatency: no copies came back"),
+        }
+        let tx = std::mem::take(&mut *tx_out.lock().map_err(|_| "latency samples poisoned")?);
+        if !tx.is_empty() {
+            let (n, p50, p99, p999) = quantiles(tx, tsc_hz);
+            println!(
+                "added latency on the relay core (generator stamp -> the relay hands the last copy to TX; no output ring, no drain thread), {n} fragments: p50 {p50:.2} us, p99 {p99:.2} us, p99.9 {p999:.2} us"
+            );
         }
         for (who, core, i) in [
             ("relay", relay_core, interference),
@@ -514,16 +568,17 @@ fn paced(
     gen: &mut Generator,
     input: &mut RingProducer,
     output: &mut RingConsumer,
+    since: &AtomicU64,
     rate: f64,
     tsc_hz: u64,
     seconds: u64,
 ) -> Option<(usize, f64, f64, f64)> {
-    const MAX_SAMPLES: usize = 8 << 20;
     let mut samples: Vec<u64> = Vec::with_capacity(MAX_SAMPLES);
     let mut batch = MbufBatch::new();
     let mut out = MbufBatch::new();
     let t0 = photon_dpdk::rdtsc();
     let warm = t0 + tsc_hz / 2;
+    since.store(warm, Ordering::Relaxed);
     let end = warm + tsc_hz * seconds;
     let per_tick = rate / tsc_hz as f64;
     let mut sent = 0u64;
@@ -544,17 +599,9 @@ fn paced(
         output.dequeue(&mut out);
         let now = photon_dpdk::rdtsc();
         for m in out.drain() {
-            let mut segs = m.segments_data();
-            let first = segs.next().unwrap_or(&[]);
-            let payload = if m.segments() > 1 {
-                segs.next().unwrap_or(&[])
-            } else {
-                first.get(FORWARD_HEADER_LEN..).unwrap_or(&[])
-            };
-            let Some(stamp) = payload.get(..8) else {
+            let Some(stamp) = stamp_of(&m) else {
                 continue;
             };
-            let stamp = u64::from_be_bytes(stamp.try_into().unwrap_or([0; 8]));
             if stamp >= warm && samples.len() < MAX_SAMPLES {
                 samples.push(now.saturating_sub(stamp));
             }
@@ -563,13 +610,23 @@ fn paced(
     if samples.is_empty() {
         return None;
     }
+    Some(quantiles(samples, tsc_hz))
+}
+
+/// Samples (TSC ticks) → (count, p50, p99, p99.9 in µs).
+fn quantiles(mut samples: Vec<u64>, tsc_hz: u64) -> (usize, f64, f64, f64) {
     samples.sort_unstable();
     let us = |q: f64| {
-        let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
-        samples[i] as f64 * 1e6 / tsc_hz as f64
+        let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
+        samples
+            .get(i)
+            .map_or(0.0, |&t| t as f64 * 1e6 / tsc_hz as f64)
     };
-    Some((samples.len(), us(0.50), us(0.99), us(0.999)))
+    (samples.len(), us(0.50), us(0.99), us(0.999))
 }
+
+/// Most latency samples kept per measurement.
+const MAX_SAMPLES: usize = 8 << 20;
 
 /// What took the relay core away from the relay during a measurement: the hypervisor (steal
 /// time of the core) and the guest's scheduler (time the thread waited runnable, involuntary
