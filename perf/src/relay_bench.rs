@@ -404,9 +404,11 @@ pub fn run(args: &Args) -> Result<(), String> {
             &mut input,
             &mut lat_ring,
             &since,
-            max_in / 2.0,
-            tsc_hz,
-            args.seconds,
+            Pace {
+                rate: max_in / 2.0,
+                tsc_hz,
+                seconds: args.seconds,
+            },
         );
         let after = Interference::read(relay_core, relay_tid.load(Ordering::Relaxed));
         let gen_after = Interference::read(main_core, me);
@@ -563,16 +565,27 @@ fn saturate(
 
 /// Offers `rate` frames per second with TSC stamps, drains the copies and returns
 /// (copies, p50, p99, p99.9) in microseconds.
+/// The latency phase's offered load: `rate` fragments per second for `seconds` (after half a
+/// second of warm-up), on a TSC of `tsc_hz`.
+struct Pace {
+    rate: f64,
+    tsc_hz: u64,
+    seconds: u64,
+}
+
 fn paced(
     pool: &Mempool,
     gen: &mut Generator,
     input: &mut RingProducer,
     output: &mut RingConsumer,
     since: &AtomicU64,
-    rate: f64,
-    tsc_hz: u64,
-    seconds: u64,
+    pace: Pace,
 ) -> Option<(usize, f64, f64, f64)> {
+    let Pace {
+        rate,
+        tsc_hz,
+        seconds,
+    } = pace;
     let mut samples: Vec<u64> = Vec::with_capacity(MAX_SAMPLES);
     let mut batch = MbufBatch::new();
     let mut out = MbufBatch::new();
