@@ -54,9 +54,10 @@
 //!   passed on once per stream (two paths through the mesh deliver it twice).
 //!
 //! - **Next hops by ARP** (DPDK backend, [`arp`]): configured peer relays whose next hop has no
-//!   static `[[neighbour]]` entry wait outside the table ([`Control::resolve_by_arp`]) while
-//!   [`Control::arp_due`] says when to ask; [`Control::learn_neighbour`] puts them in (or
-//!   follows a changed MAC) with a new table.
+//!   static `[[neighbour]]` entry are in the table receive-only ([`Control::resolve_by_arp`]:
+//!   their fragments are admitted, nothing is sent to them) while [`Control::arp_due`] says
+//!   when to ask; [`Control::learn_neighbour`] makes them full peers (or follows a changed
+//!   MAC) with a new table.
 //!
 //! Split horizon: what comes from a peer relay goes to gateways only, not to other relays. The
 //! mesh is assumed to be a full mesh (every relay configured with every other), so a message
@@ -183,6 +184,7 @@ control_counters! {
     TableErrors => "table_errors", "membership changes that could not be turned into a table";
     ArpRequestsSent => "arp_requests_sent", "ARP requests sent to resolve next hops (DPDK backend)";
     ArpRepliesLearned => "arp_replies_learned", "next-hop MACs learned or changed from ARP (DPDK backend)";
+    UnresolvedNextHop => "unresolved_next_hop", "control datagrams not sent to a peer relay whose next hop is not resolved yet (DPDK backend)";
 }
 
 /// The control path's counters as plain integers (the control thread owns them).
@@ -365,10 +367,11 @@ impl Control {
 
     /// DPDK backend: resolve next hops by ARP. `resolver` holds the static `[[neighbour]]`
     /// entries; `peers` are the configured peer relays whose next hop (their own address
-    /// on-link, else `relay.gateway`) has no static entry, each with that next hop. They join
-    /// the table (with the learned MAC in their header template) once [`Control::learn_neighbour`]
-    /// resolves it; until then their node ids are reserved and [`Control::arp_due`] says when
-    /// to ask. Replaces any earlier call's peers.
+    /// on-link, else `relay.gateway`) has no static entry, each with that next hop. Until
+    /// [`Control::learn_neighbour`] resolves it they are in the table receive-only (their
+    /// fragments are admitted and fanned out, nothing goes to them) while
+    /// [`Control::arp_due`] says when to ask; then they become full peers with the learned MAC
+    /// in their header template. Replaces any earlier call's peers.
     pub fn resolve_by_arp(
         &mut self,
         resolver: ArpResolver,
@@ -435,7 +438,8 @@ impl Control {
         &self.arp
     }
 
-    /// Configured peer relays not in the table yet: their next hop's MAC is unknown.
+    /// Configured peer relays not sent to yet (receive-only in the table): their next hop's MAC
+    /// is unknown.
     pub fn pending_peers(&self) -> impl Iterator<Item = u32> + '_ {
         self.pending_peers.iter().map(|p| p.node_id)
     }
@@ -1067,6 +1071,14 @@ impl Control {
         let Some(keys) = peer.spec.keys.as_ref() else {
             return;
         };
+        if self
+            .pending_peers
+            .iter()
+            .any(|p| p.node_id == peer.spec.node_id)
+        {
+            self.counters.inc(ControlCounter::UnresolvedNextHop);
+            return;
+        }
         if keys.send.sign_header(&mut d).is_err() {
             return;
         }
@@ -1164,6 +1176,13 @@ impl Control {
 
     fn rebuild_table(&mut self) {
         let mut specs = self.static_peers.clone();
+        // Peer relays whose next hop is not resolved yet are in the table to be received from
+        // (their fragments are admitted and fanned out to everyone else), not sent to: not
+        // subscribed, and the control path sends them nothing (`unresolved_next_hop`).
+        specs.extend(self.pending_peers.iter().map(|p| PeerSpec {
+            subscribed: false,
+            ..p.clone()
+        }));
         specs.extend(self.gateways.iter().map(|(&node_id, g)| PeerSpec {
             node_id,
             kind: PeerKind::Gateway,

@@ -2,7 +2,8 @@
 //! configured without a `[[neighbour]]` entry is asked for by the control core (an ARP request
 //! out of the pipeline core's TX), the reply fed to the pipeline reaches the control core, which
 //! publishes a table with the learned MAC; a fragment from a gateway is then forwarded to the
-//! peer relay with that MAC. A gratuitous ARP with a new MAC is followed; a peer whose next hop
+//! peer relay with that MAC. Before that, the peer's own fragments are already forwarded (it is
+//! in the table receive-only). A gratuitous ARP with a new MAC is followed; a peer whose next hop
 //! has a static entry is in the table at once and never asked about.
 
 mod common;
@@ -179,9 +180,23 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
             "nothing asked about the static next hop"
         );
         reader.refresh();
-        assert!(reader.get().slot_of(7).is_none(), "7 waits for its MAC");
+        let slot7 = reader.get().slot_of(7).expect("7 is received from");
+        assert!(
+            !reader.get().peer(slot7).unwrap().fans_out,
+            "7 waits for its MAC"
+        );
         let slot8 = reader.get().slot_of(8).expect("8 resolved statically");
         assert_eq!(reader.get().peer(slot8).unwrap().spec.next_hop_mac, GW_MAC);
+
+        // 1b. Meanwhile 7's fragments are forwarded (to 5 and 8), not dropped as unknown.
+        feed(&mut input, &fragment(7, 41, 0, &payload));
+        let copies = poll_until("the fan-out from 7", &mut |g| g.len() >= 2);
+        assert_eq!(copies.len(), 2, "to 5 and 8, nothing to 7");
+        assert!(copies.iter().any(|c| c[..6] == peer_mac(5)), "to gateway 5");
+        assert!(
+            copies.iter().any(|c| c[..6] == GW_MAC),
+            "to 8 via the gateway"
+        );
 
         // 2. Peer 7 answers; the pipeline hands the reply to the control core, which
         // publishes a table with 7 and its MAC.

@@ -773,9 +773,10 @@ fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() 
     assert_eq!(c.counters().get(ControlCounter::RepairPassedOn), 1);
 }
 
-/// Peer relays resolved by ARP (`Control::resolve_by_arp`): out of the table, their node ids
-/// reserved, until their next hop's MAC is learned; then in it with that MAC, and a changed
-/// MAC gives a new table. Requests are counted as asked for.
+/// Peer relays resolved by ARP (`Control::resolve_by_arp`): receive-only in the table (their
+/// fragments are admitted, they are no destination and the control path sends them nothing),
+/// their node ids reserved, until their next hop's MAC is learned; then full peers with that
+/// MAC, and a changed MAC gives a new table. Requests are counted as asked for.
 #[test]
 fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     use photon_relay::control::{ArpQuery, ArpResolver};
@@ -792,13 +793,20 @@ fn peer_relays_join_the_table_when_their_next_hop_resolves() {
         addr: SocketAddrV4::new(hop, 4433),
         next_hop_mac: [0; 6],
         port: 0,
-        keys: None,
+        keys: Some(photon_protocol::hopauth::HopKeys {
+            send: photon_protocol::hopauth::HopKey::from_bytes(&[7; 16]),
+            recv: photon_protocol::hopauth::HopKey::from_bytes(&[0x77; 16]),
+        }),
         subscribed: true,
     };
     c.resolve_by_arp(ArpResolver::new([]), vec![(spec, hop)], NOW)
         .unwrap();
-    let _ = c.take_table_update();
-    assert!(c.table().slot_of(7).is_none());
+    let t = c
+        .take_table_update()
+        .expect("a table with the pending peer");
+    let slot = t.slot_of(7).expect("7 is there to be received from");
+    assert!(!t.peer(slot).unwrap().fans_out, "and gets nothing");
+    assert_eq!(t.fanout().len(), 0);
     let mut q = Vec::new();
     c.arp_due(NOW, &mut q);
     assert_eq!(q, vec![ArpQuery { ip: hop, port: 0 }]);
@@ -812,6 +820,19 @@ fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     assert_ne!(ack.node_id, 7);
     let _ = c.take_table_update();
 
+    // A repair the cache cannot serve would be asked of the peer relays: not of 7 yet (no MAC
+    // to send it to), counted.
+    let req = gw.signed(Repr {
+        sender: gw.node,
+        hops: 0,
+        flags: 0,
+        message: Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![1])),
+    });
+    let mut out = Vec::new();
+    c.handle(NOW, src(6000), &req, &mut out);
+    assert!(out.is_empty(), "nothing to the unresolved peer");
+    assert_eq!(c.counters().get(ControlCounter::UnresolvedNextHop), 1);
+
     assert!(
         !c.learn_neighbour(Ipv4Addr::new(10, 0, 0, 9), [2, 0, 0, 0, 0, 9]),
         "nobody's next hop"
@@ -821,6 +842,7 @@ fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     let t = c.take_table_update().expect("a table with the peer");
     let slot = t.slot_of(7).expect("7 joined");
     assert_eq!(t.peer(slot).unwrap().spec.next_hop_mac, [2, 0, 0, 0, 0, 7]);
+    assert!(t.peer(slot).unwrap().fans_out, "now a destination");
     assert!(t.slot_of(ack.node_id).is_some(), "the gateway stays");
     assert!(!c.learn_neighbour(hop, [2, 0, 0, 0, 0, 7]), "unchanged");
     assert!(c.take_table_update().is_none());
