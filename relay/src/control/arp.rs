@@ -12,8 +12,11 @@
 //!   so memory is bounded by [`MAX_ENTRIES`] whatever arrives. It says when a MAC became known
 //!   or changed: the control path then publishes a table with the new header templates.
 //!
-//! Learned entries do not age out: a next hop that changes its MAC is followed when it sends a
-//! gratuitous ARP, a reply, or asks for ours.
+//! Learned entries do not age out (a next hop that stops answering keeps its last MAC: the
+//! traffic to it is what FEC and repairs are for), but they are refreshed: a resolved next hop
+//! is asked again every [`REFRESH_MS`], so one that changes its MAC is followed within that
+//! time even if it sends no gratuitous ARP, and at once when it does (or replies, or asks for
+//! ours).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -24,6 +27,9 @@ pub const MAX_ENTRIES: usize = 1024;
 pub const FIRST_RETRY_MS: u64 = 1000;
 /// Longest delay between requests for an unresolved next hop.
 pub const MAX_RETRY_MS: u64 = 30_000;
+/// How often a resolved next hop is asked again (Linux's neighbour table re-probes an entry
+/// after ~30 s of reachability, once it is used).
+pub const REFRESH_MS: u64 = 60_000;
 
 /// One next hop to resolve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +38,9 @@ struct Entry {
     mac: Option<[u8; 6]>,
     /// Requests sent since it was last unresolved.
     attempts: u32,
-    /// When the next request is due (unresolved only).
+    /// When the next request is due: a retry while unresolved, a refresh once resolved (0
+    /// right after a MAC was learned: the next [`ArpResolver::due`] schedules the refresh,
+    /// since `learn` is not told the time).
     next_ms: u64,
 }
 
@@ -111,7 +119,8 @@ impl ArpResolver {
     }
 
     /// Appends the requests due at `now_ms` to `out` and schedules their retries (backoff from
-    /// [`FIRST_RETRY_MS`] doubling to [`MAX_RETRY_MS`]). Cheap when nothing is due.
+    /// [`FIRST_RETRY_MS`] doubling to [`MAX_RETRY_MS`]) and the resolved next hops' refreshes
+    /// (every [`REFRESH_MS`]). Cheap when nothing is due.
     pub fn due(&mut self, now_ms: u64, out: &mut Vec<ArpQuery>) {
         if now_ms < self.next_due_ms {
             return;
@@ -119,6 +128,15 @@ impl ArpResolver {
         let mut next = u64::MAX;
         for (&ip, e) in self.entries.iter_mut() {
             if e.mac.is_some() {
+                if e.next_ms == 0 {
+                    // Just learned: refresh one period from now.
+                    e.next_ms = now_ms.saturating_add(REFRESH_MS);
+                } else if e.next_ms <= now_ms {
+                    out.push(ArpQuery { ip, port: e.port });
+                    self.stats.requests_sent += 1;
+                    e.next_ms = now_ms.saturating_add(REFRESH_MS);
+                }
+                next = next.min(e.next_ms);
                 continue;
             }
             if e.next_ms <= now_ms {
@@ -148,6 +166,8 @@ impl ArpResolver {
         };
         entry.mac = Some(mac);
         entry.attempts = 0;
+        entry.next_ms = 0;
+        self.next_due_ms = 0;
         self.stats.replies_learned += 1;
         true
     }
@@ -227,6 +247,36 @@ mod tests {
         assert_eq!(r.mac(A), Some([2, 0, 0, 0, 0, 0x77]));
         assert_eq!(r.stats().replies_learned, 2);
         assert_eq!(r.stats().ignored, 1);
+    }
+
+    #[test]
+    fn resolved_next_hops_are_refreshed_and_a_new_mac_followed() {
+        let mut r = ArpResolver::new([]);
+        r.want(A, 2, 0).unwrap();
+        assert_eq!(due(&mut r, 0).len(), 1);
+        assert!(r.learn(A, MAC_A));
+        assert!(
+            due(&mut r, 500).is_empty(),
+            "no request right after learning"
+        );
+        assert!(due(&mut r, 500 + REFRESH_MS - 1).is_empty());
+        assert_eq!(
+            due(&mut r, 500 + REFRESH_MS),
+            vec![ArpQuery { ip: A, port: 2 }],
+            "asked again a refresh period later"
+        );
+        assert_eq!(r.mac(A), Some(MAC_A), "still used meanwhile");
+        assert!(!r.learn(A, MAC_A), "the same answer changes nothing");
+        assert!(due(&mut r, 500 + 2 * REFRESH_MS - 1).is_empty());
+        assert_eq!(due(&mut r, 500 + 2 * REFRESH_MS).len(), 1, "and again");
+        // This time the answer has another MAC (a NIC replaced without a gratuitous ARP).
+        assert!(r.learn(A, [2, 0, 0, 0, 1, 7]));
+        assert_eq!(r.mac(A), Some([2, 0, 0, 0, 1, 7]));
+        let t = 600 + 2 * REFRESH_MS;
+        assert!(due(&mut r, t).is_empty());
+        assert_eq!(due(&mut r, t + REFRESH_MS).len(), 1);
+        assert_eq!(r.stats().requests_sent, 4);
+        assert_eq!(r.unresolved().count(), 0);
     }
 
     #[test]
