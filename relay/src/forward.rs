@@ -342,6 +342,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn copy_tags_match_each_links_key_in_every_grouping() {
+        // 11 slots: a full group of four (the four-lane path), a group with a hole (no key:
+        // one at a time, the hole gets 0), and a remainder of two.
+        let t = table(&[2, 3, 4, 5, 6, 7, 8]);
+        let frame = fragment_frame(2, 5, 1, &[9u8; 300], 0, true);
+        let Action::Fragment(info) = classify(&frame, &local()) else {
+            panic!("a fragment")
+        };
+        let photon_in = &frame[info.photon_offset..];
+        let shared = copy_header(&t, photon_in, &info, payload_sum(&frame, &info)).unwrap();
+        let peer = |id| t.peer(t.slot_of(id).unwrap());
+        let dests: Vec<Option<&Peer>> = [3, 4, 5, 6, 7, 0, 8, 3, 4, 5, 6]
+            .into_iter()
+            .map(|id| if id == 0 { None } else { peer(id) })
+            .collect();
+        let mut tags = vec![u64::MAX; dests.len()];
+        copy_tags(&shared, &dests, &mut tags);
+        for (d, &tag) in dests.iter().zip(&tags) {
+            match d {
+                Some(p) => {
+                    let key = &p.spec.keys.as_ref().unwrap().send;
+                    assert_eq!(tag, key.tag(shared.photon()), "to {}", p.spec.node_id);
+                    let mut out = [0u8; FORWARD_HEADER_LEN];
+                    assert_eq!(
+                        write_copy_tagged(&mut out, &shared, p, tag),
+                        write_copy(&mut [0u8; FORWARD_HEADER_LEN], &shared, p)
+                    );
+                    assert!(key.verify(&out[FORWARD_HEADER_LEN - HEADER_LEN..]));
+                }
+                None => assert_eq!(tag, 0),
+            }
+        }
+    }
+
+    #[test]
     fn trailing_bytes_are_not_forwarded_and_checksum_still_right() {
         let t = table(&[2, 3]);
         let d = Dedup::new(1024, [0, 0]);
