@@ -5,7 +5,7 @@
 use photon_protocol::hopauth::{tags_x4, HopKey};
 use photon_protocol::wire::HEADER_LEN;
 
-use crate::counters::DropReason;
+use crate::counters::{Counter, DropReason, LocalCounters};
 use crate::dedup::{Dedup, Seen};
 use crate::packet::{ForwardHeader, FragmentInfo};
 use crate::table::{Peer, Table};
@@ -57,6 +57,34 @@ pub fn admit(
     match dedup.check_insert(&info.dedup_key(), now) {
         Seen::New => Ok(slot),
         Seen::Duplicate => Err(Reject::Duplicate),
+    }
+}
+
+/// [`admit`] with its outcome counted, as both backends count it: a duplicate as a dedup hit,
+/// a drop under its reason, an admitted fragment under `fragments`. Returns the sender's slot
+/// of an admitted fragment.
+#[inline]
+pub fn admit_counted(
+    table: &Table,
+    dedup: &Dedup,
+    frame: &[u8],
+    info: &FragmentInfo,
+    now: u16,
+    counters: &mut LocalCounters,
+) -> Option<usize> {
+    match admit(table, dedup, frame, info, now) {
+        Ok(slot) => {
+            counters.inc(Counter::Fragments);
+            Some(slot)
+        }
+        Err(Reject::Duplicate) => {
+            counters.inc(Counter::DedupHits);
+            None
+        }
+        Err(Reject::Drop(r)) => {
+            counters.drop(r);
+            None
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use photon_protocol::wire::HEADER_LEN;
 
 use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::dedup::Dedup;
-use crate::forward::{admit, copy_header, copy_tags, write_copy, write_copy_tagged, Reject};
+use crate::forward::{admit_counted, copy_header, copy_tags, write_copy, write_copy_tagged};
 use crate::hold::{HoldLimits, Holder};
 use crate::packet::{
     arp_reply_in_place, classify, icmp_echo_reply_in_place, payload_sum, Action, FragmentInfo,
@@ -467,24 +467,16 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// Why not copy: 1.2 KB per destination is the cost this design exists to avoid.
     /// With a single destination the received buffer is rewritten in place (no allocation).
     fn fragment(&mut self, m: Mbuf, info: &FragmentInfo) {
-        let from = match admit(
+        let Some(from) = admit_counted(
             self.table.get(),
             &self.dedup,
             m.data(),
             info,
             self.dedup_clock,
-        ) {
-            Ok(slot) => slot,
-            Err(Reject::Duplicate) => {
-                self.counters.inc(Counter::DedupHits);
-                return;
-            }
-            Err(Reject::Drop(r)) => {
-                self.counters.drop(r);
-                return;
-            }
+            &mut self.counters,
+        ) else {
+            return;
         };
-        self.counters.inc(Counter::Fragments);
         if let Some(hold) = self.hold.as_mut() {
             let meta = info.hold_meta(HELD_FRAGMENT_BYTES);
             match hold.offer(&meta, Held { m, info: *info }, self.now_tsc) {

@@ -45,7 +45,7 @@ use crate::config::{Config, ConfigError};
 use crate::control::{unix_ms, Control, ControlSettings, ControlShared, Outgoing, Source};
 use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::dedup::Dedup;
-use crate::forward::{admit, Reject};
+use crate::forward::admit_counted;
 use crate::hold::{Forwarding, HoldLimits, Holder};
 use crate::packet::{classify_photon, FragmentInfo, UdpPlace};
 use crate::stages::StageLog;
@@ -259,7 +259,7 @@ pub enum DatagramAction {
 
 /// Classifies a UDP payload from `from` ([`crate::packet::classify_photon`], the Photon part
 /// of [`crate::packet::classify`]): a fragment gets a [`FragmentInfo`] whose offsets are into
-/// the datagram itself (`photon_offset` 0), so [`admit`] applies unchanged.
+/// the datagram itself (`photon_offset` 0), so [`crate::forward::admit`] applies unchanged.
 pub fn classify_datagram(dgram: &[u8], from: SocketAddrV4, local: SocketAddrV4) -> DatagramAction {
     let place = UdpPlace {
         udp_offset: 0,
@@ -669,18 +669,10 @@ impl SocketRelay {
     fn fragment(&mut self, io: &mut Mmsg, i: usize, len: usize, info: &FragmentInfo, clock: u16) {
         let table: Arc<Table> = self.control.table().clone();
         let dgram = &self.rx_bufs[i][..len];
-        let from = match admit(&table, &self.dedup, dgram, info, clock) {
-            Ok(slot) => slot,
-            Err(Reject::Duplicate) => {
-                self.counters.inc(Counter::DedupHits);
-                return;
-            }
-            Err(Reject::Drop(r)) => {
-                self.counters.drop(r);
-                return;
-            }
+        let Some(from) = admit_counted(&table, &self.dedup, dgram, info, clock, &mut self.counters)
+        else {
+            return;
         };
-        self.counters.inc(Counter::Fragments);
         let end = info.datagram_len;
         self.control.record_fragment(&self.rx_bufs[i][..end]);
         if self.hold.is_some() {
