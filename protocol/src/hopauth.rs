@@ -25,11 +25,18 @@ pub const AUTHENTICATED_LEN: usize = field::HOP_TAG.start;
 /// The key of one direction of one link: the sender signs with it, the receiver verifies.
 #[derive(Clone)]
 pub struct HopKey {
-    /// SipHash's state after the key is loaded (`v0..v3`), the start of every tag.
+    /// SipHash's state after the key is loaded (`v0..v3`), the start of every tag; the key
+    /// itself is `init[0] ^ SIP_INIT[0]`, `init[1] ^ SIP_INIT[1]`.
     init: [u64; 4],
-    /// The general-length SipHash, for slices shorter than a header (never valid tags).
-    hasher: SipHasher24,
 }
+
+/// SipHash's initialisation constants ("somepseudorandomlygeneratedbytes").
+const SIP_INIT: [u64; 4] = [
+    0x736f_6d65_7073_6575,
+    0x646f_7261_6e64_6f6d,
+    0x6c79_6765_6e65_7261,
+    0x7465_6462_7974_6573,
+];
 
 /// The 28 bytes a hop tag covers, read once as SipHash-2-4's message words, to be signed under
 /// many keys: a relay's fan-out writes the same header (sender = the relay, hops + 1) to every
@@ -152,12 +159,11 @@ impl HopKey {
         let k1 = u64::from_le_bytes(k);
         HopKey {
             init: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
+                k0 ^ SIP_INIT[0],
+                k1 ^ SIP_INIT[1],
+                k0 ^ SIP_INIT[2],
+                k1 ^ SIP_INIT[3],
             ],
-            hasher: SipHasher24::new_with_key(key),
         }
     }
 
@@ -168,7 +174,11 @@ impl HopKey {
     pub fn tag(&self, header: &[u8]) -> u64 {
         match TagInput::from_header(header) {
             Some(input) => self.tag_input(&input),
-            None => self.hasher.hash(header),
+            // The general-length SipHash (`siphasher`), for a slice too short to carry a tag.
+            None => {
+                SipHasher24::new_with_keys(self.init[0] ^ SIP_INIT[0], self.init[1] ^ SIP_INIT[1])
+                    .hash(header)
+            }
         }
     }
 
