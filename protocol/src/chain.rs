@@ -6,7 +6,7 @@
 
 mod bitcoin;
 #[cfg(test)]
-pub(crate) use bitcoin::corrupt_witness_commitment;
+pub(crate) use bitcoin::{altered_witness, corrupt_witness_commitment, witness_tx};
 
 pub use self::bitcoin::Bitcoin;
 

@@ -171,6 +171,35 @@ pub(crate) fn corrupt_witness_commitment(block: &mut Block, at: usize) {
     block.header.merkle_root = block.compute_merkle_root().expect("transactions");
 }
 
+/// Test support: a transaction of `block` (not the coinbase) whose last witness item is not
+/// empty.
+#[cfg(test)]
+pub(crate) fn witness_tx(block: &Block) -> usize {
+    (1..block.txdata.len())
+        .find(|&i| {
+            block.txdata[i]
+                .input
+                .iter()
+                .any(|inp| inp.witness.last().is_some_and(|w| !w.is_empty()))
+        })
+        .expect("a segwit block")
+}
+
+/// Test support: `tx` with one bit of its witness flipped (same txid, another wtxid).
+#[cfg(test)]
+pub(crate) fn altered_witness(tx: &Transaction) -> Transaction {
+    let mut tx = tx.clone();
+    let inp = tx
+        .input
+        .iter_mut()
+        .find(|i| i.witness.last().is_some_and(|w| !w.is_empty()))
+        .expect("witness data");
+    let mut items: Vec<Vec<u8>> = inp.witness.iter().map(<[u8]>::to_vec).collect();
+    items.last_mut().expect("an item")[0] ^= 1;
+    inp.witness = ::bitcoin::Witness::from_slice(&items);
+    tx
+}
+
 /// `Block::check_witness_commitment` of bitcoin 0.32 for a block with some witness data, with
 /// the wtxids given (`wtxids[0]`, the coinbase's, is replaced by zeros here).
 fn witness_commitment_matches(coinbase: &Transaction, wtxids: &mut [sha256d::Hash]) -> bool {

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use ::bitcoin::hashes::Hash;
-use ::bitcoin::{Block, Transaction, Witness};
+use ::bitcoin::Block;
 
 use super::{compress, compress_as, decompress, BlockEncoding, DecompressError, Decompressed};
-use crate::chain::{Bitcoin, ChainAdapter, ChainError};
+use crate::chain::{altered_witness, witness_tx, Bitcoin, ChainAdapter, ChainError};
 use crate::shortid::{ShortId, TxIds, TxStore, TxStoreConfig};
 
 fn real_block(height: u64) -> (Vec<u8>, Block) {
@@ -46,32 +46,6 @@ fn decompress_complete(bytes: &[u8], store: &TxStore) -> Result<Block, Decompres
         Decompressed::Complete(block) => Ok(block),
         Decompressed::Missing(p) => panic!("{p}"),
     }
-}
-
-/// A non-coinbase transaction with witness data whose last witness item is not empty.
-fn witness_tx(block: &Block) -> usize {
-    (1..block.txdata.len())
-        .find(|&i| {
-            block.txdata[i]
-                .input
-                .iter()
-                .any(|inp| inp.witness.last().is_some_and(|w| !w.is_empty()))
-        })
-        .expect("a segwit block")
-}
-
-/// The same transaction with one bit of its witness flipped (same txid, other wtxid).
-fn altered_witness(tx: &Transaction) -> Transaction {
-    let mut tx = tx.clone();
-    let inp = tx
-        .input
-        .iter_mut()
-        .find(|i| i.witness.last().is_some_and(|w| !w.is_empty()))
-        .expect("witness data");
-    let mut items: Vec<Vec<u8>> = inp.witness.iter().map(<[u8]>::to_vec).collect();
-    items.last_mut().expect("an item")[0] ^= 1;
-    inp.witness = Witness::from_slice(&items);
-    tx
 }
 
 fn replace(hay: &mut [u8], from: &[u8], to: &[u8]) {
