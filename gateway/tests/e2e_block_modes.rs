@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use photon_gateway::core::{BlockEncoding, CoreConfig, GatewayEvent};
-use photon_gateway::driver::Snapshot;
 
 mod common;
 
@@ -31,13 +30,8 @@ fn full_unsealed_block_crosses_the_relay_byte_identical() {
     let a = ga.start(py.a, mode(core(&[&r], &[gb.key()])), free_udp());
     let b = gb.start(py.b, mode(core(&[&r], &[ga.key()])), free_udp());
     py.wait_for("READY ");
-    let up = |s: &Snapshot| {
-        s.links
-            .iter()
-            .all(|l| l.2 == photon_gateway::core::LinkState::Up)
-    };
-    wait_snapshot(&a, "A's relay link up", up);
-    wait_snapshot(&b, "B's relay link up", up);
+    wait_snapshot(&a, "A's relay link up", links_up);
+    wait_snapshot(&b, "B's relay link up", links_up);
     py.say("SEND_BLOCK");
     py.pass();
     let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
@@ -85,7 +79,7 @@ fn bip152_sized_sealed_block_crosses_the_relay_byte_identical() {
     };
     let a = ga.start(py.a, mode(core(&[&r], &[gb.key()])), free_udp());
     let b = gb.start(py.b, mode(core(&[&r], &[ga.key()])), free_udp());
-    let n: usize = py.wait_for("READY ")[6..].trim().parse().unwrap();
+    let n: usize = py.wait_count("READY ");
     wait_snapshot(&a, "A's store", |s| s.store.entries >= n);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
     py.say("SEND_BLOCK");

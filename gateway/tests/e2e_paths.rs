@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{core, events, free_udp, peer, relay, wait_snapshot, Gw, PyNodes};
+use common::{core, events, free_udp, links_up, peer, relay, wait_snapshot, Gw, PyNodes};
 use photon_gateway::core::{GatewayEvent, LinkKind, LinkState, RelayEndpoint};
 use photon_protocol::wire::HEADER_LEN;
 use photon_relay::counters::Counter;
@@ -127,9 +127,7 @@ fn forged_fragments_injected_between_relay_and_receiver_are_rejected_and_the_blo
     });
     let b = gb.start(py.b, cb, ub);
     py.wait_for("READY ");
-    wait_snapshot(&b, "B's relay link up (through the proxy)", |s| {
-        s.links.iter().all(|l| l.2 == LinkState::Up)
-    });
+    wait_snapshot(&b, "B's relay link up (through the proxy)", links_up);
     py.say("SEND_BLOCK");
     py.pass();
     let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
@@ -185,8 +183,7 @@ fn a_block_originated_through_a_peer_gateway_arrives_under_the_peer_s_identity()
     let dead_node = free_udp(); // nothing listens on this TCP port
     let p = gp.start(dead_node, cp, up);
     let b = gb.start(py.b, cb, free_udp());
-    let ready = py.wait_for("READY ");
-    let n: usize = ready[6..].trim().parse().unwrap();
+    let n = py.wait_count("READY ");
     wait_snapshot(&a, "A's peer link up", |s| {
         s.links
             .iter()

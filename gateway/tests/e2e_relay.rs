@@ -23,8 +23,7 @@ fn block_with_all_txs_known_crosses_the_relay_without_tx_requests() {
     let (ga, gb) = (Gw::new(), Gw::new());
     let a = ga.start(py.a, core(&[&r], &[gb.key()]), free_udp());
     let b = gb.start(py.b, core(&[&r], &[ga.key()]), free_udp());
-    let ready = py.wait_for("READY ");
-    let n: usize = ready[6..].trim().parse().unwrap();
+    let n = py.wait_count("READY ");
     // Both stores hold every transaction under the relay's short IDs.
     wait_snapshot(&a, "A's store", |s| s.store.entries >= n);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
@@ -64,11 +63,11 @@ fn block_with_a_tenth_unknown_is_completed_by_tx_requests() {
     let mut cb = core(&[&r], &[ga.key()]);
     cb.peers.push(peer(ga.key(), ua));
     let a = ga.start(py.a, ca, ua);
-    let phase1: usize = py.wait_for("PHASE1 ")[7..].trim().parse().unwrap();
+    let phase1: usize = py.wait_count("PHASE1 ");
     wait_snapshot(&a, "A's store after phase 1", |s| s.store.entries >= phase1);
     let b = gb.start(py.b, cb, ub);
     py.say("CONTINUE");
-    let rest: usize = py.wait_for("READY ")[6..].trim().parse().unwrap();
+    let rest: usize = py.wait_count("READY ");
     wait_snapshot(&a, "A's store", |s| s.store.entries >= phase1 + rest);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
     py.say("SEND_BLOCK");
@@ -100,17 +99,8 @@ fn relay_killed_mid_block_falls_back_to_the_direct_peer_link() {
     let a = ga.start(py.a, ca, ua);
     let b = gb.start(py.b, cb, ub);
     py.wait_for("READY ");
-    wait_snapshot(&a, "A's links up", |s| {
-        s.links.len() == 2
-            && s.links
-                .iter()
-                .all(|l| l.2 == photon_gateway::core::LinkState::Up)
-    });
-    wait_snapshot(&b, "B's links up", |s| {
-        s.links
-            .iter()
-            .all(|l| l.2 == photon_gateway::core::LinkState::Up)
-    });
+    wait_snapshot(&a, "A's links up", |s| s.links.len() == 2 && links_up(s));
+    wait_snapshot(&b, "B's links up", links_up);
     py.say("SEND_BLOCK");
     // Kill the relay once a few fragments went through it.
     let relay_stats = r.stats();
@@ -154,11 +144,7 @@ fn withheld_key_no_receiver_produces_the_block_and_junk_is_dropped() {
     let a = ga.start(py.a, ca, free_udp());
     let b = gb.start(py.b, core(&[&r], &[ga.key()]), free_udp());
     py.wait_for("READY ");
-    wait_snapshot(&b, "B's relay link up", |s| {
-        s.links
-            .iter()
-            .all(|l| l.2 == photon_gateway::core::LinkState::Up)
-    });
+    wait_snapshot(&b, "B's relay link up", links_up);
     // Junk at B's port from a stranger: counted drops, nothing else.
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..100u32 {
@@ -202,13 +188,8 @@ fn first_relay_quiet_gateways_fail_over_to_the_second() {
     let a = ga.start(py.a, core(&[&r1, &r2], &[gb.key()]), free_udp());
     let b = gb.start(py.b, core(&[&r1, &r2], &[ga.key()]), free_udp());
     py.wait_for("READY ");
-    let up = |s: &Snapshot| {
-        s.links
-            .iter()
-            .all(|l| l.2 == photon_gateway::core::LinkState::Up)
-    };
-    wait_snapshot(&a, "A on both relays", up);
-    wait_snapshot(&b, "B on both relays", up);
+    wait_snapshot(&a, "A on both relays", links_up);
+    wait_snapshot(&b, "B on both relays", links_up);
     r1.stop().unwrap();
     let quiet = |s: &Snapshot| s.links[0].2 == photon_gateway::core::LinkState::Quiet;
     wait_snapshot(&a, "A sees relay 1 quiet", quiet);

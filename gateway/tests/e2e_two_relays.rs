@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use photon_gateway::core::GatewayEvent;
-use photon_gateway::driver::Snapshot;
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::identity::Identity;
 use photon_protocol::shortid::ShortIdRange;
@@ -106,8 +105,7 @@ fn block_with_all_txs_known_crosses_two_peered_relays() {
     let (ga, gb) = (Gw::new(), Gw::new());
     let a = ga.start(py.a, core(&[&r1], &[gb.key()]), free_udp());
     let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
-    let ready = py.wait_for("READY ");
-    let n: usize = ready[6..].trim().parse().unwrap();
+    let n = py.wait_count("READY ");
     // Both stores hold every transaction under relay 1's short IDs (B's came via relay 2).
     wait_snapshot(&a, "A's store", |s| s.store.entries >= n);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
@@ -153,11 +151,11 @@ fn block_with_a_tenth_unknown_is_completed_through_two_relays() {
     let mut py = PyNodes::start(height, "split");
     let (ga, gb) = (Gw::new(), Gw::new());
     let a = ga.start(py.a, core(&[&r1], &[gb.key()]), free_udp());
-    let phase1: usize = py.wait_for("PHASE1 ")[7..].trim().parse().unwrap();
+    let phase1: usize = py.wait_count("PHASE1 ");
     wait_snapshot(&a, "A's store after phase 1", |s| s.store.entries >= phase1);
     let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
     py.say("CONTINUE");
-    let rest: usize = py.wait_for("READY ")[6..].trim().parse().unwrap();
+    let rest: usize = py.wait_count("READY ");
     wait_snapshot(&a, "A's store", |s| s.store.entries >= phase1 + rest);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
     py.say("SEND_BLOCK");
@@ -240,13 +238,8 @@ fn fragments_lost_between_the_relays_are_repaired_through_both() {
     let a = ga.start(py.a, core(&[&r1], &[gb.key()]), free_udp());
     let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
     py.wait_for("READY ");
-    let up = |s: &Snapshot| {
-        s.links
-            .iter()
-            .all(|l| l.2 == photon_gateway::core::LinkState::Up)
-    };
-    wait_snapshot(&a, "A's relay link up", up);
-    wait_snapshot(&b, "B's relay link up", up);
+    wait_snapshot(&a, "A's relay link up", links_up);
+    wait_snapshot(&b, "B's relay link up", links_up);
     py.say("SEND_BLOCK");
     py.pass();
     let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);

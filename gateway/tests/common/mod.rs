@@ -97,6 +97,16 @@ impl PyNodes {
         }
     }
 
+    /// The number after `prefix` on the next line starting with it (`READY n`, `PHASE1 n`:
+    /// how many transactions the node announced).
+    pub fn wait_count(&mut self, prefix: &str) -> usize {
+        let line = self.wait_for(prefix);
+        match line[prefix.len()..].trim().parse() {
+            Ok(n) => n,
+            Err(_) => self.fail(&format!("no count in {line:?}")),
+        }
+    }
+
     pub fn say(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
@@ -213,6 +223,13 @@ pub fn wait_snapshot(gw: &GatewayHandle, what: &str, ok: impl Fn(&Snapshot) -> b
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Every link of the gateway is up (a [`wait_snapshot`] condition).
+pub fn links_up(s: &Snapshot) -> bool {
+    s.links
+        .iter()
+        .all(|l| l.2 == photon_gateway::core::LinkState::Up)
 }
 
 pub fn events(gw: &GatewayHandle) -> Vec<GatewayEvent> {
