@@ -26,6 +26,19 @@ unsafe impl Send for Mempool {}
 // SAFETY: as above; all methods go through thread-safe DPDK calls.
 unsafe impl Sync for Mempool {}
 
+/// The mbufs of a bulk allocation that no `Mbuf` owns yet; freed when dropped.
+struct Untaken<'a>(&'a [*mut sys::rte_mbuf]);
+
+impl Drop for Untaken<'_> {
+    fn drop(&mut self) {
+        for &m in self.0 {
+            // SAFETY: each pointer is a live mbuf from the bulk allocation that nothing else
+            // owns or references (rte_pktmbuf_free of NULL is a no-op).
+            unsafe { sys::photon_pktmbuf_free(m) }
+        }
+    }
+}
+
 impl Mempool {
     /// Creates a pool of `n` mbufs with `data_room` bytes each (headroom included: use
     /// `RTE_MBUF_DEFAULT_BUF_SIZE`, 2048 + 128, for full-size frames) and a per-lcore cache
@@ -161,16 +174,18 @@ impl Mempool {
                 })
             }
         }
-        // Owned first, all of them, so that each is freed (with its payload reference)
-        // whatever `init` does.
-        let mut owned: [Option<Mbuf>; MAX_CHAINED] = [const { None }; MAX_CHAINED];
-        for (slot, &m) in owned.iter_mut().zip(&mbufs[..n]) {
-            *slot = NonNull::new(m).map(Mbuf::from_nonnull);
-        }
-        for (i, (slot, &d)) in owned[..n].iter_mut().zip(&data[..n]).enumerate() {
-            let Some(mbuf) = slot.take() else {
+        // Each mbuf becomes an owned `Mbuf` just before its `init`; those not reached yet are
+        // freed by the guard (with their payload references) if `init` unwinds.
+        let mut untaken = Untaken(&mbufs[..n]);
+        for (i, &d) in data[..n].iter().enumerate() {
+            let Some((&m, rest)) = untaken.0.split_first() else {
+                break;
+            };
+            untaken.0 = rest;
+            let Some(ptr) = NonNull::new(m) else {
                 continue;
             };
+            let mbuf = Mbuf::from_nonnull(ptr);
             if d.is_null() {
                 continue;
             }
