@@ -383,6 +383,10 @@ fn pool_chained(
 fn alloc_chained_errors_leave_nothing_allocated() {
     let pool = new_pool(8);
     let hdr_pool = new_pool(4);
+    // Room for more than one call may make, so that refusing MAX_CHAINED + 1 is the limit's
+    // doing, not the pool's.
+    let big_pool = new_pool(64);
+    let big_before = big_pool.in_use();
     let payload = frame(&pool, 1, 10).into_shared().expect("shared");
     let mut out: Vec<(Mbuf, ())> = Vec::new();
     let before = (pool.in_use(), hdr_pool.in_use(), payload.refcnt());
@@ -397,20 +401,29 @@ fn alloc_chained_errors_leave_nothing_allocated() {
     ));
     check(&out);
     // More than one call may make.
-    assert!(hdr_pool
-        .alloc_chained(8, &payload, MAX_CHAINED + 1, |_, _| Some(()), &mut out)
-        .is_err());
+    assert!(matches!(
+        big_pool.alloc_chained(8, &payload, MAX_CHAINED + 1, |_, _| Some(()), &mut out),
+        Err(photon_dpdk::Error::Mbuf {
+            why: "more than MAX_CHAINED copies",
+            ..
+        })
+    ));
+    assert_eq!(big_pool.in_use(), big_before);
     check(&out);
     // Longer than a fresh buffer.
-    assert!(hdr_pool
-        .alloc_chained(
+    assert!(matches!(
+        hdr_pool.alloc_chained(
             usize::from(u16::MAX),
             &payload,
             2,
             |_, _| Some(()),
             &mut out
-        )
-        .is_err());
+        ),
+        Err(photon_dpdk::Error::Mbuf {
+            why: "not enough tailroom",
+            ..
+        })
+    ));
     check(&out);
     // Zero copies: nothing happens.
     hdr_pool
