@@ -32,9 +32,7 @@ fn full_unsealed_block_crosses_the_relay_byte_identical() {
     py.wait_for("READY ");
     wait_snapshot(&a, "A's relay link up", links_up);
     wait_snapshot(&b, "B's relay link up", links_up);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     assert_eq!(sb.stats.blocks_in_unsealed, 1);
     assert_eq!(sb.stats.tx_requests_sent, 0, "full needs no transactions");
     assert_eq!(sb.stats.key_releases_received, 0);
@@ -80,11 +78,8 @@ fn bip152_sized_sealed_block_crosses_the_relay_byte_identical() {
     let a = ga.start(py.a, mode(core(&[&r], &[gb.key()])), free_udp());
     let b = gb.start(py.b, mode(core(&[&r], &[ga.key()])), free_udp());
     let n: usize = py.wait_count("READY ");
-    wait_snapshot(&a, "A's store", |s| s.store.entries >= n);
-    wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    wait_stores(&a, &b, n);
+    let sb = send_block(&mut py, &b);
     assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
     assert_eq!(sb.stats.blocks_in_unsealed, 0);
     let sa = wait_snapshot(&a, "A sent", |s| s.stats.blocks_from_node == 1);

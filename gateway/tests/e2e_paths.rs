@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{core, events, free_udp, links_up, peer, relay, wait_snapshot, Gw, PyNodes};
+use common::{
+    core, events, free_udp, links_up, peer, relay, send_block, wait_snapshot, Gw, PyNodes,
+};
 use photon_gateway::core::{GatewayEvent, LinkKind, LinkState, RelayEndpoint};
 use photon_protocol::wire::HEADER_LEN;
 use photon_relay::counters::Counter;
@@ -128,9 +130,7 @@ fn forged_fragments_injected_between_relay_and_receiver_are_rejected_and_the_blo
     let b = gb.start(py.b, cb, ub);
     py.wait_for("READY ");
     wait_snapshot(&b, "B's relay link up (through the proxy)", links_up);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     let inj = &proxy.injected;
     let (payload, header, manifest) = (
         inj.payload_forged.load(Ordering::Relaxed),
@@ -191,9 +191,7 @@ fn a_block_originated_through_a_peer_gateway_arrives_under_the_peer_s_identity()
     });
     wait_snapshot(&p, "P's store", |s| s.store.entries >= n);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     assert_eq!(sb.stats.tx_requests_sent, 0);
     let sp = wait_snapshot(&p, "P took A's block", |s| s.stats.blocks_from_network == 1);
     assert_eq!(sp.stats.blocks_from_node, 0);

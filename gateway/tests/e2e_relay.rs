@@ -25,11 +25,8 @@ fn block_with_all_txs_known_crosses_the_relay_without_tx_requests() {
     let b = gb.start(py.b, core(&[&r], &[ga.key()]), free_udp());
     let n = py.wait_count("READY ");
     // Both stores hold every transaction under the relay's short IDs.
-    wait_snapshot(&a, "A's store", |s| s.store.entries >= n);
-    wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    wait_stores(&a, &b, n);
+    let sb = send_block(&mut py, &b);
     assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
     assert_eq!(sb.stats.txs_from_network as usize, n);
     let sa = wait_snapshot(&a, "A sent", |s| s.stats.blocks_from_node == 1);
@@ -70,9 +67,7 @@ fn block_with_a_tenth_unknown_is_completed_by_tx_requests() {
     let rest: usize = py.wait_count("READY ");
     wait_snapshot(&a, "A's store", |s| s.store.entries >= phase1 + rest);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     assert!(sb.stats.tx_requests_sent >= 1);
     assert!(sb.stats.txs_requested as usize >= phase1, "{:?}", sb.stats);
     let sa = a.snapshot();
@@ -194,9 +189,7 @@ fn first_relay_quiet_gateways_fail_over_to_the_second() {
     let quiet = |s: &Snapshot| s.links[0].2 == photon_gateway::core::LinkState::Quiet;
     wait_snapshot(&a, "A sees relay 1 quiet", quiet);
     wait_snapshot(&b, "B sees relay 1 quiet", quiet);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     assert_eq!(sb.stats.failovers, 1);
     assert_eq!(a.snapshot().stats.failovers, 1);
     assert_eq!(a.snapshot().stats.peer_fallbacks, 0, "no peers configured");

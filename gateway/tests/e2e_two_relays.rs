@@ -107,11 +107,8 @@ fn block_with_all_txs_known_crosses_two_peered_relays() {
     let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
     let n = py.wait_count("READY ");
     // Both stores hold every transaction under relay 1's short IDs (B's came via relay 2).
-    wait_snapshot(&a, "A's store", |s| s.store.entries >= n);
-    wait_snapshot(&b, "B's store", |s| s.store.entries >= n);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    wait_stores(&a, &b, n);
+    let sb = send_block(&mut py, &b);
     assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
     assert_eq!(sb.stats.txs_from_network as usize, n);
     assert_eq!(sb.stats.key_releases_received, 1, "{:?}", sb.stats);
@@ -158,9 +155,7 @@ fn block_with_a_tenth_unknown_is_completed_through_two_relays() {
     let rest: usize = py.wait_count("READY ");
     wait_snapshot(&a, "A's store", |s| s.store.entries >= phase1 + rest);
     wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     assert!(sb.stats.tx_requests_sent >= 1);
     assert!(sb.stats.txs_requested as usize >= phase1, "{:?}", sb.stats);
     assert_eq!(sb.stats.key_releases_received, 1, "{:?}", sb.stats);
@@ -240,9 +235,7 @@ fn fragments_lost_between_the_relays_are_repaired_through_both() {
     py.wait_for("READY ");
     wait_snapshot(&a, "A's relay link up", links_up);
     wait_snapshot(&b, "B's relay link up", links_up);
-    py.say("SEND_BLOCK");
-    py.pass();
-    let sb = wait_snapshot(&b, "B delivered", |s| s.stats.blocks_from_network == 1);
+    let sb = send_block(&mut py, &b);
     assert!(lost.load(Ordering::Relaxed) > 0, "the link lost fragments");
     assert!(sb.stats.repair_requests_sent >= 1, "{:?}", sb.stats);
     std::thread::sleep(Duration::from_millis(100)); // counters published

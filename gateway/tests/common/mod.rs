@@ -225,6 +225,20 @@ pub fn wait_snapshot(gw: &GatewayHandle, what: &str, ok: impl Fn(&Snapshot) -> b
     }
 }
 
+/// Both gateways' stores hold at least `n` transactions (what the nodes announced).
+pub fn wait_stores(a: &GatewayHandle, b: &GatewayHandle, n: usize) {
+    wait_snapshot(a, "A's store", |s| s.store.entries >= n);
+    wait_snapshot(b, "B's store", |s| s.store.entries >= n);
+}
+
+/// Node A announces its block and node B must receive it byte-identical (the script checks
+/// hash, merkle root and bytes); returns gateway B's snapshot once it delivered the block.
+pub fn send_block(py: &mut PyNodes, b: &GatewayHandle) -> Snapshot {
+    py.say("SEND_BLOCK");
+    py.pass();
+    wait_snapshot(b, "B delivered", |s| s.stats.blocks_from_network == 1)
+}
+
 /// Every link of the gateway is up (a [`wait_snapshot`] condition).
 pub fn links_up(s: &Snapshot) -> bool {
     s.links
