@@ -3,7 +3,7 @@
 //! sides check what they receive. Needs `/usr/bin/python3` with the `bitcoin` module (Debian
 //! python3-bitcoinlib, installed by scripts/setup.sh).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -13,12 +13,9 @@ use bitcoin::{Block, Network};
 use photon_gateway::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeEvent};
 use photon_protocol::chain::{Bitcoin, ChainAdapter};
 
-const PYTHON: &str = "/usr/bin/python3";
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
 
-fn data_dir() -> String {
-    format!("{}/../data/bitcoin/mainnet", env!("CARGO_MANIFEST_DIR"))
-}
+use common::{data_dir, stdout_lines, PYTHON, WAIT};
 
 fn block(height: u32) -> Block {
     let bytes = std::fs::read(format!("{}/{height}.raw", data_dir())).unwrap();
@@ -52,15 +49,7 @@ impl PyNode {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn /usr/bin/python3");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         let first = lines.recv_timeout(Duration::from_secs(20));
         let port: u16 = match first
             .as_deref()

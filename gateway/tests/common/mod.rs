@@ -24,6 +24,21 @@ pub fn data_dir() -> String {
     format!("{}/../data/bitcoin/mainnet", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The child's stdout, line by line, from a thread of its own (so a test can wait with a
+/// timeout).
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 /// The two python nodes; killed on drop.
 pub struct PyNodes {
     child: Child,
@@ -53,15 +68,7 @@ impl PyNodes {
             .spawn()
             .expect("spawn /usr/bin/python3 (python3-bitcoinlib: scripts/setup.sh)");
         let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         let mut me = PyNodes {
             child,
             stdin,
