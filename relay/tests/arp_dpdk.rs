@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use photon_dpdk::MbufBatch;
 use photon_protocol::identity::Identity;
 use photon_relay::control::{
     self, unix_ms, ArpResolver, Control, ControlCounter, ControlSettings, ControlShared,
@@ -117,14 +116,6 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
         m.extend_from_slice(frame).unwrap();
         input.enqueue_one(m).map_err(|_| "input full").unwrap();
     };
-    let take = |output: &mut photon_dpdk::RingConsumer| -> Vec<Vec<u8>> {
-        let mut b = MbufBatch::new();
-        let mut got = Vec::new();
-        while output.dequeue(&mut b) > 0 {
-            got.extend(b.drain().map(|m| m.to_vec()));
-        }
-        got
-    };
 
     let quit = AtomicBool::new(false);
     let shared = ControlShared::new();
@@ -148,7 +139,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
             loop {
                 pipeline.poll();
                 pipeline.housekeeping();
-                got.extend(take(&mut output));
+                got.extend(drain_frames(&mut output));
                 if done(&got) {
                     return got;
                 }

@@ -348,14 +348,7 @@ impl Harness {
     }
 
     pub fn take_output(&mut self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut b = MbufBatch::new();
-        while self.output.dequeue(&mut b) > 0 {
-            for m in b.drain() {
-                out.push(m.to_vec());
-            }
-        }
-        out
+        drain_frames(&mut self.output)
     }
 
     pub fn counter(&self, c: Counter) -> u64 {
@@ -374,6 +367,16 @@ impl Harness {
 
 /// Puts `frame` into an mbuf of `pool` and sends it on `tx` (a burst of one, which must be
 /// taken).
+/// Everything queued on `ring`, as bytes (the mbufs are freed).
+pub fn drain_frames(ring: &mut RingConsumer) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut b = MbufBatch::new();
+    while ring.dequeue(&mut b) > 0 {
+        out.extend(b.drain().map(|m| m.to_vec()));
+    }
+    out
+}
+
 pub fn send_frame(pool: &Mempool, tx: &mut TxQueue, frame: &[u8]) {
     let mut m = pool.alloc().unwrap();
     m.extend_from_slice(frame).unwrap();
