@@ -22,11 +22,19 @@ use ring::rand::SystemRandom;
 const RELAY: u32 = 7;
 
 fn start_relay() -> RunningRelay {
+    start_relay_with(SocketRelayConfig::loopback(RELAY))
+}
+
+fn start_relay_with(cfg: SocketRelayConfig) -> RunningRelay {
     let id = Identity::generate(&SystemRandom::new()).unwrap();
-    SocketRelay::bind(SocketRelayConfig::loopback(RELAY), id)
-        .unwrap()
-        .spawn()
-        .unwrap()
+    SocketRelay::bind(cfg, id).unwrap().spawn().unwrap()
+}
+
+/// `n` gateways registered with `relay`.
+fn gateways(relay: &RunningRelay, n: usize) -> Vec<Gw> {
+    (0..n)
+        .map(|_| Gw::register(relay.addr(), &relay.public_key()))
+        .collect()
 }
 
 struct Gw {
@@ -124,9 +132,7 @@ const QUIET: Duration = Duration::from_millis(300);
 fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     let relay = start_relay();
     let addr = relay.addr();
-    let gws: Vec<Gw> = (0..3)
-        .map(|_| Gw::register(addr, &relay.public_key()))
-        .collect();
+    let gws = gateways(&relay, 3);
     let payload: Vec<u8> = (0..1196u32).map(|i| (i * 13) as u8).collect();
 
     // A fragment from gateway 0 reaches 1 and 2, re-signed for each, payload untouched.
@@ -328,12 +334,9 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     let mut cfg = SocketRelayConfig::loopback(RELAY);
     cfg.forwarding = photon_relay::hold::Forwarding::StoreAndForward;
     cfg.hold.timeout = 400;
-    let id = Identity::generate(&SystemRandom::new()).unwrap();
-    let relay = SocketRelay::bind(cfg, id).unwrap().spawn().unwrap();
+    let relay = start_relay_with(cfg);
     let addr = relay.addr();
-    let gws: Vec<Gw> = (0..2)
-        .map(|_| Gw::register(addr, &relay.public_key()))
-        .collect();
+    let gws = gateways(&relay, 2);
     let (src, dst) = (&gws[0], &gws[1]);
     let order = [
         (FragmentKind::Manifest, 0u16),
@@ -441,12 +444,9 @@ fn stage_log_has_one_relay_line_per_forwarded_stream() {
     ));
     let mut cfg = SocketRelayConfig::loopback(RELAY);
     cfg.stage_log = Some((path.clone(), "relay7".into()));
-    let id = Identity::generate(&SystemRandom::new()).unwrap();
-    let relay = SocketRelay::bind(cfg, id).unwrap().spawn().unwrap();
+    let relay = start_relay_with(cfg);
     let addr = relay.addr();
-    let gws: Vec<Gw> = (0..2)
-        .map(|_| Gw::register(addr, &relay.public_key()))
-        .collect();
+    let gws = gateways(&relay, 2);
     let payload = vec![0x5au8; 600];
     let before = photon_relay::stages::unix_ns();
     // Three fragments of stream 0x51, two of 0x52, interleaved; and a duplicate (not forwarded).
