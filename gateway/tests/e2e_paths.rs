@@ -21,7 +21,7 @@ use common::{
 };
 use photon_gateway::core::{GatewayEvent, LinkKind, LinkState, RelayEndpoint};
 use photon_protocol::wire::HEADER_LEN;
-use photon_relay::counters::Counter;
+use photon_relay::ops::counters::Counter;
 
 /// What the on-path attacker did.
 #[derive(Default)]

@@ -19,9 +19,9 @@ use photon_protocol::identity::Identity;
 use photon_protocol::shortid::ShortIdRange;
 use photon_protocol::wire::{flags, MessageType, Packet};
 use photon_relay::control::ControlCounter;
-use photon_relay::counters::Counter;
+use photon_relay::forward::table::{PeerKind, PeerSpec};
+use photon_relay::ops::counters::Counter;
 use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
-use photon_relay::table::{PeerKind, PeerSpec};
 use ring::rand::SystemRandom;
 
 mod common;

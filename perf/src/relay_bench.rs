@@ -32,12 +32,12 @@ use photon_dpdk::{
 };
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HEADER_LEN};
-use photon_relay::counters::{CoreCounters, Counter, DropReason};
-use photon_relay::dedup::Dedup;
+use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo, TxSink};
+use photon_relay::forward::dedup::Dedup;
+use photon_relay::forward::publish;
+use photon_relay::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
+use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
 use photon_relay::packet::{csum_add, csum_data, HeaderTemplate, FORWARD_HEADER_LEN};
-use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo, TxSink};
-use photon_relay::publish;
-use photon_relay::table::{LocalSpec, PeerKind, PeerSpec, Table};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -3,7 +3,7 @@
 //! ([`crate::socket`]), the DPDK backend on the control core from the data cores' control rings.
 //! The driver passes `now_ms`, the datagram and where it came from; [`Control`] answers with
 //! datagrams to send ([`Outgoing`]) and, when membership changed, a new forwarding [`Table`]
-//! for the driver to publish ([`crate::publish`]) without stopping the data path.
+//! for the driver to publish ([`crate::forward::publish`]) without stopping the data path.
 //!
 //! What it does (`docs/protocol.md` section in brackets):
 //! - **Registration** (§2.8, §2.9, §5.4): `identity::verify_register` with the configured time
@@ -41,7 +41,7 @@
 //! - **Repairs** (§2.7): fragments the data path forwarded are kept in a bounded
 //!   [`RepairCache`] (the socket driver copies them in with [`Control::record_fragment`]; the
 //!   DPDK data cores hand the control core a refcounted reference, [`Control::record_fragment_mbuf`],
-//!   see [`crate::pipeline`]); a repair request is
+//!   see [`crate::dpdk::pipeline`]); a repair request is
 //!   answered with each cached fragment it lists, flagged `RETRANSMIT`, unicast to the
 //!   requester under its hop key. Fragments not in the cache are counted (`repair_missed`);
 //!   when a *gateway* asked, they are asked of the peer relays in one repair request
@@ -67,7 +67,6 @@
 
 pub mod arp;
 mod cache;
-pub mod dpdk;
 mod recent;
 mod settings;
 mod txcache;
@@ -86,35 +85,14 @@ use photon_protocol::wire::{
 };
 use ring::rand::SecureRandom;
 
+pub use crate::packet::Source;
 pub use arp::{ArpQuery, ArpResolver, ArpStats, WantError};
 pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
 pub use recent::FifoMap;
 pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
 pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
 
-use crate::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
-
-/// Where a control datagram came from, as the driver saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source {
-    /// Source IPv4 address and UDP port (after any NAT).
-    pub addr: SocketAddrV4,
-    /// Next-hop MAC towards it (DPDK: the frame's source MAC; sockets: zero, unused).
-    pub mac: [u8; 6],
-    /// Relay port it arrived on (DPDK port index; sockets: 0).
-    pub port: u16,
-}
-
-impl Source {
-    /// A source seen through a kernel socket (no MAC, port 0).
-    pub fn socket(addr: SocketAddrV4) -> Source {
-        Source {
-            addr,
-            mac: [0; 6],
-            port: 0,
-        }
-    }
-}
+use crate::forward::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
 
 /// A datagram the driver must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -542,6 +520,7 @@ impl Control {
     /// chain whose first segment is the fragment's Photon header and whose second is the
     /// received payload buffer, shared by refcount with the forwarded copies. Evicting it (or
     /// dropping the control path) frees it. Returns whether it was stored.
+    #[cfg(feature = "dpdk")]
     #[inline]
     pub fn record_fragment_mbuf(&mut self, m: photon_dpdk::Mbuf) -> bool {
         self.cache.insert_mbuf(m)

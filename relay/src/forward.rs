@@ -1,14 +1,21 @@
-//! The forwarding decision, sans-IO: is this fragment forwarded, and what header does each copy
-//! get. The DPDK pipeline ([`crate::pipeline`]) calls exactly these functions; the tests call
+//! The forwarding sequence, sans-IO: is this fragment forwarded ([`admit`]), is it held
+//! ([`hold`]), and what header does each copy get ([`copy_header`], [`write_copy`],
+//! [`copy_tags`]). [`sequence::Forwarder`] runs them in order for both backends; the tests call
 //! them on plain byte vectors.
+
+pub mod dedup;
+pub mod hold;
+pub mod publish;
+pub mod sequence;
+pub mod table;
 
 use photon_protocol::hopauth::{tags_x4, HopKey};
 use photon_protocol::wire::HEADER_LEN;
 
-use crate::counters::{Counter, DropReason, LocalCounters};
-use crate::dedup::{Dedup, Seen};
+use self::dedup::{Dedup, Seen};
+use self::table::{Peer, Table};
+use crate::ops::counters::{Counter, DropReason, LocalCounters};
 use crate::packet::{ForwardHeader, FragmentInfo};
-use crate::table::{Peer, Table};
 
 /// Why a classified fragment is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +124,15 @@ pub fn write_copy(out: &mut [u8], shared: &ForwardHeader, dest: &Peer) -> Option
     shared.write(out, &dest.template, keys.send.tag_input(shared.tag_input()))
 }
 
+/// Writes the 36-byte Photon header of the copy for `dest` into `out` (the socket backend's
+/// copies: the kernel adds the rest), the hop tag under the link's send key. Returns the
+/// length, or `None` if `out` is short or `dest` has no key.
+#[inline]
+pub fn write_copy_photon(out: &mut [u8], shared: &ForwardHeader, dest: &Peer) -> Option<usize> {
+    let keys = dest.spec.keys.as_ref()?;
+    shared.write_photon(out, keys.send.tag_input(shared.tag_input()))
+}
+
 /// The hop tags of `shared` towards each of `dests` (under each link's send key) into
 /// `tags[..dests.len()]`, four keys at a time ([`tags_x4`]: the four SipHash chains
 /// interleave). A destination without a key gets 0, and no copy ([`write_copy_tagged`]).
@@ -186,8 +202,8 @@ pub(crate) mod tests {
     use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
 
     use super::*;
+    use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
     use crate::packet::{classify, payload_sum, Action, HeaderTemplate, Local, FORWARD_HEADER_LEN};
-    use crate::table::{LocalSpec, PeerKind, PeerSpec};
 
     pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

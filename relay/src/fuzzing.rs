@@ -16,13 +16,13 @@ use photon_protocol::identity::Identity;
 use photon_protocol::wire::{Packet, HEADER_LEN, MAX_DATAGRAM};
 use ring::rand::SystemRandom;
 
-use crate::control::{dpdk::parse_frame, Control, ControlSettings, Outgoing, Source};
-use crate::dedup::Dedup;
+use crate::control::{Control, ControlSettings, Outgoing, Source};
+use crate::forward::dedup::Dedup;
+use crate::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
 use crate::forward::{admit, write_copy_header};
 use crate::packet::{
     arp_reply_in_place, classify, icmp_echo_reply_in_place, payload_sum, Action, FORWARD_HEADER_LEN,
 };
-use crate::table::{LocalSpec, PeerKind, PeerSpec, Table};
 
 /// The relay's node id, IPv4 address, UDP port and MAC in the fuzz set-up.
 pub const RELAY_ID: u32 = 1;
@@ -174,7 +174,7 @@ fn data_path(frame: &[u8], control: &mut Control) {
             control.record_fragment(&f[info.photon_offset..info.photon_offset + info.datagram_len]);
         }
         Action::Control => {
-            if let Some((src, dgram)) = parse_frame(frame, &spec.port_macs) {
+            if let Some((src, dgram)) = crate::packet::parse_udp(frame, &spec.port_macs) {
                 control_datagram(control, src, dgram);
             }
         }

@@ -1,36 +1,25 @@
-//! The Photon relay: cut-through fan-out of block fragments on DPDK poll-mode drivers.
-//!
-//! Layers, sans-IO first:
-//! - [`packet`]: Ethernet/ARP/IPv4/UDP/ICMP with smoltcp's zero-copy views: [`packet::classify`]
-//!   a frame, answer ARP and ICMP echo in place, build a forwarded copy's header.
-//! - [`table`]: the forwarding table (peers, their observed addresses, hop keys, fan-out list),
-//!   immutable and published to running cores by [`publish`].
-//! - [`dedup`]: the lock-free shared table that forwards each fragment once.
-//! - [`forward`]: the decision for one fragment (admit, then one header per destination);
-//!   [`hold`]: the store-and-forward baseline (hold a stream until its block could be rebuilt).
-//! - [`counters`]: per-core counters, published in the housekeeping branch.
-//! - [`pipeline`]: the per-core DPDK run loop driving the above.
-//! - [`config`]: the TOML configuration; [`dataplane`]: EAL, ports, pools, rings and pinned
-//!   cores from a config.
+//! The Photon relay: cut-through fan-out of block fragments, on DPDK poll-mode drivers or on a
+//! kernel UDP socket. The tree is the architecture (`docs/internals/relay.md` has the why):
+//! - [`packet`]: every frame and datagram parser and writer (Ethernet/ARP/IPv4/UDP/ICMP
+//!   through smoltcp's views, the Photon classification, the forwarded copy's header).
+//! - [`forward`]: the forwarding sequence, sans-IO: admission, dedup, hold (store-and-forward),
+//!   the forwarding table and its publication, one header per destination. Both backends drive
+//!   [`forward::sequence::Forwarder`].
 //! - [`control`]: the sans-IO control path (registration, keepalives, short IDs, repairs,
-//!   receipts and key releases); [`socket`]: the kernel-socket backend (batched UDP, same
-//!   forwarding decision); [`metrics`]: the Prometheus endpoint and log settings.
-//! - [`stages`]: stage records (`[perf] stage_log`) for the propagation report.
-//! - [`fuzzing`]: the fuzz entry point over the frame classifier and the control path.
+//!   receipts, key releases, ARP).
+//! - [`dpdk`] (cargo feature `dpdk`, on by default): the DPDK backend: data plane set-up, the
+//!   per-core pipeline, the control core.
+//! - [`socket`]: the kernel-socket backend.
+//! - [`ops`]: configuration, counters, the `/metrics` endpoint, stage records.
+//! - `fuzzing` (cargo feature `fuzzing`): the fuzz entry point.
 #![forbid(unsafe_code)]
 
-pub mod config;
 pub mod control;
-pub mod counters;
-pub mod dataplane;
-pub mod dedup;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod hold;
-pub mod metrics;
+pub mod ops;
 pub mod packet;
-pub mod pipeline;
-pub mod publish;
 pub mod socket;
-pub mod stages;
-pub mod table;

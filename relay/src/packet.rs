@@ -18,7 +18,7 @@
 //! that fails at the next receiver instead of being re-blessed. The payload itself is
 //! authenticated end to end (§4.1), not by the relay.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use photon_protocol::hopauth::{TagInput, AUTHENTICATED_LEN};
 use photon_protocol::wire::{self, flags, FragmentKind, FragmentRepr, MessageType, HEADER_LEN};
@@ -27,8 +27,8 @@ use smoltcp::wire::{
     Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, UdpPacket,
 };
 
-use crate::counters::DropReason;
-use crate::dedup::FragmentKey;
+use crate::forward::dedup::FragmentKey;
+use crate::ops::counters::DropReason;
 
 /// Ethernet header bytes.
 pub const ETH_LEN: usize = 14;
@@ -90,15 +90,15 @@ impl FragmentInfo {
         self.datagram_len - HEADER_LEN
     }
 
-    /// What the store-and-forward holder needs ([`crate::hold`]), with `bytes` the cost of
+    /// What the store-and-forward holder needs ([`crate::forward::hold`]), with `bytes` the cost of
     /// holding this fragment.
-    pub fn hold_meta(&self, bytes: usize) -> crate::hold::HoldMeta {
+    pub fn hold_meta(&self, bytes: usize) -> crate::forward::hold::HoldMeta {
         let kind = match self.msg_type {
             t if t == MessageType::SourceShard.as_u8() => FragmentKind::Source,
             t if t == MessageType::RepairShard.as_u8() => FragmentKind::Repair,
             _ => FragmentKind::Manifest,
         };
-        crate::hold::HoldMeta {
+        crate::forward::hold::HoldMeta {
             stream: self.stream,
             kind,
             count: self.count,
@@ -513,6 +513,17 @@ impl ForwardHeader {
         &self.photon
     }
 
+    /// Writes the Photon header as sent, with `tag`, into `out[..HEADER_LEN]` (the whole of a
+    /// copy's header where the kernel adds Ethernet/IPv4/UDP: the socket backend). Returns the
+    /// bytes written, or `None` if `out` is short.
+    #[inline]
+    pub fn write_photon(&self, out: &mut [u8], tag: u64) -> Option<usize> {
+        let out = out.get_mut(..HEADER_LEN)?;
+        out.copy_from_slice(&self.photon);
+        out[AUTHENTICATED_LEN..].copy_from_slice(&tag.to_be_bytes());
+        Some(HEADER_LEN)
+    }
+
     /// Writes one copy's 78-byte header into `out[..FORWARD_HEADER_LEN]`: the destination's
     /// template with lengths and checksums filled in, then the Photon header with `tag`.
     /// Returns the bytes written, or `None` if `out` is short.
@@ -521,8 +532,7 @@ impl ForwardHeader {
         let out = out.get_mut(..FORWARD_HEADER_LEN)?;
         let (l2l4, photon) = out.split_at_mut(L2L4_LEN);
         l2l4.copy_from_slice(&template.bytes);
-        photon.copy_from_slice(&self.photon);
-        photon[AUTHENTICATED_LEN..].copy_from_slice(&tag.to_be_bytes());
+        self.write_photon(photon, tag)?;
         let ip_csum = !csum_add(template.ip_sum, self.total_len);
         // The tag's four 16-bit words, summed in 32-bit halves and folded.
         let mut t = (tag >> 32) + (tag & 0xffff_ffff);
@@ -567,6 +577,53 @@ pub fn write_forward_header(
     let h = ForwardHeader::new(photon_in, sender, hops, payload_len, payload_sum)?;
     let tag = sign(h.photon());
     h.write(out, template, tag)
+}
+
+/// Where a control datagram came from, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// Source IPv4 address and UDP port (after any NAT).
+    pub addr: SocketAddrV4,
+    /// Next-hop MAC towards it (DPDK: the frame's source MAC; sockets: zero, unused).
+    pub mac: [u8; 6],
+    /// Relay port it arrived on (DPDK port index; sockets: 0).
+    pub port: u16,
+}
+
+impl Source {
+    /// A source seen through a kernel socket (no MAC, port 0).
+    pub fn socket(addr: SocketAddrV4) -> Source {
+        Source {
+            addr,
+            mac: [0; 6],
+            port: 0,
+        }
+    }
+}
+
+/// Where a received frame came from and its UDP payload (`None`: not IPv4/UDP).
+pub fn parse_udp<'a>(frame: &'a [u8], port_macs: &[[u8; 6]]) -> Option<(Source, &'a [u8])> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Udp {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    let port = port_macs
+        .iter()
+        .position(|m| *m == eth.dst_addr().0)
+        .unwrap_or(0) as u16;
+    let src = Source {
+        addr: SocketAddrV4::new(ip.src_addr(), udp.src_port()),
+        mac: eth.src_addr().0,
+        port,
+    };
+    let off = ETH_LEN + usize::from(ip.header_len()) + UDP_LEN;
+    let len = usize::from(udp.len()).checked_sub(UDP_LEN)?;
+    Some((src, frame.get(off..off + len)?))
 }
 
 /// Turns an ARP request for `local.ip` (as [`classify`] found it) into the reply, in place.
@@ -676,4 +733,39 @@ pub fn icmp_echo_reply_in_place(frame: &mut [u8], local: &Local) -> bool {
     // Echo requests are rare and small: recompute over the message.
     icmp.fill_checksum();
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use super::*;
+
+    #[test]
+    fn parse_udp_finds_source_and_payload() {
+        let t = HeaderTemplate::new(
+            [2, 0, 0, 0, 0, 9],
+            Ipv4Addr::new(10, 0, 0, 9),
+            5555,
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(10, 0, 0, 1),
+            4433,
+        );
+        let mut frame = t.bytes().to_vec();
+        frame.extend_from_slice(b"photon-datagram");
+        let total = (frame.len() - ETH_LEN) as u16;
+        frame[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
+        let udp_len = total - IPV4_LEN as u16;
+        frame[ETH_LEN + IPV4_LEN + 4..ETH_LEN + IPV4_LEN + 6]
+            .copy_from_slice(&udp_len.to_be_bytes());
+        let (src, payload) =
+            parse_udp(&frame, &[[2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 1]]).expect("a UDP frame");
+        assert_eq!(
+            src.addr,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 5555)
+        );
+        assert_eq!(src.mac, [2, 0, 0, 0, 0, 9]);
+        assert_eq!(src.port, 1, "the port whose MAC it was sent to");
+        assert_eq!(payload, b"photon-datagram");
+    }
 }

@@ -6,7 +6,7 @@
 //! Same Photon-layer logic as the DPDK pipeline, not a copy of it: the forwarding decision is
 //! [`crate::forward::admit`] (sender lookup in the published [`Table`], hop-tag verification
 //! under the sender's key, hop limit, shared lock-free [`Dedup`]), the fan-out list is
-//! [`Table::destinations`], counters are [`crate::counters`]' and everything else goes to the
+//! [`Table::destinations`], counters are [`crate::ops::counters`]' and everything else goes to the
 //! sans-IO [`Control`]. Only the framing differs: the kernel strips Ethernet/IPv4/UDP, so the
 //! classification here starts at the Photon header ([`classify_datagram`]).
 //!
@@ -20,7 +20,7 @@
 //! the repair cache reuses evicted buffers; the iovec arrays are built once per batch.
 //!
 //! Store-and-forward (`[relay] forwarding`, a baseline): admitted fragments are copied into
-//! spare buffers and held by [`crate::hold::Holder`]; what it releases is fanned out exactly as
+//! spare buffers and held by [`crate::forward::hold::Holder`]; what it releases is fanned out exactly as
 //! above, from those buffers, which go back to the spare list once sent.
 //!
 //! Limits of this backend (documented, measured elsewhere): one core; a registration costs an
@@ -41,15 +41,16 @@ use photon_protocol::wire::{Packet, HEADER_LEN, MAX_DATAGRAM};
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 
-use crate::config::{Config, ConfigError};
 use crate::control::{unix_ms, Control, ControlSettings, ControlShared, Outgoing, Source};
-use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
-use crate::dedup::Dedup;
-use crate::forward::admit_counted;
-use crate::hold::{Forwarding, HoldLimits, Holder};
-use crate::packet::{classify_photon, FragmentInfo, UdpPlace};
-use crate::stages::StageLog;
-use crate::table::{LocalSpec, PeerSpec, Table, TableError};
+use crate::forward::dedup::Dedup;
+use crate::forward::hold::{Forwarding, HoldLimits};
+use crate::forward::sequence::{Clocks, FanOut, Forwarder};
+use crate::forward::table::{LocalSpec, PeerSpec, Table, TableError};
+use crate::forward::write_copy_photon;
+use crate::ops::config::{Config, ConfigError};
+use crate::ops::counters::{CoreCounters, Counter, DropReason, LocalCounters};
+use crate::ops::stages::StageLog;
+use crate::packet::{classify_photon, ForwardHeader, FragmentInfo, UdpPlace};
 
 /// Largest receive batch.
 pub const MAX_BATCH: usize = 64;
@@ -124,14 +125,14 @@ pub struct SocketRelayConfig {
     pub send_buffer: Option<usize>,
     /// Peer relays (static hop keys; `next_hop_mac` and `port` are ignored here).
     pub peers: Vec<PeerSpec>,
-    /// Cut-through (default) or the store-and-forward baseline ([`crate::hold`]).
+    /// Cut-through (default) or the store-and-forward baseline ([`crate::forward::hold`]).
     pub forwarding: Forwarding,
     /// Store-and-forward bounds (`timeout` in ms).
     pub hold: HoldLimits,
     /// Registration, keepalives, short IDs, repair cache.
     pub control: ControlSettings,
     /// `[perf]`: stage records (file, node name) for the propagation report
-    /// ([`crate::stages`]); `None`: none.
+    /// ([`crate::ops::stages`]); `None`: none.
     pub stage_log: Option<(std::path::PathBuf, String)>,
 }
 
@@ -174,7 +175,7 @@ impl SocketRelayConfig {
             .iter()
             .map(|p| PeerSpec {
                 node_id: p.node_id,
-                kind: crate::table::PeerKind::Relay,
+                kind: crate::forward::table::PeerKind::Relay,
                 addr: p.addr,
                 next_hop_mac: [0; 6],
                 port: 0,
@@ -278,11 +279,19 @@ pub fn classify_datagram(dgram: &[u8], from: SocketAddrV4, local: SocketAddrV4) 
 }
 
 /// Where a queued copy's payload lives: a receive buffer, or a datagram the store-and-forward
-/// holder released (kept in `SocketRelay::released` until the end of the poll).
+/// holder released (kept in `Buffers::released` until the end of the poll).
 #[derive(Debug, Clone, Copy)]
 enum Src {
     Rx(usize),
     Released(usize),
+}
+
+/// A fragment as the forwarding sequence sees it on this backend: a receive buffer (slot,
+/// received length), or a datagram copied out of one to be held (store-and-forward).
+#[derive(Debug)]
+pub enum SocketFrame {
+    Rx(usize, usize),
+    Held(Vec<u8>),
 }
 
 /// Spare datagram buffers kept for the holder (more are freed).
@@ -309,19 +318,34 @@ pub struct SocketRelay {
     batch: usize,
     tick: Duration,
     started: Instant,
-    rx_bufs: Vec<Vec<u8>>,
     rx_meta: Vec<(usize, Option<SocketAddrV4>)>,
+    outgoing: Vec<Outgoing>,
+    /// The forwarding sequence (cut-through, or store-and-forward with its holder).
+    seq: Forwarder<SocketFrame>,
+    bufs: Buffers,
+    /// `[perf] stage_log`: the record file (the fragments to stamp are in
+    /// [`Buffers::forwarded`], stamped once after the poll's sends).
+    stages: Option<StageLog>,
+}
+
+/// The buffers the fan-out works on.
+struct Buffers {
+    rx_bufs: Vec<Vec<u8>>,
     copy_headers: Vec<[u8; HEADER_LEN]>,
     copies: Vec<QueuedCopy>,
-    outgoing: Vec<Outgoing>,
-    /// Store-and-forward only: the holder, datagrams it released this poll, spare buffers.
-    hold: Option<Holder<Vec<u8>>>,
+    /// Store-and-forward only: datagrams the holder released this poll, spare buffers.
     released: Vec<Vec<u8>>,
     spare: Vec<Vec<u8>>,
-    /// `[perf] stage_log`: the record file, and (stream, bytes) of the fragments fanned out
-    /// in this poll, stamped once after the poll's sends ([`SocketRelay::stamp_forwarded`]).
-    stages: Option<StageLog>,
-    forwarded: Vec<(u64, u64)>,
+    /// (stream, bytes) of the fragments fanned out in this poll, when stage records are on.
+    forwarded: Option<Vec<(u64, u64)>>,
+}
+
+/// This backend's side of the forwarding sequence, borrowed for one poll.
+struct SocketIo<'a> {
+    bufs: &'a mut Buffers,
+    control: &'a mut Control,
+    socket: &'a UdpSocket,
+    tx: &'a mut MultiHeaders<SockaddrIn>,
 }
 
 impl std::fmt::Debug for SocketRelay {
@@ -417,19 +441,18 @@ impl SocketRelay {
             batch,
             tick: cfg.tick,
             started: Instant::now(),
-            rx_bufs: (0..batch).map(|_| vec![0u8; RX_BUF]).collect(),
             rx_meta: Vec::with_capacity(batch),
-            copy_headers: vec![[0u8; HEADER_LEN]; TX_QUEUE],
-            copies: Vec::with_capacity(TX_QUEUE),
             outgoing: Vec::new(),
-            hold: match cfg.forwarding {
-                Forwarding::CutThrough => None,
-                Forwarding::StoreAndForward => Some(Holder::new(cfg.hold)),
+            seq: Forwarder::new(cfg.forwarding, cfg.hold),
+            bufs: Buffers {
+                rx_bufs: (0..batch).map(|_| vec![0u8; RX_BUF]).collect(),
+                copy_headers: vec![[0u8; HEADER_LEN]; TX_QUEUE],
+                copies: Vec::with_capacity(TX_QUEUE),
+                released: Vec::new(),
+                spare: Vec::new(),
+                forwarded: stages.as_ref().map(|_| Vec::with_capacity(MAX_BATCH)),
             },
-            released: Vec::new(),
-            spare: Vec::new(),
             stages,
-            forwarded: Vec::with_capacity(MAX_BATCH),
         })
     }
 
@@ -514,8 +537,8 @@ impl SocketRelay {
         let now = unix_ms();
         self.control.tick(now);
         let _ = self.control.take_table_update();
-        if let Some(h) = &self.hold {
-            self.counters.set_hold(&h.stats());
+        if let Some(h) = self.seq.hold_stats() {
+            self.counters.set_hold(&h);
         }
         self.stats.core.publish(&self.counters);
         self.control.publish(&self.stats.control, now);
@@ -529,7 +552,10 @@ impl SocketRelay {
             return Ok(0);
         }
         let now_ms = unix_ms();
-        let clock = Dedup::clock(self.started.elapsed().as_nanos() as u64);
+        let now = Clocks {
+            dedup: Dedup::clock(self.started.elapsed().as_nanos() as u64),
+            hold: self.held_clock(),
+        };
         for i in 0..n {
             let (len, from) = self.rx_meta[i];
             self.counters.inc(Counter::RxPackets);
@@ -538,11 +564,9 @@ impl SocketRelay {
                 self.counters.drop(DropReason::UdpMalformed);
                 continue;
             };
-            self.datagram(io, i, len, from, now_ms, clock);
+            self.datagram(io, i, len, from, now_ms, now);
         }
-        self.flush_copies(&mut io.tx);
-        self.stamp_forwarded();
-        self.recycle_released();
+        self.end_of_poll(io);
         self.flush_outgoing(&mut io.tx);
         Ok(n)
     }
@@ -550,30 +574,41 @@ impl SocketRelay {
     /// Store-and-forward: releases the streams held past the timeout and sends them.
     fn expire_held(&mut self, io: &mut Mmsg) {
         let now = self.held_clock();
-        let Some(h) = self.hold.as_mut() else {
-            return;
+        let table: Arc<Table> = self.control.table().clone();
+        let mut sio = SocketIo {
+            bufs: &mut self.bufs,
+            control: &mut self.control,
+            socket: &self.socket,
+            tx: &mut io.tx,
         };
-        if h.expire(now) > 0 {
-            self.forward_released(io);
-            self.flush_copies(&mut io.tx);
-            self.stamp_forwarded();
-            self.recycle_released();
+        if self.seq.expire(&mut sio, &table, now, &mut self.counters) > 0 {
+            self.end_of_poll(io);
         }
+    }
+
+    /// After a poll's fan-out: the queued copies go out, the stage records are stamped, the
+    /// released datagrams go back to the spare buffers.
+    fn end_of_poll(&mut self, io: &mut Mmsg) {
+        self.bufs
+            .flush_copies(&self.socket, &mut io.tx, &mut self.counters);
+        self.stamp_forwarded();
+        self.bufs.recycle_released();
     }
 
     /// Stage records: the fragments fanned out since the last call were sent (the
     /// `sendmmsg` calls returned): one clock read stamps them all.
     fn stamp_forwarded(&mut self) {
-        if self.forwarded.is_empty() {
+        let (Some(s), Some(forwarded)) = (&mut self.stages, &mut self.bufs.forwarded) else {
+            return;
+        };
+        if forwarded.is_empty() {
             return;
         }
-        if let Some(s) = &mut self.stages {
-            let t = crate::stages::unix_ns();
-            for &(stream, bytes) in &self.forwarded {
-                s.fragment(t, stream, bytes);
-            }
+        let t = crate::ops::stages::unix_ns();
+        for &(stream, bytes) in forwarded.iter() {
+            s.fragment(t, stream, bytes);
         }
-        self.forwarded.clear();
+        forwarded.clear();
     }
 
     /// The holder's clock: ms since the relay started.
@@ -581,44 +616,17 @@ impl SocketRelay {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Fans out what the holder released, in order.
-    fn forward_released(&mut self, io: &mut Mmsg) {
-        let table: Arc<Table> = self.control.table().clone();
-        while let Some(d) = self.hold.as_mut().and_then(Holder::pop_ready) {
-            let p = Packet::new_unchecked(&d[..]);
-            let (sender, hops) = (p.sender(), p.hops());
-            let Some(from) = table.slot_of(sender) else {
-                // The sender left the table while its fragment was held.
-                self.counters.drop(DropReason::UnknownSender);
-                self.spare.push(d);
-                continue;
-            };
-            let end = d.len();
-            let j = self.released.len();
-            self.released.push(d);
-            self.fan_out(io, &table, Src::Released(j), end, from, hops);
-        }
-    }
-
-    /// Returns the released datagrams (all sent by now) to the spare buffers.
-    fn recycle_released(&mut self) {
-        for b in self.released.drain(..) {
-            if self.spare.len() < SPARE_BUFFERS {
-                self.spare.push(b);
-            }
-        }
-    }
-
     fn receive(&mut self, rx_headers: &mut MultiHeaders<SockaddrIn>) -> Result<usize, SocketError> {
         let SocketRelay {
             socket,
-            rx_bufs,
+            bufs,
             rx_meta,
             batch,
             ..
         } = self;
         rx_meta.clear();
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = rx_bufs
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+            .rx_bufs
             .iter_mut()
             .take(*batch)
             .map(|b| [IoSliceMut::new(&mut b[..])])
@@ -650,137 +658,38 @@ impl SocketRelay {
         len: usize,
         from: SocketAddrV4,
         now_ms: u64,
-        clock: u16,
+        now: Clocks,
     ) {
         let len = len.min(RX_BUF);
-        let dgram = &self.rx_bufs[i][..len];
+        let dgram = &self.bufs.rx_bufs[i][..len];
         match classify_datagram(dgram, from, self.local) {
             DatagramAction::Drop(r) => self.counters.drop(r),
             DatagramAction::Control => {
                 self.counters.inc(Counter::ToControl);
-                let dgram = &self.rx_bufs[i][..len];
+                let dgram = &self.bufs.rx_bufs[i][..len];
                 self.control
                     .handle(now_ms, Source::socket(from), dgram, &mut self.outgoing);
             }
-            DatagramAction::Fragment(info) => self.fragment(io, i, len, &info, clock),
-        }
-    }
-
-    fn fragment(&mut self, io: &mut Mmsg, i: usize, len: usize, info: &FragmentInfo, clock: u16) {
-        let table: Arc<Table> = self.control.table().clone();
-        let dgram = &self.rx_bufs[i][..len];
-        let Some(from) = admit_counted(&table, &self.dedup, dgram, info, clock, &mut self.counters)
-        else {
-            return;
-        };
-        let end = info.datagram_len;
-        self.control.record_fragment(&self.rx_bufs[i][..end]);
-        if self.hold.is_some() {
-            let now = self.held_clock();
-            let mut d = self.spare.pop().unwrap_or_default();
-            d.clear();
-            d.extend_from_slice(&self.rx_bufs[i][..end]);
-            let meta = info.hold_meta(end);
-            let straight = self.hold.as_mut().and_then(|h| h.offer(&meta, d, now));
-            match straight {
-                Some(d) => {
-                    // Its stream was released before: straight through, from the receive buffer.
-                    self.spare.push(d);
-                }
-                None => {
-                    self.forward_released(io);
-                    return;
-                }
-            }
-        }
-        self.fan_out(io, &table, Src::Rx(i), end, from, info.hops);
-    }
-
-    /// One fragment (`end` bytes of `src`, received with `hops_in`) to every destination of
-    /// the sender's slot `from`.
-    fn fan_out(
-        &mut self,
-        io: &mut Mmsg,
-        table: &Table,
-        src: Src,
-        end: usize,
-        from: usize,
-        hops_in: u8,
-    ) {
-        let hops = hops_in.saturating_add(1);
-        let node_id = table.local().node_id;
-        let mut queued = 0usize;
-        for (_, dest) in table.destinations(from) {
-            let Some(keys) = dest.spec.keys.as_ref() else {
-                continue;
-            };
-            if self.copies.len() == TX_QUEUE {
-                // Flushing sends what refers to earlier buffers of this batch; they stay valid.
-                self.flush_copies(&mut io.tx);
-            }
-            let slot = self.copies.len();
-            let h = &mut self.copy_headers[slot];
-            let bytes = match src {
-                Src::Rx(i) => &self.rx_bufs[i][..],
-                Src::Released(j) => &self.released[j][..],
-            };
-            h.copy_from_slice(&bytes[..HEADER_LEN]);
-            {
-                let mut p = Packet::new_unchecked(&mut h[..]);
-                p.set_sender(node_id);
-                p.set_hops(hops);
-            }
-            let _ = keys.send.sign_header(&mut h[..]);
-            self.copies.push(QueuedCopy {
-                header: slot,
-                buf: src,
-                start: HEADER_LEN,
-                end,
-                to: SockaddrIn::from(dest.spec.addr),
-            });
-            self.counters.inc(Counter::FanoutCopies);
-            queued += 1;
-        }
-        if self.stages.is_some() && queued > 0 {
-            let bytes = match src {
-                Src::Rx(i) => &self.rx_bufs[i][..end],
-                Src::Released(j) => &self.released[j][..end],
-            };
-            let stream = Packet::new_unchecked(bytes).stream();
-            // Consecutive fragments of one stream (a batch, a released stream) share an entry.
-            match self.forwarded.last_mut() {
-                Some((s, b)) if *s == stream => *b += end as u64,
-                _ => self.forwarded.push((stream, end as u64)),
-            }
-        }
-    }
-
-    fn flush_copies(&mut self, tx_headers: &mut MultiHeaders<SockaddrIn>) {
-        if self.copies.is_empty() {
-            return;
-        }
-        let SocketRelay {
-            socket,
-            copy_headers,
-            copies,
-            rx_bufs,
-            released,
-            counters,
-            ..
-        } = self;
-        let parts: Vec<[&[u8]; 2]> = copies
-            .iter()
-            .map(|c| {
-                let buf = match c.buf {
-                    Src::Rx(i) => &rx_bufs[i],
-                    Src::Released(j) => &released[j],
+            DatagramAction::Fragment(info) => {
+                let table: Arc<Table> = self.control.table().clone();
+                let mut sio = SocketIo {
+                    bufs: &mut self.bufs,
+                    control: &mut self.control,
+                    socket: &self.socket,
+                    tx: &mut io.tx,
                 };
-                [&copy_headers[c.header][..], &buf[c.start..c.end]]
-            })
-            .collect();
-        let addrs: Vec<Option<SockaddrIn>> = copies.iter().map(|c| Some(c.to)).collect();
-        send_all(socket, tx_headers, &parts, &addrs, counters);
-        copies.clear();
+                let frame = SocketFrame::Rx(i, len);
+                self.seq.fragment(
+                    &mut sio,
+                    &table,
+                    &self.dedup,
+                    frame,
+                    &info,
+                    now,
+                    &mut self.counters,
+                );
+            }
+        }
     }
 
     fn flush_outgoing(&mut self, tx_headers: &mut MultiHeaders<SockaddrIn>) {
@@ -800,6 +709,147 @@ impl SocketRelay {
             send_all(socket, tx_headers, &parts, &addrs, counters);
         }
         outgoing.clear();
+    }
+}
+
+impl Buffers {
+    /// Sends the queued copies (`sendmmsg`, [`send_all`]).
+    fn flush_copies(
+        &mut self,
+        socket: &UdpSocket,
+        tx_headers: &mut MultiHeaders<SockaddrIn>,
+        counters: &mut LocalCounters,
+    ) {
+        if self.copies.is_empty() {
+            return;
+        }
+        let Buffers {
+            copy_headers,
+            copies,
+            rx_bufs,
+            released,
+            ..
+        } = self;
+        let parts: Vec<[&[u8]; 2]> = copies
+            .iter()
+            .map(|c| {
+                let buf = match c.buf {
+                    Src::Rx(i) => &rx_bufs[i],
+                    Src::Released(j) => &released[j],
+                };
+                [&copy_headers[c.header][..], &buf[c.start..c.end]]
+            })
+            .collect();
+        let addrs: Vec<Option<SockaddrIn>> = copies.iter().map(|c| Some(c.to)).collect();
+        send_all(socket, tx_headers, &parts, &addrs, counters);
+        copies.clear();
+    }
+
+    /// Returns the released datagrams (all sent by now) to the spare buffers.
+    fn recycle_released(&mut self) {
+        for b in self.released.drain(..) {
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(b);
+            }
+        }
+    }
+}
+
+impl FanOut for SocketIo<'_> {
+    type Frame = SocketFrame;
+
+    fn bytes<'a>(&'a self, frame: &'a SocketFrame) -> &'a [u8] {
+        match frame {
+            SocketFrame::Rx(i, len) => &self.bufs.rx_bufs[*i][..*len],
+            SocketFrame::Held(d) => d,
+        }
+    }
+
+    fn keep(&mut self, frame: SocketFrame, info: &FragmentInfo) -> SocketFrame {
+        match frame {
+            SocketFrame::Rx(i, _) => {
+                let mut d = self.bufs.spare.pop().unwrap_or_default();
+                d.clear();
+                d.extend_from_slice(&self.bufs.rx_bufs[i][..info.datagram_len]);
+                SocketFrame::Held(d)
+            }
+            held => held,
+        }
+    }
+
+    fn held_bytes(&self, info: &FragmentInfo) -> usize {
+        info.datagram_len
+    }
+
+    fn payload_sum(&self, _: &SocketFrame, _: &FragmentInfo) -> u16 {
+        // The kernel writes the copies' UDP checksums.
+        0
+    }
+
+    /// Each copy is two iovecs: its own 36-byte Photon header ([`write_copy_photon`]) and the
+    /// payload slice of the buffer, shared by all copies. The fragment also goes into the
+    /// control path's repair cache.
+    fn fan_out(
+        &mut self,
+        frame: SocketFrame,
+        info: &FragmentInfo,
+        shared: &ForwardHeader,
+        from: usize,
+        table: &Table,
+        counters: &mut LocalCounters,
+    ) {
+        let end = info.datagram_len;
+        let src = match frame {
+            SocketFrame::Rx(i, _) => Src::Rx(i),
+            SocketFrame::Held(d) => {
+                self.bufs.released.push(d);
+                Src::Released(self.bufs.released.len() - 1)
+            }
+        };
+        {
+            let bytes = match src {
+                Src::Rx(i) => &self.bufs.rx_bufs[i][..end],
+                Src::Released(j) => &self.bufs.released[j][..end],
+            };
+            self.control.record_fragment(bytes);
+        }
+        let mut queued = 0usize;
+        for (_, dest) in table.destinations(from) {
+            if self.bufs.copies.len() == TX_QUEUE {
+                // Flushing sends what refers to earlier buffers of this batch; they stay valid.
+                self.bufs.flush_copies(self.socket, self.tx, counters);
+            }
+            let slot = self.bufs.copies.len();
+            if write_copy_photon(&mut self.bufs.copy_headers[slot], shared, dest).is_none() {
+                // No session with this destination (yet).
+                continue;
+            }
+            self.bufs.copies.push(QueuedCopy {
+                header: slot,
+                buf: src,
+                start: HEADER_LEN,
+                end,
+                to: SockaddrIn::from(dest.spec.addr),
+            });
+            counters.inc(Counter::FanoutCopies);
+            queued += 1;
+        }
+        if let Some(forwarded) = self.bufs.forwarded.as_mut().filter(|_| queued > 0) {
+            let stream = Packet::new_unchecked(shared.photon()).stream();
+            // Consecutive fragments of one stream (a batch, a released stream) share an entry.
+            match forwarded.last_mut() {
+                Some((s, b)) if *s == stream => *b += end as u64,
+                _ => forwarded.push((stream, end as u64)),
+            }
+        }
+    }
+
+    fn discard(&mut self, frame: SocketFrame) {
+        if let SocketFrame::Held(d) = frame {
+            if self.bufs.spare.len() < SPARE_BUFFERS {
+                self.bufs.spare.push(d);
+            }
+        }
     }
 }
 

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use photon_protocol::identity::Identity;
 use photon_relay::control::{
-    self, unix_ms, ArpResolver, Control, ControlCounter, ControlSettings, ControlShared,
+    unix_ms, ArpResolver, Control, ControlCounter, ControlSettings, ControlShared,
 };
-use photon_relay::dataplane::ControlLink;
-use photon_relay::table::{PeerKind, PeerSpec, Table};
+use photon_relay::dpdk::dataplane::ControlLink;
+use photon_relay::forward::table::{PeerKind, PeerSpec, Table};
 use ring::rand::SystemRandom;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -122,7 +122,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
     let payload: Vec<u8> = (0..700u32).map(|i| (i * 13 + 3) as u8).collect();
     let drops = std::thread::scope(|s| {
         let driver = s.spawn(|| {
-            control::dpdk::run(
+            photon_relay::dpdk::control_core::run(
                 &mut link,
                 &mut control,
                 &shared,
@@ -200,7 +200,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
                 RELAY_IP,
             ),
         );
-        let has_mac = |reader: &mut photon_relay::publish::Reader<Table>, mac: [u8; 6]| {
+        let has_mac = |reader: &mut photon_relay::forward::publish::Reader<Table>, mac: [u8; 6]| {
             reader.refresh();
             let t = reader.get();
             t.slot_of(7)
@@ -244,7 +244,10 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
         quit.store(true, Ordering::Relaxed);
         driver.join().unwrap()
     });
-    assert_eq!(drops, control::dpdk::DriverDrops::default());
+    assert_eq!(
+        drops,
+        photon_relay::dpdk::control_core::DriverDrops::default()
+    );
     assert!(control.counters().get(ControlCounter::ArpRequestsSent) >= 1);
     assert_eq!(control.counters().get(ControlCounter::ArpRepliesLearned), 2);
     assert_eq!(control.arp().unresolved().count(), 0);

@@ -1,4 +1,4 @@
-//! The DPDK control core (`control::dpdk::run`) on rte_rings: a registration frame from a data
+//! The DPDK control core (`photon_relay::dpdk::control_core::run`) on rte_rings: a registration frame from a data
 //! core's control ring is answered with a whole, checksummed Ethernet frame on the port ring,
 //! and the gateway appears in the table published to the data cores.
 
@@ -12,10 +12,10 @@ use common::{eal, local_spec, peer_addr, peer_mac, pool, udp_frame, unique, RELA
 use photon_dpdk::{MbufBatch, Ring};
 use photon_protocol::identity::{self, EphemeralKey, Identity};
 use photon_protocol::wire::{register_status, Message, Packet, Repr, MAX_DATAGRAM};
-use photon_relay::control::{self, unix_ms, Control, ControlSettings, ControlShared};
-use photon_relay::dataplane::ControlLink;
-use photon_relay::publish;
-use photon_relay::table::Table;
+use photon_relay::control::{unix_ms, Control, ControlSettings, ControlShared};
+use photon_relay::dpdk::dataplane::ControlLink;
+use photon_relay::forward::publish;
+use photon_relay::forward::table::Table;
 use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
 
@@ -71,7 +71,7 @@ fn registration_through_the_control_rings() {
     let mut out = MbufBatch::new();
     std::thread::scope(|s| {
         let driver = s.spawn(|| {
-            control::dpdk::run(
+            photon_relay::dpdk::control_core::run(
                 &mut link,
                 &mut control,
                 &shared,
@@ -86,7 +86,10 @@ fn registration_through_the_control_rings() {
         }
         quit.store(true, Ordering::Relaxed);
         let drops = driver.join().unwrap();
-        assert_eq!(drops, control::dpdk::DriverDrops::default());
+        assert_eq!(
+            drops,
+            photon_relay::dpdk::control_core::DriverDrops::default()
+        );
     });
 
     assert_eq!(out.len(), 1, "one ack frame");

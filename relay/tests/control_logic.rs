@@ -12,7 +12,7 @@ use photon_protocol::wire::{
     TxRequestRepr, MAX_DATAGRAM,
 };
 use photon_relay::control::{Control, ControlCounter, ControlSettings, Outgoing, Source};
-use photon_relay::table::LocalSpec;
+use photon_relay::forward::table::LocalSpec;
 use ring::rand::SystemRandom;
 
 const RELAY: u32 = 1;
@@ -670,7 +670,7 @@ fn tx_cache_is_bounded_in_bytes_and_can_be_disabled() {
 #[test]
 fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() {
     use photon_protocol::hopauth::HopKey;
-    use photon_relay::table::{PeerKind, PeerSpec};
+    use photon_relay::forward::table::{PeerKind, PeerSpec};
     const PEER: u32 = 2;
     let to_peer = HopKey::from_bytes(&[0x12; 16]);
     let from_peer = HopKey::from_bytes(&[0x21; 16]);
@@ -780,7 +780,7 @@ fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() 
 #[test]
 fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     use photon_relay::control::{ArpQuery, ArpResolver};
-    use photon_relay::table::{PeerKind, PeerSpec};
+    use photon_relay::forward::table::{PeerKind, PeerSpec};
     let settings = ControlSettings {
         first_gateway_node_id: 7,
         ..ControlSettings::default()

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use common::*;
 use photon_dpdk::{lcore, MbufBatch, Port, PortConfig, Ring, RxQueue, TxQueue};
-use photon_relay::counters::{CoreCounters, Counter, DropReason};
-use photon_relay::dedup::Dedup;
+use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
+use photon_relay::forward::dedup::Dedup;
+use photon_relay::forward::publish;
+use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
 use photon_relay::packet::FORWARD_HEADER_LEN;
-use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo};
-use photon_relay::publish;
 
 fn payload(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -447,7 +447,7 @@ fn table_published_between_bursts_takes_effect() {
 #[test]
 fn store_and_forward_holds_mbufs_until_the_stream_could_be_rebuilt() {
     use photon_protocol::wire::{FragmentKind, MessageType, Packet};
-    use photon_relay::hold::HoldLimits;
+    use photon_relay::forward::hold::HoldLimits;
     let mut h = Harness::store_and_forward(
         table(&[2, 3, 4]),
         HoldLimits {

@@ -16,14 +16,14 @@ use photon_protocol::identity::Identity;
 use photon_protocol::wire::{
     flags, FragmentKind, Message, Packet, RepairRequestRepr, Repr, MAX_DATAGRAM,
 };
-use photon_relay::control::{self, Control, ControlCounter, ControlSettings, ControlShared};
-use photon_relay::counters::{CoreCounters, Counter};
-use photon_relay::dataplane::ControlLink;
-use photon_relay::dedup::Dedup;
-use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo};
-use photon_relay::publish;
-use photon_relay::stages::StageLog;
-use photon_relay::table::Table;
+use photon_relay::control::{Control, ControlCounter, ControlSettings, ControlShared};
+use photon_relay::dpdk::dataplane::ControlLink;
+use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
+use photon_relay::forward::dedup::Dedup;
+use photon_relay::forward::publish;
+use photon_relay::forward::table::Table;
+use photon_relay::ops::counters::{CoreCounters, Counter};
+use photon_relay::ops::stages::StageLog;
 use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, Ipv4Packet, UdpPacket};
 
@@ -119,13 +119,13 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let stage_path = std::env::temp_dir().join(format!(
         "photon-relay-stages-dpdk-{}-{}.jsonl",
         std::process::id(),
-        photon_relay::stages::unix_ns()
+        photon_relay::ops::stages::unix_ns()
     ));
     let mut stages = StageLog::open(&stage_path, "relay1").unwrap();
-    let before = photon_relay::stages::unix_ns();
+    let before = photon_relay::ops::stages::unix_ns();
     let cached_in_use = std::thread::scope(|s| {
         let driver = s.spawn(|| {
-            control::dpdk::run_with_stages(
+            photon_relay::dpdk::control_core::run_with_stages(
                 &mut link,
                 &mut control,
                 &shared,
@@ -177,12 +177,15 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         assert_eq!(shared.get(ControlCounter::RepairServed), 1);
         ctl_quit.store(true, Ordering::Relaxed);
         let drops = driver.join().unwrap();
-        assert_eq!(drops, control::dpdk::DriverDrops::default());
+        assert_eq!(
+            drops,
+            photon_relay::dpdk::control_core::DriverDrops::default()
+        );
         cached_in_use
     });
     // The fragment's repair note carried its data core's poll TSC: one `relay` record for its stream, written
     // when the driver stopped (with the stream's `relay_last`).
-    let after = photon_relay::stages::unix_ns();
+    let after = photon_relay::ops::stages::unix_ns();
     drop(stages);
     let text = std::fs::read_to_string(&stage_path).unwrap();
     let _ = std::fs::remove_file(&stage_path);

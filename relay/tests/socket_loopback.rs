@@ -14,8 +14,8 @@ use photon_protocol::wire::{
     TxRequestRepr, MAX_DATAGRAM,
 };
 use photon_relay::control::{unix_ms, ControlCounter};
-use photon_relay::counters::{Counter, DropReason};
-use photon_relay::metrics::{render, MetricsServer};
+use photon_relay::ops::counters::{Counter, DropReason};
+use photon_relay::ops::metrics::{render, MetricsServer};
 use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
 use ring::rand::SystemRandom;
 
@@ -332,7 +332,7 @@ fn shard(kind: FragmentKind, stream: u64, index: u16, payload: &[u8]) -> Repr<'_
 #[test]
 fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     let mut cfg = SocketRelayConfig::loopback(RELAY);
-    cfg.forwarding = photon_relay::hold::Forwarding::StoreAndForward;
+    cfg.forwarding = photon_relay::forward::hold::Forwarding::StoreAndForward;
     cfg.hold.timeout = 400;
     let relay = start_relay_with(cfg);
     let addr = relay.addr();
@@ -448,7 +448,7 @@ fn stage_log_has_one_relay_line_per_forwarded_stream() {
     let addr = relay.addr();
     let gws = gateways(&relay, 2);
     let payload = vec![0x5au8; 600];
-    let before = photon_relay::stages::unix_ns();
+    let before = photon_relay::ops::stages::unix_ns();
     // Three fragments of stream 0x51, two of 0x52, interleaved; and a duplicate (not forwarded).
     for (stream, index) in [
         (0x51, 0),
@@ -468,7 +468,7 @@ fn stage_log_has_one_relay_line_per_forwarded_stream() {
         "the duplicate was not forwarded"
     );
     relay.stop().unwrap();
-    let after = photon_relay::stages::unix_ns();
+    let after = photon_relay::ops::stages::unix_ns();
 
     let text = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+#[cfg(feature = "dpdk")]
 use photon_dpdk::Mbuf;
 use photon_protocol::wire::{FragmentKind, Packet, HEADER_LEN, MAGIC, VERSION};
 
@@ -31,6 +32,7 @@ impl FragmentBuf for Vec<u8> {
     }
 }
 
+#[cfg(feature = "dpdk")]
 impl FragmentBuf for Mbuf {
     fn byte_len(&self) -> usize {
         self.pkt_len()
@@ -47,6 +49,7 @@ impl FragmentBuf for Mbuf {
 #[derive(Debug)]
 pub enum Stored {
     Bytes(Vec<u8>),
+    #[cfg(feature = "dpdk")]
     Mbuf(Mbuf),
 }
 
@@ -54,12 +57,14 @@ impl FragmentBuf for Stored {
     fn byte_len(&self) -> usize {
         match self {
             Stored::Bytes(b) => b.byte_len(),
+            #[cfg(feature = "dpdk")]
             Stored::Mbuf(m) => m.byte_len(),
         }
     }
     fn copy_to(&self, out: &mut Vec<u8>) {
         match self {
             Stored::Bytes(b) => b.copy_to(out),
+            #[cfg(feature = "dpdk")]
             Stored::Mbuf(m) => m.copy_to(out),
         }
     }
@@ -224,6 +229,7 @@ impl RepairCache<Stored> {
     /// Stores an mbuf chain whose first segment starts with the fragment's Photon header (as
     /// the DPDK data cores hand them over). Returns whether it was stored; if not, the chain
     /// is dropped (freed) here.
+    #[cfg(feature = "dpdk")]
     pub fn insert_mbuf(&mut self, m: Mbuf) -> bool {
         let Some(key) = Self::key_of_header(m.data()) else {
             return false;

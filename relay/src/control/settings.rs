@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use photon_protocol::shortid::{OnExhaustion, ShortIdRange};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::ops::config::ConfigError;
 
 /// An Ed25519 public key written as 64 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,10 +114,10 @@ impl ControlConfig {
         if self.expiry_keepalives == 0 {
             return Err(invalid("expiry_keepalives", "must be at least 1"));
         }
-        if self.max_gateways == 0 || self.max_gateways > crate::table::MAX_FANOUT {
+        if self.max_gateways == 0 || self.max_gateways > crate::forward::table::MAX_FANOUT {
             return Err(invalid(
                 "max_gateways",
-                format!("must be 1..={}", crate::table::MAX_FANOUT),
+                format!("must be 1..={}", crate::forward::table::MAX_FANOUT),
             ));
         }
         if self.first_gateway_node_id == 0 {

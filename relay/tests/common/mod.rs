@@ -11,12 +11,12 @@ use photon_dpdk::{
 };
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
-use photon_relay::counters::{CoreCounters, Counter, DropReason};
-use photon_relay::dedup::Dedup;
+use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
+use photon_relay::forward::dedup::Dedup;
+use photon_relay::forward::publish::{self, Publisher};
+use photon_relay::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
+use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
 use photon_relay::packet::HeaderTemplate;
-use photon_relay::pipeline::{Pipeline, PipelineParts, PortIo};
-use photon_relay::publish::{self, Publisher};
-use photon_relay::table::{LocalSpec, PeerKind, PeerSpec, Table};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
@@ -280,7 +280,10 @@ impl Harness {
     }
 
     /// A store-and-forward pipeline ([`Pipeline::with_hold`]; timeout in TSC ticks).
-    pub fn store_and_forward(table: Table, limits: photon_relay::hold::HoldLimits) -> Harness {
+    pub fn store_and_forward(
+        table: Table,
+        limits: photon_relay::forward::hold::HoldLimits,
+    ) -> Harness {
         Harness::build(table, 1024, 1024, 1024, Some(limits))
     }
 
@@ -289,7 +292,7 @@ impl Harness {
         rx_mbufs: u32,
         header_mbufs: u32,
         out_ring: u32,
-        hold: Option<photon_relay::hold::HoldLimits>,
+        hold: Option<photon_relay::forward::hold::HoldLimits>,
     ) -> Harness {
         let eal = eal();
         let rx_pool = pool(rx_mbufs, Mempool::DEFAULT_DATA_ROOM);

@@ -13,13 +13,13 @@ use photon_dpdk::{
     RxQueue, TxQueue,
 };
 
-use crate::config::Config;
-use crate::counters::{CoreCounters, LocalCounters};
-use crate::dedup::Dedup;
-use crate::hold::{Forwarding, HoldLimits};
-use crate::pipeline::{Pipeline, PipelineParts, PortIo, HELD_FRAGMENT_BYTES};
-use crate::publish::{self, Publisher};
-use crate::table::{LocalSpec, Table, TableError};
+use crate::dpdk::pipeline::{Pipeline, PipelineParts, PortIo, HELD_FRAGMENT_BYTES};
+use crate::forward::dedup::Dedup;
+use crate::forward::hold::{Forwarding, HoldLimits};
+use crate::forward::publish::{self, Publisher};
+use crate::forward::table::{LocalSpec, Table, TableError};
+use crate::ops::config::Config;
+use crate::ops::counters::{CoreCounters, LocalCounters};
 
 /// Slots of each ring carrying repair notes from a data core to the control core (which
 /// drains them every loop, at most 50 µs apart).
@@ -52,9 +52,9 @@ pub struct ControlLink {
     pub from_cores: Vec<RingConsumer>,
     /// Forwarded fragments for the repair cache, one SPSC ring per pipeline core (empty when
     /// `dataplane.repair_mbufs` is 0): mbuf chains of the Photon header and the shared
-    /// payload ([`crate::pipeline::Pipeline::with_repair_ring`]); give them to
+    /// payload ([`crate::dpdk::pipeline::Pipeline::with_repair_ring`]); give them to
     /// [`crate::control::Control::record_fragment_mbuf`] once the TSC stamp in front is taken
-    /// off ([`crate::control::dpdk`] does).
+    /// off ([`crate::dpdk::control_core`] does).
     pub repair_notes: Vec<RingConsumer>,
     /// TSC ticks per second (the EAL's measure): converts the notes' stamps.
     pub tsc_hz: u64,

@@ -116,12 +116,16 @@ impl Dedup {
         (tsc >> 20) as u16
     }
 
-    /// Prefetches the key's bucket (`rte_prefetch0` through `photon_dpdk::prefetch`), so that a
+    /// Prefetches the key's bucket (`rte_prefetch0` through `photon_dpdk::prefetch`; a no-op
+    /// without the `dpdk` feature), so that a
     /// burst's cache misses overlap before [`Dedup::check_insert`] needs them.
     #[inline]
     pub fn prefetch(&self, key: &FragmentKey) {
         let (b, _) = self.hashes(key);
+        #[cfg(feature = "dpdk")]
         photon_dpdk::prefetch(&self.buckets[b]);
+        #[cfg(not(feature = "dpdk"))]
+        let _ = b;
     }
 
     /// Records the key and says whether it was there already; `now` is [`Dedup::clock`].

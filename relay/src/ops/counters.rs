@@ -291,14 +291,14 @@ impl LocalCounters {
         self.values[c.index()]
     }
 
-    /// Sets a counter (for cumulative counts kept elsewhere, e.g. [`crate::hold::HoldStats`]).
+    /// Sets a counter (for cumulative counts kept elsewhere, e.g. [`crate::forward::hold::HoldStats`]).
     #[inline]
     pub fn set(&mut self, c: Counter, v: u64) {
         self.values[c.index()] = v;
     }
 
     /// Copies a holder's cumulative counts into the hold counters.
-    pub fn set_hold(&mut self, s: &crate::hold::HoldStats) {
+    pub fn set_hold(&mut self, s: &crate::forward::hold::HoldStats) {
         self.set(Counter::HoldHeld, s.held);
         self.set(Counter::HoldReleased, s.released);
         self.set(Counter::HoldStreamsComplete, s.streams_complete);
@@ -340,7 +340,7 @@ impl CoreCounters {
     }
 
     /// The table generation the core forwards with: once every core reports the generation
-    /// [`crate::publish::Publisher::publish`] returned, the new table is live everywhere (e.g.
+    /// [`crate::forward::publish::Publisher::publish`] returned, the new table is live everywhere (e.g.
     /// a registration can be acknowledged). Frames already received may still have used the
     /// previous table.
     pub fn table_generation(&self) -> u64 {

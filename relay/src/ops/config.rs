@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use serde::Deserialize;
 
-use crate::hold::{Forwarding, HoldLimits};
-use crate::table::{LocalSpec, PeerKind, PeerSpec};
+use crate::forward::hold::{Forwarding, HoldLimits};
+use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -122,13 +122,13 @@ pub struct Config {
     /// `[socket]`: the kernel-socket backend ([`crate::socket`]).
     #[serde(default)]
     pub socket: crate::socket::SocketConfig,
-    /// `[metrics]`: the Prometheus endpoint ([`crate::metrics`]).
+    /// `[metrics]`: the Prometheus endpoint ([`crate::ops::metrics`]).
     #[serde(default)]
-    pub metrics: crate::metrics::MetricsConfig,
-    /// `[log]`: log format and filter ([`crate::metrics`]).
+    pub metrics: crate::ops::metrics::MetricsConfig,
+    /// `[log]`: log format and filter ([`crate::ops::metrics`]).
     #[serde(default)]
-    pub log: crate::metrics::LogConfig,
-    /// `[perf]`: stage records for the propagation report ([`crate::stages`]).
+    pub log: crate::ops::metrics::LogConfig,
+    /// `[perf]`: stage records for the propagation report ([`crate::ops::stages`]).
     #[serde(default)]
     pub perf: PerfConfig,
 }
@@ -169,7 +169,7 @@ pub struct RelayConfig {
     pub main_core: usize,
     #[serde(default = "default_max_hops")]
     pub max_hops: u8,
-    /// `"cut-through"` (default) or `"store-and-forward"` (a baseline: [`crate::hold`]).
+    /// `"cut-through"` (default) or `"store-and-forward"` (a baseline: [`crate::forward::hold`]).
     #[serde(default)]
     pub forwarding: Forwarding,
     /// Store-and-forward only: streams held at once.
@@ -230,7 +230,7 @@ pub struct DataplaneConfig {
     /// much larger). Caps `control.repair_cache_fragments` on this backend; 0: no repair cache
     /// (repair requests are then all missed).
     pub repair_mbufs: u32,
-    /// After [`crate::pipeline::IDLE_POLLS`] empty RX polls in a row, a pipeline core sleeps
+    /// After [`crate::dpdk::pipeline::IDLE_POLLS`] empty RX polls in a row, a pipeline core sleeps
     /// this many µs after each further empty poll (l3fwd-power); 0: pure busy-polling.
     pub idle_sleep_us: u64,
 }
@@ -356,7 +356,7 @@ impl Config {
         self.socket.validate()?;
         self.log.validate()?;
         if let Some(name) = &self.perf.node_name {
-            if !crate::stages::valid_node_name(name) {
+            if !crate::ops::stages::valid_node_name(name) {
                 return Err(invalid(
                     "perf.node_name",
                     "must be non-empty, without quotes, backslashes or control characters",

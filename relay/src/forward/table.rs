@@ -2,7 +2,7 @@
 //!
 //! Immutable once built: the control path builds a new [`Table`] whenever a gateway registers,
 //! a keepalive shows a NAT rebinding, an ARP reply resolves a next hop or a peer relay's session
-//! is established, and publishes it with [`crate::publish::Publisher`]; data cores switch to it
+//! is established, and publishes it with [`crate::forward::publish::Publisher`]; data cores switch to it
 //! between bursts. Everything the data path needs per packet is precomputed here: the sender id
 //! → slot index (a sorted array, binary search, no hashing of attacker-chosen keys), each
 //! peer's header template with its partial checksums, its hop keys, and the fan-out list.

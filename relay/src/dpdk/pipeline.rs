@@ -5,7 +5,7 @@
 //! ~100 µs drain timer (TSC); counters kept in plain integers and published only in that timer
 //! branch; a quit flag checked once per iteration. Nothing here allocates, locks or logs per
 //! packet: the fan-out scratch vector is sized once for [`MAX_CHAINED`], header mbufs come from a
-//! pool, the table is switched by a generation check ([`crate::publish`]).
+//! pool, the table is switched by a generation check ([`crate::forward::publish`]).
 //!
 //! The pipeline is generic over where bursts come from and go to ([`RxSource`], [`TxSink`]):
 //! ethdev queues in the relay, `rte_ring`s in tests and in the benchmark's generator set-up.
@@ -21,16 +21,17 @@ use photon_dpdk::{
 };
 use photon_protocol::wire::HEADER_LEN;
 
-use crate::counters::{CoreCounters, Counter, DropReason, LocalCounters};
-use crate::dedup::Dedup;
-use crate::forward::{admit_counted, copy_header, copy_tags, write_copy, write_copy_tagged};
-use crate::hold::{HoldLimits, Holder};
+use crate::forward::dedup::Dedup;
+use crate::forward::hold::HoldLimits;
+use crate::forward::publish::Reader;
+use crate::forward::sequence::{Clocks, FanOut, Forwarder};
+use crate::forward::table::{Peer, Table};
+use crate::forward::{copy_tags, write_copy, write_copy_tagged};
+use crate::ops::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::packet::{
-    arp_reply_in_place, classify, icmp_echo_reply_in_place, payload_sum, Action, FragmentInfo,
-    FORWARD_HEADER_LEN,
+    arp_reply_in_place, classify, icmp_echo_reply_in_place, payload_sum, Action, ForwardHeader,
+    FragmentInfo, FORWARD_HEADER_LEN,
 };
-use crate::publish::Reader;
-use crate::table::{Peer, Table};
 
 /// Where a pipeline receives bursts from.
 pub trait RxSource: Send {
@@ -108,14 +109,29 @@ pub struct PipelineParts<R, T> {
 
 /// A per-core pipeline.
 pub struct Pipeline<R, T> {
-    ports: Vec<PortState<R, T>>,
-    header_pool: Mempool,
+    /// The buffers and I/O the forwarding sequence drives ([`FanOut`]).
+    io: DpdkIo<R, T>,
+    /// The forwarding sequence (cut-through, or store-and-forward with its holder).
+    seq: Forwarder<Mbuf>,
     table: Reader<Table>,
     dedup: Arc<Dedup>,
     to_control: RingProducer,
     ctl_buf: MbufBatch,
     counters: LocalCounters,
     published: Arc<CoreCounters>,
+    rx_batch: MbufBatch,
+    drain_tsc: u64,
+    /// The dedup table's coarse clock, read once per poll.
+    dedup_clock: u16,
+    /// Idle back-off of the run loop ([`Pipeline::with_idle_sleep`]).
+    idle: IdleBackoff,
+}
+
+/// The pipeline's side of the fan-out: its ports' TX buffers, the header pool, and the repair
+/// notes for the control core.
+struct DpdkIo<R, T> {
+    ports: Vec<PortState<R, T>>,
+    header_pool: Mempool,
     /// The copies of one [`Mempool::alloc_chained`] call and their ports (capacity
     /// [`MAX_CHAINED`], reused).
     copies: Vec<(Mbuf, usize)>,
@@ -123,15 +139,8 @@ pub struct Pipeline<R, T> {
     /// [`Pipeline::with_repair_ring`]), and the notes of the current burst.
     to_repair: Option<RingProducer>,
     repair_buf: MbufBatch,
-    rx_batch: MbufBatch,
-    drain_tsc: u64,
-    /// The dedup table's coarse clock, read once per poll.
-    dedup_clock: u16,
-    /// Store-and-forward only ([`Pipeline::with_hold`]): the holder, and the TSC of this poll.
-    hold: Option<Box<Holder<Held>>>,
+    /// The TSC of this poll (repair notes' stamp; the holder's clock).
     now_tsc: u64,
-    /// Idle back-off of the run loop ([`Pipeline::with_idle_sleep`]).
-    idle: IdleBackoff,
 }
 
 /// Empty RX polls in a row after which an idle-sleeping pipeline starts to sleep.
@@ -163,13 +172,6 @@ impl IdleBackoff {
     }
 }
 
-/// A fragment the store-and-forward holder keeps: the received mbuf, untouched, and what
-/// classification said about it.
-pub struct Held {
-    m: Mbuf,
-    info: FragmentInfo,
-}
-
 /// What one held fragment counts against `relay.hold_max_bytes` on this backend: the whole RX
 /// buffer it pins, not just its datagram.
 pub const HELD_FRAGMENT_BYTES: usize = Mempool::DEFAULT_DATA_ROOM as usize;
@@ -180,30 +182,32 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             .counters
             .set_table_generation(parts.table.generation());
         Pipeline {
-            ports: parts
-                .ports
-                .into_iter()
-                .map(|io| PortState {
-                    io,
-                    txbuf: MbufBatch::new(),
-                    tx_bytes: 0,
-                })
-                .collect(),
-            header_pool: parts.header_pool,
+            io: DpdkIo {
+                ports: parts
+                    .ports
+                    .into_iter()
+                    .map(|io| PortState {
+                        io,
+                        txbuf: MbufBatch::new(),
+                        tx_bytes: 0,
+                    })
+                    .collect(),
+                header_pool: parts.header_pool,
+                copies: Vec::with_capacity(MAX_CHAINED),
+                to_repair: None,
+                repair_buf: MbufBatch::new(),
+                now_tsc: 0,
+            },
+            seq: Forwarder::cut_through(),
             table: parts.table,
             dedup: parts.dedup,
             to_control: parts.to_control,
             ctl_buf: MbufBatch::new(),
             counters: LocalCounters::default(),
             published: parts.counters,
-            copies: Vec::with_capacity(MAX_CHAINED),
-            to_repair: None,
-            repair_buf: MbufBatch::new(),
             rx_batch: MbufBatch::new(),
             drain_tsc: parts.drain_tsc,
             dedup_clock: 0,
-            hold: None,
-            now_tsc: 0,
             idle: IdleBackoff::default(),
         }
     }
@@ -218,14 +222,14 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         self
     }
 
-    /// Store-and-forward ([`crate::hold`]): every admitted fragment is held until its stream
+    /// Store-and-forward ([`crate::forward::hold`], driven by [`Forwarder`]): every admitted fragment is held until its stream
     /// could be rebuilt, then fanned out exactly as cut-through would have. `limits.timeout` is
     /// in TSC ticks; each held fragment counts [`HELD_FRAGMENT_BYTES`] against
     /// `limits.max_bytes` and pins one RX-pool mbuf (size the pool for
-    /// `max_bytes / HELD_FRAGMENT_BYTES` more: [`crate::dataplane::DataPlane::start`] does).
+    /// `max_bytes / HELD_FRAGMENT_BYTES` more: [`crate::dpdk::dataplane::DataPlane::start`] does).
     /// Without this call the pipeline is cut-through: one `Option` check per admitted fragment.
     pub fn with_hold(mut self, limits: HoldLimits) -> Self {
-        self.hold = Some(Box::new(Holder::new(limits)));
+        self.seq = Forwarder::store_and_forward(limits);
         self
     }
 
@@ -233,12 +237,10 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// run loop calls it in its timer branch; no-op in cut-through). Returns the streams
     /// released.
     pub fn expire_held(&mut self, now_tsc: u64) -> usize {
-        let Some(h) = self.hold.as_mut() else {
-            return 0;
-        };
-        let n = h.expire(now_tsc);
+        let n = self
+            .seq
+            .expire(&mut self.io, self.table.get(), now_tsc, &mut self.counters);
         if n > 0 {
-            self.forward_released();
             self.flush_repair();
             self.flush_all();
         }
@@ -255,17 +257,17 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// them bounded ([`crate::control::RepairCache`]) and frees them on eviction, so each cached
     /// fragment holds one RX-pool and one header-pool mbuf: size both pools for
     /// `control.repair_cache_fragments` on top of the data path's needs
-    /// ([`crate::dataplane::DataPlane::start`] does). A fragment with a single destination then
+    /// ([`crate::dpdk::dataplane::DataPlane::start`] does). A fragment with a single destination then
     /// takes the chained path too (one header mbuf) instead of being rewritten in place. A full
     /// ring or an empty header pool costs the cache entry only (counted,
     /// `DropReason::RepairRingFull`), never the forwarding.
     ///
     /// The note's first segment starts with the TSC this core read at the start of the poll
     /// that forwarded the fragment ([`NOTE_STAMP_LEN`] bytes, native order), then the Photon
-    /// header: the control core takes the stamp off ([`crate::control::dpdk`]) for the stage
+    /// header: the control core takes the stamp off ([`crate::dpdk::control_core`]) for the stage
     /// records, so the data core reads no wall clock and writes no file.
     pub fn with_repair_ring(mut self, ring: RingProducer) -> Self {
-        self.to_repair = Some(ring);
+        self.io.to_repair = Some(ring);
         self
     }
 
@@ -309,13 +311,13 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             self.published.set_table_generation(self.table.generation());
         }
         self.dedup_clock = Dedup::clock(now_tsc);
-        self.now_tsc = now_tsc;
+        self.io.now_tsc = now_tsc;
         self.drain_control();
         let mut received = 0;
         let mut batch = std::mem::take(&mut self.rx_batch);
         let mut drained = true;
-        for port in 0..self.ports.len() {
-            let n = self.ports[port].io.rx.rx_burst(&mut batch);
+        for port in 0..self.io.ports.len() {
+            let n = self.io.ports[port].io.rx.rx_burst(&mut batch);
             if n > 0 {
                 received += n;
                 drained &= n < MAX_BURST;
@@ -334,28 +336,28 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// The timer branch: flush TX buffers and publish counters.
     pub fn housekeeping(&mut self) {
         self.flush_all();
-        if let Some(h) = &self.hold {
-            self.counters.set_hold(&h.stats());
+        if let Some(h) = self.seq.hold_stats() {
+            self.counters.set_hold(&h);
         }
         self.published.publish(&self.counters);
     }
 
     /// Flushes, frees what is left and publishes the final counters.
     pub fn shutdown(&mut self) {
-        if let Some(h) = self.hold.as_mut() {
-            // Held mbufs go back to the pool (the relay is stopping: nothing is sent any more).
-            h.clear();
-            self.counters.set_hold(&h.stats());
+        // Held mbufs go back to the pool (the relay is stopping: nothing is sent any more).
+        self.seq.clear();
+        if let Some(h) = self.seq.hold_stats() {
+            self.counters.set_hold(&h);
         }
         self.flush_all();
         self.flush_control();
         self.flush_repair();
-        for p in &mut self.ports {
+        for p in &mut self.io.ports {
             p.txbuf.clear();
             p.tx_bytes = 0;
         }
         self.ctl_buf.clear();
-        self.repair_buf.clear();
+        self.io.repair_buf.clear();
         self.published.publish(&self.counters);
     }
 
@@ -441,6 +443,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
     /// handled.
     fn copy_to_control(&mut self, frame: &[u8]) {
         let copy = self
+            .io
             .header_pool
             .alloc()
             .ok()
@@ -451,90 +454,151 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         }
     }
 
-    /// Admission, then (store-and-forward only) the hold, then the fan-out of one
-    /// authenticated, new fragment ([`Pipeline::fan_out`]).
-    ///
-    /// Zero-copy, as DPDK's ipv4_multicast: the received mbuf is cut down to the fragment's
-    /// payload and shared by refcount; each destination gets a fresh 78-byte header mbuf
-    /// chained in front of it. Per fragment, not per copy: the Photon header as sent and its
-    /// checksum part ([`crate::packet::ForwardHeader`]); the hop tags four keys at a time
-    /// ([`crate::forward::copy_tags`]); the header mbufs in one bulk allocation, chained with
-    /// one refcount update ([`Mempool::alloc_chained`], up to [`MAX_CHAINED`] per call). Why
-    /// not `rte_pktmbuf_clone` (ipv4_multicast's other branch): a clone allocates an indirect
-    /// mbuf per destination *and* still needs the header mbuf, two allocations instead of one;
-    /// chaining the direct payload segment itself is sound because every chain wants exactly
-    /// the same view of it (same data offset and length, `next` = NULL) and nobody writes it.
-    /// Why not copy: 1.2 KB per destination is the cost this design exists to avoid.
-    /// With a single destination the received buffer is rewritten in place (no allocation).
+    /// One classified fragment through the forwarding sequence ([`Forwarder::fragment`]:
+    /// admission, the hold of store-and-forward, the fan-out of [`DpdkIo`]).
+    #[inline]
     fn fragment(&mut self, m: Mbuf, info: &FragmentInfo) {
-        let Some(from) = admit_counted(
+        let now = Clocks {
+            dedup: self.dedup_clock,
+            hold: self.io.now_tsc,
+        };
+        self.seq.fragment(
+            &mut self.io,
             self.table.get(),
             &self.dedup,
-            m.data(),
+            m,
             info,
-            self.dedup_clock,
+            now,
             &mut self.counters,
-        ) else {
-            return;
-        };
-        if let Some(hold) = self.hold.as_mut() {
-            let meta = info.hold_meta(HELD_FRAGMENT_BYTES);
-            match hold.offer(&meta, Held { m, info: *info }, self.now_tsc) {
-                // Its stream was released before: straight through.
-                Some(h) => self.fan_out(h.m, &h.info, from),
-                None => self.forward_released(),
-            }
-            return;
-        }
-        self.fan_out(m, info, from);
+        );
     }
 
-    /// Fans out what the holder released, in order, with the current table.
-    fn forward_released(&mut self) {
-        while let Some(h) = self.hold.as_mut().and_then(|h| h.pop_ready()) {
-            let Some(from) = self.table.get().slot_of(h.info.sender) else {
-                // The sender left the table while its fragment was held.
-                self.counters.drop(DropReason::UnknownSender);
+    fn flush_repair(&mut self) {
+        self.io.flush_repair(&mut self.counters);
+    }
+
+    fn push_tx(&mut self, port: usize, m: Mbuf) {
+        let len = m.pkt_len();
+        push_tx(&mut self.io.ports[port], m, len, &mut self.counters);
+    }
+
+    fn flush_all(&mut self) {
+        for p in &mut self.io.ports {
+            flush(p, &mut self.counters);
+        }
+    }
+
+    fn flush_control(&mut self) {
+        if self.ctl_buf.is_empty() {
+            return;
+        }
+        let n = self.to_control.enqueue(&mut self.ctl_buf);
+        self.counters.add(Counter::ToControl, n as u64);
+        let lost = self.ctl_buf.len();
+        if lost > 0 {
+            self.counters
+                .add(Counter::Drop(DropReason::ControlFull), lost as u64);
+            self.ctl_buf.clear();
+        }
+    }
+
+    /// Frames the control path queued for sending (registration acks, key releases, ARP
+    /// requests, retransmissions) go out through this core's TX buffers.
+    fn drain_control(&mut self) {
+        let Pipeline { io, counters, .. } = self;
+        for p in io.ports.iter_mut() {
+            let idle = match p.io.from_control.as_ref() {
+                Some(ring) => ring.is_empty(),
+                None => true,
+            };
+            if idle {
+                continue;
+            }
+            if p.txbuf.is_full() {
+                flush(p, counters);
+            }
+            let Some(ring) = p.io.from_control.as_mut() else {
                 continue;
             };
-            self.fan_out(h.m, &h.info, from);
+            let before = p.txbuf.len();
+            let n = ring.dequeue(&mut p.txbuf);
+            p.tx_bytes += p
+                .txbuf
+                .iter()
+                .skip(before)
+                .map(Mbuf::pkt_len)
+                .sum::<usize>();
+            counters.add(Counter::FromControl, n as u64);
         }
     }
+}
 
-    /// The fan-out proper of an admitted fragment from the sender's slot `from` (see
-    /// [`Pipeline::fragment`]'s documentation).
+/// The DPDK side of the forwarding sequence.
+///
+/// Zero-copy, as DPDK's ipv4_multicast: the received mbuf is cut down to the fragment's
+/// payload and shared by refcount; each destination gets a fresh 78-byte header mbuf
+/// chained in front of it. Per fragment, not per copy: the Photon header as sent and its
+/// checksum part ([`crate::packet::ForwardHeader`]); the hop tags four keys at a time
+/// ([`crate::forward::copy_tags`]); the header mbufs in one bulk allocation, chained with
+/// one refcount update ([`Mempool::alloc_chained`], up to [`MAX_CHAINED`] per call). Why
+/// not `rte_pktmbuf_clone` (ipv4_multicast's other branch): a clone allocates an indirect
+/// mbuf per destination *and* still needs the header mbuf, two allocations instead of one;
+/// chaining the direct payload segment itself is sound because every chain wants exactly
+/// the same view of it (same data offset and length, `next` = NULL) and nobody writes it.
+/// Why not copy: 1.2 KB per destination is the cost this design exists to avoid.
+/// With a single destination the received buffer is rewritten in place (no allocation).
+impl<R: RxSource, T: TxSink> FanOut for DpdkIo<R, T> {
+    type Frame = Mbuf;
+
     #[inline]
-    fn fan_out(&mut self, mut m: Mbuf, info: &FragmentInfo, from: usize) {
+    fn bytes<'a>(&'a self, frame: &'a Mbuf) -> &'a [u8] {
+        frame.data()
+    }
+
+    #[inline]
+    fn keep(&mut self, frame: Mbuf, _: &FragmentInfo) -> Mbuf {
+        // The received mbuf itself is held, untouched.
+        frame
+    }
+
+    #[inline]
+    fn held_bytes(&self, _: &FragmentInfo) -> usize {
+        HELD_FRAGMENT_BYTES
+    }
+
+    #[inline]
+    fn payload_sum(&self, frame: &Mbuf, info: &FragmentInfo) -> u16 {
+        payload_sum(frame.data(), info)
+    }
+
+    #[inline]
+    fn fan_out(
+        &mut self,
+        mut m: Mbuf,
+        info: &FragmentInfo,
+        shared: &ForwardHeader,
+        from: usize,
+        table: &Table,
+        counters: &mut LocalCounters,
+    ) {
         if self.repair_buf.is_full() {
             // Released held fragments can exceed one burst's worth of repair notes.
-            self.flush_repair();
+            self.flush_repair(counters);
         }
-        let Pipeline {
+        let DpdkIo {
             ports,
             header_pool,
-            table,
-            counters,
             copies,
             to_repair,
             repair_buf,
             now_tsc,
-            ..
         } = self;
-        let table = table.get();
-        let psum = payload_sum(m.data(), info);
-        let mut photon_in = [0u8; HEADER_LEN];
-        photon_in.copy_from_slice(&m.data()[info.photon_offset..info.payload_offset()]);
         let n = table.destination_count(from);
         let payload_len = info.payload_len();
         let keep = usize::from(to_repair.is_some());
         if n + keep == 0 {
             return;
         }
-
-        let Some(shared) = copy_header(table, &photon_in, info, psum) else {
-            counters.drop(DropReason::PhotonMalformed);
-            return;
-        };
 
         if n == 1 && keep == 0 {
             let Some((_, dest)) = table.destinations(from).next() else {
@@ -547,7 +611,7 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             let ok = m.adj(cut).is_ok()
                 && m.trim(extra).is_ok()
                 && m.data_mut()
-                    .and_then(|d| write_copy(d, &shared, dest))
+                    .and_then(|d| write_copy(d, shared, dest))
                     .is_some();
             if ok {
                 counters.inc(Counter::FanoutCopies);
@@ -559,6 +623,15 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             return;
         }
 
+        // The Photon header as received, for the repair note (before the mbuf is cut).
+        let mut photon_in = [0u8; HEADER_LEN];
+        match m.data().get(info.photon_offset..info.payload_offset()) {
+            Some(h) => photon_in.copy_from_slice(h),
+            None => {
+                counters.drop(DropReason::PhotonMalformed);
+                return;
+            }
+        }
         let extra = m.data_len() - info.payload_offset() - payload_len;
         if m.adj(info.payload_offset()).is_err() || m.trim(extra).is_err() {
             counters.drop(DropReason::PhotonMalformed);
@@ -593,10 +666,10 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
                 *slot = Some(dest);
             }
             let mut tags = [0u64; MAX_CHAINED];
-            copy_tags(&shared, &batch[..chunk], &mut tags[..chunk]);
+            copy_tags(shared, &batch[..chunk], &mut tags[..chunk]);
             let write = |i: usize, buf: &mut [u8]| {
                 let dest = batch[i]?;
-                write_copy_tagged(buf, &shared, dest, tags[i]).map(|_| usize::from(dest.spec.port))
+                write_copy_tagged(buf, shared, dest, tags[i]).map(|_| usize::from(dest.spec.port))
             };
             if header_pool
                 .alloc_chained(FORWARD_HEADER_LEN, &payload, chunk, write, copies)
@@ -626,10 +699,12 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
         }
         // `payload` drops here: the reference this fragment arrived with.
     }
+}
 
+impl<R, T> DpdkIo<R, T> {
     /// The burst's repair notes to the control core, in one enqueue; what does not fit is
     /// freed (counted).
-    fn flush_repair(&mut self) {
+    fn flush_repair(&mut self, counters: &mut LocalCounters) {
         if self.repair_buf.is_empty() {
             return;
         }
@@ -638,69 +713,11 @@ impl<R: RxSource, T: TxSink> Pipeline<R, T> {
             return;
         };
         let n = ring.enqueue(&mut self.repair_buf);
-        self.counters.add(Counter::ToRepairCache, n as u64);
+        counters.add(Counter::ToRepairCache, n as u64);
         let lost = self.repair_buf.len();
         if lost > 0 {
-            self.counters
-                .add(Counter::Drop(DropReason::RepairRingFull), lost as u64);
+            counters.add(Counter::Drop(DropReason::RepairRingFull), lost as u64);
             self.repair_buf.clear();
-        }
-    }
-
-    fn push_tx(&mut self, port: usize, m: Mbuf) {
-        let len = m.pkt_len();
-        push_tx(&mut self.ports[port], m, len, &mut self.counters);
-    }
-
-    fn flush_all(&mut self) {
-        for p in &mut self.ports {
-            flush(p, &mut self.counters);
-        }
-    }
-
-    fn flush_control(&mut self) {
-        if self.ctl_buf.is_empty() {
-            return;
-        }
-        let n = self.to_control.enqueue(&mut self.ctl_buf);
-        self.counters.add(Counter::ToControl, n as u64);
-        let lost = self.ctl_buf.len();
-        if lost > 0 {
-            self.counters
-                .add(Counter::Drop(DropReason::ControlFull), lost as u64);
-            self.ctl_buf.clear();
-        }
-    }
-
-    /// Frames the control path queued for sending (registration acks, key releases, ARP
-    /// requests, retransmissions) go out through this core's TX buffers.
-    fn drain_control(&mut self) {
-        let Pipeline {
-            ports, counters, ..
-        } = self;
-        for p in ports.iter_mut() {
-            let idle = match p.io.from_control.as_ref() {
-                Some(ring) => ring.is_empty(),
-                None => true,
-            };
-            if idle {
-                continue;
-            }
-            if p.txbuf.is_full() {
-                flush(p, counters);
-            }
-            let Some(ring) = p.io.from_control.as_mut() else {
-                continue;
-            };
-            let before = p.txbuf.len();
-            let n = ring.dequeue(&mut p.txbuf);
-            p.tx_bytes += p
-                .txbuf
-                .iter()
-                .skip(before)
-                .map(Mbuf::pkt_len)
-                .sum::<usize>();
-            counters.add(Counter::FromControl, n as u64);
         }
     }
 }

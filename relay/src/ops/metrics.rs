@@ -1,6 +1,6 @@
 //! Operations: the Prometheus `/metrics` endpoint and the `[metrics]` / `[log]` settings.
 //!
-//! The counters live where they are counted (per data core in [`crate::counters`], the control
+//! The counters live where they are counted (per data core in [`crate::ops::counters`], the control
 //! path's in [`crate::control::ControlShared`]) and are published there in housekeeping; a
 //! scrape only reads those atomics and encodes them with `prometheus-client` (OpenMetrics text),
 //! so the data path never notices a scrape. The HTTP side is a tiny `std::net::TcpListener`
@@ -29,10 +29,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
 use crate::control::{ControlCounter, ControlShared};
-use crate::counters::{CoreCounters, Counter, DropReason};
-use crate::table::PeerKind;
+use crate::forward::table::PeerKind;
+use crate::ops::config::ConfigError;
+use crate::ops::counters::{CoreCounters, Counter, DropReason};
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +240,20 @@ pub struct MetricsServer {
 type RenderFn = dyn Fn() -> String + Send + Sync;
 
 impl MetricsServer {
+    /// [`MetricsServer::start`] on `cfg.listen` if `cfg.enabled` (and says where); `None` if
+    /// not.
+    pub fn start_if_enabled(
+        cfg: &MetricsConfig,
+        render: Arc<RenderFn>,
+    ) -> Result<Option<MetricsServer>, String> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let server = MetricsServer::start(cfg.listen, render).map_err(|e| e.to_string())?;
+        tracing::info!(listen = %server.local_addr(), "serving /metrics");
+        Ok(Some(server))
+    }
+
     /// Listens on `addr` (port 0: any free port) and answers each `GET /metrics` with
     /// `render()`.
     pub fn start(addr: SocketAddr, render: Arc<RenderFn>) -> Result<MetricsServer, MetricsError> {

@@ -1,16 +1,16 @@
 //! The control core of the DPDK backend: drives [`Control`] from the data cores' control rings
 //! ([`ControlLink`]) on its own thread (the EAL main lcore), publishes new forwarding tables to
-//! the running cores ([`crate::publish`]) and queues its answers as whole Ethernet frames on
+//! the running cores ([`crate::forward::publish`]) and queues its answers as whole Ethernet frames on
 //! the per-port rings that pipeline core 0 drains into its TX queues.
 //!
 //! Forwarded fragments arrive on [`ControlLink::repair_notes`] as refcounted mbuf chains, the
-//! data core's TSC stamp in front ([`crate::pipeline::NOTE_STAMP_LEN`]): the stamp is taken off
+//! data core's TSC stamp in front ([`crate::dpdk::pipeline::NOTE_STAMP_LEN`]): the stamp is taken off
 //! (for the stage records, [`run_with_stages`]) and the chain goes into the control path's
 //! repair cache as it is (zero-copy; evicting frees them); a repair
 //! answer is copied out of the cache into a control-pool frame (the control core is not the hot
 //! path, and the copy leaves the shared payload untouched for the copies still in TX queues).
 //!
-//! Next hops are resolved by ARP here ([`Control::arp_due`], [`super::arp`]): the requests are
+//! Next hops are resolved by ARP here ([`Control::arp_due`], [`crate::control::arp`]): the requests are
 //! queued on their port's ring like any control frame, and the ARP frames the data cores hand
 //! over (replies and gratuitous ARP, copies of requests to us) teach [`Control::learn_neighbour`]
 //! the MACs; a resolved next hop gives a new table, published like any other.
@@ -19,22 +19,20 @@
 //! destination, lengths and checksums filled in), so control frames and forwarded copies share
 //! one header code path.
 
-use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use photon_dpdk::MbufBatch;
 use photon_protocol::wire::{Packet, HEADER_LEN};
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 
-use super::{unix_ms, ArpQuery, Control, ControlShared, Outgoing, Source};
-use crate::dataplane::ControlLink;
+use crate::control::{unix_ms, ArpQuery, Control, ControlShared, Outgoing};
+use crate::dpdk::dataplane::ControlLink;
+use crate::dpdk::pipeline::NOTE_STAMP_LEN;
+use crate::ops::stages::{unix_ns, StageLog};
 use crate::packet::{
-    arp_sender, csum_data, emit_arp_request, write_forward_header, HeaderTemplate,
+    arp_sender, csum_data, emit_arp_request, parse_udp, write_forward_header, HeaderTemplate,
     FORWARD_HEADER_LEN,
 };
-use crate::pipeline::NOTE_STAMP_LEN;
-use crate::stages::{unix_ns, StageLog};
 
 /// Frames the control core could not queue or build.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,34 +69,6 @@ fn ticks_to_ns(ticks: u64, hz: u64) -> u64 {
         return 0;
     }
     (u128::from(ticks) * 1_000_000_000 / u128::from(hz)).min(u128::from(u64::MAX)) as u64
-}
-
-/// Where a received frame came from and its UDP payload (`None`: not IPv4/UDP).
-pub(crate) fn parse_frame<'a>(
-    frame: &'a [u8],
-    port_macs: &[[u8; 6]],
-) -> Option<(Source, &'a [u8])> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    if ip.next_header() != IpProtocol::Udp {
-        return None;
-    }
-    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
-    let port = port_macs
-        .iter()
-        .position(|m| *m == eth.dst_addr().0)
-        .unwrap_or(0) as u16;
-    let src = Source {
-        addr: SocketAddrV4::new(ip.src_addr(), udp.src_port()),
-        mac: eth.src_addr().0,
-        port,
-    };
-    let off = crate::packet::ETH_LEN + usize::from(ip.header_len()) + crate::packet::UDP_LEN;
-    let len = usize::from(udp.len()).checked_sub(crate::packet::UDP_LEN)?;
-    Some((src, frame.get(off..off + len)?))
 }
 
 /// Writes one outgoing datagram as a whole frame into an mbuf from the link's pool and queues
@@ -200,12 +170,12 @@ pub fn run(
     run_with_stages(link, control, shared, quit, tick, None)
 }
 
-/// [`run`], also writing stage records ([`crate::stages`]) for the forwarded fragments the data
+/// [`run`], also writing stage records ([`crate::ops::stages`]) for the forwarded fragments the data
 /// cores hand over for the repair cache. A fragment's time is the TSC its data core read at the
 /// start of the poll that forwarded it, converted here: one (TSC, wall clock) pair read per
 /// dequeued batch of notes, minus the ticks since the stamp (so the EAL's TSC frequency only
 /// scales that short lag, and the wall clock is read on this core only). The log is flushed
-/// every [`crate::stages::FLUSH_EVERY`] and finished when `quit` is seen, with a log line of
+/// every [`crate::ops::stages::FLUSH_EVERY`] and finished when `quit` is seen, with a log line of
 /// how long notes took to reach this core (the lag a control-core timestamp would have had).
 pub fn run_with_stages(
     link: &mut ControlLink,
@@ -262,7 +232,7 @@ pub fn run_with_stages(
             let n = link.from_cores[ring].dequeue(&mut batch);
             work += n;
             for m in batch.drain() {
-                match parse_frame(m.data(), &link.local.port_macs) {
+                match parse_udp(m.data(), &link.local.port_macs) {
                     Some((src, dgram)) => control.handle(now, src, dgram, &mut out),
                     None => match arp_sender(m.data()) {
                         Some((ip, mac)) => {
@@ -317,41 +287,11 @@ pub fn run_with_stages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{ETH_LEN, IPV4_LEN};
-    use std::net::Ipv4Addr;
 
     #[test]
     fn ticks_convert_to_ns() {
         assert_eq!(ticks_to_ns(2_500, 2_500_000_000), 1_000);
         assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX, "saturates");
         assert_eq!(ticks_to_ns(5, 0), 0);
-    }
-
-    #[test]
-    fn parse_frame_finds_source_and_payload() {
-        let t = HeaderTemplate::new(
-            [2, 0, 0, 0, 0, 9],
-            Ipv4Addr::new(10, 0, 0, 9),
-            5555,
-            [2, 0, 0, 0, 0, 1],
-            Ipv4Addr::new(10, 0, 0, 1),
-            4433,
-        );
-        let mut frame = t.bytes().to_vec();
-        frame.extend_from_slice(b"photon-datagram");
-        let total = (frame.len() - ETH_LEN) as u16;
-        frame[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total.to_be_bytes());
-        let udp_len = total - IPV4_LEN as u16;
-        frame[ETH_LEN + IPV4_LEN + 4..ETH_LEN + IPV4_LEN + 6]
-            .copy_from_slice(&udp_len.to_be_bytes());
-        let (src, payload) =
-            parse_frame(&frame, &[[2, 0, 0, 0, 0, 7], [2, 0, 0, 0, 0, 1]]).expect("a UDP frame");
-        assert_eq!(
-            src.addr,
-            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 5555)
-        );
-        assert_eq!(src.mac, [2, 0, 0, 0, 0, 9]);
-        assert_eq!(src.port, 1, "the port whose MAC it was sent to");
-        assert_eq!(payload, b"photon-datagram");
     }
 }
