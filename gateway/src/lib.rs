@@ -2,7 +2,7 @@
 //!
 //! - [`node`]: the Bitcoin P2P peer to the local node (sans-IO `NodePeer`, TCP driver).
 //! - [`core`]: the network side as a sans-IO state machine ([`core::Gateway`]).
-//! - [`udp`]: batched UDP I/O (recvmmsg/sendmmsg) and the receive-buffer arena.
+//! - `udp`: batched UDP I/O, the `photon-udp` crate.
 //! - [`driver`]: the thread that joins node connection, core and socket.
 //! - [`config`]: the TOML configuration; [`metrics`]: Prometheus `/metrics`.
 #![forbid(unsafe_code)]
@@ -12,4 +12,5 @@ pub mod driver;
 pub mod fuzzing;
 pub mod metrics;
 pub mod node;
-pub mod udp;
+// Batched UDP, shared with the relay's socket backend.
+pub use photon_udp as udp;

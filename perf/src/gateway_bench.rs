@@ -3,7 +3,7 @@
 //!
 //! 1. `recv_from`, plain sender: one datagram per system call (the baseline).
 //! 2. `recvmmsg`, plain sender: the gateway's batched receiver without GRO
-//!    (`photon_gateway::udp::BatchRecv::new`, up to `--batch` datagrams per call).
+//!    (`photon_udp::BatchRecv::new`, up to `--batch` datagrams per call).
 //! 3. `recvmmsg`+GRO, GSO sender: the gateway's receiver with `UDP_GRO`
 //!    (`BatchRecv::with_gro`, as the gateway runs) against a sender that sends runs of
 //!    `--size`-byte segments in one `sendmsg` with `UDP_SEGMENT` (up to 64 per call, within
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use photon_gateway::udp::{send_segments, Arena, BatchRecv, BatchSend};
+use photon_udp::{send_segments, Arena, BatchRecv, BatchSend};
 use photon_protocol::wire::{self, FragmentKind, FragmentRepr, Packet};
 
 #[derive(clap::Args, Debug)]
@@ -104,7 +104,7 @@ fn measure(args: &Args, receiver: Receiver, gso: bool) -> Result<Outcome, String
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
     if args.recv_buffer_kb > 0 {
-        photon_gateway::udp::set_recv_buffer(&rx, args.recv_buffer_kb * 1024)
+        photon_udp::set_recv_buffer(&rx, args.recv_buffer_kb * 1024)
             .map_err(|e| format!("receive buffer: {e}"))?;
     }
     let dst = rx.local_addr().map_err(|e| e.to_string())?;

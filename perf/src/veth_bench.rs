@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use photon_gateway::udp::BatchSend;
+use photon_udp::BatchSend;
 use photon_protocol::hopauth::HopKey;
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HEADER_LEN};
 

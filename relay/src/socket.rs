@@ -26,18 +26,15 @@
 //! Limits of this backend (documented, measured elsewhere): one core; a registration costs an
 //! Ed25519 verification and signature in the forwarding thread (tens of µs).
 
-use std::io::{IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
 use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::wire::{Packet, HEADER_LEN, MAX_DATAGRAM};
+use photon_udp::{Arena, BatchRecv, Datagram, GatherSend, SendReport};
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 
@@ -54,8 +51,6 @@ use crate::packet::{classify_photon, ForwardHeader, FragmentInfo, UdpPlace};
 
 /// Largest receive batch.
 pub const MAX_BATCH: usize = 64;
-/// Receive buffer size: larger than any Photon datagram, so a longer one is seen as such.
-const RX_BUF: usize = 2048;
 /// Messages per `sendmmsg` call (the send queue flushes when full).
 const TX_QUEUE: usize = 256;
 
@@ -225,7 +220,7 @@ pub enum SocketError {
     #[error("forwarding table: {0}")]
     Table(#[from] TableError),
     #[error("receive failed: {0}")]
-    Recv(Errno),
+    Recv(std::io::Error),
     #[error("cannot start the relay thread: {0}")]
     Spawn(std::io::Error),
     #[error("the relay thread panicked")]
@@ -286,11 +281,11 @@ enum Src {
     Released(usize),
 }
 
-/// A fragment as the forwarding sequence sees it on this backend: a receive buffer (slot,
-/// received length), or a datagram copied out of one to be held (store-and-forward).
+/// A fragment as the forwarding sequence sees it on this backend: the poll's `i`-th received
+/// datagram, or a datagram copied out of one to be held (store-and-forward).
 #[derive(Debug)]
 pub enum SocketFrame {
-    Rx(usize, usize),
+    Rx(usize),
     Held(Vec<u8>),
 }
 
@@ -304,7 +299,7 @@ struct QueuedCopy {
     buf: Src,
     start: usize,
     end: usize,
-    to: SockaddrIn,
+    to: SocketAddr,
 }
 
 /// A relay on a kernel UDP socket. See the module documentation.
@@ -318,7 +313,6 @@ pub struct SocketRelay {
     batch: usize,
     tick: Duration,
     started: Instant,
-    rx_meta: Vec<(usize, Option<SocketAddrV4>)>,
     outgoing: Vec<Outgoing>,
     /// The forwarding sequence (cut-through, or store-and-forward with its holder).
     seq: Forwarder<SocketFrame>,
@@ -330,7 +324,6 @@ pub struct SocketRelay {
 
 /// The buffers the fan-out works on.
 struct Buffers {
-    rx_bufs: Vec<Vec<u8>>,
     copy_headers: Vec<[u8; HEADER_LEN]>,
     copies: Vec<QueuedCopy>,
     /// Store-and-forward only: datagrams the holder released this poll, spare buffers.
@@ -345,7 +338,10 @@ struct SocketIo<'a> {
     bufs: &'a mut Buffers,
     control: &'a mut Control,
     socket: &'a UdpSocket,
-    tx: &'a mut MultiHeaders<SockaddrIn>,
+    /// This poll's received datagrams (in the receiver's arena), and the sender.
+    rx: &'a BatchRecv,
+    got: &'a [Datagram],
+    tx: &'a mut GatherSend,
 }
 
 impl std::fmt::Debug for SocketRelay {
@@ -441,11 +437,9 @@ impl SocketRelay {
             batch,
             tick: cfg.tick,
             started: Instant::now(),
-            rx_meta: Vec::with_capacity(batch),
             outgoing: Vec::new(),
             seq: Forwarder::new(cfg.forwarding, cfg.hold),
             bufs: Buffers {
-                rx_bufs: (0..batch).map(|_| vec![0u8; RX_BUF]).collect(),
                 copy_headers: vec![[0u8; HEADER_LEN]; TX_QUEUE],
                 copies: Vec::with_capacity(TX_QUEUE),
                 released: Vec::new(),
@@ -486,8 +480,9 @@ impl SocketRelay {
     pub fn run(&mut self, quit: &AtomicBool) -> Result<(), SocketError> {
         // The mmsghdr arrays hold raw pointers (not `Send`): they live on the running thread.
         let mut io = Mmsg {
-            rx: MultiHeaders::preallocate(self.batch, None),
-            tx: MultiHeaders::preallocate(TX_QUEUE, None),
+            rx: BatchRecv::new(Arena::new(), self.batch),
+            got: Vec::with_capacity(self.batch),
+            tx: GatherSend::new(TX_QUEUE),
         };
         let mut last_tick = Instant::now();
         self.housekeeping();
@@ -547,7 +542,7 @@ impl SocketRelay {
     /// One receive batch (waits up to the housekeeping period for the first datagram),
     /// processed to completion and sent. Returns the datagrams received.
     fn poll(&mut self, io: &mut Mmsg) -> Result<usize, SocketError> {
-        let n = self.receive(&mut io.rx)?;
+        let n = self.receive(io)?;
         if n == 0 {
             return Ok(0);
         }
@@ -557,14 +552,14 @@ impl SocketRelay {
             hold: self.held_clock(),
         };
         for i in 0..n {
-            let (len, from) = self.rx_meta[i];
+            let d = io.got[i];
             self.counters.inc(Counter::RxPackets);
-            self.counters.add(Counter::RxBytes, len as u64);
-            let Some(from) = from else {
+            self.counters.add(Counter::RxBytes, d.len as u64);
+            let SocketAddr::V4(from) = d.from else {
                 self.counters.drop(DropReason::UdpMalformed);
                 continue;
             };
-            self.datagram(io, i, len, from, now_ms, now);
+            self.datagram(io, i, from, now_ms, now);
         }
         self.end_of_poll(io);
         self.flush_outgoing(&mut io.tx);
@@ -575,10 +570,13 @@ impl SocketRelay {
     fn expire_held(&mut self, io: &mut Mmsg) {
         let now = self.held_clock();
         let table: Arc<Table> = self.control.table().clone();
+        // Nothing received is referred to: released frames are held copies.
         let mut sio = SocketIo {
             bufs: &mut self.bufs,
             control: &mut self.control,
             socket: &self.socket,
+            rx: &io.rx,
+            got: &[],
             tx: &mut io.tx,
         };
         if self.seq.expire(&mut sio, &table, now, &mut self.counters) > 0 {
@@ -589,8 +587,9 @@ impl SocketRelay {
     /// After a poll's fan-out: the queued copies go out, the stage records are stamped, the
     /// released datagrams go back to the spare buffers.
     fn end_of_poll(&mut self, io: &mut Mmsg) {
+        let got = &io.got[..];
         self.bufs
-            .flush_copies(&self.socket, &mut io.tx, &mut self.counters);
+            .flush_copies(&self.socket, &mut io.tx, &io.rx, got, &mut self.counters);
         self.stamp_forwarded();
         self.bufs.recycle_released();
     }
@@ -616,57 +615,34 @@ impl SocketRelay {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn receive(&mut self, rx_headers: &mut MultiHeaders<SockaddrIn>) -> Result<usize, SocketError> {
-        let SocketRelay {
-            socket,
-            bufs,
-            rx_meta,
-            batch,
-            ..
-        } = self;
-        rx_meta.clear();
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-            .rx_bufs
-            .iter_mut()
-            .take(*batch)
-            .map(|b| [IoSliceMut::new(&mut b[..])])
-            .collect();
-        match recvmmsg(
-            socket.as_raw_fd(),
-            rx_headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_WAITFORONE,
-            None,
-        ) {
-            Ok(results) => {
-                for m in results {
-                    rx_meta.push((m.bytes, m.address.map(SocketAddrV4::from)));
-                }
-                Ok(rx_meta.len())
-            }
-            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+    /// One `recvmmsg` into the receiver's arena (waits up to the read timeout).
+    fn receive(&mut self, io: &mut Mmsg) -> Result<usize, SocketError> {
+        match io.rx.recv_into(&self.socket, &mut io.got) {
+            Ok(n) => Ok(n),
             // ICMP errors from earlier sends surface here on some kernels: not fatal.
-            Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => Ok(0),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(errno) if [
+                        nix::errno::Errno::ECONNREFUSED as i32,
+                        nix::errno::Errno::EHOSTUNREACH as i32,
+                        nix::errno::Errno::ENETUNREACH as i32,
+                    ]
+                    .contains(&errno)
+                ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(SocketError::Recv(e)),
         }
     }
 
-    fn datagram(
-        &mut self,
-        io: &mut Mmsg,
-        i: usize,
-        len: usize,
-        from: SocketAddrV4,
-        now_ms: u64,
-        now: Clocks,
-    ) {
-        let len = len.min(RX_BUF);
-        let dgram = &self.bufs.rx_bufs[i][..len];
+    fn datagram(&mut self, io: &mut Mmsg, i: usize, from: SocketAddrV4, now_ms: u64, now: Clocks) {
+        let dgram = io.rx.data(&io.got[i]);
         match classify_datagram(dgram, from, self.local) {
             DatagramAction::Drop(r) => self.counters.drop(r),
             DatagramAction::Control => {
                 self.counters.inc(Counter::ToControl);
-                let dgram = &self.bufs.rx_bufs[i][..len];
                 self.control
                     .handle(now_ms, Source::socket(from), dgram, &mut self.outgoing);
             }
@@ -676,9 +652,11 @@ impl SocketRelay {
                     bufs: &mut self.bufs,
                     control: &mut self.control,
                     socket: &self.socket,
+                    rx: &io.rx,
+                    got: &io.got,
                     tx: &mut io.tx,
                 };
-                let frame = SocketFrame::Rx(i, len);
+                let frame = SocketFrame::Rx(i);
                 self.seq.fragment(
                     &mut sio,
                     &table,
@@ -692,7 +670,7 @@ impl SocketRelay {
         }
     }
 
-    fn flush_outgoing(&mut self, tx_headers: &mut MultiHeaders<SockaddrIn>) {
+    fn flush_outgoing(&mut self, tx: &mut GatherSend) {
         if self.outgoing.is_empty() {
             return;
         }
@@ -704,20 +682,21 @@ impl SocketRelay {
         } = self;
         for chunk in outgoing.chunks(TX_QUEUE) {
             let parts: Vec<[&[u8]; 2]> = chunk.iter().map(|o| [&o.datagram[..], &[][..]]).collect();
-            let addrs: Vec<Option<SockaddrIn>> =
-                chunk.iter().map(|o| Some(SockaddrIn::from(o.to))).collect();
-            send_all(socket, tx_headers, &parts, &addrs, counters);
+            let addrs: Vec<SocketAddr> = chunk.iter().map(|o| SocketAddr::V4(o.to)).collect();
+            count_sent(tx.send(socket, &parts, &addrs), counters);
         }
         outgoing.clear();
     }
 }
 
 impl Buffers {
-    /// Sends the queued copies (`sendmmsg`, [`send_all`]).
+    /// Sends the queued copies (gather `sendmmsg`: header and shared payload).
     fn flush_copies(
         &mut self,
         socket: &UdpSocket,
-        tx_headers: &mut MultiHeaders<SockaddrIn>,
+        tx: &mut GatherSend,
+        rx: &BatchRecv,
+        got: &[Datagram],
         counters: &mut LocalCounters,
     ) {
         if self.copies.is_empty() {
@@ -726,7 +705,6 @@ impl Buffers {
         let Buffers {
             copy_headers,
             copies,
-            rx_bufs,
             released,
             ..
         } = self;
@@ -734,14 +712,17 @@ impl Buffers {
             .iter()
             .map(|c| {
                 let buf = match c.buf {
-                    Src::Rx(i) => &rx_bufs[i],
-                    Src::Released(j) => &released[j],
+                    Src::Rx(i) => got.get(i).map_or(&[][..], |d| rx.data(d)),
+                    Src::Released(j) => &released[j][..],
                 };
-                [&copy_headers[c.header][..], &buf[c.start..c.end]]
+                [
+                    &copy_headers[c.header][..],
+                    buf.get(c.start..c.end).unwrap_or(&[]),
+                ]
             })
             .collect();
-        let addrs: Vec<Option<SockaddrIn>> = copies.iter().map(|c| Some(c.to)).collect();
-        send_all(socket, tx_headers, &parts, &addrs, counters);
+        let addrs: Vec<SocketAddr> = copies.iter().map(|c| c.to).collect();
+        count_sent(tx.send(socket, &parts, &addrs), counters);
         copies.clear();
     }
 
@@ -760,17 +741,18 @@ impl FanOut for SocketIo<'_> {
 
     fn bytes<'a>(&'a self, frame: &'a SocketFrame) -> &'a [u8] {
         match frame {
-            SocketFrame::Rx(i, len) => &self.bufs.rx_bufs[*i][..*len],
+            SocketFrame::Rx(i) => self.got.get(*i).map_or(&[][..], |d| self.rx.data(d)),
             SocketFrame::Held(d) => d,
         }
     }
 
     fn keep(&mut self, frame: SocketFrame, info: &FragmentInfo) -> SocketFrame {
         match frame {
-            SocketFrame::Rx(i, _) => {
+            SocketFrame::Rx(i) => {
                 let mut d = self.bufs.spare.pop().unwrap_or_default();
                 d.clear();
-                d.extend_from_slice(&self.bufs.rx_bufs[i][..info.datagram_len]);
+                let bytes = self.got.get(i).map_or(&[][..], |g| self.rx.data(g));
+                d.extend_from_slice(bytes.get(..info.datagram_len).unwrap_or(bytes));
                 SocketFrame::Held(d)
             }
             held => held,
@@ -800,7 +782,7 @@ impl FanOut for SocketIo<'_> {
     ) {
         let end = info.datagram_len;
         let src = match frame {
-            SocketFrame::Rx(i, _) => Src::Rx(i),
+            SocketFrame::Rx(i) => Src::Rx(i),
             SocketFrame::Held(d) => {
                 self.bufs.released.push(d);
                 Src::Released(self.bufs.released.len() - 1)
@@ -808,16 +790,18 @@ impl FanOut for SocketIo<'_> {
         };
         {
             let bytes = match src {
-                Src::Rx(i) => &self.bufs.rx_bufs[i][..end],
-                Src::Released(j) => &self.bufs.released[j][..end],
+                Src::Rx(i) => self.got.get(i).map_or(&[][..], |d| self.rx.data(d)),
+                Src::Released(j) => &self.bufs.released[j][..],
             };
-            self.control.record_fragment(bytes);
+            self.control
+                .record_fragment(bytes.get(..end).unwrap_or(bytes));
         }
         let mut queued = 0usize;
         for (_, dest) in table.destinations(from) {
             if self.bufs.copies.len() == TX_QUEUE {
                 // Flushing sends what refers to earlier buffers of this batch; they stay valid.
-                self.bufs.flush_copies(self.socket, self.tx, counters);
+                self.bufs
+                    .flush_copies(self.socket, self.tx, self.rx, self.got, counters);
             }
             let slot = self.bufs.copies.len();
             if write_copy_photon(&mut self.bufs.copy_headers[slot], shared, dest).is_none() {
@@ -829,7 +813,7 @@ impl FanOut for SocketIo<'_> {
                 buf: src,
                 start: HEADER_LEN,
                 end,
-                to: SockaddrIn::from(dest.spec.addr),
+                to: SocketAddr::V4(dest.spec.addr),
             });
             counters.inc(Counter::FanoutCopies);
             queued += 1;
@@ -853,59 +837,20 @@ impl FanOut for SocketIo<'_> {
     }
 }
 
-/// `sendmmsg` until every message (`parts[i]` gathered, to `addrs[i]`) went or failed; a
-/// message the kernel refuses (the first of a call) is counted as `drop_tx_full` and skipped.
-fn send_all(
-    socket: &UdpSocket,
-    headers: &mut MultiHeaders<SockaddrIn>,
-    parts: &[[&[u8]; 2]],
-    addrs: &[Option<SockaddrIn>],
-    counters: &mut LocalCounters,
-) {
-    let mut at = 0;
-    let mut retries = 0;
-    while at < parts.len() {
-        // nix ties the headers' borrow to the iovecs' lifetime: build them per call.
-        let iovs: Vec<[IoSlice<'_>; 2]> = parts[at..]
-            .iter()
-            .map(|[a, b]| [IoSlice::new(a), IoSlice::new(b)])
-            .collect();
-        let res = sendmmsg(
-            socket.as_raw_fd(),
-            headers,
-            &iovs,
-            &addrs[at..],
-            [],
-            MsgFlags::empty(),
-        )
-        .map(|r| r.count());
-        match res {
-            Ok(sent) => {
-                counters.add(Counter::TxPackets, sent as u64);
-                let bytes: usize = parts[at..at + sent]
-                    .iter()
-                    .map(|[a, b]| a.len() + b.len())
-                    .sum();
-                counters.add(Counter::TxBytes, bytes as u64);
-                at += sent;
-                if sent == 0 {
-                    counters.drop(DropReason::TxFull);
-                    at += 1;
-                }
-            }
-            Err(Errno::EINTR) if retries < 3 => retries += 1,
-            Err(_) => {
-                counters.drop(DropReason::TxFull);
-                at += 1;
-            }
-        }
-    }
+/// Counts what a gather send did: a message the kernel refused as `drop_tx_full`.
+fn count_sent(r: SendReport, counters: &mut LocalCounters) {
+    counters.add(Counter::TxPackets, r.sent as u64);
+    counters.add(Counter::TxBytes, r.bytes as u64);
+    counters.add(Counter::Drop(DropReason::TxFull), r.refused as u64);
 }
 
-/// The preallocated `mmsghdr` arrays of one running relay.
+/// The batched I/O of one running relay: the receiver (its arena and `mmsghdr` array), this
+/// poll's datagrams, the gather sender. They hold raw pointers (not `Send`): they live on the
+/// running thread.
 struct Mmsg {
-    rx: MultiHeaders<SockaddrIn>,
-    tx: MultiHeaders<SockaddrIn>,
+    rx: BatchRecv,
+    got: Vec<Datagram>,
+    tx: GatherSend,
 }
 
 /// A socket relay running on its own thread. Dropping it stops the thread.

@@ -1,5 +1,6 @@
-//! Batched UDP I/O: `recvmmsg`/`sendmmsg` through `nix`'s safe API, and the receive-buffer
-//! arena (on a hugepage where the system has one free, else normal pages, logged).
+//! Batched UDP I/O for the gateway and the relay's socket backend: `recvmmsg`/`sendmmsg`
+//! through `nix`'s safe API, GRO/GSO, gather sends, and the receive-buffer arena (on a hugepage
+//! where the system has one free, else normal pages, logged).
 //!
 //! One `recvmmsg` fills up to [`MAX_BATCH`] slots of the arena and returns at the first
 //! datagram (`MSG_WAITFORONE`), so a busy socket is drained in bursts of one system call each
@@ -115,6 +116,13 @@ impl Arena {
         }
     }
 
+    fn bytes(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Huge(b) => b.as_flattened(),
+            Storage::Normal(v) => v.as_slice(),
+        }
+    }
+
     fn bytes_mut(&mut self) -> &mut [u8] {
         match &mut self.storage {
             Storage::Huge(b) => b.as_flattened_mut(),
@@ -173,6 +181,10 @@ pub struct BatchRecv {
     /// Coalesced buffers dropped because their segment size did not arrive (control data
     /// cut short): counted, not guessed at.
     pub gro_lost: u64,
+    /// Buffers that came without a source address (not IPv4/IPv6): dropped, counted.
+    pub no_address: u64,
+    /// Reused by [`BatchRecv::recv`] (allocated once).
+    scratch: Vec<Datagram>,
 }
 
 impl BatchRecv {
@@ -189,6 +201,8 @@ impl BatchRecv {
             messages: 0,
             datagrams: 0,
             gro_lost: 0,
+            no_address: 0,
+            scratch: Vec::with_capacity(2048),
         }
     }
 
@@ -240,6 +254,20 @@ impl BatchRecv {
         sock: &UdpSocket,
         mut f: impl FnMut(SocketAddr, &[u8]),
     ) -> io::Result<usize> {
+        let mut got = std::mem::take(&mut self.scratch);
+        let n = self.recv_into(sock, &mut got);
+        for d in &got {
+            f(d.from, self.data(d));
+        }
+        self.scratch = got;
+        n
+    }
+
+    /// [`BatchRecv::recv`] without a callback: the datagrams' places in the arena go to `out`
+    /// (cleared first), read with [`BatchRecv::data`] until the next receive call. Returns how
+    /// many.
+    pub fn recv_into(&mut self, sock: &UdpSocket, out: &mut Vec<Datagram>) -> io::Result<usize> {
+        out.clear();
         let fd = sock.as_raw_fd();
         let batch = self.batch;
         let (slot, slots) = if self.gro {
@@ -310,30 +338,137 @@ impl BatchRecv {
         self.stale_cmsg |= stale;
         self.cursor += batch;
         self.messages += n as u64;
-        let mut delivered = 0usize;
         let mut lost_count = 0u64;
-        let bytes = self.arena.bytes_mut();
         for (i, &(len, from, seg, lost)) in got[..n].iter().enumerate() {
             let at = (first + i) * slot;
-            let data = &bytes[at..at + len.min(slot)];
-            let Some(from) = from else { continue };
-            if seg > 0 && data.len() > seg {
-                for d in data.chunks(seg) {
-                    f(from, d);
-                    delivered += 1;
+            let len = len.min(slot);
+            let Some(from) = from else {
+                self.no_address += 1;
+                continue;
+            };
+            if seg > 0 && len > seg {
+                let mut off = 0;
+                while off < len {
+                    let l = seg.min(len - off);
+                    out.push(Datagram {
+                        from,
+                        at: at + off,
+                        len: l,
+                    });
+                    off += l;
                 }
-            } else if lost && data.len() > photon_protocol::wire::MAX_DATAGRAM {
+            } else if lost && len > photon_protocol::wire::MAX_DATAGRAM {
                 // Longer than any one datagram and no segment size: a coalesced buffer
                 // that cannot be split safely.
                 lost_count += 1;
             } else {
-                f(from, data);
-                delivered += 1;
+                out.push(Datagram { from, at, len });
             }
         }
         self.gro_lost += lost_count;
-        self.datagrams += delivered as u64;
-        Ok(delivered)
+        self.datagrams += out.len() as u64;
+        Ok(out.len())
+    }
+
+    /// The bytes of a datagram the last [`BatchRecv::recv_into`] returned (empty for one that
+    /// is not in the arena).
+    #[inline]
+    pub fn data(&self, d: &Datagram) -> &[u8] {
+        self.arena.bytes().get(d.at..d.at + d.len).unwrap_or(&[])
+    }
+}
+
+/// Where one received datagram is: its source and its place in the arena
+/// ([`BatchRecv::data`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub from: SocketAddr,
+    at: usize,
+    pub len: usize,
+}
+
+/// What one [`GatherSend::send`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Messages the kernel took, and their bytes.
+    pub sent: usize,
+    pub bytes: usize,
+    /// Messages it refused (each skipped, not retried).
+    pub refused: usize,
+}
+
+/// Gather sends for zero-copy fan-out: each message is two parts (its own header, a payload
+/// it may share with other messages) to its own address, `sendmmsg` after `sendmmsg` until
+/// every message went or was refused (a message the kernel refuses, the first of a call, is
+/// skipped). The `mmsghdr` array is allocated once; the iovecs once per call (nix ties their
+/// borrow to the call).
+pub struct GatherSend {
+    headers: MultiHeaders<SockaddrStorage>,
+    addrs: Vec<Option<SockaddrStorage>>,
+    capacity: usize,
+}
+
+impl GatherSend {
+    /// At most `capacity` messages per system call.
+    pub fn new(capacity: usize) -> GatherSend {
+        let capacity = capacity.max(1);
+        GatherSend {
+            headers: MultiHeaders::preallocate(capacity, None),
+            addrs: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Sends message `i` = `parts[i][0]` then `parts[i][1]`, to `to[i]`.
+    pub fn send(
+        &mut self,
+        sock: &UdpSocket,
+        parts: &[[&[u8]; 2]],
+        to: &[SocketAddr],
+    ) -> SendReport {
+        let mut report = SendReport::default();
+        let mut at = 0;
+        let mut retries = 0;
+        let n = parts.len().min(to.len());
+        while at < n {
+            let end = n.min(at + self.capacity);
+            let iovs: Vec<[IoSlice<'_>; 2]> = parts[at..end]
+                .iter()
+                .map(|[a, b]| [IoSlice::new(a), IoSlice::new(b)])
+                .collect();
+            self.addrs.clear();
+            self.addrs
+                .extend(to[at..end].iter().map(|a| Some(SockaddrStorage::from(*a))));
+            let res = sendmmsg(
+                sock.as_raw_fd(),
+                &mut self.headers,
+                &iovs,
+                &self.addrs,
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|r| r.count());
+            match res {
+                Ok(sent) => {
+                    report.sent += sent;
+                    report.bytes += parts[at..at + sent]
+                        .iter()
+                        .map(|[a, b]| a.len() + b.len())
+                        .sum::<usize>();
+                    at += sent;
+                    if sent == 0 {
+                        report.refused += 1;
+                        at += 1;
+                    }
+                }
+                Err(Errno::EINTR) if retries < 3 => retries += 1,
+                Err(_) => {
+                    report.refused += 1;
+                    at += 1;
+                }
+            }
+        }
+        report
     }
 }
 
