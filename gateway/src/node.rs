@@ -26,7 +26,6 @@
 pub mod codec;
 pub mod pow;
 
-mod bounded;
 mod driver;
 mod peer;
 

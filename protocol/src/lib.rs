@@ -13,6 +13,7 @@ pub mod wire;
 // §3 forward error correction; §4.1 block integrity; §7 sender and assembler state machines.
 pub mod assembler;
 pub mod fec;
+pub mod fifo;
 pub mod integrity;
 pub mod sender;
 

@@ -67,7 +67,6 @@
 
 pub mod arp;
 mod cache;
-mod recent;
 mod settings;
 mod txcache;
 
@@ -76,6 +75,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use photon_protocol::fifo::FifoMap;
 use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
 use photon_protocol::shortid::ShortIdAllocator;
@@ -88,7 +88,6 @@ use ring::rand::SecureRandom;
 pub use crate::packet::Source;
 pub use arp::{ArpQuery, ArpResolver, ArpStats, WantError};
 pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
-pub use recent::FifoMap;
 pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
 pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
 

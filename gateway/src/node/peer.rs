@@ -22,12 +22,12 @@ use photon_protocol::chain::{Bitcoin, ChainAdapter};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::bounded::{FifoMap, FifoSet};
 use super::codec::{encode_message, FrameDecoder, FrameError};
 use super::pow::{check_pow, pow_limit};
 use super::{
     NodeConfig, NodeError, NodeEvent, NodeStats, PeerInfo, MIN_PEER_VERSION, PROTOCOL_VERSION,
 };
+use photon_protocol::fifo::{FifoMap, FifoSet};
 
 /// Which side opened the TCP connection. The opener sends `version` first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +131,8 @@ impl NodePeer {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let our_nonce = rng.next_u64();
-        let tx_cache = FifoMap::new(KNOWN_TXS, config.tx_cache_bytes);
-        let block_cache = FifoMap::new(config.block_cache_len, usize::MAX);
+        let tx_cache = FifoMap::weighted(KNOWN_TXS, config.tx_cache_bytes);
+        let block_cache = FifoMap::new(config.block_cache_len);
         let mut peer = NodePeer {
             magic,
             role,
@@ -312,7 +312,7 @@ impl NodePeer {
         }
         self.check_send_buffer()?;
         let size = tx.total_size();
-        for (_, old) in self.tx_cache.insert(ids.wtxid, tx, size) {
+        for (_, old) in self.tx_cache.insert_weighted(ids.wtxid, tx, size) {
             self.tx_by_txid.remove(&old.compute_txid().to_byte_array());
         }
         if self.tx_cache.contains(&ids.wtxid) {
@@ -402,7 +402,7 @@ impl NodePeer {
     fn remember_block(&mut self, hash: BlockHash, block: Block) {
         self.node_knows_block.insert(hash);
         self.blocks_seen.insert(hash);
-        self.block_cache.insert(hash, block, 0);
+        self.block_cache.insert(hash, block);
     }
 
     fn queued(&self) -> usize {

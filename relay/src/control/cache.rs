@@ -8,10 +8,9 @@
 //! buffer, shared by refcount with the forwarded copies (zero-copy; evicting frees it). The
 //! control path keeps both in one cache as [`Stored`].
 
-use std::collections::{HashMap, VecDeque};
-
 #[cfg(feature = "dpdk")]
 use photon_dpdk::Mbuf;
+use photon_protocol::fifo::FifoMap;
 use photon_protocol::wire::{FragmentKind, Packet, HEADER_LEN, MAGIC, VERSION};
 
 /// What a repair cache can hold: a fragment datagram, possibly in segments.
@@ -78,14 +77,10 @@ pub struct CacheKey {
     pub index: u16,
 }
 
-/// A bounded FIFO of fragments.
+/// A bounded FIFO of fragments ([`FifoMap`], weighted by bytes).
 #[derive(Debug)]
 pub struct RepairCache<B> {
-    map: HashMap<CacheKey, B>,
-    order: VecDeque<CacheKey>,
-    max_fragments: usize,
-    max_bytes: usize,
-    bytes: usize,
+    fifo: FifoMap<CacheKey, B>,
     evicted: u64,
 }
 
@@ -93,11 +88,7 @@ impl<B: FragmentBuf> RepairCache<B> {
     /// A cache of at most `max_fragments` fragments and `max_bytes` bytes (each at least 1).
     pub fn new(max_fragments: usize, max_bytes: usize) -> Self {
         RepairCache {
-            map: HashMap::with_capacity(max_fragments.min(1 << 16)),
-            order: VecDeque::with_capacity(max_fragments.min(1 << 16)),
-            max_fragments: max_fragments.max(1),
-            max_bytes: max_bytes.max(1),
-            bytes: 0,
+            fifo: FifoMap::weighted(max_fragments, max_bytes.max(1)),
             evicted: 0,
         }
     }
@@ -134,15 +125,11 @@ impl<B: FragmentBuf> RepairCache<B> {
     /// reuse, if any was evicted.
     pub fn make_room(&mut self, len: usize) -> Option<B> {
         let mut spare = None;
-        while !self.order.is_empty()
-            && (self.map.len() >= self.max_fragments || self.bytes + len > self.max_bytes)
-        {
-            if let Some(old) = self.order.pop_front().and_then(|k| self.map.remove(&k)) {
-                self.bytes -= old.byte_len();
-                self.evicted += 1;
-                spare = Some(old);
-            }
-        }
+        let evicted = &mut self.evicted;
+        self.fifo.make_room(len, |_, old| {
+            *evicted += 1;
+            spare = Some(old);
+        });
         spare
     }
 
@@ -150,42 +137,44 @@ impl<B: FragmentBuf> RepairCache<B> {
     /// the one that was forwarded). Returns the buffer back if it was not stored.
     pub fn insert(&mut self, key: CacheKey, buf: B) -> Option<B> {
         let len = buf.byte_len();
-        if self.map.contains_key(&key) || len > self.max_bytes {
+        if self.fifo.contains(&key) || len > self.fifo.max_weight() {
             return Some(buf);
         }
-        let spare = self.make_room(len);
-        drop(spare);
-        self.bytes += len;
-        self.order.push_back(key);
-        self.map.insert(key, buf);
+        drop(self.make_room(len));
+        self.fifo.insert_weighted_with(key, buf, len, |_, _| {});
         None
     }
 
     pub fn get(&self, key: &CacheKey) -> Option<&B> {
-        self.map.get(key)
+        self.fifo.get(key)
     }
 
     pub fn contains(&self, key: &CacheKey) -> bool {
-        self.map.contains_key(key)
+        self.fifo.contains(key)
     }
 
     /// Fragments held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.fifo.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.fifo.is_empty()
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.fifo.weight()
     }
 
     /// Fragments evicted so far to stay within the bounds.
     pub fn evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// Whether `len` bytes could be cached at all.
+    fn fits(&self, len: usize) -> bool {
+        len <= self.fifo.max_weight()
     }
 }
 
@@ -196,7 +185,7 @@ impl RepairCache<Vec<u8>> {
         let Some(key) = Self::key_of(datagram) else {
             return false;
         };
-        if self.map.contains_key(&key) || datagram.len() > self.max_bytes {
+        if self.contains(&key) || !self.fits(datagram.len()) {
             return false;
         }
         let mut buf = self.make_room(datagram.len()).unwrap_or_default();
@@ -214,7 +203,7 @@ impl RepairCache<Stored> {
         let Some(key) = Self::key_of(datagram) else {
             return false;
         };
-        if self.map.contains_key(&key) || datagram.len() > self.max_bytes {
+        if self.contains(&key) || !self.fits(datagram.len()) {
             return false;
         }
         let mut buf = match self.make_room(datagram.len()) {

@@ -35,7 +35,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::control::FifoMap;
+use photon_protocol::fifo::FifoMap;
 
 /// The stage of a stream's first forwarded fragment (`report::STAGES`).
 pub const STAGE_RELAY: &str = "relay";
