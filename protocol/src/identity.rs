@@ -37,9 +37,47 @@ pub enum IdentityError {
     Mismatch,
 }
 
-/// An Ed25519 public key.
+/// An Ed25519 public key. Written (`Display`) and read (`FromStr`, serde) as 64 lowercase
+/// hex digits, as `keygen` prints it and configs list it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; 32]);
+
+/// A public key that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid public key {0:?}: expected 64 hex digits (32 bytes)")]
+pub struct ParsePublicKeyError(pub String);
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = ParsePublicKeyError;
+    fn from_str(s: &str) -> Result<PublicKey, ParsePublicKeyError> {
+        let bad = || ParsePublicKeyError(s.chars().take(80).collect());
+        let t = s.trim();
+        if t.len() != 64 || !t.is_ascii() {
+            return Err(bad());
+        }
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(PublicKey(k))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl PublicKey {
     /// Verifies an Ed25519 signature over `msg`.
@@ -241,6 +279,31 @@ pub fn verify_register_ack(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn public_keys_are_written_and_read_as_64_hex_digits() {
+        let k = PublicKey(std::array::from_fn(|i| (i * 9) as u8));
+        let hex = k.to_string();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.starts_with("0009121b"), "{hex}");
+        assert_eq!(hex.parse::<PublicKey>(), Ok(k));
+        assert_eq!(hex.to_uppercase().parse::<PublicKey>(), Ok(k));
+        assert_eq!(
+            format!(" {hex}\n").parse::<PublicKey>(),
+            Ok(k),
+            "surrounding space"
+        );
+        for bad in [
+            "",
+            "00",
+            &hex[..63],
+            &format!("{hex}0"),
+            &hex.replace('0', "g"),
+        ] {
+            let e = bad.parse::<PublicKey>().unwrap_err();
+            assert!(e.to_string().contains("64 hex digits"), "{e}");
+        }
+    }
+
     use super::*;
     use crate::wire::{register_status, HEADER_LEN};
     use ring::rand::SystemRandom;

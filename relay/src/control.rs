@@ -88,7 +88,7 @@ use ring::rand::SecureRandom;
 pub use crate::packet::Source;
 pub use arp::{ArpQuery, ArpResolver, ArpStats, WantError};
 pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
-pub use settings::{hex32, ControlConfig, ControlSettings, PublicKeyHex};
+pub use settings::{ControlConfig, ControlSettings};
 pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
 
 use crate::forward::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
@@ -484,7 +484,7 @@ impl Control {
             node_id,
             kind: PeerKind::Gateway,
             addr: g.addr,
-            identity: hex32(&g.identity.0),
+            identity: g.identity.to_string(),
             idle_ms: now_ms.saturating_sub(g.last_seen_ms),
         });
         relays.chain(gws).collect()

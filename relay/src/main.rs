@@ -18,12 +18,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use photon_protocol::identity::Identity;
-use photon_relay::control::hex32;
 use photon_relay::ops::config::Config;
 use photon_relay::ops::counters::Counter;
-use photon_relay::ops::metrics::{render, LogFormat, MetricsServer};
+use photon_relay::ops::metrics::{self, render};
 use photon_relay::socket::{SocketRelay, SocketRelayConfig};
-use ring::rand::SystemRandom;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,46 +79,13 @@ fn main() -> ExitCode {
 }
 
 fn keygen(out: &Path, force: bool) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let id = Identity::generate(&SystemRandom::new())
-        .map_err(|e| format!("cannot generate a key: {e}"))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).mode(0o600);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    let mut f = opts.open(out).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            format!(
-                "{} exists: pass --force to overwrite it (the old identity is lost)",
-                out.display()
-            )
-        } else {
-            format!("cannot create {}: {e}", out.display())
-        }
-    })?;
-    f.write_all(id.to_pkcs8_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    println!("{}", hex32(&id.public_key().0));
+    let key = photon_ops::keys::keygen(out, force)?;
+    println!("{key}");
     Ok(())
 }
 
 fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: logs redirected to files stay plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    photon_ops::log::init(&cfg.log.level, cfg.log.format);
 }
 
 /// The identity file, relative to the config file's folder when relative.
@@ -137,20 +102,7 @@ fn load_identity(cfg: &Config, config_path: &Path) -> Result<Identity, String> {
     } else {
         path.clone()
     };
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "control.identity_file {}: {e} (create it with `photon-relay keygen --out {}`)",
-            path.display(),
-            path.display()
-        )
-    })?;
-    // The key bytes are never logged or printed; only whether they parsed.
-    Identity::from_pkcs8_bytes(&bytes).map_err(|e| {
-        format!(
-            "control.identity_file {}: {e} (expected the file `photon-relay keygen` writes)",
-            path.display()
-        )
-    })
+    photon_ops::keys::load(&path, "control.identity_file", "photon-relay")
 }
 
 fn quit_on_signals() -> Result<Arc<AtomicBool>, String> {
@@ -171,7 +123,7 @@ fn run(config_path: &Path, backend: Backend) -> Result<(), String> {
         config = %config_path.display(),
         backend = ?backend,
         node_id = cfg.relay.node_id,
-        public_key = %hex32(&identity.public_key().0),
+        public_key = %identity.public_key(),
         "photon-relay starting"
     );
     match backend {
@@ -190,7 +142,7 @@ fn run_socket(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(),
     let mut relay = SocketRelay::bind(sc, identity).map_err(|e| e.to_string())?;
     let stats = relay.stats();
     let s = stats.clone();
-    let metrics = MetricsServer::start_if_enabled(
+    let metrics = metrics::serve(
         &cfg.metrics,
         Arc::new(move || render(std::slice::from_ref(&s.core), Some(&s.control))),
     )?;

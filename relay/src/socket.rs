@@ -36,7 +36,6 @@ use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::wire::{Packet, HEADER_LEN, MAX_DATAGRAM};
 use photon_udp::{Arena, BatchRecv, Datagram, GatherSend, SendReport};
 use ring::rand::SystemRandom;
-use serde::Deserialize;
 
 use crate::control::{unix_ms, Control, ControlSettings, ControlShared, Outgoing, Source};
 use crate::forward::dedup::Dedup;
@@ -44,6 +43,7 @@ use crate::forward::hold::{Forwarding, HoldLimits};
 use crate::forward::sequence::{Clocks, FanOut, Forwarder};
 use crate::forward::table::{LocalSpec, PeerSpec, Table, TableError};
 use crate::forward::write_copy_photon;
+pub use crate::ops::config::SocketConfig;
 use crate::ops::config::{Config, ConfigError};
 use crate::ops::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::ops::stages::StageLog;
@@ -53,53 +53,6 @@ use crate::packet::{classify_photon, ForwardHeader, FragmentInfo, UdpPlace};
 pub const MAX_BATCH: usize = 64;
 /// Messages per `sendmmsg` call (the send queue flushes when full).
 const TX_QUEUE: usize = 256;
-
-/// `[socket]`: the kernel-socket backend (`photon-relay run --backend socket`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SocketConfig {
-    /// Address to bind; default `0.0.0.0:<relay.udp_port>`.
-    pub bind: Option<SocketAddrV4>,
-    /// Datagrams per `recvmmsg` (1..=64).
-    pub batch: usize,
-    /// Housekeeping period in ms: counters published, gateways expired, receive timeout.
-    pub tick_ms: u64,
-    /// SO_RCVBUF / SO_SNDBUF in bytes (the kernel doubles and caps them); default: the
-    /// system's.
-    pub recv_buffer: Option<usize>,
-    pub send_buffer: Option<usize>,
-}
-
-impl Default for SocketConfig {
-    fn default() -> Self {
-        SocketConfig {
-            bind: None,
-            batch: 32,
-            tick_ms: 100,
-            recv_buffer: None,
-            send_buffer: None,
-        }
-    }
-}
-
-impl SocketConfig {
-    /// Checks; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(ConfigError::Invalid {
-                key: "socket.batch".into(),
-                message: format!("{} is not in 1..={MAX_BATCH}", self.batch),
-            });
-        }
-        if self.tick_ms == 0 || self.tick_ms > 10_000 {
-            return Err(ConfigError::Invalid {
-                key: "socket.tick_ms".into(),
-                message: format!("{} is not in 1..=10000", self.tick_ms),
-            });
-        }
-        Ok(())
-    }
-}
 
 /// Everything a socket relay runs with.
 #[derive(Debug, Clone)]

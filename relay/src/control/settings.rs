@@ -4,41 +4,11 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use photon_protocol::identity::PublicKey;
 use photon_protocol::shortid::{OnExhaustion, ShortIdRange};
 use serde::Deserialize;
 
 use crate::ops::config::ConfigError;
-
-/// An Ed25519 public key written as 64 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKeyHex(pub [u8; 32]);
-
-impl std::str::FromStr for PublicKeyHex {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid public key {s:?}: expected 64 hex digits (32 bytes)");
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(bad());
-        }
-        let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(PublicKeyHex(k))
-    }
-}
-
-impl<'de> Deserialize<'de> for PublicKeyHex {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Hex of 32 bytes (how `keygen` prints a public key and how the config writes one).
-pub fn hex32(k: &[u8; 32]) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// `[control]`: registration, keepalives, short IDs, repair cache.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +17,7 @@ pub struct ControlConfig {
     /// The relay's Ed25519 identity, PKCS#8 (`photon-relay keygen --out FILE`).
     pub identity_file: Option<PathBuf>,
     /// Public keys of the gateways allowed to register (64 hex digits each).
-    pub gateways: Vec<PublicKeyHex>,
+    pub gateways: Vec<PublicKey>,
     /// Accept any gateway identity (testbeds): the allow list is then ignored.
     pub allow_any_gateway: bool,
     /// A registration's timestamp must be within this many ms of the relay's clock.

@@ -12,7 +12,7 @@ use super::dataplane::{DataPlane, StartError};
 use crate::control::{self, Control, ControlShared};
 use crate::ops::config::Config;
 use crate::ops::counters::{self, Counter};
-use crate::ops::metrics::{render, MetricsServer};
+use crate::ops::metrics::{self, render};
 use crate::ops::stages::StageLog;
 
 /// `photon-relay run --backend dpdk`: starts the EAL, the data plane and `/metrics`, runs the
@@ -90,8 +90,7 @@ pub fn run(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), St
     let shared = Arc::new(ControlShared::new());
     let cores = dataplane.counters().to_vec();
     let s = shared.clone();
-    let metrics =
-        MetricsServer::start_if_enabled(&cfg.metrics, Arc::new(move || render(&cores, Some(&s))))?;
+    let metrics = metrics::serve(&cfg.metrics, Arc::new(move || render(&cores, Some(&s))))?;
     tracing::info!(cores = ?cfg.relay.cores, "DPDK data path running");
     let drops = control_core::run_with_stages(
         &mut link,

@@ -4,7 +4,7 @@
 //! and every error names the key and says what to change: toml's own messages carry the line,
 //! column and key; [`Config::validate`] adds the cross-field checks.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use photon_protocol::hopauth::{HopKey, HopKeys};
@@ -13,28 +13,8 @@ use serde::Deserialize;
 use crate::forward::hold::{Forwarding, HoldLimits};
 use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// TOML syntax, a missing or unknown key, a value of the wrong type or format.
-    #[error("{0}")]
-    Parse(#[from] toml::de::Error),
-    /// A value that parses but does not make sense (with the key it concerns).
-    #[error("`{key}`: {message}")]
-    Invalid { key: String, message: String },
-}
-
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
+pub use photon_ops::config::{invalid, ConfigError};
+pub use photon_ops::log::LogFormat;
 
 /// A MAC address written `02:00:00:00:00:01`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,13 +101,13 @@ pub struct Config {
     pub control: crate::control::ControlConfig,
     /// `[socket]`: the kernel-socket backend ([`crate::socket`]).
     #[serde(default)]
-    pub socket: crate::socket::SocketConfig,
+    pub socket: SocketConfig,
     /// `[metrics]`: the Prometheus endpoint ([`crate::ops::metrics`]).
     #[serde(default)]
-    pub metrics: crate::ops::metrics::MetricsConfig,
+    pub metrics: MetricsConfig,
     /// `[log]`: log format and filter ([`crate::ops::metrics`]).
     #[serde(default)]
-    pub log: crate::ops::metrics::LogConfig,
+    pub log: LogConfig,
     /// `[perf]`: stage records for the propagation report ([`crate::ops::stages`]).
     #[serde(default)]
     pub perf: PerfConfig,
@@ -337,10 +317,7 @@ impl Config {
     /// Reads, parses and validates a configuration file; a relative `perf.stage_log` is made
     /// relative to the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = photon_ops::config::read(path)?;
         let mut cfg = Config::from_toml(&text)?;
         if let Some(p) = &mut cfg.perf.stage_log {
             if p.is_relative() {
@@ -631,6 +608,103 @@ impl Config {
         }
         a.extend(self.eal.args.iter().cloned());
         a
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Management address to listen on (keep it off the data network).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// `[log]`: structured logs (`tracing`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `photon_relay=debug`); the `RUST_LOG` environment variable
+    /// overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the filter parses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
+                key: "log.level".into(),
+                message: format!("{:?} is not a tracing filter: {e}", self.level),
+            })
+    }
+}
+
+/// `[socket]`: the kernel-socket backend (`photon-relay run --backend socket`, [`crate::socket`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Address to bind; default `0.0.0.0:<relay.udp_port>`.
+    pub bind: Option<SocketAddrV4>,
+    /// Datagrams per `recvmmsg` (1..=64).
+    pub batch: usize,
+    /// Housekeeping period in ms: counters published, gateways expired, receive timeout.
+    pub tick_ms: u64,
+    /// SO_RCVBUF / SO_SNDBUF in bytes (the kernel doubles and caps them); default: the
+    /// system's.
+    pub recv_buffer: Option<usize>,
+    pub send_buffer: Option<usize>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            bind: None,
+            batch: 32,
+            tick_ms: 100,
+            recv_buffer: None,
+            send_buffer: None,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// Checks; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch == 0 || self.batch > crate::socket::MAX_BATCH {
+            return Err(ConfigError::Invalid {
+                key: "socket.batch".into(),
+                message: format!("{} is not in 1..={}", self.batch, crate::socket::MAX_BATCH),
+            });
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return Err(ConfigError::Invalid {
+                key: "socket.tick_ms".into(),
+                message: format!("{} is not in 1..=10000", self.tick_ms),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -15,83 +15,29 @@
 //!   `repair_cache_fragments`, `repair_cache_bytes`; per peer, gauge `peer_idle_ms` with labels
 //!   `node_id`, `kind`, `addr`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
+pub use photon_ops::http::{MetricsError, MetricsServer, RenderFn};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 
 use crate::control::{ControlCounter, ControlShared};
 use crate::forward::table::PeerKind;
-use crate::ops::config::ConfigError;
+use crate::ops::config::MetricsConfig;
 use crate::ops::counters::{CoreCounters, Counter, DropReason};
 
-/// `[metrics]`: the Prometheus endpoint.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Serve `/metrics` at all.
-    pub enabled: bool,
-    /// Management address to listen on (keep it off the data network).
-    pub listen: SocketAddr,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-        }
+/// Serves `/metrics` ([`MetricsServer`]) on `cfg.listen` if `cfg.enabled`, and says where;
+/// `None` if not.
+pub fn serve(cfg: &MetricsConfig, render: Arc<RenderFn>) -> Result<Option<MetricsServer>, String> {
+    if !cfg.enabled {
+        return Ok(None);
     }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line (for log shippers).
-    Json,
-}
-
-/// `[log]`: structured logs (`tracing`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter (`info`, `photon_relay=debug`); the `RUST_LOG` environment variable
-    /// overrides it.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
-    }
-}
-
-impl LogConfig {
-    /// Checks the filter parses.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(&self.level)
-            .map(|_| ())
-            .map_err(|e| ConfigError::Invalid {
-                key: "log.level".into(),
-                message: format!("{:?} is not a tracing filter: {e}", self.level),
-            })
-    }
+    let server = MetricsServer::start(cfg.listen, render).map_err(|e| e.to_string())?;
+    tracing::info!(listen = %server.local_addr(), "serving /metrics");
+    Ok(Some(server))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,129 +165,4 @@ pub fn render(cores: &[Arc<CoreCounters>], control: Option<&ControlShared>) -> S
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out
-}
-
-/// Why the metrics endpoint did not start.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen for /metrics on {addr}: {source} (change metrics.listen, or set metrics.enabled = false)")]
-pub struct MetricsError {
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
-}
-
-/// The `/metrics` HTTP responder on its own thread.
-#[derive(Debug)]
-pub struct MetricsServer {
-    addr: SocketAddr,
-    quit: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-type RenderFn = dyn Fn() -> String + Send + Sync;
-
-impl MetricsServer {
-    /// [`MetricsServer::start`] on `cfg.listen` if `cfg.enabled` (and says where); `None` if
-    /// not.
-    pub fn start_if_enabled(
-        cfg: &MetricsConfig,
-        render: Arc<RenderFn>,
-    ) -> Result<Option<MetricsServer>, String> {
-        if !cfg.enabled {
-            return Ok(None);
-        }
-        let server = MetricsServer::start(cfg.listen, render).map_err(|e| e.to_string())?;
-        tracing::info!(listen = %server.local_addr(), "serving /metrics");
-        Ok(Some(server))
-    }
-
-    /// Listens on `addr` (port 0: any free port) and answers each `GET /metrics` with
-    /// `render()`.
-    pub fn start(addr: SocketAddr, render: Arc<RenderFn>) -> Result<MetricsServer, MetricsError> {
-        let err = |source| MetricsError { addr, source };
-        let listener = TcpListener::bind(addr).map_err(err)?;
-        let addr = listener.local_addr().map_err(err)?;
-        listener.set_nonblocking(true).map_err(err)?;
-        let quit = Arc::new(AtomicBool::new(false));
-        let q = quit.clone();
-        let thread = std::thread::Builder::new()
-            .name("photon-relay-metrics".into())
-            .spawn(move || {
-                while !q.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => serve(stream, &*render),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-            })
-            .map_err(err)?;
-        Ok(MetricsServer {
-            addr,
-            quit,
-            thread: Some(thread),
-        })
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops the thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.quit.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// Answers one connection: reads the request head (bounded: 8 KiB, 2 s), then one response.
-fn serve(mut stream: TcpStream, render: &RenderFn) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut buf = [0u8; 8192];
-    let mut len = 0;
-    while len < buf.len() {
-        match stream.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                len += n;
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let response = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-        let body = render();
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        let body = "not found: try GET /metrics\n";
-        format!(
-            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let _ = stream.write_all(response.as_bytes());
 }

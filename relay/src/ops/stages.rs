@@ -30,10 +30,11 @@
 //!   `repair_mbufs = 0` there are no notes and no records; a note lost to a full repair ring
 //!   delays a stream's `relay` to its next note.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use photon_ops::stages::StageFile;
+pub use photon_ops::stages::{unix_ns, valid_node_name, StageLine};
 
 use photon_protocol::fifo::FifoMap;
 
@@ -47,39 +48,6 @@ pub const STREAM_MEMORY: usize = 4096;
 pub const QUIET_NS: u64 = 500_000_000;
 /// How often [`StageLog::poll`] writes the buffered lines.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-
-/// One record, before formatting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StageLine {
-    /// Unix nanoseconds.
-    pub t_ns: u64,
-    /// [`STAGE_RELAY`] or [`STAGE_RELAY_LAST`].
-    pub stage: &'static str,
-    pub stream: u64,
-    /// `relay_last` only: bytes of the stream's forwarded datagrams (one copy each).
-    pub bytes: Option<u64>,
-}
-
-impl StageLine {
-    /// Appends the JSON line (with its newline) for node `node` (no quotes or backslashes:
-    /// [`valid_node_name`]).
-    pub fn format(&self, node: &str, out: &mut String) {
-        let _ = write!(
-            out,
-            "{{\"t_ns\":{},\"node\":\"{node}\",\"stage\":\"{}\",\"stream\":{}",
-            self.t_ns, self.stage, self.stream
-        );
-        if let Some(b) = self.bytes {
-            let _ = write!(out, ",\"bytes\":{b}");
-        }
-        out.push_str("}\n");
-    }
-}
-
-/// Whether `name` can be written into a JSON string as is.
-pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['"', '\\']) && !name.chars().any(char::is_control)
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
@@ -95,7 +63,7 @@ pub struct StageRecorder {
     /// Streams not closed yet (a subset of `streams`).
     open: Vec<u64>,
     quiet_ns: u64,
-    lines: Vec<StageLine>,
+    lines: Vec<StageLine<'static>>,
     /// Fragments of streams already closed (not recorded).
     late: u64,
 }
@@ -126,7 +94,8 @@ impl StageRecorder {
         self.lines.push(StageLine {
             t_ns,
             stage: STAGE_RELAY,
-            stream,
+            block: None,
+            stream: Some(stream),
             bytes: None,
         });
         let seen = Seen {
@@ -169,7 +138,7 @@ impl StageRecorder {
     }
 
     /// The records made since the last call, in the order they were made.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, StageLine> {
+    pub fn drain(&mut self) -> std::vec::Drain<'_, StageLine<'static>> {
         self.lines.drain(..)
     }
 
@@ -184,49 +153,31 @@ impl StageRecorder {
     }
 }
 
-fn last_line(stream: u64, s: &Seen) -> StageLine {
+fn last_line(stream: u64, s: &Seen) -> StageLine<'static> {
     StageLine {
         t_ns: s.last_ns,
         stage: STAGE_RELAY_LAST,
-        stream,
+        block: None,
+        stream: Some(stream),
         bytes: Some(s.bytes),
     }
-}
-
-/// Unix time in nanoseconds from the system clock.
-pub fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The stage-record file of a running relay: a [`StageRecorder`], a line buffer, the file.
 #[derive(Debug)]
 pub struct StageLog {
     recorder: StageRecorder,
-    node: String,
-    path: PathBuf,
-    file: std::fs::File,
-    buf: String,
+    file: StageFile,
     next_flush: Instant,
-    failed: bool,
 }
 
 impl StageLog {
     /// Opens (creates, appends to) `path`; records carry `node`.
     pub fn open(path: &Path, node: &str) -> std::io::Result<StageLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
         Ok(StageLog {
             recorder: StageRecorder::new(STREAM_MEMORY, QUIET_NS),
-            node: node.to_owned(),
-            path: path.to_owned(),
-            file,
-            buf: String::with_capacity(4096),
+            file: StageFile::open(path, node)?,
             next_flush: Instant::now() + FLUSH_EVERY,
-            failed: false,
         })
     }
 
@@ -260,19 +211,9 @@ impl StageLog {
 
     fn write(&mut self) {
         for line in self.recorder.drain() {
-            line.format(&self.node, &mut self.buf);
+            self.file.push(&line);
         }
-        if self.buf.is_empty() {
-            return;
-        }
-        if let Err(e) = self.file.write_all(self.buf.as_bytes()) {
-            if !self.failed {
-                self.failed = true;
-                tracing::warn!(path = %self.path.display(), error = %e,
-                    "cannot write perf.stage_log: records lost");
-            }
-        }
-        self.buf.clear();
+        self.file.flush();
     }
 }
 
@@ -288,7 +229,7 @@ mod tests {
 
     fn stages(r: &mut StageRecorder) -> Vec<(&'static str, u64, u64, Option<u64>)> {
         r.drain()
-            .map(|l| (l.stage, l.stream, l.t_ns, l.bytes))
+            .map(|l| (l.stage, l.stream.unwrap_or(u64::MAX), l.t_ns, l.bytes))
             .collect()
     }
 
@@ -360,34 +301,6 @@ mod tests {
                 (STAGE_RELAY_LAST, 1, 50, Some(2))
             ]
         );
-    }
-
-    #[test]
-    fn lines_are_the_reports_json() {
-        let mut s = String::new();
-        StageLine {
-            t_ns: 1_732_412_345_123_500_000,
-            stage: STAGE_RELAY,
-            stream: 7,
-            bytes: None,
-        }
-        .format("relay0", &mut s);
-        StageLine {
-            t_ns: 2,
-            stage: STAGE_RELAY_LAST,
-            stream: u64::MAX,
-            bytes: Some(52310),
-        }
-        .format("relay0", &mut s);
-        assert_eq!(
-            s,
-            "{\"t_ns\":1732412345123500000,\"node\":\"relay0\",\"stage\":\"relay\",\"stream\":7}\n\
-             {\"t_ns\":2,\"node\":\"relay0\",\"stage\":\"relay_last\",\"stream\":18446744073709551615,\"bytes\":52310}\n"
-        );
-        assert!(valid_node_name("relay0"));
-        for bad in ["", "a\"b", "a\\b", "a\nb"] {
-            assert!(!valid_node_name(bad), "{bad:?}");
-        }
     }
 
     #[test]

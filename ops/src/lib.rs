@@ -1,0 +1,10 @@
+//! What Photon's binaries (relay, gateway) and `perf` share, each in one place: identity files
+//! and keygen ([`keys`]), log set-up ([`log`]), the `/metrics` HTTP responder ([`http`]), the
+//! stage-record format, writer and reader types ([`stages`]), and config errors ([`config`]).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod log;
+pub mod stages;
