@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use photon_udp::{send_segments, Arena, BatchRecv, BatchSend};
 use photon_protocol::wire::{self, FragmentKind, FragmentRepr, Packet};
+use photon_udp::{send_segments, Arena, BatchRecv, BatchSend};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

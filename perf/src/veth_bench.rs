@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use photon_udp::BatchSend;
 use photon_protocol::hopauth::HopKey;
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HEADER_LEN};
+use photon_udp::BatchSend;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -1,69 +1,10 @@
 //! The relay's control path, sans-IO: everything that is not the cut-through fan-out of block
-//! fragments. Both backends drive the same [`Control`]: the socket backend in its own loop
-//! ([`crate::socket`]), the DPDK backend on the control core from the data cores' control rings.
-//! The driver passes `now_ms`, the datagram and where it came from; [`Control`] answers with
-//! datagrams to send ([`Outgoing`]) and, when membership changed, a new forwarding [`Table`]
-//! for the driver to publish ([`crate::forward::publish`]) without stopping the data path.
-//!
-//! What it does (`docs/protocol.md` section in brackets):
-//! - **Registration** (§2.8, §2.9, §5.4): `identity::verify_register` with the configured time
-//!   window, a replay cache of (identity, nonce) for the window, the allow list; a signed
-//!   `RegisterAck` with the relay's ephemeral key and the gateway's node id; the hop keys from
-//!   the X25519 agreement (§4.2), relay = responder. The gateway is stored with the address and
-//!   port its registration came from (so NAT bindings work) and gets the fan-out from then on.
-//!   The ack's hop tag is signed with the new relay → gateway key (the gateway may check it).
-//!   A gateway that registers again (restart, rekey) keeps its node id and gets new keys.
-//!   Answers: accepted; `UNKNOWN_IDENTITY` (not on the allow list); `STALE` (outside the
-//!   window, or a replayed nonce); `BUSY` (too many gateways, or the replay cache is full). A bad
-//!   signature gets no answer (counted): the sender is not who it claims, and answering would
-//!   make the relay a reflector.
-//! - **Keepalives** (§2.10): from a registered peer, hop-authenticated; refresh its liveness,
-//!   follow a NAT rebinding (the source address changed: the table is republished with the new
-//!   one), and answer with the relay's own keepalive echoing the peer's `seq`. A gateway silent
-//!   for `expiry_keepalives` intervals is removed on [`Control::tick`].
-//! - **Short IDs** (§2.3, §6.1): a transaction without a short ID gets the next ID of the
-//!   relay's range ([`ShortIdAllocator`]) and is fanned out *with* the ID to every gateway and
-//!   peer relay, **including the origin gateway**, which needs the ID to compress blocks that
-//!   reference the transaction. (The alternative, a `ShortIdAssign` to the origin, needs the
-//!   txid, hence reassembling and hashing the transaction at the relay; sending the transaction
-//!   back costs one datagram and keeps the relay hash-free.) The relay also rewrites the
-//!   transfer id (header `stream`) to one of its own, since receivers reassemble by (sender,
-//!   transfer) and the sender becomes the relay: every fragment of one transaction gets the
-//!   same short ID and transfer id (remembered per (origin, transfer), bounded). A transaction
-//!   that already carries an ID (assigned by a peer relay) is passed on unchanged but for the
-//!   transfer id, to everyone but the peer it came from.
-//! - **Tx requests** (§2.4): every transaction passed on with a short ID is also kept in a
-//!   byte-bounded [`TxCache`] (by short ID, as the relay sent it: its transfer id, fragments).
-//!   A tx request is answered from it, unicast to the requester under its hop key, one
-//!   transaction message per fragment carrying the short ID; the IDs the cache lacks are
-//!   passed on in one request (like a receipt: to everyone but the sender), and the block's
-//!   origin answers through the relay like any transaction with an ID.
-//! - **Repairs** (§2.7): fragments the data path forwarded are kept in a bounded
-//!   [`RepairCache`] (the socket driver copies them in with [`Control::record_fragment`]; the
-//!   DPDK data cores hand the control core a refcounted reference, [`Control::record_fragment_mbuf`],
-//!   see [`crate::dpdk::pipeline`]); a repair request is
-//!   answered with each cached fragment it lists, flagged `RETRANSMIT`, unicast to the
-//!   requester under its hop key. Fragments not in the cache are counted (`repair_missed`);
-//!   when a *gateway* asked, they are asked of the peer relays in one repair request
-//!   (`repair_passed_on`; split horizon: a relay's request is never passed on), and the
-//!   requesting gateways are remembered per stream (bounded), so the RETRANSMIT fragments a
-//!   peer relay answers with are cached and passed on to them (`retransmit_relayed`): a
-//!   fragment lost between two relays is repaired end to end.
-//! - **Receipts and key releases** (§2.5, §2.6): passed on like fragments (the relay does not
-//!   track stream origins): to every gateway and peer relay but the sender. A key release is
-//!   passed on once per stream (two paths through the mesh deliver it twice).
-//!
-//! - **Next hops by ARP** (DPDK backend, [`arp`]): configured peer relays whose next hop has no
-//!   static `[[neighbour]]` entry are in the table receive-only ([`Control::resolve_by_arp`]:
-//!   their fragments are admitted, nothing is sent to them) while [`Control::arp_due`] says
-//!   when to ask; [`Control::learn_neighbour`] makes them full peers (or follows a changed
-//!   MAC) with a new table.
-//!
-//! Split horizon: what comes from a peer relay goes to gateways only, not to other relays. The
-//! mesh is assumed to be a full mesh (every relay configured with every other), so a message
-//! crosses at most two relays and never loops; block fragments have dedup and `max_hops`.
-//!
-//! Every drop is a counter ([`ControlCounter`]); nothing here logs per message.
+//! fragments (registration, keepalives, short IDs, tx requests, repairs, receipts and key
+//! releases, next hops by ARP). Both backends drive the same [`Control`]: the driver passes
+//! `now_ms`, the datagram and where it came from; [`Control`] answers with datagrams to send
+//! ([`Outgoing`]) and, when membership changed, a new forwarding [`Table`] to publish. Every
+//! drop is a [`ControlCounter`]; nothing here logs per message. Design:
+//! `docs/internals/relay-control.md`.
 
 pub mod arp;
 mod cache;

@@ -1,30 +1,9 @@
-//! The kernel-socket backend: the same relay over one ordinary UDP socket, with batched I/O
-//! (`recvmmsg`/`sendmmsg` through `nix`'s safe API). It is the baseline the DPDK path is
-//! measured against, the fallback for machines without a DPDK NIC, and what other crates'
-//! tests start (gateway tests run a real relay on loopback with it).
-//!
-//! Same Photon-layer logic as the DPDK pipeline, not a copy of it: the forwarding decision is
-//! [`crate::forward::admit`] (sender lookup in the published [`Table`], hop-tag verification
-//! under the sender's key, hop limit, shared lock-free [`Dedup`]), the fan-out list is
-//! [`Table::destinations`], counters are [`crate::ops::counters`]' and everything else goes to the
-//! sans-IO [`Control`]. Only the framing differs: the kernel strips Ethernet/IPv4/UDP, so the
-//! classification here starts at the Photon header ([`classify_datagram`]).
-//!
-//! One thread runs everything ([`SocketRelay::run`]): receive a batch, forward each fragment,
-//! hand each control datagram to [`Control`] in the same thread (so a new registration is in
-//! the table for the very next datagram), send the batch. Fan-out copies are zero-copy in user
-//! space: each copy is two iovecs, its own 36-byte Photon header (sender rewritten, hops + 1,
-//! hop tag under the destination's key) and the payload slice of the receive buffer, shared by
-//! all copies; the kernel copies once per `sendmmsg` message as it must. Nothing allocates per
-//! packet in steady state: receive buffers, headers and the `mmsghdr` arrays are allocated once,
-//! the repair cache reuses evicted buffers; the iovec arrays are built once per batch.
-//!
-//! Store-and-forward (`[relay] forwarding`, a baseline): admitted fragments are copied into
-//! spare buffers and held by [`crate::forward::hold::Holder`]; what it releases is fanned out exactly as
-//! above, from those buffers, which go back to the spare list once sent.
-//!
-//! Limits of this backend (documented, measured elsewhere): one core; a registration costs an
-//! Ed25519 verification and signature in the forwarding thread (tens of µs).
+//! The kernel-socket backend: the same relay over one ordinary UDP socket, one thread, batched
+//! I/O through `photon-udp`. It drives the same [`crate::forward::sequence::Forwarder`] and
+//! [`Control`] as the DPDK backend and supplies only datagram buffers and `sendmmsg`
+//! (its `FanOut`). It is the baseline the DPDK path is measured against, the
+//! fallback for machines without a DPDK NIC, and what other crates' tests start. Design:
+//! `docs/internals/relay.md`, "The socket backend".
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,23 +1,8 @@
 //! The control core of the DPDK backend: drives [`Control`] from the data cores' control rings
-//! ([`ControlLink`]) on its own thread (the EAL main lcore), publishes new forwarding tables to
-//! the running cores ([`crate::forward::publish`]) and queues its answers as whole Ethernet frames on
-//! the per-port rings that pipeline core 0 drains into its TX queues.
-//!
-//! Forwarded fragments arrive on [`ControlLink::repair_notes`] as refcounted mbuf chains, the
-//! data core's TSC stamp in front ([`crate::dpdk::pipeline::NOTE_STAMP_LEN`]): the stamp is taken off
-//! (for the stage records, [`run_with_stages`]) and the chain goes into the control path's
-//! repair cache as it is (zero-copy; evicting frees them); a repair
-//! answer is copied out of the cache into a control-pool frame (the control core is not the hot
-//! path, and the copy leaves the shared payload untouched for the copies still in TX queues).
-//!
-//! Next hops are resolved by ARP here ([`Control::arp_due`], [`crate::control::arp`]): the requests are
-//! queued on their port's ring like any control frame, and the ARP frames the data cores hand
-//! over (replies and gratuitous ARP, copies of requests to us) teach [`Control::learn_neighbour`]
-//! the MACs; a resolved next hop gives a new table, published like any other.
-//!
-//! Frames are built with the data path's own [`write_forward_header`] (template per
-//! destination, lengths and checksums filled in), so control frames and forwarded copies share
-//! one header code path.
+//! ([`ControlLink`]) on its own thread (the EAL main lcore), publishes new forwarding tables,
+//! queues its answers as whole Ethernet frames on the per-port rings that pipeline core 0
+//! drains, keeps forwarded fragments (repair notes) in the repair cache zero-copy, and resolves
+//! next hops by ARP. Design: `docs/internals/relay.md`, "The control core and its rings".
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -1,16 +1,8 @@
-//! One pinned per-core pipeline: RX burst → classify → forward → TX, run to completion.
-//!
-//! The shape of DPDK's l2fwd: bursts of 32, per-port TX buffers flushed when full, when the RX
-//! queues ran dry (so a lone fragment is not held back at low load), and at the latest on a
-//! ~100 µs drain timer (TSC); counters kept in plain integers and published only in that timer
-//! branch; a quit flag checked once per iteration. Nothing here allocates, locks or logs per
-//! packet: the fan-out scratch vector is sized once for [`MAX_CHAINED`], header mbufs come from a
-//! pool, the table is switched by a generation check ([`crate::forward::publish`]).
-//!
-//! The pipeline is generic over where bursts come from and go to ([`RxSource`], [`TxSink`]):
-//! ethdev queues in the relay, `rte_ring`s in tests and in the benchmark's generator set-up.
-//! [`Pipeline::process_burst`] is the per-burst step the run loop calls, public so tests can
-//! feed it batches directly.
+//! One pinned per-core pipeline: RX burst → classify → forwarding sequence → TX, run to
+//! completion, in the shape of DPDK's l2fwd (bursts of 32, TX buffers flushed when full, when
+//! the RX queues ran dry, and on a ~100 µs drain timer; counters published only in that timer
+//! branch). Nothing here allocates, locks or logs per packet. Generic over where bursts come
+//! from and go to ([`RxSource`], [`TxSink`]). Design: `docs/internals/relay.md`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,30 +1,6 @@
-//! Fragment dedup: "have I forwarded (stream, type, index) already?", in bounded memory, shared
-//! by every pipeline core without locks.
-//!
-//! Why shared and not per core: RSS hashes the 5-tuple, so the same fragment arriving from two
-//! peers (two paths through a relay mesh) lands on two different queues, hence two cores. A
-//! per-core table would forward it once per core. Steering by stream id would need the NIC to
-//! hash on the UDP payload, which RSS cannot. So the table is one array of `AtomicU64` slots
-//! that all cores probe and insert into with compare-and-swap: no lock, and no write unless the
-//! fragment is new (duplicates only read).
-//!
-//! Layout: 8-way set-associative buckets of one cache line each (8 × u64). A slot holds a 48-bit
-//! fingerprint of the key from a seeded hash and a 16-bit insertion epoch (0 = empty slot); the
-//! bucket comes from an independent hash, so a false "duplicate" needs a 48-bit fingerprint
-//! collision inside one bucket (~8 / 2^48 per fragment). When the bucket is full, the new key
-//! replaces the slot with the oldest epoch (epoch eviction: the coarse clock of
-//! [`Dedup::clock`], ~0.3 ms ticks from the TSC, wrapping after ~20 s, which only blurs the
-//! choice among entries that old). The memory is fixed at creation (`entries` × 8 bytes); the
-//! dedup window is "the last ~`entries` distinct fragments": with 2^20 entries (8 MiB) and
-//! 1 M fragments/s in, duplicates up to ~1 s apart are caught, far more than the path-length
-//! difference through a mesh (milliseconds).
-//!
-//! Concurrency: two cores inserting the same new key read the same bucket state and choose the
-//! same slot (first empty, else the oldest), so their CASes race on one location:
-//! one wins and the loser re-scans, finds the key and reports a duplicate. The residual: if a
-//! third, unrelated insertion changes the bucket between the two cores' scans, they may pick
-//! different slots and both forward; that takes three inserts into one bucket within a few
-//! nanoseconds, and the end receiver's assembler discards the extra copy anyway (§7).
+//! The dedup table shared by all data cores: forwards each fragment once, lock-free (atomics
+//! only), bounded, keyed by (stream, fragment type, index) with a coarse clock for ageing.
+//! Design and sizing: `docs/internals/relay.md`, "Dedup".
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,31 +1,9 @@
 //! Store-and-forward, sans-IO: hold each block stream's fragments until the relay holds enough
-//! to rebuild the block, then let them all go. A measurement baseline for the cut-through
-//! relay (`[relay] forwarding = "store-and-forward"`), never the default.
-//!
-//! A stream (keyed by the header's `stream`, as the dedup key identifies it) is *complete*
-//! when the relay holds K shards (source and repair together, K from any shard's header) and
-//! every manifest fragment (`count` of a manifest fragment's header; every block carries a
-//! manifest, §4.1). Until then each admitted fragment is held; the fragment that completes the
-//! stream releases all of them, in arrival order, and the stream is remembered as released so
-//! its later fragments (the remaining repair shards) go straight through.
-//!
-//! Bounded memory, and nothing is ever dropped by this layer:
-//! - at most `max_streams` streams held at once, and at most `max_bytes` datagram bytes held in
-//!   all: a new stream or fragment that would pass either bound first releases the *oldest*
-//!   held streams, incomplete, until it fits (counted `hold_released_overflow`);
-//! - a stream held longer than `timeout` (in the caller's clock unit) is released incomplete on
-//!   [`Holder::expire`] (counted `hold_released_timeout`): a lost manifest fragment delays a
-//!   stream by the timeout, it does not lose it;
-//! - released streams are remembered in a FIFO of `4 * max_streams` entries; a fragment of a
-//!   stream forgotten from it starts a new hold (released by the timeout at the latest).
-//!
-//! Released frames are queued in [`Holder::pop_ready`]'s queue; the driver forwards them with
-//! the same fan-out, dedup already done at admission, hop tags written at sending. Nothing here
-//! allocates per fragment in steady state: stream slots are preallocated, their frame vectors
-//! keep their capacity across reuse, the index map and queues are sized at construction.
-//!
-//! Generic over the held frame `F` (the socket backend holds datagram copies, the DPDK pipeline
-//! the received mbufs themselves), so both backends run this same code.
+//! to rebuild the block (K shards and every manifest fragment), then let them all go, in
+//! arrival order. A measurement baseline (`[relay] forwarding = "store-and-forward"`), never
+//! the default. Bounded (streams, bytes, timeout) and never drops: an overflow or timeout
+//! releases early (counted). Generic over the held frame, so both backends run it through
+//! [`crate::forward::sequence::Forwarder`]. Design: `docs/internals/relay.md`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

@@ -1,12 +1,8 @@
-//! Operations: the Prometheus `/metrics` endpoint and the `[metrics]` / `[log]` settings.
-//!
-//! The counters live where they are counted (per data core in [`crate::ops::counters`], the control
-//! path's in [`crate::control::ControlShared`]) and are published there in housekeeping; a
-//! scrape only reads those atomics and encodes them with `prometheus-client` (OpenMetrics text),
-//! so the data path never notices a scrape. The HTTP side is a tiny `std::net::TcpListener`
-//! responder on its own thread: `GET /metrics` answers the text, anything else 404.
-//!
-//! Exposed (every name prefixed `photon_relay_`; counters end in `_total`):
+//! The relay's Prometheus `/metrics`: renders the per-core counters ([`crate::ops::counters`])
+//! and the control path's ([`crate::control::ControlShared`]), published in housekeeping, as
+//! OpenMetrics text; a scrape only reads atomics, so the data path never notices one. Every
+//! name is prefixed `photon_relay_`; counters end in `_total`. The HTTP responder is
+//! `photon_ops::http`. Exposed:
 //! - per data core, label `core`: `rx_packets`, `rx_bytes`, `tx_packets`, `tx_bytes`,
 //!   `fragments`, `fanout_copies`, `dedup_hits`, `to_control`, `from_control`, `arp_replies`,
 //!   `icmp_replies`; `drops` with label `reason` (every [`DropReason`]); gauge

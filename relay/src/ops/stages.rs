@@ -1,34 +1,7 @@
-//! Stage records for the propagation report (`perf/README.md`, "Stage records"): for each
-//! block stream the relay forwards, one JSON line
-//! `{"t_ns":..,"node":"relay0","stage":"relay","stream":7}` when its first fragment was
-//! forwarded, and one `relay_last` line (`bytes`: the stream's forwarded datagrams, one copy
-//! each, not times the fan-out) for the last fragment of the stream seen before it went quiet
-//! for [`QUIET_NS`].
-//!
-//! Two layers, sans-IO first:
-//! - [`StageRecorder`]: given `(t_ns, stream, bytes)` per forwarded fragment, decides the
-//!   records. Bounded memory: it remembers the last [`STREAM_MEMORY`] streams (oldest
-//!   forgotten), so a stream gets one `relay` line however many fragments it has; a fragment
-//!   of a stream already closed (quiet for [`QUIET_NS`]) is not recorded again.
-//! - [`StageLog`]: the recorder and a file; lines are formatted into a buffer and written at
-//!   most every [`FLUSH_EVERY`] ([`StageLog::poll`]) and at shutdown ([`StageLog::finish`]).
-//!
-//! Where the time comes from (never a file write or a log line per fragment):
-//! - socket backend: one clock read after the poll's `sendmmsg` calls returned, for every
-//!   fragment that poll forwarded (cut-through: the same receive batch; store-and-forward: when
-//!   the holder released it);
-//! - DPDK backend: the data cores do no I/O and read no wall clock; they already hand every
-//!   forwarded fragment to the control core for the repair cache (`dataplane.repair_mbufs` >
-//!   0, the default), and each note now carries the TSC the data core read at the start of the
-//!   poll that received and fanned out the fragment (8 bytes it writes anyway into the note's
-//!   header mbuf). The control core converts it: one (TSC, wall clock) pair per dequeued batch
-//!   of notes, minus the ticks since the stamp. So the record is *the data core's poll time*
-//!   (the copies leave in the same poll, or at the latest on the `drain_us` timer), not the
-//!   time the control core saw the note: that lagged by 3.3 ms on average (max 5.1 ms, 250
-//!   notes) in `scripts/demo.sh` on a loaded 2-core machine, with the control core also busy
-//!   passing on 55k transactions; the driver logs the mean and max lag at shutdown. With
-//!   `repair_mbufs = 0` there are no notes and no records; a note lost to a full repair ring
-//!   delays a stream's `relay` to its next note.
+//! Stage records of the relay (`relay`, `relay_last`) for the propagation report: the sans-IO
+//! [`StageRecorder`] decides them from forwarded fragments, bounded in memory; [`StageLog`]
+//! writes them (format: `photon_ops::stages`). Where the times come from on each backend:
+//! `docs/internals/relay.md`, "Stage records".
 
 use std::path::Path;
 use std::time::{Duration, Instant};
