@@ -9,6 +9,7 @@
 pub mod config;
 pub mod core;
 pub mod driver;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
 pub mod node;

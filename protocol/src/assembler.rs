@@ -660,6 +660,7 @@ impl Assembler {
     }
 }
 
+#[cfg(feature = "fuzzing")]
 /// Fuzz entry (`fuzz/fuzz_targets/assembler.rs`, replayed by
 /// `protocol/tests/fuzz_corpus_transport.rs`): splits `data` into datagrams (2-byte big-endian
 /// length prefixes) and feeds them, with advancing fake time, to an assembler that trusts one
@@ -709,6 +710,7 @@ pub fn fuzz_assembler(data: &[u8]) {
     }
 }
 
+#[cfg(feature = "fuzzing")]
 /// The public key [`fuzz_assembler`] trusts: the Ed25519 key of seed `[0x5a; 32]`, so corpus
 /// seeds can carry validly signed manifests.
 pub fn fuzz_origin() -> [u8; PUBLIC_KEY_LEN] {

@@ -28,8 +28,8 @@ pub use encoding::{Bip152SizedRepr, BlockEncoding, FullBlockRepr};
 pub use format::{ref_width, CompressedBlockRepr, FormatError, IdGroup, VERSION};
 pub use plan::choose_groups;
 
-use crate::chain::{Bitcoin, ChainAdapter, ChainError};
-use crate::shortid::{ShortId, TxIds, TxStore, TxStoreConfig};
+use crate::chain::{ChainAdapter, ChainError};
+use crate::shortid::{ShortId, TxIds, TxStore};
 
 /// Why a block could not be compressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -479,12 +479,15 @@ fn rebuild<C: ChainAdapter>(
     Ok(Decompressed::Missing(pending))
 }
 
+#[cfg(feature = "fuzzing")]
 /// Fuzz entry (fuzz/fuzz_targets/compressed_block.rs, replayed by
 /// protocol/tests/fuzz_corpus_compress.rs): any input must parse or fail with a typed error,
 /// whatever its format byte (§6.3, §6.8); a parsed payload must emit back to the same bytes,
 /// and decoding it against an empty store must ask for exactly its references (or fail with a
 /// typed error), never panic.
 pub fn fuzz_compressed_block(data: &[u8]) {
+    use crate::chain::Bitcoin;
+    use crate::shortid::TxStoreConfig;
     let store = TxStore::new(TxStoreConfig::default());
     let result = decompress::<Bitcoin>(data, &store);
     let max = Bitcoin::MAX_TXS_PER_BLOCK;

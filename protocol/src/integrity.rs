@@ -752,6 +752,7 @@ impl ManifestCollector {
     }
 }
 
+#[cfg(feature = "fuzzing")]
 /// Fuzz entry (`fuzz/fuzz_targets/manifest.rs`, replayed by
 /// `protocol/tests/fuzz_corpus_transport.rs`): parses any bytes as a manifest fragment payload;
 /// what parses must emit back to the same bytes and parse to the same `Repr`; root and signature

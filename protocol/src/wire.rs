@@ -202,6 +202,7 @@ impl From<MessageType> for u8 {
     }
 }
 
+#[cfg(feature = "fuzzing")]
 /// Fuzz entry (`fuzz/fuzz_targets/wire_packet.rs`, replayed by `protocol/tests/fuzz_corpus_wire.rs`).
 ///
 /// Parses any bytes as a datagram of any kind; whatever parses must emit to exactly
