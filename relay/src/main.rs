@@ -21,7 +21,7 @@ use photon_protocol::identity::Identity;
 use photon_relay::ops::config::Config;
 use photon_relay::ops::counters::Counter;
 use photon_relay::ops::metrics::{self, render};
-use photon_relay::socket::{SocketRelay, SocketRelayConfig};
+use photon_relay::socket::SocketRelay;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -138,7 +138,7 @@ fn run(config_path: &Path, backend: Backend) -> Result<(), String> {
 }
 
 fn run_socket(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), String> {
-    let sc = SocketRelayConfig::from_config(cfg).map_err(|e| e.to_string())?;
+    let sc = cfg.socket_relay().map_err(|e| e.to_string())?;
     let mut relay = SocketRelay::bind(sc, identity).map_err(|e| e.to_string())?;
     let stats = relay.stats();
     let s = stats.clone();

@@ -6,12 +6,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use serde::Deserialize;
 
 use crate::forward::hold::{Forwarding, HoldLimits};
 use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
+use crate::socket::{SocketConfig, SocketRelayConfig};
 
 pub use photon_ops::config::{invalid, ConfigError};
 pub use photon_ops::log::LogFormat;
@@ -661,50 +663,51 @@ impl LogConfig {
     }
 }
 
-/// `[socket]`: the kernel-socket backend (`photon-relay run --backend socket`, [`crate::socket`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SocketConfig {
-    /// Address to bind; default `0.0.0.0:<relay.udp_port>`.
-    pub bind: Option<SocketAddrV4>,
-    /// Datagrams per `recvmmsg` (1..=64).
-    pub batch: usize,
-    /// Housekeeping period in ms: counters published, gateways expired, receive timeout.
-    pub tick_ms: u64,
-    /// SO_RCVBUF / SO_SNDBUF in bytes (the kernel doubles and caps them); default: the
-    /// system's.
-    pub recv_buffer: Option<usize>,
-    pub send_buffer: Option<usize>,
-}
-
-impl Default for SocketConfig {
-    fn default() -> Self {
-        SocketConfig {
-            bind: None,
-            batch: 32,
-            tick_ms: 100,
-            recv_buffer: None,
-            send_buffer: None,
-        }
-    }
-}
-
-impl SocketConfig {
-    /// Checks; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.batch == 0 || self.batch > crate::socket::MAX_BATCH {
-            return Err(ConfigError::Invalid {
-                key: "socket.batch".into(),
-                message: format!("{} is not in 1..={}", self.batch, crate::socket::MAX_BATCH),
-            });
-        }
-        if self.tick_ms == 0 || self.tick_ms > 10_000 {
-            return Err(ConfigError::Invalid {
-                key: "socket.tick_ms".into(),
-                message: format!("{} is not in 1..=10000", self.tick_ms),
-            });
-        }
-        Ok(())
+impl Config {
+    /// The socket backend's settings from this configuration (`[relay]`, `[dataplane].dedup_entries`,
+    /// `[[peer]]`, `[control]`, `[socket]`).
+    pub fn socket_relay(&self) -> Result<SocketRelayConfig, ConfigError> {
+        let cfg = self;
+        cfg.socket.validate()?;
+        let bind = cfg
+            .socket
+            .bind
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.relay.udp_port));
+        // Peer relays: the socket path needs no MAC; every configured peer is reachable.
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| PeerSpec {
+                node_id: p.node_id,
+                kind: crate::forward::table::PeerKind::Relay,
+                addr: p.addr,
+                next_hop_mac: [0; 6],
+                port: 0,
+                keys: match (&p.send_key, &p.recv_key) {
+                    (Some(s), Some(r)) => Some(photon_protocol::hopauth::HopKeys {
+                        send: photon_protocol::hopauth::HopKey::from_bytes(&s.0),
+                        recv: photon_protocol::hopauth::HopKey::from_bytes(&r.0),
+                    }),
+                    _ => None,
+                },
+                subscribed: p.subscribed,
+            })
+            .collect();
+        Ok(SocketRelayConfig {
+            bind,
+            node_id: cfg.relay.node_id,
+            max_hops: cfg.relay.max_hops,
+            dedup_entries: cfg.dataplane.dedup_entries,
+            batch: cfg.socket.batch,
+            tick: Duration::from_millis(cfg.socket.tick_ms),
+            recv_buffer: cfg.socket.recv_buffer,
+            send_buffer: cfg.socket.send_buffer,
+            peers,
+            forwarding: cfg.relay.forwarding,
+            hold: cfg.relay.hold_limits(),
+            control: cfg.control.settings()?,
+            stage_log: cfg.perf.stage_log(),
+        })
     }
 }
 
