@@ -104,6 +104,30 @@ impl<K: Eq + Hash + Clone, V> FifoMap<K, V> {
         }
     }
 
+    /// Makes room for `extra` more weight on the entry `keep` (which grows in place): evicts
+    /// the oldest other entries, handing each to `evicted`, then adds `extra` to `keep`'s
+    /// weight. Returns false, changing nothing of `keep`, if `keep` is not there or would
+    /// exceed the bound alone.
+    pub fn grow(&mut self, keep: &K, extra: usize, mut evicted: impl FnMut(K, V)) -> bool {
+        let Some(&(_, w)) = self.map.get(keep) else {
+            return false;
+        };
+        if w.saturating_add(extra) > self.max_weight {
+            return false;
+        }
+        while self.weight.saturating_add(extra) > self.max_weight {
+            match self.pop_oldest_except(keep) {
+                Some((k, v)) => evicted(k, v),
+                None => break,
+            }
+        }
+        if let Some((_, w)) = self.map.get_mut(keep) {
+            *w += extra;
+            self.weight += extra;
+        }
+        true
+    }
+
     /// The weight bound.
     pub fn max_weight(&self) -> usize {
         self.max_weight
@@ -263,6 +287,32 @@ mod tests {
         // Replacing keeps the place and re-weighs; what no longer fits goes, oldest first.
         assert_eq!(m.insert_weighted(6, 'F', 30), vec![(5, 'e')]);
         assert_eq!((m.len(), m.weight(), m.get(&6)), (1, 30, Some(&'F')));
+    }
+
+    #[test]
+    fn an_entry_grows_in_place_evicting_others_but_never_past_the_bound() {
+        let mut m = FifoMap::weighted(10, 100);
+        m.insert_weighted(1, 'a', 40);
+        m.insert_weighted(2, 'b', 30);
+        m.insert_weighted(3, 'c', 20);
+        let mut gone = Vec::new();
+        assert!(m.grow(&2, 50, |k, v| gone.push((k, v))));
+        assert_eq!(gone, vec![(1, 'a')], "the oldest other entry");
+        assert_eq!((m.weight(), m.len()), (100, 2));
+        assert_eq!(
+            m.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            vec![2, 3],
+            "2 kept its place"
+        );
+        assert!(
+            !m.grow(&2, 21, |_, _| panic!("nothing evicted")),
+            "alone over the bound"
+        );
+        assert!(
+            !m.grow(&9, 1, |_, _| panic!("nothing evicted")),
+            "not there"
+        );
+        assert_eq!(m.weight(), 100);
     }
 
     #[test]

@@ -9,8 +9,7 @@
 //! fixed per-fragment overhead, so the number of entries is bounded too), oldest first out. A
 //! short ID reused for another transaction (a wrapped range) replaces the old entry.
 
-use std::collections::{HashMap, VecDeque};
-
+use photon_protocol::fifo::FifoMap;
 use photon_protocol::wire::TransactionRepr;
 
 /// Bytes charged per cached fragment on top of its data (map entry, vectors, fields), so that
@@ -42,13 +41,6 @@ impl CachedTx {
         self.fragments.len() == usize::from(self.count)
     }
 
-    fn cost(&self) -> usize {
-        self.fragments
-            .iter()
-            .map(|f| f.data.len() + FRAGMENT_OVERHEAD)
-            .sum()
-    }
-
     /// The fragments as transaction messages carrying `short_id`.
     pub fn reprs(&self, short_id: u32) -> impl Iterator<Item = TransactionRepr<'_>> {
         self.fragments.iter().map(move |f| TransactionRepr {
@@ -63,13 +55,10 @@ impl CachedTx {
     }
 }
 
-/// A byte-bounded FIFO of transactions by short ID.
+/// A byte-bounded FIFO of transactions by short ID ([`FifoMap`], weighted by cost).
 #[derive(Debug)]
 pub struct TxCache {
-    map: HashMap<u32, CachedTx>,
-    order: VecDeque<u32>,
-    max_bytes: usize,
-    bytes: usize,
+    fifo: FifoMap<u32, CachedTx>,
     evicted: u64,
 }
 
@@ -77,10 +66,7 @@ impl TxCache {
     /// A cache of at most `max_bytes` (0 disables it: nothing is stored).
     pub fn new(max_bytes: usize) -> TxCache {
         TxCache {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            max_bytes,
-            bytes: 0,
+            fifo: FifoMap::weighted(usize::MAX, max_bytes),
             evicted: 0,
         }
     }
@@ -90,10 +76,16 @@ impl TxCache {
     /// fragment, or inconsistent with the fragments held, which are then kept).
     pub fn record(&mut self, short_id: u32, transfer: u64, tx: &TransactionRepr<'_>) -> bool {
         let cost = tx.data.len() + FRAGMENT_OVERHEAD;
-        if cost > self.max_bytes || tx.count == 0 || tx.index >= tx.count {
+        if cost > self.fifo.max_weight() || tx.count == 0 || tx.index >= tx.count {
             return false;
         }
-        let replace = match self.map.get(&short_id) {
+        let fragment = TxFragment {
+            index: tx.index,
+            offset: tx.offset,
+            data: tx.data.to_vec(),
+        };
+        let evicted = &mut self.evicted;
+        match self.fifo.get(&short_id) {
             // The same transaction (the relay transfer id is per transaction): add a fragment.
             Some(e) if e.transfer == transfer => {
                 if e.count != tx.count
@@ -102,82 +94,51 @@ impl TxCache {
                 {
                     return false;
                 }
-                false
+                if self.fifo.grow(&short_id, cost, |_, _| *evicted += 1) {
+                    if let Some(e) = self.fifo.get_mut(&short_id) {
+                        e.fragments.push(fragment);
+                    }
+                    return true;
+                }
+                // It alone would exceed the bound: drop it and start again with this fragment.
+                self.fifo.remove(&short_id);
+                *evicted += 1;
             }
-            Some(_) => true,
-            None => false,
-        };
-        if replace {
-            self.remove(short_id);
+            // A short ID reused for another transaction: the new one replaces it.
+            Some(_) => {
+                self.fifo.remove(&short_id);
+                *evicted += 1;
+            }
+            None => {}
         }
-        self.make_room(cost, short_id);
-        let entry = self.map.entry(short_id).or_insert_with(|| CachedTx {
+        let entry = CachedTx {
             transfer,
             count: tx.count,
             tx_len: tx.tx_len,
-            fragments: Vec::new(),
-        });
-        if entry.fragments.is_empty() {
-            self.order.push_back(short_id);
-        }
-        entry.fragments.push(TxFragment {
-            index: tx.index,
-            offset: tx.offset,
-            data: tx.data.to_vec(),
-        });
-        self.bytes += cost;
-        true
-    }
-
-    /// Evicts oldest entries (never `keep`, the one being added to) until `cost` more fits.
-    fn make_room(&mut self, cost: usize, keep: u32) {
-        while self.bytes + cost > self.max_bytes {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if old == keep {
-                // The entry being extended is the oldest: rotate it to the back; if it is the
-                // only one left, it alone exceeds the bound, so drop it and start again.
-                if self.order.is_empty() {
-                    self.order.push_back(old);
-                    self.remove(old);
-                    break;
-                }
-                self.order.push_back(old);
-                continue;
-            }
-            if let Some(e) = self.map.remove(&old) {
-                self.bytes -= e.cost();
-                self.evicted += 1;
-            }
-        }
-    }
-
-    fn remove(&mut self, short_id: u32) {
-        if let Some(e) = self.map.remove(&short_id) {
-            self.bytes -= e.cost();
-            self.evicted += 1;
-            self.order.retain(|&k| k != short_id);
-        }
+            fragments: vec![fragment],
+        };
+        self.fifo.make_room(cost, |_, _| *evicted += 1);
+        self.fifo
+            .insert_weighted_with(short_id, entry, cost, |_, _| *evicted += 1)
     }
 
     /// The complete transaction with this short ID, if held.
     pub fn get_complete(&self, short_id: u32) -> Option<&CachedTx> {
-        self.map.get(&short_id).filter(|e| e.is_complete())
+        self.fifo.get(&short_id).filter(|e| e.is_complete())
     }
 
     /// Transactions held (complete or not).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.fifo.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.fifo.is_empty()
     }
 
     /// Bytes charged (data plus [`FRAGMENT_OVERHEAD`] per fragment), at most the bound.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.fifo.weight()
     }
 
     /// Transactions evicted or replaced so far.
