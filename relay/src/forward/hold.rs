@@ -5,7 +5,9 @@
 //! releases early (counted). Generic over the held frame, so both backends run it through
 //! [`crate::forward::sequence::Forwarder`]. Design: `docs/internals/relay.md`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+
+use photon_protocol::fifo::FifoSet;
 
 use photon_protocol::wire::FragmentKind;
 
@@ -119,9 +121,7 @@ pub struct Holder<F> {
     /// Held streams, oldest first (slot indices; a released slot is skipped lazily).
     order: VecDeque<(u64, usize)>,
     /// Recently released streams (FIFO-bounded).
-    released: HashSet<u64>,
-    released_order: VecDeque<u64>,
-    released_cap: usize,
+    released: FifoSet<u64>,
     bytes: usize,
     ready: VecDeque<F>,
     stats: HoldStats,
@@ -166,9 +166,7 @@ impl<F> Holder<F> {
             free: (0..max_streams).rev().collect(),
             index: HashMap::with_capacity(max_streams),
             order: VecDeque::with_capacity(2 * max_streams + 1),
-            released: HashSet::with_capacity(released_cap),
-            released_order: VecDeque::with_capacity(released_cap),
-            released_cap,
+            released: FifoSet::new(released_cap),
             bytes: 0,
             ready: VecDeque::new(),
             stats: HoldStats::default(),
@@ -341,14 +339,7 @@ impl<F> Holder<F> {
             Why::Timeout => self.stats.streams_timeout += 1,
             Why::Overflow => self.stats.streams_overflow += 1,
         }
-        if self.released.insert(stream) {
-            if self.released_order.len() >= self.released_cap {
-                if let Some(old) = self.released_order.pop_front() {
-                    self.released.remove(&old);
-                }
-            }
-            self.released_order.push_back(stream);
-        }
+        self.released.insert(stream);
     }
 }
 
@@ -491,7 +482,10 @@ mod tests {
             h.offer(&meta(s, FragmentKind::Manifest, 1, 1), s, 0);
             h.offer(&meta(s, FragmentKind::Source, 1, 1), s, 0);
         }
-        assert!(h.released.len() <= 4 && h.released_order.len() <= 4);
+        assert!(
+            h.released.len() <= 4,
+            "the FifoSet holds at most its capacity (its order is bounded by its own test)"
+        );
         assert_eq!(drain(&mut h).len(), 200);
         h.offer(&meta(1000, FragmentKind::Source, 2, 2), 1, 0);
         h.offer(&meta(1001, FragmentKind::Source, 2, 2), 2, 0);
