@@ -6,6 +6,7 @@
 //! release, no `seal`, `receipts` or `key_release` stage records (absent, not zero-length).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bitcoin::{Block, BlockHash};
@@ -13,7 +14,7 @@ use photon_protocol::chain::Bitcoin;
 use photon_protocol::compress::{compress_as, envelope};
 use photon_protocol::identity::PublicKey;
 use photon_protocol::seal::{BlockKey, SealKey};
-use photon_protocol::sender::{Sender, SenderConfig};
+use photon_protocol::sender::{EncodedStream, Sender, SenderConfig};
 use photon_protocol::wire::{
     self, flags, KeyReleaseRepr, Message, Packet, ReceiptRepr, RepairRequestRepr,
 };
@@ -29,11 +30,11 @@ const MAX_OUT_STREAMS: usize = 16;
 
 pub(super) struct OutStream {
     stream: u64,
-    /// What FEC encodes: the sealed block (§5.1) or the unsealed envelope (§6.9).
-    sealed: Vec<u8>,
     /// `None` when the block went out unsealed: nothing to release.
     key: Option<BlockKey>,
     manifest_hash: [u8; 32],
+    /// The relays' sender. Its encoded stream (shards and signed manifest of the sealed block,
+    /// §5.1, or of the unsealed envelope, §6.9) is shared by every peer sender.
     sender: Sender,
     started: Instant,
     /// Distinct receivers whose receipt counts toward the release quorum: the key a signed
@@ -148,14 +149,14 @@ impl Gateway {
         } else {
             self.live_links(true).len()
         };
-        let sender = match Sender::new(
-            self.sender_config(dests.max(1)),
+        // Encoded once: every destination's sender shares these shards and this manifest.
+        let encoded = match EncodedStream::new(
             stream,
             &sealed,
+            &self.config.repair,
             self.identity.key_pair(),
-            now,
         ) {
-            Ok(s) => s,
+            Ok(e) => Arc::new(e),
             Err(e) => {
                 self.event(GatewayEvent::BlockFailed {
                     stream,
@@ -164,10 +165,10 @@ impl Gateway {
                 return;
             }
         };
+        let sender = Sender::for_stream(self.sender_config(dests.max(1)), Arc::clone(&encoded), now);
         let t3 = clock();
         self.stage(now, Stage::Fec, Some(stream), Some(hash), None);
-        let datagrams_planned =
-            sender.encoded().params().total() + sender.manifest().fragment_count();
+        let datagrams_planned = encoded.datagrams();
         let (release_at, released_now) = match self.config.key_release {
             // Unsealed: nothing to release, ever.
             _ if !encrypt => (None, false),
@@ -183,8 +184,7 @@ impl Gateway {
         let has_peers = !self.config.peers.is_empty();
         let mut out = OutStream {
             stream,
-            manifest_hash: sender.manifest().manifest_hash(),
-            sealed,
+            manifest_hash: encoded.manifest().manifest_hash(),
             key,
             sender,
             started: now,
@@ -204,15 +204,8 @@ impl Gateway {
         if via_peers {
             // No relay (or we hide behind peers): every live peer gets the stream directly.
             for link in self.live_links(false) {
-                if let Ok(s) = Sender::new(
-                    self.sender_config(1),
-                    stream,
-                    &out.sealed,
-                    self.identity.key_pair(),
-                    now,
-                ) {
-                    out.peer_senders.push((link, s));
-                }
+                let s = Sender::for_stream(self.sender_config(1), Arc::clone(&encoded), now);
+                out.peer_senders.push((link, s));
             }
         }
         self.stats.block_bytes_out += block_bytes as u64;
@@ -478,10 +471,8 @@ impl Gateway {
         let config = self.sender_config(peers.len());
         let s = &mut self.out_streams[i];
         for &link in &peers {
-            if let Ok(ps) = Sender::new(config, s.stream, &s.sealed, self.identity.key_pair(), now)
-            {
-                s.peer_senders.push((link, ps));
-            }
+            let ps = Sender::for_stream(config, Arc::clone(s.sender.source()), now);
+            s.peer_senders.push((link, ps));
         }
         let stream = s.stream;
         let release = match &s.key {
