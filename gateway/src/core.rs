@@ -553,7 +553,7 @@ impl Gateway {
     pub fn blocks_waiting_for_key(&self) -> usize {
         self.in_streams
             .values()
-            .filter(|s| s.sealed.is_some() && s.key.is_none())
+            .filter(|s| s.waiting_for_key())
             .count()
     }
 
@@ -678,7 +678,7 @@ impl Gateway {
             take(s.next_timer());
         }
         for s in self.in_streams.values() {
-            take(s.next_retry);
+            take(s.next_retry());
         }
         take(self.txs.next_resend);
         if !self.control.is_empty() || self.fanout.is_some() {

@@ -14,11 +14,10 @@ use photon_protocol::assembler::Event;
 use photon_protocol::chain::Bitcoin;
 use photon_protocol::compress::{decompress, envelope, BlockEncoding, Decompressed, PendingBlock};
 use photon_protocol::identity::PublicKey;
-use photon_protocol::integrity::ManifestFragment;
 use photon_protocol::seal::BlockKey;
 use photon_protocol::shortid::ShortId;
 use photon_protocol::wire::{
-    KeyReleaseRepr, Message, MessageType, Packet, ReceiptRepr, RepairRequestRepr, TxRequestRepr,
+    KeyReleaseRepr, Message, Packet, ReceiptRepr, RepairRequestRepr, TxRequestRepr,
     MAX_TX_REQUEST_IDS,
 };
 
@@ -26,26 +25,57 @@ use super::{
     Delivery, Gateway, GatewayEvent, InTimings, LinkId, LinkKind, NodeAction, Stage, MAX_IN_STREAMS,
 };
 
+/// One inbound stream: where it came from, the origin the assembler bound, and its state.
 pub(super) struct InStream {
     first_link: LinkId,
     first_at: Instant,
+    /// Bound by the assembler when the first manifest fragment verified (§4.1.4).
     origin: Option<PublicKey>,
-    pub(super) sealed: Option<Vec<u8>>,
-    ready_at: Option<Instant>,
-    pub(super) key: Option<BlockKey>,
+    state: InState,
+}
+
+/// Where an inbound stream is. Each state holds only what it needs, so a stream cannot be,
+/// say, waiting for transactions and still hold its sealed bytes.
+enum InState {
+    /// Fragments go to the assembler. A key may come before the block decodes.
+    Assembling { key: EarlyKey },
+    /// Decoded and sealed; the origin withholds the key until receipts or a timeout (§2.6).
+    /// `held`: a key release that came while the origin was not bound, checked once it is.
+    WaitingForKey {
+        sealed: Vec<u8>,
+        ready_at: Instant,
+        held: Option<KeyReleaseRepr>,
+    },
+    /// Opened; decompression waits for transactions asked for by short ID (§2.4).
+    WaitingForTxs {
+        pending: PendingBlock,
+        opened: Opened,
+        tx_requests: u32,
+        next_retry: Instant,
+    },
+    /// Handed to the node (or found a duplicate of a block it has): late input is ignored.
+    Delivered,
+    /// Given up, reported with `BlockFailed`: late input is ignored.
+    Failed,
+}
+
+/// A key that came while the stream was still assembling.
+enum EarlyKey {
+    None,
+    /// The origin was not bound yet: checked once it is.
+    Unverified(KeyReleaseRepr),
+    Verified { key: BlockKey, at: Instant },
+}
+
+/// What opening the payload found, for the delivery's timings and event.
+struct Opened {
+    ready_at: Instant,
+    /// When the key came; `None` for an unsealed payload (§6.9).
     key_at: Option<Instant>,
-    /// A key release that came before we knew the stream's origin: checked once we do.
-    release: Option<KeyReleaseRepr>,
-    pending: Option<PendingBlock>,
-    /// Unsealed by its sender (§6.9): no key needed.
-    unsealed: bool,
+    open_time: Duration,
     encoding: BlockEncoding,
     compressed_len: usize,
-    open_time: Duration,
-    decompress_started: Option<Instant>,
-    tx_requests: u32,
-    pub(super) next_retry: Option<Instant>,
-    done: bool,
+    decompress_started: Instant,
 }
 
 impl InStream {
@@ -54,20 +84,54 @@ impl InStream {
             first_link: link,
             first_at: now,
             origin: None,
-            sealed: None,
-            ready_at: None,
-            key: None,
-            key_at: None,
-            release: None,
-            pending: None,
-            unsealed: false,
-            encoding: BlockEncoding::Compact,
-            compressed_len: 0,
-            open_time: Duration::ZERO,
-            decompress_started: None,
-            tx_requests: 0,
-            next_retry: None,
-            done: false,
+            state: InState::Assembling {
+                key: EarlyKey::None,
+            },
+        }
+    }
+
+    /// Decoded but still without its key.
+    pub(super) fn waiting_for_key(&self) -> bool {
+        matches!(self.state, InState::WaitingForKey { .. })
+    }
+
+    /// When the transactions it lacks are asked for again.
+    pub(super) fn next_retry(&self) -> Option<Instant> {
+        match self.state {
+            InState::WaitingForTxs { next_retry, .. } => Some(next_retry),
+            _ => None,
+        }
+    }
+
+    /// Whether a key release can still be used: none verified yet, block not opened.
+    fn wants_key(&self) -> bool {
+        match &self.state {
+            InState::Assembling { key } => !matches!(key, EarlyKey::Verified { .. }),
+            InState::WaitingForKey { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Keeps a release until the origin is bound (the latest one wins).
+    fn hold_release(&mut self, release: KeyReleaseRepr) {
+        match &mut self.state {
+            InState::Assembling { key } => *key = EarlyKey::Unverified(release),
+            InState::WaitingForKey { held, .. } => *held = Some(release),
+            _ => {}
+        }
+    }
+
+    fn take_held_release(&mut self) -> Option<KeyReleaseRepr> {
+        match &mut self.state {
+            InState::Assembling { key } => match std::mem::replace(key, EarlyKey::None) {
+                EarlyKey::Unverified(r) => Some(r),
+                other => {
+                    *key = other;
+                    None
+                }
+            },
+            InState::WaitingForKey { held, .. } => held.take(),
+            _ => None,
         }
     }
 }
@@ -99,27 +163,11 @@ impl Gateway {
             self.stats.dropped_unexpected += 1;
             return;
         }
-        if self.asm.handle_datagram(now, packet.datagram()).is_ok() {
-            if !self.in_streams.contains_key(&stream) {
-                self.stage(now, Stage::FirstFragmentIn, Some(stream), None, None);
-            }
-            let origin = (packet.msg_type() == Ok(MessageType::Manifest))
-                .then(|| ManifestFragment::new_checked(packet.payload()).ok())
-                .flatten()
-                .map(|f| {
-                    let mut k = [0u8; 32];
-                    k.copy_from_slice(f.origin());
-                    PublicKey(k)
-                });
-            let s = self.in_stream(stream, link, now);
-            if s.origin.is_none() && origin.is_some() {
-                // The assembler accepted it: the manifest verified under this trusted origin
-                // (later fragments must match the bound one).
-                s.origin = origin;
-                if let Some(release) = s.release.take() {
-                    self.accept_key(now, &release);
-                }
-            }
+        if self.asm.handle_datagram(now, packet.datagram()).is_ok()
+            && !self.in_streams.contains_key(&stream)
+        {
+            self.stage(now, Stage::FirstFragmentIn, Some(stream), None, None);
+            self.in_stream(stream, link, now);
         }
         self.drain_assembler(now);
     }
@@ -127,6 +175,9 @@ impl Gateway {
     pub(super) fn drain_assembler(&mut self, now: Instant) {
         while let Some(ev) = self.asm.poll_event() {
             match ev {
+                Event::OriginBound { stream, origin } => {
+                    self.origin_bound(now, stream, PublicKey(origin));
+                }
                 Event::SendReceipt {
                     stream,
                     manifest_hash,
@@ -150,12 +201,53 @@ impl Gateway {
                 }
                 Event::BlockReady { stream, bytes } => {
                     self.stage(now, Stage::LastFragmentIn, Some(stream), None, None);
-                    let s = self.in_stream(stream, 0, now);
-                    s.sealed = Some(bytes);
-                    s.ready_at = Some(now);
-                    self.try_open(now, stream);
+                    self.block_ready(now, stream, bytes);
                 }
                 Event::ShardAccepted { .. } | Event::ShardRejected { .. } => {}
+            }
+        }
+    }
+
+    /// The assembler verified the stream's manifest under `origin`: a key that came early can
+    /// be checked now.
+    fn origin_bound(&mut self, now: Instant, stream: u64, origin: PublicKey) {
+        let Some(s) = self.in_streams.get_mut(&stream) else {
+            return;
+        };
+        if s.origin.is_some() {
+            return;
+        }
+        s.origin = Some(origin);
+        if let Some(release) = s.take_held_release() {
+            self.accept_key(now, &release);
+        }
+    }
+
+    /// The block decoded: open it at once if it is unsealed or its key is here, else wait.
+    fn block_ready(&mut self, now: Instant, stream: u64, bytes: Vec<u8>) {
+        let s = self.in_stream(stream, 0, now);
+        let InState::Assembling { key } = &mut s.state else {
+            return;
+        };
+        let key = std::mem::replace(key, EarlyKey::None);
+        if envelope::unwrap_plain(&bytes).is_some() {
+            return self.open(now, stream, bytes, now, None);
+        }
+        match key {
+            EarlyKey::Verified { key, at } => self.open(now, stream, bytes, now, Some((key, at))),
+            EarlyKey::Unverified(release) => {
+                s.state = InState::WaitingForKey {
+                    sealed: bytes,
+                    ready_at: now,
+                    held: Some(release),
+                }
+            }
+            EarlyKey::None => {
+                s.state = InState::WaitingForKey {
+                    sealed: bytes,
+                    ready_at: now,
+                    held: None,
+                }
             }
         }
     }
@@ -182,82 +274,111 @@ impl Gateway {
     pub(super) fn handle_key_release(&mut self, now: Instant, link: LinkId, k: &KeyReleaseRepr) {
         self.stats.key_releases_received += 1;
         let s = self.in_stream(k.stream, link, now);
-        if s.key.is_some() || s.done {
+        if !s.wants_key() {
             return;
         }
         if s.origin.is_none() {
             // Origin not known yet (key before the manifest): keep it until we know.
-            s.release = Some(*k);
+            s.hold_release(*k);
             return;
         }
         self.accept_key(now, k);
     }
 
     fn accept_key(&mut self, now: Instant, k: &KeyReleaseRepr) {
-        let Some(s) = self.in_streams.get_mut(&k.stream) else {
-            return;
-        };
-        let Some(origin) = s.origin else { return };
-        match BlockKey::from_release(k, &origin) {
-            Ok(key) => {
-                s.key = Some(key);
-                s.key_at = Some(now);
-                self.stage(now, Stage::KeyIn, Some(k.stream), None, None);
-                self.try_open(now, k.stream);
-            }
-            Err(_) => self.stats.key_releases_bad += 1,
-        }
-    }
-
-    fn try_open(&mut self, now: Instant, stream: u64) {
+        let stream = k.stream;
         let Some(s) = self.in_streams.get_mut(&stream) else {
             return;
         };
-        if s.done || s.pending.is_some() {
-            return;
-        }
-        let Some(payload) = &s.sealed else { return };
-        if envelope::unwrap_plain(payload).is_none() && s.key.is_none() {
-            return; // sealed: wait for the key
-        }
-        let t0 = Instant::now();
-        let Some(payload) = s.sealed.take() else {
-            return;
-        };
-        let opened;
-        let plain: &[u8] = if let Some(p) = envelope::unwrap_plain(&payload) {
-            s.unsealed = true;
-            self.stats.blocks_in_unsealed += 1;
-            p
-        } else {
-            let Some(key) = &s.key else { return };
-            match key.open(stream, &payload) {
-                Ok(p) => {
-                    opened = p;
-                    s.open_time = t0.elapsed();
-                    &opened
-                }
-                Err(e) => {
-                    self.stats.open_failed += 1;
-                    self.fail_stream(stream, format!("open: {e}"));
-                    return;
-                }
+        let Some(origin) = s.origin else { return };
+        let key = match BlockKey::from_release(k, &origin) {
+            Ok(key) => key,
+            Err(_) => {
+                self.stats.key_releases_bad += 1;
+                return;
             }
         };
-        s.compressed_len = plain.len();
-        s.decompress_started = Some(now);
-        if let Some(e) = plain
-            .first()
-            .copied()
-            .and_then(BlockEncoding::from_format_byte)
-        {
-            s.encoding = e;
+        match std::mem::replace(&mut s.state, InState::Failed) {
+            InState::Assembling { .. } => {
+                s.state = InState::Assembling {
+                    key: EarlyKey::Verified { key, at: now },
+                };
+                self.stage(now, Stage::KeyIn, Some(stream), None, None);
+            }
+            InState::WaitingForKey {
+                sealed, ready_at, ..
+            } => {
+                self.stage(now, Stage::KeyIn, Some(stream), None, None);
+                self.open(now, stream, sealed, ready_at, Some((key, now)));
+            }
+            other => s.state = other,
         }
+    }
+
+    /// Opens (or unwraps, §6.9) a decoded payload and decompresses it: delivered, waiting for
+    /// transactions, or failed. `key` is `None` only for an unsealed payload.
+    fn open(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        payload: Vec<u8>,
+        ready_at: Instant,
+        key: Option<(BlockKey, Instant)>,
+    ) {
+        let t0 = Instant::now();
+        let opened_bytes;
+        let (plain, key_at, open_time): (&[u8], _, _) =
+            if let Some(p) = envelope::unwrap_plain(&payload) {
+                self.stats.blocks_in_unsealed += 1;
+                (p, None, Duration::ZERO)
+            } else {
+                let Some((key, key_at)) = key else {
+                    // Sealed and no key: not ours to open yet.
+                    if let Some(s) = self.in_streams.get_mut(&stream) {
+                        s.state = InState::WaitingForKey {
+                            sealed: payload,
+                            ready_at,
+                            held: None,
+                        };
+                    }
+                    return;
+                };
+                match key.open(stream, &payload) {
+                    Ok(p) => {
+                        opened_bytes = p;
+                        (&opened_bytes[..], Some(key_at), t0.elapsed())
+                    }
+                    Err(e) => {
+                        self.stats.open_failed += 1;
+                        self.fail_stream(stream, format!("open: {e}"));
+                        return;
+                    }
+                }
+            };
+        let opened = Opened {
+            ready_at,
+            key_at,
+            open_time,
+            encoding: plain
+                .first()
+                .copied()
+                .and_then(BlockEncoding::from_format_byte)
+                .unwrap_or(BlockEncoding::Compact),
+            compressed_len: plain.len(),
+            decompress_started: now,
+        };
         match decompress::<Bitcoin>(plain, &self.store) {
-            Ok(Decompressed::Complete(block)) => self.deliver(now, stream, block),
+            Ok(Decompressed::Complete(block)) => self.deliver(now, stream, &opened, 0, block),
             Ok(Decompressed::Missing(pending)) => {
-                s.pending = Some(pending);
-                self.request_missing(now, stream);
+                if let Some(s) = self.in_streams.get_mut(&stream) {
+                    s.state = InState::WaitingForTxs {
+                        pending,
+                        opened,
+                        tx_requests: 0,
+                        next_retry: now,
+                    };
+                    self.request_missing(now, stream);
+                }
             }
             Err(e) => {
                 self.stats.decompress_failed += 1;
@@ -266,13 +387,11 @@ impl Gateway {
         }
     }
 
-    /// Gives up on an incoming stream: it is done (late fragments are ignored), holds no
-    /// pending block or retry, and the gateway reports why.
+    /// Gives up on an incoming stream: late fragments and keys are ignored, and the gateway
+    /// reports why.
     fn fail_stream(&mut self, stream: u64, reason: String) {
         if let Some(s) = self.in_streams.get_mut(&stream) {
-            s.done = true;
-            s.pending = None;
-            s.next_retry = None;
+            s.state = InState::Failed;
         }
         self.event(GatewayEvent::BlockFailed { stream, reason });
     }
@@ -280,7 +399,7 @@ impl Gateway {
     /// Ask for the transactions a block lacks: first over the link the block came in on and
     /// over the direct link to its origin when that is a peer; each retry over every live link.
     /// (The origin answers requests for its own streams whatever link they come over; a peer
-    /// answers any request over a direct link; see the module docs of `core`.)
+    /// answers any request over a direct link; see docs/internals/gateway-core.md.)
     fn request_missing(&mut self, now: Instant, stream: u64) {
         let retry = self.config.tx_request_retry;
         let rounds = self.config.tx_request_rounds;
@@ -290,8 +409,15 @@ impl Gateway {
         let Some(s) = self.in_streams.get(&stream) else {
             return;
         };
-        let Some(pending) = &s.pending else { return };
-        if s.tx_requests >= rounds {
+        let InState::WaitingForTxs {
+            pending,
+            tx_requests,
+            ..
+        } = &s.state
+        else {
+            return;
+        };
+        if *tx_requests >= rounds {
             self.stats.blocks_given_up += 1;
             self.fail_stream(
                 stream,
@@ -300,7 +426,7 @@ impl Gateway {
             return;
         }
         let missing: Vec<u32> = pending.missing().into_iter().map(|id| id.0).collect();
-        let mut targets = if s.tx_requests == 0 {
+        let mut targets = if *tx_requests == 0 {
             let mut t = vec![s.first_link];
             if let Some(p) = s.origin.and_then(|o| self.peer_link_of(&o)) {
                 t.push(p);
@@ -311,9 +437,19 @@ impl Gateway {
         };
         targets.sort_unstable();
         targets.dedup();
-        let s = self.in_streams.get_mut(&stream).expect("just looked up");
-        s.tx_requests += 1;
-        s.next_retry = Some(now + retry);
+        if let Some(InStream {
+            state:
+                InState::WaitingForTxs {
+                    tx_requests,
+                    next_retry,
+                    ..
+                },
+            ..
+        }) = self.in_streams.get_mut(&stream)
+        {
+            *tx_requests += 1;
+            *next_retry = now + retry;
+        }
         for link in targets {
             for chunk in missing.chunks(MAX_TX_REQUEST_IDS) {
                 let r = TxRequestRepr {
@@ -332,7 +468,7 @@ impl Gateway {
         let due: Vec<u64> = self
             .in_streams
             .iter()
-            .filter(|(_, s)| s.next_retry.is_some_and(|t| now >= t))
+            .filter(|(_, s)| s.next_retry().is_some_and(|t| now >= t))
             .map(|(&id, _)| id)
             .collect();
         for stream in due {
@@ -345,25 +481,30 @@ impl Gateway {
         let waiting: Vec<u64> = self
             .in_streams
             .iter()
-            .filter(|(_, s)| s.pending.is_some())
+            .filter(|(_, s)| matches!(s.state, InState::WaitingForTxs { .. }))
             .map(|(&k, _)| k)
             .collect();
         for stream in waiting {
             let Some(s) = self.in_streams.get_mut(&stream) else {
                 continue;
             };
-            let Some(pending) = s.pending.as_mut() else {
+            let InState::WaitingForTxs { pending, .. } = &mut s.state else {
                 continue;
             };
             if pending.supply(id, tx).is_err() || !pending.is_complete() {
                 continue;
             }
-            let Some(pending) = s.pending.take() else {
+            let InState::WaitingForTxs {
+                pending,
+                opened,
+                tx_requests,
+                ..
+            } = std::mem::replace(&mut s.state, InState::Delivered)
+            else {
                 continue;
             };
-            s.next_retry = None;
             match pending.finish::<Bitcoin>() {
-                Ok(block) => self.deliver(now, stream, block),
+                Ok(block) => self.deliver(now, stream, &opened, tx_requests, block),
                 Err(e) => {
                     self.stats.decompress_failed += 1;
                     self.fail_stream(stream, format!("decompress: {e}"));
@@ -372,33 +513,26 @@ impl Gateway {
         }
     }
 
-    fn deliver(&mut self, now: Instant, stream: u64, block: Block) {
+    fn deliver(&mut self, now: Instant, stream: u64, o: &Opened, tx_requests: u32, block: Block) {
         let Some(s) = self.in_streams.get_mut(&stream) else {
             return;
         };
-        s.done = true;
-        s.pending = None;
-        s.next_retry = None;
+        s.state = InState::Delivered;
         // `now` is when the datagram that completed the block was taken in; opening and
         // decompressing took time since (the stage records read the clock the same way).
         let now = now.max(Instant::now());
         let hash = block.block_hash();
         let via = self.links[s.first_link].kind;
-        let ready = s.ready_at.unwrap_or(now);
-        let keyed = if s.unsealed {
-            ready
-        } else {
-            s.key_at.unwrap_or(now).max(ready)
-        };
+        let keyed = o.key_at.map_or(o.ready_at, |k| k.max(o.ready_at));
         let timings = InTimings {
-            assemble: ready - s.first_at,
-            key_wait: keyed - ready,
-            open: s.open_time,
-            decompress: now.saturating_duration_since(s.decompress_started.unwrap_or(now)),
+            assemble: o.ready_at - s.first_at,
+            key_wait: keyed - o.ready_at,
+            open: o.open_time,
+            decompress: now.saturating_duration_since(o.decompress_started),
             total: now - s.first_at,
         };
-        let (tx_requests, compressed_bytes) = (s.tx_requests, s.compressed_len);
-        let (encoding, sealed) = (s.encoding, !s.unsealed);
+        let compressed_bytes = o.compressed_len;
+        let (encoding, sealed) = (o.encoding, o.key_at.is_some());
         if !self.known_blocks.insert(hash) {
             self.stats.blocks_duplicate += 1;
             return;
