@@ -144,8 +144,9 @@ impl KeyReleasePolicy {
     }
 }
 
-/// How a block from the network goes to the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a block from the network goes to the node (`node.delivery`: push | announce | compact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// `block`, unsolicited: the fastest way in.
     Push,
