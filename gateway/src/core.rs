@@ -1,67 +1,14 @@
-//! The gateway's network side as a sans-IO state machine (quinn style).
+//! The gateway's network side as a sans-IO state machine (quinn style): links to relays and
+//! peer gateways, the transaction store, outbound block streams (compress → seal → FEC + signed
+//! manifest → paced fragments → key release) and inbound ones (verified fragments → decode →
+//! receipt → key → open → decompress → node).
 //!
-//! [`Gateway`] owns everything between the node and the UDP socket: the links to relays and to
-//! peer gateways (registration, hop keys, keepalive, failover), the transaction store, the
-//! outbound block streams (compress → seal → FEC + signed manifest → paced fragments → key
-//! release) and the inbound ones (verified fragments → decode → receipt → key → open →
-//! decompress → node). It never touches a socket, a thread or the wall clock for behaviour:
-//!
-//! - feed it with [`Gateway::handle_node_event`], [`Gateway::handle_datagram`] and
-//!   [`Gateway::handle_timeout`], each with the caller's `now`;
-//! - drain [`Gateway::poll_transmit`] (datagrams to send, already hop-signed),
-//!   [`Gateway::poll_node_action`] (blocks and transactions for the node) and
-//!   [`Gateway::poll_event`] (what happened, for logs, metrics and tests);
-//! - sleep until [`Gateway::poll_timeout`] or the next input.
-//!
-//! The one exception to "no clock": the durations of the CPU stages of a block (compress,
-//! seal, FEC + manifest, open, decompress) are measured with [`std::time::Instant::now`] for the
-//! latency histograms; they never change what the state machine does.
-//!
-//! Spec: `docs/protocol.md`. The gateway's own choices, which the protocol leaves open:
-//!
-//! - **Links.** Relays are registered with (§2.8; we are the initiator); peer gateways use the
-//!   same handshake over a direct UDP link, the side with the smaller public key registering
-//!   (node ids 1 for the responder, 2 for the initiator). A link silent for `link_quiet` (at
-//!   least 2.5 of the relay's keepalive periods) is down: a relay link registers again, and the
-//!   primary relay (transactions) becomes the next live one in config order. Block fragments go
-//!   to every live relay, chosen per fragment, so a relay lost mid-block is skipped at once.
-//! - **Key release and the number of receivers.** The relays do not report how many gateways
-//!   receive a stream, so the origin is told: `KeyReleasePolicy::Receipts { share, receivers,
-//!   timeout }`, with `receivers` from the config (deployment size minus one). The key goes out
-//!   at `ceil(share × receivers)` receipts or at `timeout` (default 50 %, 3 s), or with the
-//!   first fragment (`Immediate`). Receipts count once per distinct receiver: a receiver
-//!   signs its receipt (§2.5: its Ed25519 key and a signature over stream and manifest hash),
-//!   because a relay rewrites the hop sender and the origin could not otherwise tell one
-//!   receiver sending twice, or a relay forging or replaying receipts, from two receivers. Through
-//!   a relay only signed receipts that verify count (unsigned ones, from older gateways, are
-//!   counted in `receipts_unsigned` and wait for the timeout); over a direct peer link the hop
-//!   tag already names the peer, and both paths share one set of receiver keys, so a receipt
-//!   counts once whichever way it came. Limitation: any valid Ed25519 key counts (the origin
-//!   does not know the set of gateways), so a relay that makes up keys and signs receipts
-//!   itself still gets a key released early; signed receipts stop replays and double counting,
-//!   not Sybil receivers. A receiver whose origin is one of its direct peers sends its receipt
-//!   over that link only, so a peer origin knows which peers hold the block (for the fallback
-//!   below).
-//! - **Direct peer fallback.** `peer_fallback` (default 500 ms) after a stream starts, every
-//!   live peer without a receipt gets the whole stream over the direct link (a second
-//!   [`photon_protocol::sender::Sender`] over the same sealed bytes: deterministic FEC and
-//!   Ed25519 give the same fragments, so the receiver's assembler merges both paths). With no
-//!   live relay, peers get it at once.
-//! - **Origination through a peer.** With `originate_via_peers`, our blocks go only to peers;
-//!   a peer configured with `originate_for` opens such a block and originates it to the relays
-//!   as its own (its key, its stream): the relays never see our address or key.
-//! - **Missing transactions.** The relay's control path does not serve or pass on tx requests
-//!   (it counts them as unsupported), so a receiver asks over the link the block came in on and
-//!   over the direct link to the origin when that is a peer, then every live link on each retry;
-//!   the origin answers requests for its own streams on any link (its answer through a relay is
-//!   fanned out with the short ID), a peer answers any request on a direct link.
-//! - **Baselines** (`block_encoding`, `encrypt`; `[block]` in the config): what we send is
-//!   compact, BIP152-sized or full (§6.8), sealed or not (§6.9). Receivers read both from the
-//!   payload (format byte, unsealed marker, both under the signed manifest), never from their
-//!   own config; an unsealed stream has no key release and no key wait.
-//! - **Transactions out** are paced at the uplink rate (a burst of thousands overflows a relay's
-//!   socket buffer) and sent again, with the same transfer id, while their short ID has not come
-//!   back (the relay gives the same (origin, transfer) the same ID).
+//! Contract: feed [`Gateway::handle_node_event`], [`Gateway::handle_datagram`] and
+//! [`Gateway::handle_timeout`] with the caller's `now`; drain [`Gateway::poll_transmit`]
+//! (hop-signed datagrams), [`Gateway::poll_node_action`] and [`Gateway::poll_event`]; sleep
+//! until [`Gateway::poll_timeout`]. No socket, thread or clock read decides behaviour (CPU stage
+//! durations are measured for metrics only). Spec: `docs/protocol.md`; the gateway's own
+//! choices and their reasons: `docs/internals/gateway-core.md`.
 
 mod inbound;
 mod links;
@@ -112,7 +59,7 @@ pub struct PeerEndpoint {
     pub originate_for: bool,
 }
 
-/// When the origin releases a block's key (§2.6, §7; module docs: "Key release").
+/// When the origin releases a block's key (§2.6, §7; docs/internals/gateway-core.md, "Key release").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KeyReleasePolicy {
     /// With the first fragment: for private deployments where relays are trusted.

@@ -335,7 +335,7 @@ impl Gateway {
         }
     }
 
-    /// A receipt for one of our streams (§2.5; module docs: "Key release"). It counts toward
+    /// A receipt for one of our streams (§2.5; docs/internals/gateway-core.md, "Key release"). It counts toward
     /// the release quorum once per distinct receiver:
     ///
     /// - over a direct peer link, the peer (the hop tag authenticates it), or the key of its
