@@ -32,7 +32,7 @@ use ring::rand::SystemRandom;
 use crate::node::NodeEvent;
 
 use self::inbound::InStream;
-use self::links::Link;
+use self::links::{Credentials, Links};
 pub use self::links::{LinkKind, LinkState};
 use self::outbound::{Fanout, OutStream};
 pub use self::stages::{Stage, StageRecord};
@@ -364,10 +364,7 @@ pub struct Gateway {
     epoch: Instant,
     epoch_unix_ms: u64,
 
-    links: Vec<Link>,
-    by_addr: HashMap<SocketAddr, LinkId>,
-    /// The relay that carries transactions and requests (first live relay in config order).
-    primary: Option<LinkId>,
+    links: Links,
 
     store: TxStore,
     txs: TxState,
@@ -413,31 +410,7 @@ impl Gateway {
         trusted.sort_unstable();
         trusted.dedup();
         config.assembler.trusted_origins = trusted;
-        let our_key = identity.public_key();
-        let mut links = Vec::new();
-        for (i, r) in config.relays.iter().enumerate() {
-            links.push(Link::new(
-                LinkKind::Relay(i),
-                r.addr,
-                r.public_key,
-                true,
-                now,
-                &config,
-            ));
-        }
-        for (i, p) in config.peers.iter().enumerate() {
-            // The smaller key registers: one session per pair, no race.
-            let initiator = our_key.0 < p.public_key.0;
-            links.push(Link::new(
-                LinkKind::Peer(i),
-                p.addr,
-                p.public_key,
-                initiator,
-                now,
-                &config,
-            ));
-        }
-        let by_addr = links.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
+        let links = Links::new(&config, identity.public_key(), now);
         Gateway {
             asm: Assembler::new(config.assembler.clone()),
             store: TxStore::new(config.tx_store),
@@ -448,8 +421,6 @@ impl Gateway {
             epoch: now,
             epoch_unix_ms: unix_ms,
             links,
-            by_addr,
-            primary: None,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
             out_streams: Vec::new(),
             fanout: None,
@@ -472,8 +443,16 @@ impl Gateway {
         self.identity.public_key()
     }
 
-    pub fn stats(&self) -> &GatewayStats {
-        &self.stats
+    /// Counters of the gateway and its parts, as one snapshot.
+    pub fn stats(&self) -> GatewayStats {
+        let mut s = self.stats.clone();
+        let l = self.links.stats();
+        s.dropped_malformed += l.dropped_malformed;
+        s.dropped_unknown_peer += l.dropped_unknown_peer;
+        s.dropped_register += l.dropped_register;
+        s.registrations += l.registrations;
+        s.failovers += l.failovers;
+        s
     }
 
     pub fn assembler_stats(&self) -> &AssemblerStats {
@@ -494,7 +473,7 @@ impl Gateway {
 
     /// The relay that carries transactions now.
     pub fn primary_relay(&self) -> Option<SocketAddr> {
-        self.primary.map(|i| self.links[i].addr)
+        self.links.primary().map(|i| self.links[i].addr)
     }
 
     /// Inbound streams decoded but still without their key (the key is withheld).
@@ -556,11 +535,22 @@ impl Gateway {
         };
         // Registration messages carry their own Ed25519 signatures and no hop tag.
         match msg_type {
-            MessageType::Register => return self.handle_register(now, from, &packet),
-            MessageType::RegisterAck => return self.handle_register_ack(now, from, &packet),
+            MessageType::Register => {
+                let creds = Credentials {
+                    identity: &self.identity,
+                    rng: &self.rng,
+                    unix_ms: self.unix_ms(now),
+                };
+                self.links.handle_register(now, from, &packet, &creds);
+                return self.drain_links();
+            }
+            MessageType::RegisterAck => {
+                self.links.handle_register_ack(now, from, &packet);
+                return self.drain_links();
+            }
             _ => {}
         }
-        let Some(&link) = self.by_addr.get(&from) else {
+        let Some(link) = self.links.by_addr(&from) else {
             self.stats.dropped_unknown_peer += 1;
             return;
         };
@@ -568,7 +558,8 @@ impl Gateway {
             self.stats.dropped_bad_tag += 1;
             return;
         }
-        self.heard(now, link);
+        self.links.heard(now, link);
+        self.drain_links();
         if msg_type.is_block_fragment() {
             self.handle_fragment(now, link, &packet);
             return;
@@ -578,7 +569,7 @@ impl Gateway {
             return;
         };
         match repr.message {
-            Message::Keepalive(k) => self.links[link].echo = k.seq,
+            Message::Keepalive(k) => self.links.handle_keepalive(link, &k),
             Message::Transaction(t) => self.handle_transaction(now, link, &t),
             Message::ShortIdAssign(a) => self.handle_short_id_assign(now, &a),
             Message::TxRequest(r) => self.handle_tx_request(link, &r),
@@ -595,7 +586,13 @@ impl Gateway {
     /// transaction requests, expiry. Call when [`Gateway::poll_timeout`] is due (calling it
     /// early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.link_timers(now);
+        let creds = Credentials {
+            identity: &self.identity,
+            rng: &self.rng,
+            unix_ms: self.unix_ms(now),
+        };
+        self.links.handle_timeout(now, &creds);
+        self.drain_links();
         if self.asm.poll_timeout().is_some_and(|t| t <= now) {
             self.asm.handle_timeout(now);
             self.drain_assembler(now);
@@ -618,9 +615,7 @@ impl Gateway {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        for l in &self.links {
-            take(l.next_timer());
-        }
+        take(self.links.poll_timeout());
         take(self.asm.poll_timeout());
         for s in &self.out_streams {
             take(s.next_timer());
@@ -686,47 +681,35 @@ impl Gateway {
         flags: u8,
         paced: bool,
     ) -> bool {
-        let l = &self.links[link];
-        let Some(session) = l.session.as_ref() else {
+        let Some(datagram) = self.links.sign(link, message, flags) else {
             return false;
         };
-        let repr = Repr {
-            sender: session.our_id,
-            hops: 0,
-            flags,
-            message,
-        };
-        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-        let Ok(n) = repr.emit(&mut buf) else {
-            return false;
-        };
-        buf.truncate(n);
-        if session.keys.send.sign_header(&mut buf).is_err() {
-            return false;
-        }
         if paced {
-            self.paced.push_back((l.addr, buf));
+            self.paced.push_back(datagram);
         } else {
-            self.control.push_back((l.addr, buf));
+            self.control.push_back(datagram);
         }
         true
     }
 
+    /// What the links want sent and reported, in order.
+    fn drain_links(&mut self) {
+        while let Some(d) = self.links.poll_transmit() {
+            self.control.push_back(d);
+        }
+        while let Some(ev) = self.links.poll_event() {
+            self.event(ev);
+        }
+    }
+
     /// Links whose session is up, of one kind.
     fn live_links(&self, relays: bool) -> Vec<LinkId> {
-        self.links
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_up() && matches!(l.kind, LinkKind::Relay(_)) == relays)
-            .map(|(i, _)| i)
-            .collect()
+        self.links.live(relays)
     }
 
     /// The live link to the peer whose identity is `key`.
     fn peer_link_of(&self, key: &PublicKey) -> Option<LinkId> {
-        self.links
-            .iter()
-            .position(|l| matches!(l.kind, LinkKind::Peer(_)) && l.remote_key == *key && l.is_up())
+        self.links.peer_link_of(key)
     }
 }
 

@@ -403,9 +403,7 @@ impl Gateway {
     fn request_missing(&mut self, now: Instant, stream: u64) {
         let retry = self.config.tx_request_retry;
         let rounds = self.config.tx_request_rounds;
-        let live: Vec<LinkId> = (0..self.links.len())
-            .filter(|&l| self.links[l].is_up())
-            .collect();
+        let live = self.links.live_all();
         let Some(s) = self.in_streams.get(&stream) else {
             return;
         };

@@ -411,9 +411,8 @@ impl Gateway {
     }
 
     fn broadcast_key(&mut self, release: &KeyReleaseRepr) {
-        for link in 0..self.links.len() {
-            if self.links[link].is_up() && self.send_message(link, Message::KeyRelease(*release), 0)
-            {
+        for link in self.links.live_all() {
+            if self.send_message(link, Message::KeyRelease(*release), 0) {
                 self.stats.key_releases_sent += 1;
             }
         }

@@ -111,7 +111,7 @@ impl Gateway {
         }
         self.stats.txs_from_node += 1;
         let bytes = Bitcoin::encode_tx(tx);
-        let Some(relay) = self.primary else {
+        let Some(relay) = self.links.primary() else {
             // No relay: the transaction is sent whole in blocks; nothing else to do.
             return;
         };
@@ -127,7 +127,7 @@ impl Gateway {
             return;
         }
         self.txs.next_resend = None;
-        let Some(relay) = self.primary else {
+        let Some(relay) = self.links.primary() else {
             if !self.txs.awaiting.is_empty() {
                 self.txs.next_resend = Some(now + TX_RESEND_AFTER);
             }
