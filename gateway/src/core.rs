@@ -25,7 +25,7 @@ use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats};
 pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
-use photon_protocol::shortid::{TxStore, TxStoreConfig, TxStoreStats};
+use photon_protocol::shortid::{TxStoreConfig, TxStoreStats};
 use photon_protocol::wire::{self, Message, MessageType, Packet, Repr};
 use ring::rand::SystemRandom;
 
@@ -36,7 +36,7 @@ use self::links::{Credentials, Links};
 pub use self::links::{LinkKind, LinkState};
 use self::outbound::{Fanout, OutStream};
 pub use self::stages::{Stage, StageRecord};
-use self::txs::TxState;
+use self::txs::Txs;
 
 /// Index of a link in the gateway's link table (relays first, then peers, in config order).
 pub type LinkId = usize;
@@ -366,8 +366,7 @@ pub struct Gateway {
 
     links: Links,
 
-    store: TxStore,
-    txs: TxState,
+    txs: Txs,
     known_blocks: FifoSet<BlockHash>,
 
     out_streams: Vec<OutStream>,
@@ -413,8 +412,7 @@ impl Gateway {
         let links = Links::new(&config, identity.public_key(), now);
         Gateway {
             asm: Assembler::new(config.assembler.clone()),
-            store: TxStore::new(config.tx_store),
-            txs: TxState::new(config.max_awaiting_ids),
+            txs: Txs::new(config.tx_store, config.max_awaiting_ids),
             config,
             identity,
             rng: SystemRandom::new(),
@@ -452,6 +450,15 @@ impl Gateway {
         s.dropped_register += l.dropped_register;
         s.registrations += l.registrations;
         s.failovers += l.failovers;
+        let t = self.txs.stats();
+        s.txs_from_node += t.txs_from_node;
+        s.txs_from_network += t.txs_from_network;
+        s.txs_duplicate += t.txs_duplicate;
+        s.txs_bad += t.txs_bad;
+        s.short_ids_assigned += t.short_ids_assigned;
+        s.tx_resends += t.tx_resends;
+        s.tx_requests_served += t.tx_requests_served;
+        s.dropped_unexpected += t.dropped_unexpected;
         s
     }
 
@@ -460,7 +467,7 @@ impl Gateway {
     }
 
     pub fn tx_store_stats(&self) -> TxStoreStats {
-        self.store.stats()
+        self.txs.store_stats()
     }
 
     /// State of each link, in link order (relays, then peers).
@@ -514,7 +521,10 @@ impl Gateway {
                 self.stats.blocks_from_node += 1;
                 self.originate(now, &block);
             }
-            NodeEvent::TxReceived { tx, .. } => self.tx_from_node(now, &tx),
+            NodeEvent::TxReceived { tx, .. } => {
+                self.txs.handle_node_tx(now, &tx, &self.links);
+                self.drain_txs(now);
+            }
             NodeEvent::Handshaken(_)
             | NodeEvent::BlockAnnounced { .. }
             | NodeEvent::BlockRejected { .. } => {}
@@ -570,9 +580,19 @@ impl Gateway {
         };
         match repr.message {
             Message::Keepalive(k) => self.links.handle_keepalive(link, &k),
-            Message::Transaction(t) => self.handle_transaction(now, link, &t),
-            Message::ShortIdAssign(a) => self.handle_short_id_assign(now, &a),
-            Message::TxRequest(r) => self.handle_tx_request(link, &r),
+            Message::Transaction(t) => {
+                self.txs.handle_transaction(now, link, &t);
+                self.drain_txs(now);
+            }
+            Message::ShortIdAssign(a) => {
+                self.txs.handle_short_id_assign(now, &a);
+                self.drain_txs(now);
+            }
+            Message::TxRequest(r) => {
+                let ours = self.out_streams.iter().any(|s| s.stream_id() == r.stream);
+                self.txs.handle_tx_request(&self.links, link, &r, ours);
+                self.drain_txs(now);
+            }
             Message::Receipt(r) => self.handle_receipt(now, link, &r),
             Message::KeyRelease(k) => self.handle_key_release(now, link, &k),
             Message::RepairRequest(r) => self.handle_repair_request(link, &r),
@@ -599,10 +619,10 @@ impl Gateway {
         }
         self.outbound_timers(now);
         self.inbound_timers(now);
-        self.tx_resend_timer(now);
+        self.txs.handle_timeout(now, &self.links);
+        self.drain_txs(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
-            self.store.expire(now);
             self.txs.expire(now);
         }
     }
@@ -623,7 +643,7 @@ impl Gateway {
         for s in self.in_streams.values() {
             take(s.next_retry());
         }
-        take(self.txs.next_resend);
+        take(self.txs.poll_timeout());
         if !self.control.is_empty() || self.fanout.is_some() {
             take(Some(self.epoch));
         }
@@ -663,33 +683,28 @@ impl Gateway {
         Some(t)
     }
 
-    /// Queue `message` for `link`, signed with its hop key. Dropped (counted) when the link has
-    /// no session.
+    /// Queue `message` for `link`, signed with its hop key; `false` (dropped) when the link
+    /// has no session.
     fn send_message(&mut self, link: LinkId, message: Message<'_>, flags: u8) -> bool {
-        self.queue_message(link, message, flags, false)
-    }
-
-    /// As [`Gateway::send_message`], on the paced queue.
-    fn send_message_paced(&mut self, link: LinkId, message: Message<'_>) -> bool {
-        self.queue_message(link, message, 0, true)
-    }
-
-    fn queue_message(
-        &mut self,
-        link: LinkId,
-        message: Message<'_>,
-        flags: u8,
-        paced: bool,
-    ) -> bool {
         let Some(datagram) = self.links.sign(link, message, flags) else {
             return false;
         };
-        if paced {
-            self.paced.push_back(datagram);
-        } else {
-            self.control.push_back(datagram);
-        }
+        self.control.push_back(datagram);
         true
+    }
+
+    /// What the transaction side wants sent, announced to the node and given to waiting
+    /// blocks, in that order.
+    fn drain_txs(&mut self, now: Instant) {
+        while let Some(d) = self.txs.poll_transmit() {
+            self.paced.push_back(d);
+        }
+        while let Some(tx) = self.txs.poll_announce() {
+            self.node_actions.push_back(NodeAction::AnnounceTx(tx));
+        }
+        while let Some((id, tx)) = self.txs.poll_arrived() {
+            self.tx_arrived(now, id, &tx);
+        }
     }
 
     /// What the links want sent and reported, in order.

@@ -367,7 +367,7 @@ impl Gateway {
             compressed_len: plain.len(),
             decompress_started: now,
         };
-        match decompress::<Bitcoin>(plain, &self.store) {
+        match decompress::<Bitcoin>(plain, self.txs.store()) {
             Ok(Decompressed::Complete(block)) => self.deliver(now, stream, &opened, 0, block),
             Ok(Decompressed::Missing(pending)) => {
                 if let Some(s) = self.in_streams.get_mut(&stream) {

@@ -104,7 +104,7 @@ impl Gateway {
         self.stage(now, Stage::BlockIn, None, Some(hash), None);
         let block_bytes = block.total_size();
         let encoding = self.config.block_encoding;
-        let compressed = match compress_as::<Bitcoin>(encoding, block, &self.store) {
+        let compressed = match compress_as::<Bitcoin>(encoding, block, self.txs.store()) {
             Ok(c) => c,
             Err(e) => {
                 self.event(GatewayEvent::BlockFailed {

@@ -370,7 +370,8 @@ fn share_txs(sim: &mut Sim, b: &Block, gws: &[usize], skip: impl Fn(usize) -> bo
         }
         for &g in gws {
             sim.gws[g]
-                .store
+                .txs
+                .store_mut()
                 .insert(
                     ShortId(5000 + i as u32),
                     Bitcoin::tx_ids(tx),
