@@ -16,12 +16,12 @@ mod outbound;
 mod stages;
 mod txs;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash, Transaction};
-use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats};
+use photon_protocol::assembler::{AssemblerConfig, AssemblerStats};
 pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
@@ -31,12 +31,26 @@ use ring::rand::SystemRandom;
 
 use crate::node::NodeEvent;
 
-use self::inbound::InStream;
+use self::inbound::{InCtx, Inbound, InboundBlock};
 use self::links::{Credentials, Links};
 pub use self::links::{LinkKind, LinkState};
 use self::outbound::{Fanout, OutStream};
+use self::stages::StageLog;
 pub use self::stages::{Stage, StageRecord};
 use self::txs::Txs;
+
+/// The context of an inbound call: the gateway's parts the inbound streams may use, borrowed
+/// beside `self.inbound`.
+macro_rules! in_cx {
+    ($gw:expr) => {
+        InCtx {
+            links: &$gw.links,
+            identity: &$gw.identity,
+            store: $gw.txs.store(),
+            stages: &mut $gw.stages,
+        }
+    };
+}
 
 /// Index of a link in the gateway's link table (relays first, then peers, in config order).
 pub type LinkId = usize;
@@ -374,9 +388,7 @@ pub struct Gateway {
     frag_buf: Vec<u8>,
     next_stream_rr: usize,
 
-    asm: Assembler,
-    in_streams: HashMap<u64, InStream>,
-    in_order: VecDeque<u64>,
+    inbound: Inbound,
 
     control: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
@@ -385,13 +397,11 @@ pub struct Gateway {
     paced_next: Instant,
     node_actions: VecDeque<NodeAction>,
     events: VecDeque<GatewayEvent>,
-    stages: VecDeque<StageRecord>,
+    stages: StageLog,
     next_housekeeping: Instant,
     stats: GatewayStats,
 }
 
-/// Most inbound streams tracked (keys and sealed blocks waiting, pending transactions).
-const MAX_IN_STREAMS: usize = 256;
 /// Block hashes remembered to drop duplicates and echoes from the node.
 const KNOWN_BLOCKS: usize = 4096;
 /// Housekeeping (store expiry, reassembly expiry) period.
@@ -410,8 +420,14 @@ impl Gateway {
         trusted.dedup();
         config.assembler.trusted_origins = trusted;
         let links = Links::new(&config, identity.public_key(), now);
+        let stages = StageLog::new(config.stage_records);
+        let inbound = Inbound::new(
+            config.assembler.clone(),
+            config.tx_request_retry,
+            config.tx_request_rounds,
+        );
         Gateway {
-            asm: Assembler::new(config.assembler.clone()),
+            inbound,
             txs: Txs::new(config.tx_store, config.max_awaiting_ids),
             config,
             identity,
@@ -424,14 +440,12 @@ impl Gateway {
             fanout: None,
             frag_buf: vec![0u8; wire::MAX_DATAGRAM],
             next_stream_rr: 0,
-            in_streams: HashMap::new(),
-            in_order: VecDeque::new(),
             control: VecDeque::new(),
             paced: VecDeque::new(),
             paced_next: now,
             node_actions: VecDeque::new(),
             events: VecDeque::new(),
-            stages: VecDeque::new(),
+            stages,
             next_housekeeping: now + HOUSEKEEPING,
             stats: GatewayStats::default(),
         }
@@ -459,11 +473,22 @@ impl Gateway {
         s.tx_resends += t.tx_resends;
         s.tx_requests_served += t.tx_requests_served;
         s.dropped_unexpected += t.dropped_unexpected;
+        let i = self.inbound.stats();
+        s.receipts_sent += i.receipts_sent;
+        s.key_releases_received += i.key_releases_received;
+        s.key_releases_bad += i.key_releases_bad;
+        s.repair_requests_sent += i.repair_requests_sent;
+        s.tx_requests_sent += i.tx_requests_sent;
+        s.txs_requested += i.txs_requested;
+        s.open_failed += i.open_failed;
+        s.decompress_failed += i.decompress_failed;
+        s.blocks_in_unsealed += i.blocks_in_unsealed;
+        s.blocks_given_up += i.blocks_given_up;
         s
     }
 
     pub fn assembler_stats(&self) -> &AssemblerStats {
-        self.asm.stats()
+        self.inbound.assembler_stats()
     }
 
     pub fn tx_store_stats(&self) -> TxStoreStats {
@@ -485,10 +510,7 @@ impl Gateway {
 
     /// Inbound streams decoded but still without their key (the key is withheld).
     pub fn blocks_waiting_for_key(&self) -> usize {
-        self.in_streams
-            .values()
-            .filter(|s| s.waiting_for_key())
-            .count()
+        self.inbound.waiting_for_key()
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
@@ -571,7 +593,14 @@ impl Gateway {
         self.links.heard(now, link);
         self.drain_links();
         if msg_type.is_block_fragment() {
-            self.handle_fragment(now, link, &packet);
+            if self.out_streams.iter().any(|s| s.stream_id() == packet.stream()) {
+                // Our own block reflected back to us.
+                self.stats.dropped_unexpected += 1;
+                return;
+            }
+            self.inbound
+                .handle_fragment(now, link, &packet, &mut in_cx!(self));
+            self.drain_inbound();
             return;
         }
         let Ok(repr) = Repr::parse(&packet) else {
@@ -594,7 +623,11 @@ impl Gateway {
                 self.drain_txs(now);
             }
             Message::Receipt(r) => self.handle_receipt(now, link, &r),
-            Message::KeyRelease(k) => self.handle_key_release(now, link, &k),
+            Message::KeyRelease(k) => {
+                self.inbound
+                    .handle_key_release(now, link, &k, &mut in_cx!(self));
+                self.drain_inbound();
+            }
             Message::RepairRequest(r) => self.handle_repair_request(link, &r),
             Message::Fragment(_) | Message::Register(_) | Message::RegisterAck(_) => {
                 self.stats.dropped_unexpected += 1;
@@ -613,12 +646,9 @@ impl Gateway {
         };
         self.links.handle_timeout(now, &creds);
         self.drain_links();
-        if self.asm.poll_timeout().is_some_and(|t| t <= now) {
-            self.asm.handle_timeout(now);
-            self.drain_assembler(now);
-        }
+        self.inbound.handle_timeout(now, &mut in_cx!(self));
+        self.drain_inbound();
         self.outbound_timers(now);
-        self.inbound_timers(now);
         self.txs.handle_timeout(now, &self.links);
         self.drain_txs(now);
         if now >= self.next_housekeeping {
@@ -636,12 +666,9 @@ impl Gateway {
             }
         };
         take(self.links.poll_timeout());
-        take(self.asm.poll_timeout());
+        take(self.inbound.poll_timeout());
         for s in &self.out_streams {
             take(s.next_timer());
-        }
-        for s in self.in_streams.values() {
-            take(s.next_retry());
         }
         take(self.txs.poll_timeout());
         if !self.control.is_empty() || self.fanout.is_some() {
@@ -703,8 +730,65 @@ impl Gateway {
             self.node_actions.push_back(NodeAction::AnnounceTx(tx));
         }
         while let Some((id, tx)) = self.txs.poll_arrived() {
-            self.tx_arrived(now, id, &tx);
+            self.inbound.tx_arrived(now, id, &tx, &mut in_cx!(self));
+            self.drain_inbound();
         }
+    }
+
+    /// What the inbound streams want sent and reported, and the blocks they decoded.
+    fn drain_inbound(&mut self) {
+        while let Some(d) = self.inbound.poll_transmit() {
+            self.control.push_back(d);
+        }
+        while let Some(ev) = self.inbound.poll_event() {
+            self.event(ev);
+        }
+        while let Some(b) = self.inbound.poll_block() {
+            self.deliver(b);
+        }
+    }
+
+    /// A block from the network to the node (and, for a peer we originate for, to the
+    /// relays as ours), unless the node has it already.
+    fn deliver(&mut self, b: InboundBlock) {
+        let hash = b.block.block_hash();
+        if !self.known_blocks.insert(hash) {
+            self.stats.blocks_duplicate += 1;
+            return;
+        }
+        let (now, stream) = (b.at, b.stream);
+        self.stage(now, Stage::Decode, Some(stream), Some(hash), None);
+        let block_bytes = b.block.total_size();
+        self.stats.blocks_from_network += 1;
+        self.stats.block_bytes_in += block_bytes as u64;
+        self.stats.compressed_bytes_in += b.compressed_bytes as u64;
+        let originate_for = match b.via {
+            LinkKind::Peer(p) => self.config.peers[p].originate_for,
+            LinkKind::Relay(_) => false,
+        };
+        if originate_for {
+            // A peer hides behind us: its block goes to the relays as ours.
+            self.originate(now, &b.block);
+        }
+        let action = match self.config.delivery {
+            Delivery::Push => NodeAction::SendBlock(b.block),
+            Delivery::Announce => NodeAction::AnnounceBlock(b.block),
+            Delivery::Compact => NodeAction::SendCmpctBlock(b.block),
+        };
+        self.node_actions.push_back(action);
+        // Handed to the node connection (the driver passes node actions on in the same turn).
+        self.stage(now, Stage::Deliver, Some(stream), Some(hash), None);
+        self.event(GatewayEvent::BlockDelivered {
+            hash,
+            stream,
+            encoding: b.encoding,
+            sealed: b.sealed,
+            via: b.via,
+            tx_requests: b.tx_requests,
+            compressed_bytes: b.compressed_bytes,
+            block_bytes,
+            timings: b.timings,
+        });
     }
 
     /// What the links want sent and reported, in order.
@@ -722,10 +806,6 @@ impl Gateway {
         self.links.live(relays)
     }
 
-    /// The live link to the peer whose identity is `key`.
-    fn peer_link_of(&self, key: &PublicKey) -> Option<LinkId> {
-        self.links.peer_link_of(key)
-    }
 }
 
 /// A bounded set that forgets its oldest members.
