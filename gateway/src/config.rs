@@ -346,7 +346,8 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     }
     let table = text[..line_start].lines().rev().find_map(|l| {
         let l = l.trim();
-        l.starts_with('[').then(|| l.trim_matches(['[', ']']).trim().to_string())
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim().to_string())
     });
     Some(match table {
         Some(t) if !t.is_empty() => format!("{t}.{key}"),

@@ -26,7 +26,7 @@ pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::shortid::{TxStoreConfig, TxStoreStats};
-use photon_protocol::wire::{self, Message, MessageType, Packet, Repr};
+use photon_protocol::wire::{Message, MessageType, Packet, ReceiptRepr, Repr};
 use ring::rand::SystemRandom;
 
 use crate::node::NodeEvent;
@@ -34,7 +34,7 @@ use crate::node::NodeEvent;
 use self::inbound::{InCtx, Inbound, InboundBlock};
 use self::links::{Credentials, Links};
 pub use self::links::{LinkKind, LinkState};
-use self::outbound::{Fanout, OutStream};
+use self::outbound::{OutCtx, Outbound};
 use self::stages::StageLog;
 pub use self::stages::{Stage, StageRecord};
 use self::txs::Txs;
@@ -46,6 +46,19 @@ macro_rules! in_cx {
         InCtx {
             links: &$gw.links,
             identity: &$gw.identity,
+            store: $gw.txs.store(),
+            stages: &mut $gw.stages,
+        }
+    };
+}
+
+/// The context of an outbound call, borrowed beside `self.outbound`.
+macro_rules! out_cx {
+    ($gw:expr) => {
+        OutCtx {
+            links: &$gw.links,
+            identity: &$gw.identity,
+            rng: &$gw.rng,
             store: $gw.txs.store(),
             stages: &mut $gw.stages,
         }
@@ -370,6 +383,10 @@ pub struct Transmit {
 }
 
 /// The gateway core. See the module documentation for the call order.
+///
+/// It owns four sub-state machines (links, transactions, outbound and inbound streams), each
+/// with its own handle/poll methods and counters, and routes between them: their datagrams go
+/// to the control or paced queue, their events to `events`, decoded blocks to the node.
 pub struct Gateway {
     config: CoreConfig,
     identity: Identity,
@@ -379,16 +396,11 @@ pub struct Gateway {
     epoch_unix_ms: u64,
 
     links: Links,
-
     txs: Txs,
-    known_blocks: FifoSet<BlockHash>,
-
-    out_streams: Vec<OutStream>,
-    fanout: Option<Fanout>,
-    frag_buf: Vec<u8>,
-    next_stream_rr: usize,
-
+    outbound: Outbound,
     inbound: Inbound,
+    /// Blocks delivered to or received from the node, to drop duplicates and echoes.
+    known_blocks: FifoSet<BlockHash>,
 
     control: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
@@ -421,6 +433,7 @@ impl Gateway {
         config.assembler.trusted_origins = trusted;
         let links = Links::new(&config, identity.public_key(), now);
         let stages = StageLog::new(config.stage_records);
+        let outbound = Outbound::new(&config);
         let inbound = Inbound::new(
             config.assembler.clone(),
             config.tx_request_retry,
@@ -436,10 +449,7 @@ impl Gateway {
             epoch_unix_ms: unix_ms,
             links,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
-            out_streams: Vec::new(),
-            fanout: None,
-            frag_buf: vec![0u8; wire::MAX_DATAGRAM],
-            next_stream_rr: 0,
+            outbound,
             control: VecDeque::new(),
             paced: VecDeque::new(),
             paced_next: now,
@@ -484,6 +494,19 @@ impl Gateway {
         s.decompress_failed += i.decompress_failed;
         s.blocks_in_unsealed += i.blocks_in_unsealed;
         s.blocks_given_up += i.blocks_given_up;
+        let o = self.outbound.stats();
+        s.block_bytes_out += o.block_bytes_out;
+        s.compressed_bytes_out += o.compressed_bytes_out;
+        s.blocks_out_unsealed += o.blocks_out_unsealed;
+        s.receipts_received += o.receipts_received;
+        s.receipts_mismatched += o.receipts_mismatched;
+        s.receipts_unsigned += o.receipts_unsigned;
+        s.receipts_bad_signature += o.receipts_bad_signature;
+        s.receipts_duplicate += o.receipts_duplicate;
+        s.key_releases_sent += o.key_releases_sent;
+        s.repair_requests_received += o.repair_requests_received;
+        s.peer_fallbacks += o.peer_fallbacks;
+        s.dropped_unexpected += o.dropped_unexpected;
         s
     }
 
@@ -593,7 +616,7 @@ impl Gateway {
         self.links.heard(now, link);
         self.drain_links();
         if msg_type.is_block_fragment() {
-            if self.out_streams.iter().any(|s| s.stream_id() == packet.stream()) {
+            if self.outbound.is_ours(packet.stream()) {
                 // Our own block reflected back to us.
                 self.stats.dropped_unexpected += 1;
                 return;
@@ -618,7 +641,7 @@ impl Gateway {
                 self.drain_txs(now);
             }
             Message::TxRequest(r) => {
-                let ours = self.out_streams.iter().any(|s| s.stream_id() == r.stream);
+                let ours = self.outbound.is_ours(r.stream);
                 self.txs.handle_tx_request(&self.links, link, &r, ours);
                 self.drain_txs(now);
             }
@@ -628,7 +651,7 @@ impl Gateway {
                     .handle_key_release(now, link, &k, &mut in_cx!(self));
                 self.drain_inbound();
             }
-            Message::RepairRequest(r) => self.handle_repair_request(link, &r),
+            Message::RepairRequest(r) => self.outbound.handle_repair_request(link, &r),
             Message::Fragment(_) | Message::Register(_) | Message::RegisterAck(_) => {
                 self.stats.dropped_unexpected += 1;
             }
@@ -648,7 +671,8 @@ impl Gateway {
         self.drain_links();
         self.inbound.handle_timeout(now, &mut in_cx!(self));
         self.drain_inbound();
-        self.outbound_timers(now);
+        self.outbound.handle_timeout(now, &mut out_cx!(self));
+        self.drain_outbound();
         self.txs.handle_timeout(now, &self.links);
         self.drain_txs(now);
         if now >= self.next_housekeeping {
@@ -667,11 +691,9 @@ impl Gateway {
         };
         take(self.links.poll_timeout());
         take(self.inbound.poll_timeout());
-        for s in &self.out_streams {
-            take(s.next_timer());
-        }
+        take(self.outbound.poll_timeout(self.epoch));
         take(self.txs.poll_timeout());
-        if !self.control.is_empty() || self.fanout.is_some() {
+        if !self.control.is_empty() {
             take(Some(self.epoch));
         }
         if !self.paced.is_empty() {
@@ -680,9 +702,9 @@ impl Gateway {
         t
     }
 
-    /// The next datagram to send, written into `buf` (at least [`wire::MAX_DATAGRAM`] bytes),
-    /// already hop-signed for its destination; `None` when nothing may leave before
-    /// [`Gateway::poll_timeout`].
+    /// The next datagram to send, written into `buf` (at least
+    /// [`photon_protocol::wire::MAX_DATAGRAM`] bytes), already hop-signed for its destination;
+    /// `None` when nothing may leave before [`Gateway::poll_timeout`].
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let from_paced =
             self.control.is_empty() && !self.paced.is_empty() && now >= self.paced_next;
@@ -703,21 +725,11 @@ impl Gateway {
             }
             Transmit { dst, len }
         } else {
-            self.poll_fragment(now, buf)?
+            self.outbound.poll_transmit(now, buf, &mut out_cx!(self))?
         };
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += t.len as u64;
         Some(t)
-    }
-
-    /// Queue `message` for `link`, signed with its hop key; `false` (dropped) when the link
-    /// has no session.
-    fn send_message(&mut self, link: LinkId, message: Message<'_>, flags: u8) -> bool {
-        let Some(datagram) = self.links.sign(link, message, flags) else {
-            return false;
-        };
-        self.control.push_back(datagram);
-        true
     }
 
     /// What the transaction side wants sent, announced to the node and given to waiting
@@ -733,6 +745,34 @@ impl Gateway {
             self.inbound.tx_arrived(now, id, &tx, &mut in_cx!(self));
             self.drain_inbound();
         }
+    }
+
+    /// A receipt for one of our streams.
+    fn handle_receipt(&mut self, now: Instant, link: LinkId, r: &ReceiptRepr) {
+        self.outbound
+            .handle_receipt(now, link, r, &mut out_cx!(self));
+        self.drain_outbound();
+    }
+
+    /// Sends `block` to the network as a new stream of ours.
+    fn originate(&mut self, now: Instant, block: &Block) {
+        self.outbound.originate(now, block, &mut out_cx!(self));
+        self.drain_outbound();
+    }
+
+    /// What the outbound streams want sent (key releases) and reported.
+    fn drain_outbound(&mut self) {
+        while let Some(d) = self.outbound.poll_control() {
+            self.control.push_back(d);
+        }
+        while let Some(ev) = self.outbound.poll_event() {
+            self.event(ev);
+        }
+    }
+
+    /// Stream ids of our outbound blocks still kept, oldest first.
+    pub fn outbound_stream_ids(&self) -> Vec<u64> {
+        self.outbound.stream_ids()
     }
 
     /// What the inbound streams want sent and reported, and the blocks they decoded.
@@ -800,12 +840,6 @@ impl Gateway {
             self.event(ev);
         }
     }
-
-    /// Links whose session is up, of one kind.
-    fn live_links(&self, relays: bool) -> Vec<LinkId> {
-        self.links.live(relays)
-    }
-
 }
 
 /// A bounded set that forgets its oldest members.

@@ -387,7 +387,8 @@ impl Assembler {
             s.decoder = Some(fec::Decoder::new(fec));
             s.manifest = Some(collector);
             // Never dropped (like receipts): the caller needs it to act on the stream.
-            self.events.push_back(Event::OriginBound { stream: id, origin });
+            self.events
+                .push_back(Event::OriginBound { stream: id, origin });
             inserted
         };
         match inserted {

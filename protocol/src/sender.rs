@@ -201,7 +201,10 @@ impl Sender {
     /// The fragment at plan position `pos`: manifest `0..Km`, source, repair, manifest `Km..`.
     fn planned(&self, pos: usize) -> Option<(FragmentKind, u16)> {
         let km = usize::from(self.source.manifest.meta().chunk_count);
-        let (k, r) = (self.source.encoded.params().k(), self.source.encoded.params().r());
+        let (k, r) = (
+            self.source.encoded.params().k(),
+            self.source.encoded.params().r(),
+        );
         let id = if pos < km {
             (FragmentKind::Manifest, pos)
         } else if pos < km + k {
@@ -420,7 +423,10 @@ mod tests {
         let mut b = Sender::for_stream(cfg, Arc::clone(&shared), t0);
         let mut alone = Sender::new(cfg, 9, &block, &key(), t0).unwrap();
         assert!(Arc::ptr_eq(a.source(), b.source()));
-        assert_eq!(a.manifest().manifest_hash(), alone.manifest().manifest_hash());
+        assert_eq!(
+            a.manifest().manifest_hash(),
+            alone.manifest().manifest_hash()
+        );
         let (mut x, mut y, mut z) = (
             [0u8; wire::MAX_DATAGRAM],
             [0u8; wire::MAX_DATAGRAM],

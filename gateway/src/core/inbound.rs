@@ -128,7 +128,10 @@ enum EarlyKey {
     None,
     /// The origin was not bound yet: checked once it is.
     Unverified(KeyReleaseRepr),
-    Verified { key: BlockKey, at: Instant },
+    Verified {
+        key: BlockKey,
+        at: Instant,
+    },
 }
 
 /// What opening the payload found, for the delivery's timings and event.
@@ -229,7 +232,10 @@ impl Inbound {
 
     /// Streams decoded but still without their key (the key is withheld).
     pub(super) fn waiting_for_key(&self) -> usize {
-        self.streams.values().filter(|s| s.waiting_for_key()).count()
+        self.streams
+            .values()
+            .filter(|s| s.waiting_for_key())
+            .count()
     }
 
     /// Control datagrams (receipts, repair and tx requests), hop-signed, in order.
@@ -309,7 +315,8 @@ impl Inbound {
         if self.asm.handle_datagram(now, packet.datagram()).is_ok()
             && !self.streams.contains_key(&stream)
         {
-            cx.stages.record(now, Stage::FirstFragmentIn, Some(stream), None, None);
+            cx.stages
+                .record(now, Stage::FirstFragmentIn, Some(stream), None, None);
             self.in_stream(stream, link, now);
         }
         self.drain_assembler(now, cx);
@@ -343,7 +350,8 @@ impl Inbound {
                     }
                 }
                 Event::BlockReady { stream, bytes } => {
-                    cx.stages.record(now, Stage::LastFragmentIn, Some(stream), None, None);
+                    cx.stages
+                        .record(now, Stage::LastFragmentIn, Some(stream), None, None);
                     self.block_ready(now, stream, bytes, cx);
                 }
                 Event::ShardAccepted { .. } | Event::ShardRejected { .. } => {}
@@ -399,7 +407,13 @@ impl Inbound {
 
     /// The receipt goes to the origin directly when it is one of our peers (so it knows which
     /// peer holds the block), else over the link the stream came in on.
-    fn send_receipt(&mut self, now: Instant, stream: u64, manifest_hash: [u8; 32], cx: &mut InCtx<'_>) {
+    fn send_receipt(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        manifest_hash: [u8; 32],
+        cx: &mut InCtx<'_>,
+    ) {
         let (first_link, origin) = match self.streams.get(&stream) {
             Some(s) => (s.first_link, s.origin),
             None => return,
@@ -411,12 +425,19 @@ impl Inbound {
         let r = ReceiptRepr::sign(stream, manifest_hash, cx.identity);
         if self.send(cx.links, link, Message::Receipt(r)) {
             self.stats.receipts_sent += 1;
-            cx.stages.record(now, Stage::ReceiptSent, Some(stream), None, None);
+            cx.stages
+                .record(now, Stage::ReceiptSent, Some(stream), None, None);
         }
         let _ = now;
     }
 
-    pub(super) fn handle_key_release(&mut self, now: Instant, link: LinkId, k: &KeyReleaseRepr, cx: &mut InCtx<'_>) {
+    pub(super) fn handle_key_release(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        k: &KeyReleaseRepr,
+        cx: &mut InCtx<'_>,
+    ) {
         self.stats.key_releases_received += 1;
         let s = self.in_stream(k.stream, link, now);
         if !s.wants_key() {
@@ -448,12 +469,14 @@ impl Inbound {
                 s.state = InState::Assembling {
                     key: EarlyKey::Verified { key, at: now },
                 };
-                cx.stages.record(now, Stage::KeyIn, Some(stream), None, None);
+                cx.stages
+                    .record(now, Stage::KeyIn, Some(stream), None, None);
             }
             InState::WaitingForKey {
                 sealed, ready_at, ..
             } => {
-                cx.stages.record(now, Stage::KeyIn, Some(stream), None, None);
+                cx.stages
+                    .record(now, Stage::KeyIn, Some(stream), None, None);
                 self.open(now, stream, sealed, ready_at, Some((key, now)), cx);
             }
             other => s.state = other,
@@ -539,7 +562,8 @@ impl Inbound {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.state = InState::Failed;
         }
-        self.events.push_back(GatewayEvent::BlockFailed { stream, reason });
+        self.events
+            .push_back(GatewayEvent::BlockFailed { stream, reason });
     }
 
     /// Ask for the transactions a block lacks: first over the link the block came in on and
@@ -645,7 +669,15 @@ impl Inbound {
         }
     }
 
-    fn deliver(&mut self, now: Instant, stream: u64, o: &Opened, tx_requests: u32, block: Block, cx: &InCtx<'_>) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        o: &Opened,
+        tx_requests: u32,
+        block: Block,
+        cx: &InCtx<'_>,
+    ) {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };

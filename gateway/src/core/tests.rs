@@ -598,10 +598,10 @@ fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instan
             received_at: now,
         },
     );
-    assert_eq!(g.out_streams.len(), 1, "the block went out");
+    assert_eq!(g.outbound.streams.len(), 1, "the block went out");
     let (stream, hash) = (
-        g.out_streams[0].stream_id(),
-        g.out_streams[0].manifest_hash(),
+        g.outbound.streams[0].stream_id(),
+        g.outbound.streams[0].manifest_hash(),
     );
     (g, now, stream, hash)
 }
@@ -658,7 +658,7 @@ fn signed_receipts_through_a_relay_count_once_per_receiver() {
         key_released(&mut g).is_none(),
         "one receiver of three so far"
     );
-    assert_eq!(g.out_streams[0].receipts(), 1);
+    assert_eq!(g.outbound.streams[0].receipts(), 1);
 
     // Receiver 1 over the relay, receiver 2 as well: three distinct receivers release it.
     g.handle_receipt(now, RELAY_LINK, &receipt(1));
@@ -689,7 +689,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
     let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer);
     // Over the direct link the hop tag names the peer: an unsigned receipt counts for it.
     g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
-    assert_eq!(g.out_streams[0].receipts(), 1);
+    assert_eq!(g.outbound.streams[0].receipts(), 1);
     // The same peer's signed receipt through a relay (or replayed by one), and again over the
     // link: the same receiver.
     let signed = wire::ReceiptRepr::sign(stream, hash, &peer);
@@ -722,7 +722,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
     // After the release nothing more is checked or counted toward anything.
     g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
     assert_eq!(g.stats().receipts_unsigned, 0);
-    assert_eq!(g.out_streams[0].receipts(), 2);
+    assert_eq!(g.outbound.streams[0].receipts(), 2);
 }
 
 #[test]

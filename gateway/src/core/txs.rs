@@ -323,8 +323,7 @@ impl Txs {
         let key = (link, t.transfer);
         if !self.partials.contains_key(&key) {
             let len = t.tx_len as usize;
-            if self.partials.len() >= MAX_PARTIALS || self.partial_bytes + len > MAX_PARTIAL_BYTES
-            {
+            if self.partials.len() >= MAX_PARTIALS || self.partial_bytes + len > MAX_PARTIAL_BYTES {
                 self.stats.txs_bad += 1;
                 return None;
             }
