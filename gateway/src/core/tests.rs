@@ -173,6 +173,37 @@ fn peers_register_and_deliver_a_real_block_byte_identical() {
     assert!(sim.delivered(0).is_empty());
 }
 
+/// With `Immediate` the key leaves before the first fragment, so the receiver holds it
+/// unverified (origin not bound yet), checks it when the assembler binds the origin, and opens
+/// the block as soon as it decodes: no key wait.
+#[test]
+fn a_key_before_the_manifest_waits_for_the_origin_then_opens_at_once() {
+    let mut sim = Sim::peers(2, |_, c| c.key_release = KeyReleasePolicy::Immediate);
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(702861);
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
+    assert_eq!(sim.delivered(1)[0].block_hash(), b.block_hash());
+    let st = sim.gws[1].stats();
+    assert_eq!(st.key_releases_received, 1);
+    assert_eq!(st.key_releases_bad, 0);
+    assert_eq!(sim.gws[1].blocks_waiting_for_key(), 0);
+    let delivered = sim.events[1].iter().find_map(|e| match e {
+        GatewayEvent::BlockDelivered {
+            sealed, timings, ..
+        } => Some((*sealed, timings.key_wait)),
+        _ => None,
+    });
+    assert_eq!(delivered, Some((true, Duration::ZERO)));
+    assert!(sim.events[0].iter().any(|e| matches!(
+        e,
+        GatewayEvent::KeyReleased {
+            reason: ReleaseReason::Immediate,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn withheld_key_means_no_receiver_has_the_block() {
     // Five receivers expected, all must answer, and a timeout far away: the key never goes.
