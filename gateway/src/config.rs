@@ -1,7 +1,9 @@
 //! The gateway's TOML configuration. `configs/gateway.toml` documents every setting.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), and every error names the key or the file
-//! so the operator knows what to change.
+//! so the operator knows what to change. Choices are serde enums, so a misspelt one fails at
+//! parse time with the accepted values; the defaults of settings the core has come from
+//! [`CoreConfig::new`] (one source), converted to the file's units.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,64 @@ use serde::Deserialize;
 use crate::core::{
     BlockEncoding, CoreConfig, Delivery, KeyReleasePolicy, PeerEndpoint, RelayEndpoint,
 };
+
+/// `node.network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkName {
+    #[serde(alias = "mainnet")]
+    Bitcoin,
+    Testnet,
+    Signet,
+    Regtest,
+}
+
+impl From<NetworkName> for bitcoin::Network {
+    fn from(n: NetworkName) -> Self {
+        match n {
+            NetworkName::Bitcoin => bitcoin::Network::Bitcoin,
+            NetworkName::Testnet => bitcoin::Network::Testnet,
+            NetworkName::Signet => bitcoin::Network::Signet,
+            NetworkName::Regtest => bitcoin::Network::Regtest,
+        }
+    }
+}
+
+/// `key_release.policy`: which [`KeyReleasePolicy`] the section describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyReleaseKind {
+    Receipts,
+    Immediate,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Lets `main.rs` (shared logging plumbing, not changed here) keep comparing the format with
+/// its name; to go once it matches on [`LogFormat`].
+impl PartialEq<&str> for LogFormat {
+    fn eq(&self, other: &&str) -> bool {
+        let name = match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        name == *other
+    }
+}
+
+/// `block.encoding`: compact | bip152 | full ([`BlockEncoding::from_name`]).
+fn deserialize_encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlockEncoding, D::Error> {
+    let name = String::deserialize(d)?;
+    BlockEncoding::from_name(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!("`{name}`: expected compact, bip152 or full"))
+    })
+}
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +146,9 @@ pub struct NodeSection {
     /// host:port of the node's P2P port.
     pub address: String,
     #[serde(default = "default_network")]
-    pub network: String,
-    /// push | announce | compact
+    pub network: NetworkName,
     #[serde(default = "default_delivery")]
-    pub delivery: String,
+    pub delivery: Delivery,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,7 +168,7 @@ pub struct NetworkSection {
     pub register_retry_ms: u64,
     #[serde(default = "default_fallback")]
     pub peer_fallback_ms: u64,
-    #[serde(default)]
+    #[serde(default = "default_originate_via_peers")]
     pub originate_via_peers: bool,
     #[serde(default)]
     pub trusted_origins: Vec<String>,
@@ -136,64 +195,71 @@ pub struct PeerSection {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct KeyReleaseSection {
-    /// receipts | immediate
-    #[serde(default = "default_policy")]
-    pub policy: String,
-    #[serde(default = "default_share")]
+    pub policy: KeyReleaseKind,
+    /// With `receipts`: share of `receivers` whose receipts release the key, and the timeout.
     pub share: f64,
-    #[serde(default = "default_receivers")]
     pub receivers: u32,
-    #[serde(default = "default_release_timeout")]
     pub timeout_ms: u64,
 }
 
 impl Default for KeyReleaseSection {
     fn default() -> Self {
-        KeyReleaseSection {
-            policy: default_policy(),
-            share: default_share(),
-            receivers: default_receivers(),
-            timeout_ms: default_release_timeout(),
+        match CoreConfig::new().key_release {
+            KeyReleasePolicy::Receipts {
+                share,
+                receivers,
+                timeout,
+            } => KeyReleaseSection {
+                policy: KeyReleaseKind::Receipts,
+                share,
+                receivers,
+                timeout_ms: ms(timeout),
+            },
+            // Not the core's default; the receipt settings are then unused.
+            KeyReleasePolicy::Immediate => KeyReleaseSection {
+                policy: KeyReleaseKind::Immediate,
+                share: 0.0,
+                receivers: 0,
+                timeout_ms: 0,
+            },
         }
     }
 }
 
 /// How our blocks go out (docs/protocol.md §6.8, §6.9): baselines for the perf runs.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BlockSection {
-    /// compact | bip152 | full
-    #[serde(default = "default_encoding")]
-    pub encoding: String,
-    #[serde(default = "default_encrypt")]
+    #[serde(deserialize_with = "deserialize_encoding")]
+    pub encoding: BlockEncoding,
     pub encrypt: bool,
 }
 
 impl Default for BlockSection {
     fn default() -> Self {
+        let core = CoreConfig::new();
         BlockSection {
-            encoding: default_encoding(),
-            encrypt: default_encrypt(),
+            encoding: core.block_encoding,
+            encrypt: core.encrypt,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TxStoreSection {
-    #[serde(default = "default_store_mb")]
     pub max_mb: u64,
-    #[serde(default = "default_ttl")]
     pub ttl_s: u64,
 }
 
 impl Default for TxStoreSection {
     fn default() -> Self {
+        let store = CoreConfig::new().tx_store;
         TxStoreSection {
-            max_mb: default_store_mb(),
-            ttl_s: default_ttl(),
+            max_mb: (store.max_bytes >> 20) as u64,
+            ttl_s: store.ttl.as_secs(),
         }
     }
 }
@@ -211,9 +277,8 @@ pub struct LogSection {
     /// An EnvFilter directive (`info`, `photon_gateway=debug`...). RUST_LOG overrides it.
     #[serde(default = "default_level")]
     pub level: String,
-    /// text | json
     #[serde(default = "default_format")]
-    pub format: String,
+    pub format: LogFormat,
 }
 
 impl Default for LogSection {
@@ -225,65 +290,69 @@ impl Default for LogSection {
     }
 }
 
-fn default_network() -> String {
-    "bitcoin".into()
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
-fn default_delivery() -> String {
-    "push".into()
+fn default_network() -> NetworkName {
+    NetworkName::Bitcoin
+}
+fn default_delivery() -> Delivery {
+    CoreConfig::new().delivery
 }
 fn default_uplink() -> f64 {
-    100.0
+    CoreConfig::new().uplink_bytes_per_sec as f64 * 8.0 / 1e6
 }
 fn default_repair() -> f64 {
-    5.0
+    f64::from(CoreConfig::new().repair.overhead_permille) / 10.0
 }
 fn default_keepalive() -> u64 {
-    1000
+    ms(CoreConfig::new().keepalive)
 }
 fn default_quiet() -> u64 {
-    3000
+    ms(CoreConfig::new().link_quiet)
 }
 fn default_register_retry() -> u64 {
-    1000
+    ms(CoreConfig::new().register_retry)
 }
 fn default_fallback() -> u64 {
-    500
+    ms(CoreConfig::new().peer_fallback)
 }
+fn default_originate_via_peers() -> bool {
+    CoreConfig::new().originate_via_peers
+}
+// Socket and logging settings: not the core's, so their defaults live here only.
 fn default_batch() -> usize {
     32
 }
 fn default_recv_buffer() -> usize {
     8192
 }
-fn default_policy() -> String {
-    "receipts".into()
-}
-fn default_share() -> f64 {
-    0.5
-}
-fn default_receivers() -> u32 {
-    1
-}
-fn default_release_timeout() -> u64 {
-    3000
-}
-fn default_encoding() -> String {
-    "compact".into()
-}
-fn default_encrypt() -> bool {
-    true
-}
-fn default_store_mb() -> u64 {
-    300
-}
-fn default_ttl() -> u64 {
-    86_400
-}
 fn default_level() -> String {
     "info".into()
 }
-fn default_format() -> String {
-    "text".into()
+fn default_format() -> LogFormat {
+    LogFormat::Text
+}
+
+/// The `section.key` a TOML parse error points at (from its span), so the message names the
+/// key to fix even when toml's own text only quotes the line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim().to_string())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 /// A public key in hex (64 digits).
@@ -335,9 +404,15 @@ pub struct Resolved {
 
 impl Config {
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            error: e.to_string(),
+        toml::from_str(text).map_err(|e| {
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                error: match key {
+                    Some(key) => format!("key `{key}`: {e}"),
+                    None => e.to_string(),
+                },
+            }
         })
     }
 
@@ -351,29 +426,7 @@ impl Config {
 
     /// Checks every value; relative paths are taken from `base` (the config file's folder).
     pub fn resolve(&self, base: &Path) -> Result<Resolved, ConfigError> {
-        let network = match self.node.network.as_str() {
-            "bitcoin" | "mainnet" => bitcoin::Network::Bitcoin,
-            "testnet" => bitcoin::Network::Testnet,
-            "signet" => bitcoin::Network::Signet,
-            "regtest" => bitcoin::Network::Regtest,
-            other => {
-                return Err(invalid(
-                    "node.network",
-                    format!("`{other}`: expected bitcoin, testnet, signet or regtest"),
-                ))
-            }
-        };
-        let delivery = match self.node.delivery.as_str() {
-            "push" => Delivery::Push,
-            "announce" => Delivery::Announce,
-            "compact" => Delivery::Compact,
-            other => {
-                return Err(invalid(
-                    "node.delivery",
-                    format!("`{other}`: expected push, announce or compact"),
-                ))
-            }
-        };
+        let network = bitcoin::Network::from(self.node.network);
         let n = &self.network;
         if !(n.uplink_mbps > 0.0 && n.uplink_mbps.is_finite()) {
             return Err(invalid("network.uplink_mbps", "must be a positive number"));
@@ -435,11 +488,11 @@ impl Config {
                 "is true but no [[peers]] are configured",
             ));
         }
-        core.delivery = delivery;
+        core.delivery = self.node.delivery;
         let k = &self.key_release;
-        core.key_release = match k.policy.as_str() {
-            "immediate" => KeyReleasePolicy::Immediate,
-            "receipts" => {
+        core.key_release = match k.policy {
+            KeyReleaseKind::Immediate => KeyReleasePolicy::Immediate,
+            KeyReleaseKind::Receipts => {
                 if !(0.0..=1.0).contains(&k.share) {
                     return Err(invalid("key_release.share", "must be within 0.0..=1.0"));
                 }
@@ -449,22 +502,8 @@ impl Config {
                     timeout: Duration::from_millis(k.timeout_ms),
                 }
             }
-            other => {
-                return Err(invalid(
-                    "key_release.policy",
-                    format!("`{other}`: expected receipts or immediate"),
-                ))
-            }
         };
-        core.block_encoding = BlockEncoding::from_name(&self.block.encoding).ok_or_else(|| {
-            invalid(
-                "block.encoding",
-                format!(
-                    "`{}`: expected compact, bip152 or full",
-                    self.block.encoding
-                ),
-            )
-        })?;
+        core.block_encoding = self.block.encoding;
         core.encrypt = self.block.encrypt;
         if self.tx_store.max_mb == 0 {
             return Err(invalid("tx_store.max_mb", "must be at least 1"));
@@ -477,9 +516,6 @@ impl Config {
             Some(s) => Some(parse_addr("metrics.listen", s)?),
             None => None,
         };
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid("log.format", "expected text or json"));
-        }
         let stage_log = self.perf.stage_log.as_ref().map(|p| {
             let name = self
                 .perf
@@ -599,12 +635,11 @@ mod tests {
             assert_eq!(r.core.block_encoding, want);
             assert!(!r.core.encrypt);
         }
+        // A misspelt choice fails at parse time, naming the key and what it accepts.
         let text = format!("{}[block]\nencoding = \"bip-152\"\n", minimal());
-        let e = Config::from_toml(Path::new("x.toml"), &text)
-            .unwrap()
-            .resolve(Path::new("/"))
-            .unwrap_err();
+        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
         assert!(e.to_string().contains("block.encoding"), "{e}");
+        assert!(e.to_string().contains("compact, bip152 or full"), "{e}");
         let text = format!("{}[block]\nencrypt = \"no\"\n", minimal());
         assert!(Config::from_toml(Path::new("x.toml"), &text).is_err());
     }
@@ -635,10 +670,51 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains(cases[1].1), "{e}");
         let text = minimal() + "[key_release]\npolicy = \"never\"\n";
-        let e = Config::from_toml(Path::new("x.toml"), &text)
-            .unwrap()
-            .resolve(Path::new("."))
-            .unwrap_err();
+        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
         assert!(e.to_string().contains("key_release.policy"), "{e}");
+        let text = minimal().replace("[node]\n", "[node]\ndelivery = \"shout\"\n");
+        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains("node.delivery"), "{e}");
+        let text = minimal() + "[log]\nformat = \"xml\"\n";
+        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains("log.format"), "{e}");
+    }
+
+    #[test]
+    fn choices_are_enums() {
+        let text = minimal().replace(
+            "[node]\n",
+            "[node]\nnetwork = \"mainnet\"\ndelivery = \"compact\"\n",
+        ) + "[key_release]\npolicy = \"immediate\"\n[log]\nformat = \"json\"\n";
+        let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.node.network, NetworkName::Bitcoin);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(c.log.format == "json");
+        let r = c.resolve(Path::new("/")).unwrap();
+        assert_eq!(r.network, bitcoin::Network::Bitcoin);
+        assert_eq!(r.core.delivery, Delivery::Compact);
+        assert_eq!(r.core.key_release, KeyReleasePolicy::Immediate);
+    }
+
+    /// The file's defaults are the core's: one source.
+    #[test]
+    fn defaults_are_the_cores() {
+        let r = Config::from_toml(Path::new("x.toml"), &minimal())
+            .unwrap()
+            .resolve(Path::new("/"))
+            .unwrap();
+        let core = CoreConfig::new();
+        assert_eq!(r.core.uplink_bytes_per_sec, core.uplink_bytes_per_sec);
+        assert_eq!(r.core.repair, core.repair);
+        assert_eq!(r.core.key_release, core.key_release);
+        assert_eq!(r.core.keepalive, core.keepalive);
+        assert_eq!(r.core.link_quiet, core.link_quiet);
+        assert_eq!(r.core.register_retry, core.register_retry);
+        assert_eq!(r.core.peer_fallback, core.peer_fallback);
+        assert_eq!(r.core.originate_via_peers, core.originate_via_peers);
+        assert_eq!(r.core.delivery, core.delivery);
+        assert_eq!(r.core.block_encoding, core.block_encoding);
+        assert_eq!(r.core.encrypt, core.encrypt);
+        assert_eq!(r.core.tx_store, core.tx_store);
     }
 }

@@ -1,67 +1,14 @@
-//! The gateway's network side as a sans-IO state machine (quinn style).
+//! The gateway's network side as a sans-IO state machine (quinn style): links to relays and
+//! peer gateways, the transaction store, outbound block streams (compress → seal → FEC + signed
+//! manifest → paced fragments → key release) and inbound ones (verified fragments → decode →
+//! receipt → key → open → decompress → node).
 //!
-//! [`Gateway`] owns everything between the node and the UDP socket: the links to relays and to
-//! peer gateways (registration, hop keys, keepalive, failover), the transaction store, the
-//! outbound block streams (compress → seal → FEC + signed manifest → paced fragments → key
-//! release) and the inbound ones (verified fragments → decode → receipt → key → open →
-//! decompress → node). It never touches a socket, a thread or the wall clock for behaviour:
-//!
-//! - feed it with [`Gateway::handle_node_event`], [`Gateway::handle_datagram`] and
-//!   [`Gateway::handle_timeout`], each with the caller's `now`;
-//! - drain [`Gateway::poll_transmit`] (datagrams to send, already hop-signed),
-//!   [`Gateway::poll_node_action`] (blocks and transactions for the node) and
-//!   [`Gateway::poll_event`] (what happened, for logs, metrics and tests);
-//! - sleep until [`Gateway::poll_timeout`] or the next input.
-//!
-//! The one exception to "no clock": the durations of the CPU stages of a block (compress,
-//! seal, FEC + manifest, open, decompress) are measured with [`std::time::Instant::now`] for the
-//! latency histograms; they never change what the state machine does.
-//!
-//! Spec: `docs/protocol.md`. The gateway's own choices, which the protocol leaves open:
-//!
-//! - **Links.** Relays are registered with (§2.8; we are the initiator); peer gateways use the
-//!   same handshake over a direct UDP link, the side with the smaller public key registering
-//!   (node ids 1 for the responder, 2 for the initiator). A link silent for `link_quiet` (at
-//!   least 2.5 of the relay's keepalive periods) is down: a relay link registers again, and the
-//!   primary relay (transactions) becomes the next live one in config order. Block fragments go
-//!   to every live relay, chosen per fragment, so a relay lost mid-block is skipped at once.
-//! - **Key release and the number of receivers.** The relays do not report how many gateways
-//!   receive a stream, so the origin is told: `KeyReleasePolicy::Receipts { share, receivers,
-//!   timeout }`, with `receivers` from the config (deployment size minus one). The key goes out
-//!   at `ceil(share × receivers)` receipts or at `timeout` (default 50 %, 3 s), or with the
-//!   first fragment (`Immediate`). Receipts count once per distinct receiver: a receiver
-//!   signs its receipt (§2.5: its Ed25519 key and a signature over stream and manifest hash),
-//!   because a relay rewrites the hop sender and the origin could not otherwise tell one
-//!   receiver sending twice, or a relay forging or replaying receipts, from two receivers. Through
-//!   a relay only signed receipts that verify count (unsigned ones, from older gateways, are
-//!   counted in `receipts_unsigned` and wait for the timeout); over a direct peer link the hop
-//!   tag already names the peer, and both paths share one set of receiver keys, so a receipt
-//!   counts once whichever way it came. Limitation: any valid Ed25519 key counts (the origin
-//!   does not know the set of gateways), so a relay that makes up keys and signs receipts
-//!   itself still gets a key released early; signed receipts stop replays and double counting,
-//!   not Sybil receivers. A receiver whose origin is one of its direct peers sends its receipt
-//!   over that link only, so a peer origin knows which peers hold the block (for the fallback
-//!   below).
-//! - **Direct peer fallback.** `peer_fallback` (default 500 ms) after a stream starts, every
-//!   live peer without a receipt gets the whole stream over the direct link (a second
-//!   [`photon_protocol::sender::Sender`] over the same sealed bytes: deterministic FEC and
-//!   Ed25519 give the same fragments, so the receiver's assembler merges both paths). With no
-//!   live relay, peers get it at once.
-//! - **Origination through a peer.** With `originate_via_peers`, our blocks go only to peers;
-//!   a peer configured with `originate_for` opens such a block and originates it to the relays
-//!   as its own (its key, its stream): the relays never see our address or key.
-//! - **Missing transactions.** The relay's control path does not serve or pass on tx requests
-//!   (it counts them as unsupported), so a receiver asks over the link the block came in on and
-//!   over the direct link to the origin when that is a peer, then every live link on each retry;
-//!   the origin answers requests for its own streams on any link (its answer through a relay is
-//!   fanned out with the short ID), a peer answers any request on a direct link.
-//! - **Baselines** (`block_encoding`, `encrypt`; `[block]` in the config): what we send is
-//!   compact, BIP152-sized or full (§6.8), sealed or not (§6.9). Receivers read both from the
-//!   payload (format byte, unsealed marker, both under the signed manifest), never from their
-//!   own config; an unsealed stream has no key release and no key wait.
-//! - **Transactions out** are paced at the uplink rate (a burst of thousands overflows a relay's
-//!   socket buffer) and sent again, with the same transfer id, while their short ID has not come
-//!   back (the relay gives the same (origin, transfer) the same ID).
+//! Contract: feed [`Gateway::handle_node_event`], [`Gateway::handle_datagram`] and
+//! [`Gateway::handle_timeout`] with the caller's `now`; drain [`Gateway::poll_transmit`]
+//! (hop-signed datagrams), [`Gateway::poll_node_action`] and [`Gateway::poll_event`]; sleep
+//! until [`Gateway::poll_timeout`]. No socket, thread or clock read decides behaviour (CPU stage
+//! durations are measured for metrics only). Spec: `docs/protocol.md`; the gateway's own
+//! choices and their reasons: `docs/internals/gateway-core.md`.
 
 mod inbound;
 mod links;
@@ -69,27 +16,54 @@ mod outbound;
 mod stages;
 mod txs;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash, Transaction};
-use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats};
+use photon_protocol::assembler::{AssemblerConfig, AssemblerStats};
 pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
-use photon_protocol::shortid::{TxStore, TxStoreConfig, TxStoreStats};
-use photon_protocol::wire::{self, Message, MessageType, Packet, Repr};
+use photon_protocol::shortid::{TxStoreConfig, TxStoreStats};
+use photon_protocol::wire::{Message, MessageType, Packet, ReceiptRepr, Repr};
 use ring::rand::SystemRandom;
 
 use crate::node::NodeEvent;
 
-use self::inbound::InStream;
-use self::links::Link;
+use self::inbound::{InCtx, Inbound, InboundBlock};
+use self::links::{Credentials, Links};
 pub use self::links::{LinkKind, LinkState};
-use self::outbound::{Fanout, OutStream};
+use self::outbound::{OutCtx, Outbound};
+use self::stages::StageLog;
 pub use self::stages::{Stage, StageRecord};
-use self::txs::TxState;
+use self::txs::Txs;
+
+/// The context of an inbound call: the gateway's parts the inbound streams may use, borrowed
+/// beside `self.inbound`.
+macro_rules! in_cx {
+    ($gw:expr) => {
+        InCtx {
+            links: &$gw.links,
+            identity: &$gw.identity,
+            store: $gw.txs.store(),
+            stages: &mut $gw.stages,
+        }
+    };
+}
+
+/// The context of an outbound call, borrowed beside `self.outbound`.
+macro_rules! out_cx {
+    ($gw:expr) => {
+        OutCtx {
+            links: &$gw.links,
+            identity: &$gw.identity,
+            rng: &$gw.rng,
+            store: $gw.txs.store(),
+            stages: &mut $gw.stages,
+        }
+    };
+}
 
 /// Index of a link in the gateway's link table (relays first, then peers, in config order).
 pub type LinkId = usize;
@@ -112,7 +86,7 @@ pub struct PeerEndpoint {
     pub originate_for: bool,
 }
 
-/// When the origin releases a block's key (§2.6, §7; module docs: "Key release").
+/// When the origin releases a block's key (§2.6, §7; docs/internals/gateway-core.md, "Key release").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KeyReleasePolicy {
     /// With the first fragment: for private deployments where relays are trusted.
@@ -144,8 +118,9 @@ impl KeyReleasePolicy {
     }
 }
 
-/// How a block from the network goes to the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a block from the network goes to the node (`node.delivery`: push | announce | compact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// `block`, unsolicited: the fastest way in.
     Push,
@@ -408,6 +383,10 @@ pub struct Transmit {
 }
 
 /// The gateway core. See the module documentation for the call order.
+///
+/// It owns four sub-state machines (links, transactions, outbound and inbound streams), each
+/// with its own handle/poll methods and counters, and routes between them: their datagrams go
+/// to the control or paced queue, their events to `events`, decoded blocks to the node.
 pub struct Gateway {
     config: CoreConfig,
     identity: Identity,
@@ -416,23 +395,12 @@ pub struct Gateway {
     epoch: Instant,
     epoch_unix_ms: u64,
 
-    links: Vec<Link>,
-    by_addr: HashMap<SocketAddr, LinkId>,
-    /// The relay that carries transactions and requests (first live relay in config order).
-    primary: Option<LinkId>,
-
-    store: TxStore,
-    txs: TxState,
+    links: Links,
+    txs: Txs,
+    outbound: Outbound,
+    inbound: Inbound,
+    /// Blocks delivered to or received from the node, to drop duplicates and echoes.
     known_blocks: FifoSet<BlockHash>,
-
-    out_streams: Vec<OutStream>,
-    fanout: Option<Fanout>,
-    frag_buf: Vec<u8>,
-    next_stream_rr: usize,
-
-    asm: Assembler,
-    in_streams: HashMap<u64, InStream>,
-    in_order: VecDeque<u64>,
 
     control: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
@@ -441,13 +409,11 @@ pub struct Gateway {
     paced_next: Instant,
     node_actions: VecDeque<NodeAction>,
     events: VecDeque<GatewayEvent>,
-    stages: VecDeque<StageRecord>,
+    stages: StageLog,
     next_housekeeping: Instant,
     stats: GatewayStats,
 }
 
-/// Most inbound streams tracked (keys and sealed blocks waiting, pending transactions).
-const MAX_IN_STREAMS: usize = 256;
 /// Block hashes remembered to drop duplicates and echoes from the node.
 const KNOWN_BLOCKS: usize = 4096;
 /// Housekeeping (store expiry, reassembly expiry) period.
@@ -465,56 +431,31 @@ impl Gateway {
         trusted.sort_unstable();
         trusted.dedup();
         config.assembler.trusted_origins = trusted;
-        let our_key = identity.public_key();
-        let mut links = Vec::new();
-        for (i, r) in config.relays.iter().enumerate() {
-            links.push(Link::new(
-                LinkKind::Relay(i),
-                r.addr,
-                r.public_key,
-                true,
-                now,
-                &config,
-            ));
-        }
-        for (i, p) in config.peers.iter().enumerate() {
-            // The smaller key registers: one session per pair, no race.
-            let initiator = our_key.0 < p.public_key.0;
-            links.push(Link::new(
-                LinkKind::Peer(i),
-                p.addr,
-                p.public_key,
-                initiator,
-                now,
-                &config,
-            ));
-        }
-        let by_addr = links.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
+        let links = Links::new(&config, identity.public_key(), now);
+        let stages = StageLog::new(config.stage_records);
+        let outbound = Outbound::new(&config);
+        let inbound = Inbound::new(
+            config.assembler.clone(),
+            config.tx_request_retry,
+            config.tx_request_rounds,
+        );
         Gateway {
-            asm: Assembler::new(config.assembler.clone()),
-            store: TxStore::new(config.tx_store),
-            txs: TxState::new(config.max_awaiting_ids),
+            inbound,
+            txs: Txs::new(config.tx_store, config.max_awaiting_ids),
             config,
             identity,
             rng: SystemRandom::new(),
             epoch: now,
             epoch_unix_ms: unix_ms,
             links,
-            by_addr,
-            primary: None,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
-            out_streams: Vec::new(),
-            fanout: None,
-            frag_buf: vec![0u8; wire::MAX_DATAGRAM],
-            next_stream_rr: 0,
-            in_streams: HashMap::new(),
-            in_order: VecDeque::new(),
+            outbound,
             control: VecDeque::new(),
             paced: VecDeque::new(),
             paced_next: now,
             node_actions: VecDeque::new(),
             events: VecDeque::new(),
-            stages: VecDeque::new(),
+            stages,
             next_housekeeping: now + HOUSEKEEPING,
             stats: GatewayStats::default(),
         }
@@ -524,16 +465,57 @@ impl Gateway {
         self.identity.public_key()
     }
 
-    pub fn stats(&self) -> &GatewayStats {
-        &self.stats
+    /// Counters of the gateway and its parts, as one snapshot.
+    pub fn stats(&self) -> GatewayStats {
+        let mut s = self.stats.clone();
+        let l = self.links.stats();
+        s.dropped_malformed += l.dropped_malformed;
+        s.dropped_unknown_peer += l.dropped_unknown_peer;
+        s.dropped_register += l.dropped_register;
+        s.registrations += l.registrations;
+        s.failovers += l.failovers;
+        let t = self.txs.stats();
+        s.txs_from_node += t.txs_from_node;
+        s.txs_from_network += t.txs_from_network;
+        s.txs_duplicate += t.txs_duplicate;
+        s.txs_bad += t.txs_bad;
+        s.short_ids_assigned += t.short_ids_assigned;
+        s.tx_resends += t.tx_resends;
+        s.tx_requests_served += t.tx_requests_served;
+        s.dropped_unexpected += t.dropped_unexpected;
+        let i = self.inbound.stats();
+        s.receipts_sent += i.receipts_sent;
+        s.key_releases_received += i.key_releases_received;
+        s.key_releases_bad += i.key_releases_bad;
+        s.repair_requests_sent += i.repair_requests_sent;
+        s.tx_requests_sent += i.tx_requests_sent;
+        s.txs_requested += i.txs_requested;
+        s.open_failed += i.open_failed;
+        s.decompress_failed += i.decompress_failed;
+        s.blocks_in_unsealed += i.blocks_in_unsealed;
+        s.blocks_given_up += i.blocks_given_up;
+        let o = self.outbound.stats();
+        s.block_bytes_out += o.block_bytes_out;
+        s.compressed_bytes_out += o.compressed_bytes_out;
+        s.blocks_out_unsealed += o.blocks_out_unsealed;
+        s.receipts_received += o.receipts_received;
+        s.receipts_mismatched += o.receipts_mismatched;
+        s.receipts_unsigned += o.receipts_unsigned;
+        s.receipts_bad_signature += o.receipts_bad_signature;
+        s.receipts_duplicate += o.receipts_duplicate;
+        s.key_releases_sent += o.key_releases_sent;
+        s.repair_requests_received += o.repair_requests_received;
+        s.peer_fallbacks += o.peer_fallbacks;
+        s.dropped_unexpected += o.dropped_unexpected;
+        s
     }
 
     pub fn assembler_stats(&self) -> &AssemblerStats {
-        self.asm.stats()
+        self.inbound.assembler_stats()
     }
 
     pub fn tx_store_stats(&self) -> TxStoreStats {
-        self.store.stats()
+        self.txs.store_stats()
     }
 
     /// State of each link, in link order (relays, then peers).
@@ -546,15 +528,12 @@ impl Gateway {
 
     /// The relay that carries transactions now.
     pub fn primary_relay(&self) -> Option<SocketAddr> {
-        self.primary.map(|i| self.links[i].addr)
+        self.links.primary().map(|i| self.links[i].addr)
     }
 
     /// Inbound streams decoded but still without their key (the key is withheld).
     pub fn blocks_waiting_for_key(&self) -> usize {
-        self.in_streams
-            .values()
-            .filter(|s| s.sealed.is_some() && s.key.is_none())
-            .count()
+        self.inbound.waiting_for_key()
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
@@ -587,7 +566,10 @@ impl Gateway {
                 self.stats.blocks_from_node += 1;
                 self.originate(now, &block);
             }
-            NodeEvent::TxReceived { tx, .. } => self.tx_from_node(now, &tx),
+            NodeEvent::TxReceived { tx, .. } => {
+                self.txs.handle_node_tx(now, &tx, &self.links);
+                self.drain_txs(now);
+            }
             NodeEvent::Handshaken(_)
             | NodeEvent::BlockAnnounced { .. }
             | NodeEvent::BlockRejected { .. } => {}
@@ -608,11 +590,22 @@ impl Gateway {
         };
         // Registration messages carry their own Ed25519 signatures and no hop tag.
         match msg_type {
-            MessageType::Register => return self.handle_register(now, from, &packet),
-            MessageType::RegisterAck => return self.handle_register_ack(now, from, &packet),
+            MessageType::Register => {
+                let creds = Credentials {
+                    identity: &self.identity,
+                    rng: &self.rng,
+                    unix_ms: self.unix_ms(now),
+                };
+                self.links.handle_register(now, from, &packet, &creds);
+                return self.drain_links();
+            }
+            MessageType::RegisterAck => {
+                self.links.handle_register_ack(now, from, &packet);
+                return self.drain_links();
+            }
             _ => {}
         }
-        let Some(&link) = self.by_addr.get(&from) else {
+        let Some(link) = self.links.by_addr(&from) else {
             self.stats.dropped_unknown_peer += 1;
             return;
         };
@@ -620,9 +613,17 @@ impl Gateway {
             self.stats.dropped_bad_tag += 1;
             return;
         }
-        self.heard(now, link);
+        self.links.heard(now, link);
+        self.drain_links();
         if msg_type.is_block_fragment() {
-            self.handle_fragment(now, link, &packet);
+            if self.outbound.is_ours(packet.stream()) {
+                // Our own block reflected back to us.
+                self.stats.dropped_unexpected += 1;
+                return;
+            }
+            self.inbound
+                .handle_fragment(now, link, &packet, &mut in_cx!(self));
+            self.drain_inbound();
             return;
         }
         let Ok(repr) = Repr::parse(&packet) else {
@@ -630,13 +631,27 @@ impl Gateway {
             return;
         };
         match repr.message {
-            Message::Keepalive(k) => self.links[link].echo = k.seq,
-            Message::Transaction(t) => self.handle_transaction(now, link, &t),
-            Message::ShortIdAssign(a) => self.handle_short_id_assign(now, &a),
-            Message::TxRequest(r) => self.handle_tx_request(link, &r),
+            Message::Keepalive(k) => self.links.handle_keepalive(link, &k),
+            Message::Transaction(t) => {
+                self.txs.handle_transaction(now, link, &t);
+                self.drain_txs(now);
+            }
+            Message::ShortIdAssign(a) => {
+                self.txs.handle_short_id_assign(now, &a);
+                self.drain_txs(now);
+            }
+            Message::TxRequest(r) => {
+                let ours = self.outbound.is_ours(r.stream);
+                self.txs.handle_tx_request(&self.links, link, &r, ours);
+                self.drain_txs(now);
+            }
             Message::Receipt(r) => self.handle_receipt(now, link, &r),
-            Message::KeyRelease(k) => self.handle_key_release(now, link, &k),
-            Message::RepairRequest(r) => self.handle_repair_request(link, &r),
+            Message::KeyRelease(k) => {
+                self.inbound
+                    .handle_key_release(now, link, &k, &mut in_cx!(self));
+                self.drain_inbound();
+            }
+            Message::RepairRequest(r) => self.outbound.handle_repair_request(link, &r),
             Message::Fragment(_) | Message::Register(_) | Message::RegisterAck(_) => {
                 self.stats.dropped_unexpected += 1;
             }
@@ -647,17 +662,21 @@ impl Gateway {
     /// transaction requests, expiry. Call when [`Gateway::poll_timeout`] is due (calling it
     /// early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.link_timers(now);
-        if self.asm.poll_timeout().is_some_and(|t| t <= now) {
-            self.asm.handle_timeout(now);
-            self.drain_assembler(now);
-        }
-        self.outbound_timers(now);
-        self.inbound_timers(now);
-        self.tx_resend_timer(now);
+        let creds = Credentials {
+            identity: &self.identity,
+            rng: &self.rng,
+            unix_ms: self.unix_ms(now),
+        };
+        self.links.handle_timeout(now, &creds);
+        self.drain_links();
+        self.inbound.handle_timeout(now, &mut in_cx!(self));
+        self.drain_inbound();
+        self.outbound.handle_timeout(now, &mut out_cx!(self));
+        self.drain_outbound();
+        self.txs.handle_timeout(now, &self.links);
+        self.drain_txs(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
-            self.store.expire(now);
             self.txs.expire(now);
         }
     }
@@ -670,18 +689,11 @@ impl Gateway {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        for l in &self.links {
-            take(l.next_timer());
-        }
-        take(self.asm.poll_timeout());
-        for s in &self.out_streams {
-            take(s.next_timer());
-        }
-        for s in self.in_streams.values() {
-            take(s.next_retry);
-        }
-        take(self.txs.next_resend);
-        if !self.control.is_empty() || self.fanout.is_some() {
+        take(self.links.poll_timeout());
+        take(self.inbound.poll_timeout());
+        take(self.outbound.poll_timeout(self.epoch));
+        take(self.txs.poll_timeout());
+        if !self.control.is_empty() {
             take(Some(self.epoch));
         }
         if !self.paced.is_empty() {
@@ -690,9 +702,9 @@ impl Gateway {
         t
     }
 
-    /// The next datagram to send, written into `buf` (at least [`wire::MAX_DATAGRAM`] bytes),
-    /// already hop-signed for its destination; `None` when nothing may leave before
-    /// [`Gateway::poll_timeout`].
+    /// The next datagram to send, written into `buf` (at least
+    /// [`photon_protocol::wire::MAX_DATAGRAM`] bytes), already hop-signed for its destination;
+    /// `None` when nothing may leave before [`Gateway::poll_timeout`].
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let from_paced =
             self.control.is_empty() && !self.paced.is_empty() && now >= self.paced_next;
@@ -713,72 +725,120 @@ impl Gateway {
             }
             Transmit { dst, len }
         } else {
-            self.poll_fragment(now, buf)?
+            self.outbound.poll_transmit(now, buf, &mut out_cx!(self))?
         };
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += t.len as u64;
         Some(t)
     }
 
-    /// Queue `message` for `link`, signed with its hop key. Dropped (counted) when the link has
-    /// no session.
-    fn send_message(&mut self, link: LinkId, message: Message<'_>, flags: u8) -> bool {
-        self.queue_message(link, message, flags, false)
-    }
-
-    /// As [`Gateway::send_message`], on the paced queue.
-    fn send_message_paced(&mut self, link: LinkId, message: Message<'_>) -> bool {
-        self.queue_message(link, message, 0, true)
-    }
-
-    fn queue_message(
-        &mut self,
-        link: LinkId,
-        message: Message<'_>,
-        flags: u8,
-        paced: bool,
-    ) -> bool {
-        let l = &self.links[link];
-        let Some(session) = l.session.as_ref() else {
-            return false;
-        };
-        let repr = Repr {
-            sender: session.our_id,
-            hops: 0,
-            flags,
-            message,
-        };
-        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-        let Ok(n) = repr.emit(&mut buf) else {
-            return false;
-        };
-        buf.truncate(n);
-        if session.keys.send.sign_header(&mut buf).is_err() {
-            return false;
+    /// What the transaction side wants sent, announced to the node and given to waiting
+    /// blocks, in that order.
+    fn drain_txs(&mut self, now: Instant) {
+        while let Some(d) = self.txs.poll_transmit() {
+            self.paced.push_back(d);
         }
-        if paced {
-            self.paced.push_back((l.addr, buf));
-        } else {
-            self.control.push_back((l.addr, buf));
+        while let Some(tx) = self.txs.poll_announce() {
+            self.node_actions.push_back(NodeAction::AnnounceTx(tx));
         }
-        true
+        while let Some((id, tx)) = self.txs.poll_arrived() {
+            self.inbound.tx_arrived(now, id, &tx, &mut in_cx!(self));
+            self.drain_inbound();
+        }
     }
 
-    /// Links whose session is up, of one kind.
-    fn live_links(&self, relays: bool) -> Vec<LinkId> {
-        self.links
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_up() && matches!(l.kind, LinkKind::Relay(_)) == relays)
-            .map(|(i, _)| i)
-            .collect()
+    /// A receipt for one of our streams.
+    fn handle_receipt(&mut self, now: Instant, link: LinkId, r: &ReceiptRepr) {
+        self.outbound
+            .handle_receipt(now, link, r, &mut out_cx!(self));
+        self.drain_outbound();
     }
 
-    /// The live link to the peer whose identity is `key`.
-    fn peer_link_of(&self, key: &PublicKey) -> Option<LinkId> {
-        self.links
-            .iter()
-            .position(|l| matches!(l.kind, LinkKind::Peer(_)) && l.remote_key == *key && l.is_up())
+    /// Sends `block` to the network as a new stream of ours.
+    fn originate(&mut self, now: Instant, block: &Block) {
+        self.outbound.originate(now, block, &mut out_cx!(self));
+        self.drain_outbound();
+    }
+
+    /// What the outbound streams want sent (key releases) and reported.
+    fn drain_outbound(&mut self) {
+        while let Some(d) = self.outbound.poll_control() {
+            self.control.push_back(d);
+        }
+        while let Some(ev) = self.outbound.poll_event() {
+            self.event(ev);
+        }
+    }
+
+    /// Stream ids of our outbound blocks still kept, oldest first.
+    pub fn outbound_stream_ids(&self) -> Vec<u64> {
+        self.outbound.stream_ids()
+    }
+
+    /// What the inbound streams want sent and reported, and the blocks they decoded.
+    fn drain_inbound(&mut self) {
+        while let Some(d) = self.inbound.poll_transmit() {
+            self.control.push_back(d);
+        }
+        while let Some(ev) = self.inbound.poll_event() {
+            self.event(ev);
+        }
+        while let Some(b) = self.inbound.poll_block() {
+            self.deliver(b);
+        }
+    }
+
+    /// A block from the network to the node (and, for a peer we originate for, to the
+    /// relays as ours), unless the node has it already.
+    fn deliver(&mut self, b: InboundBlock) {
+        let hash = b.block.block_hash();
+        if !self.known_blocks.insert(hash) {
+            self.stats.blocks_duplicate += 1;
+            return;
+        }
+        let (now, stream) = (b.at, b.stream);
+        self.stage(now, Stage::Decode, Some(stream), Some(hash), None);
+        let block_bytes = b.block.total_size();
+        self.stats.blocks_from_network += 1;
+        self.stats.block_bytes_in += block_bytes as u64;
+        self.stats.compressed_bytes_in += b.compressed_bytes as u64;
+        let originate_for = match b.via {
+            LinkKind::Peer(p) => self.config.peers[p].originate_for,
+            LinkKind::Relay(_) => false,
+        };
+        if originate_for {
+            // A peer hides behind us: its block goes to the relays as ours.
+            self.originate(now, &b.block);
+        }
+        let action = match self.config.delivery {
+            Delivery::Push => NodeAction::SendBlock(b.block),
+            Delivery::Announce => NodeAction::AnnounceBlock(b.block),
+            Delivery::Compact => NodeAction::SendCmpctBlock(b.block),
+        };
+        self.node_actions.push_back(action);
+        // Handed to the node connection (the driver passes node actions on in the same turn).
+        self.stage(now, Stage::Deliver, Some(stream), Some(hash), None);
+        self.event(GatewayEvent::BlockDelivered {
+            hash,
+            stream,
+            encoding: b.encoding,
+            sealed: b.sealed,
+            via: b.via,
+            tx_requests: b.tx_requests,
+            compressed_bytes: b.compressed_bytes,
+            block_bytes,
+            timings: b.timings,
+        });
+    }
+
+    /// What the links want sent and reported, in order.
+    fn drain_links(&mut self) {
+        while let Some(d) = self.links.poll_transmit() {
+            self.control.push_back(d);
+        }
+        while let Some(ev) = self.links.poll_event() {
+            self.event(ev);
+        }
     }
 }
 

@@ -126,6 +126,13 @@ pub enum Event {
         stream: u64,
         manifest_hash: [u8; 32],
     },
+    /// The stream's first manifest fragment verified under the trusted `origin` key, which is
+    /// now bound to the stream (§4.1.4): every later fragment must match it. Reported once per
+    /// stream, before any receipt or block of that stream, so the caller needs to parse nothing.
+    OriginBound {
+        stream: u64,
+        origin: [u8; PUBLIC_KEY_LEN],
+    },
 }
 
 /// Counters (§7.2.3).
@@ -375,9 +382,13 @@ impl Assembler {
             let fec = collector.meta().fec;
             let table = collector.meta().chunks_total() * usize::from(collector.meta().chunk_size);
             self.charge(id, fec.total() * fec.shard_len() + table)?;
+            let origin = collector.meta().origin;
             let s = self.streams.get_mut(&id).ok_or(Reject::Expired)?;
             s.decoder = Some(fec::Decoder::new(fec));
             s.manifest = Some(collector);
+            // Never dropped (like receipts): the caller needs it to act on the stream.
+            self.events
+                .push_back(Event::OriginBound { stream: id, origin });
             inserted
         };
         match inserted {

@@ -1,8 +1,12 @@
 //! The sending side of one block stream, sans-IO (`docs/protocol.md` §7.1).
 //!
-//! [`Sender::new`] FEC-encodes a sealed block (§3), builds and signs its manifest (§4.1) and
-//! plans the datagrams: manifest source fragments, source shards, repair shards, manifest repair
-//! fragments. The caller drives it, quinn style:
+//! [`EncodedStream::new`] FEC-encodes a sealed block (§3) and builds and signs its manifest
+//! (§4.1), once. A [`Sender`] paces one destination's copy of an encoded stream: several senders
+//! share one `Arc<EncodedStream>`, so sending a block to more destinations costs no further
+//! encoding, hashing or signing. [`Sender::new`] does both steps for a single destination.
+//!
+//! A sender plans the datagrams: manifest source fragments, source shards, repair shards,
+//! manifest repair fragments. The caller drives it, quinn style:
 //!
 //! 1. [`Sender::poll_transmit`] with the current time and a buffer, until it returns `None`;
 //! 2. [`Sender::poll_timeout`] says when pacing allows the next datagram: wait until then, or
@@ -13,6 +17,7 @@
 //! The library never reads a clock: every `now` comes from the caller.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::signature::Ed25519KeyPair;
@@ -30,7 +35,8 @@ pub struct SenderConfig {
     pub rate_bytes_per_sec: u64,
     /// Datagrams that may leave back to back after an idle spell.
     pub burst: u32,
-    /// How many repair shards the block gets (§3.3).
+    /// How many repair shards the block gets (§3.3). Used by [`Sender::new`], which encodes;
+    /// a sender over an [`EncodedStream`] sends the shards that stream was encoded with.
     pub repair: RepairPolicy,
     /// Most queued retransmissions; further requested indices are dropped (and counted).
     pub max_retransmit_queue: usize,
@@ -75,42 +81,30 @@ pub struct SenderStats {
     pub buffer_too_small: u64,
 }
 
-/// One block stream's sender.
+/// A block encoded for sending: its FEC shards and signed manifest, made once and shared by
+/// the [`Sender`] of every destination.
 #[derive(Debug)]
-pub struct Sender {
-    config: SenderConfig,
+pub struct EncodedStream {
     stream: u64,
     encoded: Encoded,
     manifest: SignedManifest,
-    /// Position in the first-send plan.
-    cursor: usize,
-    retransmit: VecDeque<(FragmentKind, u16)>,
-    /// Earliest time the next datagram may leave.
-    next_send: Instant,
-    stats: SenderStats,
 }
 
-impl Sender {
-    /// FEC-encodes `block` (sealed bytes), signs its manifest with `key` and plans the stream.
+impl EncodedStream {
+    /// FEC-encodes `block` (sealed bytes) with `repair` and signs its manifest with `key`.
     pub fn new(
-        config: SenderConfig,
         stream: u64,
         block: &[u8],
+        repair: &RepairPolicy,
         key: &Ed25519KeyPair,
-        now: Instant,
     ) -> Result<Self, SenderError> {
         let shard_size = fec::shard_size_for(wire::max_fragment_payload(), 0)?;
-        let encoded = Encoded::encode(block, shard_size, &config.repair)?;
+        let encoded = Encoded::encode(block, shard_size, repair)?;
         let manifest = SignedManifest::build(stream, &encoded, key, wire::max_fragment_payload())?;
-        Ok(Sender {
-            config,
+        Ok(EncodedStream {
             stream,
             encoded,
             manifest,
-            cursor: 0,
-            retransmit: VecDeque::new(),
-            next_send: now,
-            stats: SenderStats::default(),
         })
     }
 
@@ -129,19 +123,88 @@ impl Sender {
         &self.encoded
     }
 
+    /// Datagrams of one first pass: every shard and every manifest fragment.
+    pub fn datagrams(&self) -> usize {
+        self.encoded.params().total() + self.manifest.fragment_count()
+    }
+}
+
+/// One destination's sender of a block stream.
+#[derive(Debug)]
+pub struct Sender {
+    config: SenderConfig,
+    source: Arc<EncodedStream>,
+    /// Position in the first-send plan.
+    cursor: usize,
+    retransmit: VecDeque<(FragmentKind, u16)>,
+    /// Earliest time the next datagram may leave.
+    next_send: Instant,
+    stats: SenderStats,
+}
+
+impl Sender {
+    /// FEC-encodes `block` (sealed bytes) with `config.repair`, signs its manifest with `key`
+    /// and plans the stream for one destination.
+    pub fn new(
+        config: SenderConfig,
+        stream: u64,
+        block: &[u8],
+        key: &Ed25519KeyPair,
+        now: Instant,
+    ) -> Result<Self, SenderError> {
+        let source = EncodedStream::new(stream, block, &config.repair, key)?;
+        Ok(Sender::for_stream(config, Arc::new(source), now))
+    }
+
+    /// A sender of an already encoded stream (shared with other destinations' senders).
+    /// `config.repair` is not used: the stream's shards are already made.
+    pub fn for_stream(config: SenderConfig, source: Arc<EncodedStream>, now: Instant) -> Self {
+        Sender {
+            config,
+            source,
+            cursor: 0,
+            retransmit: VecDeque::new(),
+            next_send: now,
+            stats: SenderStats::default(),
+        }
+    }
+
+    /// The encoded stream this sender sends.
+    pub fn source(&self) -> &Arc<EncodedStream> {
+        &self.source
+    }
+
+    /// The stream id.
+    pub fn stream(&self) -> u64 {
+        self.source.stream
+    }
+
+    /// The signed manifest (its hash is what receipts name).
+    pub fn manifest(&self) -> &SignedManifest {
+        &self.source.manifest
+    }
+
+    /// The encoded block.
+    pub fn encoded(&self) -> &Encoded {
+        &self.source.encoded
+    }
+
     /// Counters.
     pub fn stats(&self) -> &SenderStats {
         &self.stats
     }
 
     fn plan_len(&self) -> usize {
-        self.encoded.params().total() + self.manifest.fragment_count()
+        self.source.datagrams()
     }
 
     /// The fragment at plan position `pos`: manifest `0..Km`, source, repair, manifest `Km..`.
     fn planned(&self, pos: usize) -> Option<(FragmentKind, u16)> {
-        let km = usize::from(self.manifest.meta().chunk_count);
-        let (k, r) = (self.encoded.params().k(), self.encoded.params().r());
+        let km = usize::from(self.source.manifest.meta().chunk_count);
+        let (k, r) = (
+            self.source.encoded.params().k(),
+            self.source.encoded.params().r(),
+        );
         let id = if pos < km {
             (FragmentKind::Manifest, pos)
         } else if pos < km + k {
@@ -166,9 +229,9 @@ impl Sender {
     /// before what remains of the plan. Indices out of range are dropped and counted.
     pub fn handle_repair_request(&mut self, kind: FragmentKind, missing: &[u16]) {
         let limit = match kind {
-            FragmentKind::Source => self.encoded.params().k(),
-            FragmentKind::Repair => self.encoded.params().r(),
-            FragmentKind::Manifest => self.manifest.fragment_count(),
+            FragmentKind::Source => self.source.encoded.params().k(),
+            FragmentKind::Repair => self.source.encoded.params().r(),
+            FragmentKind::Manifest => self.source.manifest.fragment_count(),
         };
         for &i in missing {
             if usize::from(i) >= limit || self.retransmit.len() >= self.config.max_retransmit_queue
@@ -236,25 +299,26 @@ impl Sender {
         retransmit: bool,
         buf: &mut [u8],
     ) -> Option<usize> {
-        let params = self.encoded.params();
+        let params = self.source.encoded.params();
         let mut manifest_buf = [0u8; wire::MAX_DATAGRAM];
         let (payload, count): (&[u8], usize) = match kind {
-            FragmentKind::Source => (self.encoded.shard(usize::from(index))?, params.k()),
+            FragmentKind::Source => (self.source.encoded.shard(usize::from(index))?, params.k()),
             FragmentKind::Repair => (
-                self.encoded.shard(params.k() + usize::from(index))?,
+                self.source.encoded.shard(params.k() + usize::from(index))?,
                 params.r(),
             ),
             FragmentKind::Manifest => {
                 let n = self
+                    .source
                     .manifest
                     .emit_fragment(usize::from(index), &mut manifest_buf)
                     .ok()?;
-                (&manifest_buf[..n], self.manifest.fragment_count())
+                (&manifest_buf[..n], self.source.manifest.fragment_count())
             }
         };
         let repr = FragmentRepr {
             kind,
-            stream: self.stream,
+            stream: self.source.stream,
             index,
             count: count as u16,
             k: params.source_count,
@@ -344,5 +408,42 @@ mod tests {
             Sender::new(cfg, 5, &[], &key(), t0),
             Err(SenderError::Fec(FecError::EmptyBlock))
         ));
+    }
+
+    #[test]
+    fn senders_of_one_encoded_stream_send_what_new_sends() {
+        let t0 = Instant::now();
+        let cfg = SenderConfig {
+            rate_bytes_per_sec: 0,
+            ..SenderConfig::default()
+        };
+        let block = vec![7u8; 30_000];
+        let shared = Arc::new(EncodedStream::new(9, &block, &cfg.repair, &key()).unwrap());
+        let mut a = Sender::for_stream(cfg, Arc::clone(&shared), t0);
+        let mut b = Sender::for_stream(cfg, Arc::clone(&shared), t0);
+        let mut alone = Sender::new(cfg, 9, &block, &key(), t0).unwrap();
+        assert!(Arc::ptr_eq(a.source(), b.source()));
+        assert_eq!(
+            a.manifest().manifest_hash(),
+            alone.manifest().manifest_hash()
+        );
+        let (mut x, mut y, mut z) = (
+            [0u8; wire::MAX_DATAGRAM],
+            [0u8; wire::MAX_DATAGRAM],
+            [0u8; wire::MAX_DATAGRAM],
+        );
+        let mut n = 0;
+        while let Some(len) = alone.poll_transmit(t0, &mut z) {
+            assert_eq!(a.poll_transmit(t0, &mut x), Some(len));
+            assert_eq!(b.poll_transmit(t0, &mut y), Some(len));
+            assert_eq!(x[..len], z[..len]);
+            assert_eq!(y[..len], z[..len]);
+            n += 1;
+        }
+        assert_eq!(n, shared.datagrams());
+        assert!(a.is_idle() && b.is_idle());
+        // Each destination keeps its own plan and retransmissions.
+        a.handle_repair_request(FragmentKind::Source, &[1]);
+        assert!(!a.is_idle() && b.is_idle());
     }
 }

@@ -2,7 +2,7 @@
 //! duplicates and corrupts datagrams; an attacker on the path injects forged shards and
 //! manifests. Every block must arrive byte-identical, forged and corrupted shards must be
 //! rejected without poisoning the block.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use photon_protocol::assembler::{Assembler, AssemblerConfig, Event, Reject};
@@ -116,6 +116,8 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
         repair_requests: 0,
         elapsed: Duration::ZERO,
     };
+    // Streams whose origin the assembler reported bound: each once, before its block.
+    let mut bound = BTreeSet::new();
     let mut buf = [0u8; wire::MAX_DATAGRAM];
     let mut now = t0;
     while out.delivered.len() < blocks.len() {
@@ -137,6 +139,7 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
         while let Some(ev) = asm.poll_event() {
             match ev {
                 Event::BlockReady { stream, bytes } => {
+                    assert!(bound.contains(&stream), "block before its origin was bound");
                     assert!(
                         out.delivered.insert(stream, bytes).is_none(),
                         "block delivered twice"
@@ -166,6 +169,11 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
                     out.rejected_events += 1;
                 }
                 Event::ShardAccepted { .. } => {}
+                Event::OriginBound { stream, origin } => {
+                    // Forged manifests never verify: only the real signer is ever bound.
+                    assert_eq!(origin, public_key(&key));
+                    assert!(bound.insert(stream), "origin of {stream} bound twice");
+                }
             }
         }
         let next = [

@@ -1,51 +1,148 @@
-//! Blocks in: fragments verified before FEC (assembler, §4.1.4, §7.2) → decoded → receipt
-//! (§2.5) → key release (§2.6) → open (§5) → decompress from the tx store, asking for missing
-//! transactions by short ID (§2.4, §6.3) → the node.
+//! Blocks in, as one owned state machine ([`Inbound`]): fragments verified before FEC
+//! (assembler, §4.1.4, §7.2) → decoded → receipt (§2.5) → key release (§2.6) → open (§5) →
+//! decompress from the tx store, asking for missing transactions by short ID (§2.4, §6.3).
+//!
+//! Contract: the gateway feeds it block fragments (not of its own streams), key releases and
+//! arrived transactions, and calls [`Inbound::handle_timeout`]; each call gets an [`InCtx`]
+//! (links to send on, our identity, the tx store, the stage log). After each call it drains
+//! [`Inbound::poll_transmit`] (hop-signed control datagrams), [`Inbound::poll_event`] and
+//! [`Inbound::poll_block`] (decoded blocks, which the gateway hands to the node).
 //!
 //! The sender's choices are read from the payload, not from our config: an unsealed payload
 //! (§6.9) is decoded at once, with no key wait and no `key_in` stage record; the encoding is
 //! the payload's format byte (§6.8). An unknown format or a block that does not check out is a
 //! typed error counted in `decompress_failed` and a `BlockFailed` event.
 
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bitcoin::Block;
-use photon_protocol::assembler::Event;
+use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats, Event};
 use photon_protocol::chain::Bitcoin;
 use photon_protocol::compress::{decompress, envelope, BlockEncoding, Decompressed, PendingBlock};
-use photon_protocol::identity::PublicKey;
-use photon_protocol::integrity::ManifestFragment;
+use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::seal::BlockKey;
-use photon_protocol::shortid::ShortId;
+use photon_protocol::shortid::{ShortId, TxStore};
 use photon_protocol::wire::{
-    KeyReleaseRepr, Message, MessageType, Packet, ReceiptRepr, RepairRequestRepr, TxRequestRepr,
+    KeyReleaseRepr, Message, Packet, ReceiptRepr, RepairRequestRepr, TxRequestRepr,
     MAX_TX_REQUEST_IDS,
 };
 
-use super::{
-    Delivery, Gateway, GatewayEvent, InTimings, LinkId, LinkKind, NodeAction, Stage, MAX_IN_STREAMS,
-};
+use super::links::Links;
+use super::stages::StageLog;
+use super::{GatewayEvent, InTimings, LinkId, LinkKind, Stage};
 
+/// Most inbound streams tracked (keys and sealed blocks waiting, pending transactions).
+const MAX_IN_STREAMS: usize = 256;
+
+/// What an inbound call may use of the rest of the gateway.
+pub(super) struct InCtx<'a> {
+    pub(super) links: &'a Links,
+    /// Signs our receipts (§2.5).
+    pub(super) identity: &'a Identity,
+    pub(super) store: &'a TxStore,
+    pub(super) stages: &'a mut StageLog,
+}
+
+/// A block decoded from the network, for the gateway to hand to the node.
+pub(super) struct InboundBlock {
+    pub(super) stream: u64,
+    pub(super) block: Block,
+    pub(super) via: LinkKind,
+    /// The sender's encoding and whether it sealed the block (read from the payload).
+    pub(super) encoding: BlockEncoding,
+    pub(super) sealed: bool,
+    pub(super) tx_requests: u32,
+    pub(super) compressed_bytes: usize,
+    pub(super) timings: InTimings,
+    /// When the block was decoded (the caller's `now` or later, see [`Inbound::poll_block`]).
+    pub(super) at: Instant,
+}
+
+/// Counters of the inbound side (folded into [`super::GatewayStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct InStats {
+    pub(super) receipts_sent: u64,
+    pub(super) key_releases_received: u64,
+    pub(super) key_releases_bad: u64,
+    pub(super) repair_requests_sent: u64,
+    pub(super) tx_requests_sent: u64,
+    pub(super) txs_requested: u64,
+    pub(super) open_failed: u64,
+    pub(super) decompress_failed: u64,
+    pub(super) blocks_in_unsealed: u64,
+    pub(super) blocks_given_up: u64,
+}
+
+/// The inbound streams and the assembler that verifies and decodes their fragments.
+pub(super) struct Inbound {
+    asm: Assembler,
+    streams: HashMap<u64, InStream>,
+    /// Creation order, to forget the oldest stream first.
+    order: VecDeque<u64>,
+    tx_request_retry: Duration,
+    tx_request_rounds: u32,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<GatewayEvent>,
+    blocks: VecDeque<InboundBlock>,
+    stats: InStats,
+}
+
+/// One inbound stream: where it came from, the origin the assembler bound, and its state.
 pub(super) struct InStream {
     first_link: LinkId,
     first_at: Instant,
+    /// Bound by the assembler when the first manifest fragment verified (§4.1.4).
     origin: Option<PublicKey>,
-    pub(super) sealed: Option<Vec<u8>>,
-    ready_at: Option<Instant>,
-    pub(super) key: Option<BlockKey>,
+    state: InState,
+}
+
+/// Where an inbound stream is. Each state holds only what it needs, so a stream cannot be,
+/// say, waiting for transactions and still hold its sealed bytes.
+enum InState {
+    /// Fragments go to the assembler. A key may come before the block decodes.
+    Assembling { key: EarlyKey },
+    /// Decoded and sealed; the origin withholds the key until receipts or a timeout (§2.6).
+    /// `held`: a key release that came while the origin was not bound, checked once it is.
+    WaitingForKey {
+        sealed: Vec<u8>,
+        ready_at: Instant,
+        held: Option<KeyReleaseRepr>,
+    },
+    /// Opened; decompression waits for transactions asked for by short ID (§2.4).
+    WaitingForTxs {
+        pending: PendingBlock,
+        opened: Opened,
+        tx_requests: u32,
+        next_retry: Instant,
+    },
+    /// Handed to the node (or found a duplicate of a block it has): late input is ignored.
+    Delivered,
+    /// Given up, reported with `BlockFailed`: late input is ignored.
+    Failed,
+}
+
+/// A key that came while the stream was still assembling.
+enum EarlyKey {
+    None,
+    /// The origin was not bound yet: checked once it is.
+    Unverified(KeyReleaseRepr),
+    Verified {
+        key: BlockKey,
+        at: Instant,
+    },
+}
+
+/// What opening the payload found, for the delivery's timings and event.
+struct Opened {
+    ready_at: Instant,
+    /// When the key came; `None` for an unsealed payload (§6.9).
     key_at: Option<Instant>,
-    /// A key release that came before we knew the stream's origin: checked once we do.
-    release: Option<KeyReleaseRepr>,
-    pending: Option<PendingBlock>,
-    /// Unsealed by its sender (§6.9): no key needed.
-    unsealed: bool,
+    open_time: Duration,
     encoding: BlockEncoding,
     compressed_len: usize,
-    open_time: Duration,
-    decompress_started: Option<Instant>,
-    tx_requests: u32,
-    pub(super) next_retry: Option<Instant>,
-    done: bool,
+    decompress_started: Instant,
 }
 
 impl InStream {
@@ -54,35 +151,155 @@ impl InStream {
             first_link: link,
             first_at: now,
             origin: None,
-            sealed: None,
-            ready_at: None,
-            key: None,
-            key_at: None,
-            release: None,
-            pending: None,
-            unsealed: false,
-            encoding: BlockEncoding::Compact,
-            compressed_len: 0,
-            open_time: Duration::ZERO,
-            decompress_started: None,
-            tx_requests: 0,
-            next_retry: None,
-            done: false,
+            state: InState::Assembling {
+                key: EarlyKey::None,
+            },
+        }
+    }
+
+    /// Decoded but still without its key.
+    pub(super) fn waiting_for_key(&self) -> bool {
+        matches!(self.state, InState::WaitingForKey { .. })
+    }
+
+    /// When the transactions it lacks are asked for again.
+    pub(super) fn next_retry(&self) -> Option<Instant> {
+        match self.state {
+            InState::WaitingForTxs { next_retry, .. } => Some(next_retry),
+            _ => None,
+        }
+    }
+
+    /// Whether a key release can still be used: none verified yet, block not opened.
+    fn wants_key(&self) -> bool {
+        match &self.state {
+            InState::Assembling { key } => !matches!(key, EarlyKey::Verified { .. }),
+            InState::WaitingForKey { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Keeps a release until the origin is bound (the latest one wins).
+    fn hold_release(&mut self, release: KeyReleaseRepr) {
+        match &mut self.state {
+            InState::Assembling { key } => *key = EarlyKey::Unverified(release),
+            InState::WaitingForKey { held, .. } => *held = Some(release),
+            _ => {}
+        }
+    }
+
+    fn take_held_release(&mut self) -> Option<KeyReleaseRepr> {
+        match &mut self.state {
+            InState::Assembling { key } => match std::mem::replace(key, EarlyKey::None) {
+                EarlyKey::Unverified(r) => Some(r),
+                other => {
+                    *key = other;
+                    None
+                }
+            },
+            InState::WaitingForKey { held, .. } => held.take(),
+            _ => None,
         }
     }
 }
 
-impl Gateway {
+impl Inbound {
+    pub(super) fn new(
+        assembler: AssemblerConfig,
+        tx_request_retry: Duration,
+        tx_request_rounds: u32,
+    ) -> Self {
+        Inbound {
+            asm: Assembler::new(assembler),
+            streams: HashMap::new(),
+            order: VecDeque::new(),
+            tx_request_retry,
+            tx_request_rounds,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            blocks: VecDeque::new(),
+            stats: InStats::default(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> &InStats {
+        &self.stats
+    }
+
+    pub(super) fn assembler_stats(&self) -> &AssemblerStats {
+        self.asm.stats()
+    }
+
+    /// Streams decoded but still without their key (the key is withheld).
+    pub(super) fn waiting_for_key(&self) -> usize {
+        self.streams
+            .values()
+            .filter(|s| s.waiting_for_key())
+            .count()
+    }
+
+    /// Control datagrams (receipts, repair and tx requests), hop-signed, in order.
+    pub(super) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next decoded block. Not yet checked against the blocks the node has: the gateway
+    /// drops duplicates.
+    pub(super) fn poll_block(&mut self) -> Option<InboundBlock> {
+        self.blocks.pop_front()
+    }
+
+    /// When [`Inbound::handle_timeout`] has work: assembler repair requests and expiry, or a
+    /// retry of a tx request.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(InStream::next_retry)
+            .chain(self.asm.poll_timeout())
+            .min()
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant, cx: &mut InCtx<'_>) {
+        if self.asm.poll_timeout().is_some_and(|t| t <= now) {
+            self.asm.handle_timeout(now);
+            self.drain_assembler(now, cx);
+        }
+        let due: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.next_retry().is_some_and(|t| now >= t))
+            .map(|(&id, _)| id)
+            .collect();
+        for stream in due {
+            self.request_missing(now, stream, cx);
+        }
+    }
+
+    /// `message` to `link`, signed with its hop key; `false` when the link has no session.
+    fn send(&mut self, links: &Links, link: LinkId, message: Message<'_>) -> bool {
+        match links.sign(link, message, 0) {
+            Some(d) => {
+                self.transmits.push_back(d);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn in_stream(&mut self, stream: u64, link: LinkId, now: Instant) -> &mut InStream {
-        if !self.in_streams.contains_key(&stream) {
-            while self.in_order.len() >= MAX_IN_STREAMS {
-                if let Some(old) = self.in_order.pop_front() {
-                    self.in_streams.remove(&old);
+        if !self.streams.contains_key(&stream) {
+            while self.order.len() >= MAX_IN_STREAMS {
+                if let Some(old) = self.order.pop_front() {
+                    self.streams.remove(&old);
                 }
             }
-            self.in_order.push_back(stream);
+            self.order.push_back(stream);
         }
-        self.in_streams
+        self.streams
             .entry(stream)
             .or_insert_with(|| InStream::new(link, now))
     }
@@ -92,172 +309,245 @@ impl Gateway {
         now: Instant,
         link: LinkId,
         packet: &Packet<T>,
+        cx: &mut InCtx<'_>,
     ) {
         let stream = packet.stream();
-        if self.out_streams.iter().any(|s| s.stream_id() == stream) {
-            // Our own block reflected back to us.
-            self.stats.dropped_unexpected += 1;
-            return;
+        if self.asm.handle_datagram(now, packet.datagram()).is_ok()
+            && !self.streams.contains_key(&stream)
+        {
+            cx.stages
+                .record(now, Stage::FirstFragmentIn, Some(stream), None, None);
+            self.in_stream(stream, link, now);
         }
-        if self.asm.handle_datagram(now, packet.datagram()).is_ok() {
-            if !self.in_streams.contains_key(&stream) {
-                self.stage(now, Stage::FirstFragmentIn, Some(stream), None, None);
-            }
-            let origin = (packet.msg_type() == Ok(MessageType::Manifest))
-                .then(|| ManifestFragment::new_checked(packet.payload()).ok())
-                .flatten()
-                .map(|f| {
-                    let mut k = [0u8; 32];
-                    k.copy_from_slice(f.origin());
-                    PublicKey(k)
-                });
-            let s = self.in_stream(stream, link, now);
-            if s.origin.is_none() && origin.is_some() {
-                // The assembler accepted it: the manifest verified under this trusted origin
-                // (later fragments must match the bound one).
-                s.origin = origin;
-                if let Some(release) = s.release.take() {
-                    self.accept_key(now, &release);
-                }
-            }
-        }
-        self.drain_assembler(now);
+        self.drain_assembler(now, cx);
     }
 
-    pub(super) fn drain_assembler(&mut self, now: Instant) {
+    fn drain_assembler(&mut self, now: Instant, cx: &mut InCtx<'_>) {
         while let Some(ev) = self.asm.poll_event() {
             match ev {
+                Event::OriginBound { stream, origin } => {
+                    self.origin_bound(now, stream, PublicKey(origin), cx);
+                }
                 Event::SendReceipt {
                     stream,
                     manifest_hash,
-                } => self.send_receipt(now, stream, manifest_hash),
+                } => self.send_receipt(now, stream, manifest_hash, cx),
                 Event::SendRepairRequest {
                     stream,
                     kind,
                     missing,
                 } => {
-                    let Some(link) = self.in_streams.get(&stream).map(|s| s.first_link) else {
+                    let Some(link) = self.streams.get(&stream).map(|s| s.first_link) else {
                         continue;
                     };
                     // A request names at most MAX_REPAIR_INDICES indices in list form; the
                     // bitmap form fits more, but be safe and chunk.
                     for chunk in missing.chunks(512) {
                         let r = RepairRequestRepr::new(stream, kind, chunk.to_vec());
-                        if self.send_message(link, Message::RepairRequest(r), 0) {
+                        if self.send(cx.links, link, Message::RepairRequest(r)) {
                             self.stats.repair_requests_sent += 1;
                         }
                     }
                 }
                 Event::BlockReady { stream, bytes } => {
-                    self.stage(now, Stage::LastFragmentIn, Some(stream), None, None);
-                    let s = self.in_stream(stream, 0, now);
-                    s.sealed = Some(bytes);
-                    s.ready_at = Some(now);
-                    self.try_open(now, stream);
+                    cx.stages
+                        .record(now, Stage::LastFragmentIn, Some(stream), None, None);
+                    self.block_ready(now, stream, bytes, cx);
                 }
                 Event::ShardAccepted { .. } | Event::ShardRejected { .. } => {}
             }
         }
     }
 
+    /// The assembler verified the stream's manifest under `origin`: a key that came early can
+    /// be checked now.
+    fn origin_bound(&mut self, now: Instant, stream: u64, origin: PublicKey, cx: &mut InCtx<'_>) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.origin.is_some() {
+            return;
+        }
+        s.origin = Some(origin);
+        if let Some(release) = s.take_held_release() {
+            self.accept_key(now, &release, cx);
+        }
+    }
+
+    /// The block decoded: open it at once if it is unsealed or its key is here, else wait.
+    fn block_ready(&mut self, now: Instant, stream: u64, bytes: Vec<u8>, cx: &mut InCtx<'_>) {
+        let s = self.in_stream(stream, 0, now);
+        let InState::Assembling { key } = &mut s.state else {
+            return;
+        };
+        let key = std::mem::replace(key, EarlyKey::None);
+        if envelope::unwrap_plain(&bytes).is_some() {
+            return self.open(now, stream, bytes, now, None, cx);
+        }
+        match key {
+            EarlyKey::Verified { key, at } => {
+                self.open(now, stream, bytes, now, Some((key, at)), cx)
+            }
+            EarlyKey::Unverified(release) => {
+                s.state = InState::WaitingForKey {
+                    sealed: bytes,
+                    ready_at: now,
+                    held: Some(release),
+                }
+            }
+            EarlyKey::None => {
+                s.state = InState::WaitingForKey {
+                    sealed: bytes,
+                    ready_at: now,
+                    held: None,
+                }
+            }
+        }
+    }
+
     /// The receipt goes to the origin directly when it is one of our peers (so it knows which
     /// peer holds the block), else over the link the stream came in on.
-    fn send_receipt(&mut self, now: Instant, stream: u64, manifest_hash: [u8; 32]) {
-        let (first_link, origin) = match self.in_streams.get(&stream) {
+    fn send_receipt(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        manifest_hash: [u8; 32],
+        cx: &mut InCtx<'_>,
+    ) {
+        let (first_link, origin) = match self.streams.get(&stream) {
             Some(s) => (s.first_link, s.origin),
             None => return,
         };
         let link = origin
-            .and_then(|o| self.peer_link_of(&o))
+            .and_then(|o| cx.links.peer_link_of(&o))
             .unwrap_or(first_link);
         // Signed (§2.5): the origin counts each receiver once, even through relays.
-        let r = ReceiptRepr::sign(stream, manifest_hash, &self.identity);
-        if self.send_message(link, Message::Receipt(r), 0) {
+        let r = ReceiptRepr::sign(stream, manifest_hash, cx.identity);
+        if self.send(cx.links, link, Message::Receipt(r)) {
             self.stats.receipts_sent += 1;
-            self.stage(now, Stage::ReceiptSent, Some(stream), None, None);
+            cx.stages
+                .record(now, Stage::ReceiptSent, Some(stream), None, None);
         }
         let _ = now;
     }
 
-    pub(super) fn handle_key_release(&mut self, now: Instant, link: LinkId, k: &KeyReleaseRepr) {
+    pub(super) fn handle_key_release(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        k: &KeyReleaseRepr,
+        cx: &mut InCtx<'_>,
+    ) {
         self.stats.key_releases_received += 1;
         let s = self.in_stream(k.stream, link, now);
-        if s.key.is_some() || s.done {
+        if !s.wants_key() {
             return;
         }
         if s.origin.is_none() {
             // Origin not known yet (key before the manifest): keep it until we know.
-            s.release = Some(*k);
+            s.hold_release(*k);
             return;
         }
-        self.accept_key(now, k);
+        self.accept_key(now, k, cx);
     }
 
-    fn accept_key(&mut self, now: Instant, k: &KeyReleaseRepr) {
-        let Some(s) = self.in_streams.get_mut(&k.stream) else {
+    fn accept_key(&mut self, now: Instant, k: &KeyReleaseRepr, cx: &mut InCtx<'_>) {
+        let stream = k.stream;
+        let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
         let Some(origin) = s.origin else { return };
-        match BlockKey::from_release(k, &origin) {
-            Ok(key) => {
-                s.key = Some(key);
-                s.key_at = Some(now);
-                self.stage(now, Stage::KeyIn, Some(k.stream), None, None);
-                self.try_open(now, k.stream);
+        let key = match BlockKey::from_release(k, &origin) {
+            Ok(key) => key,
+            Err(_) => {
+                self.stats.key_releases_bad += 1;
+                return;
             }
-            Err(_) => self.stats.key_releases_bad += 1,
+        };
+        match std::mem::replace(&mut s.state, InState::Failed) {
+            InState::Assembling { .. } => {
+                s.state = InState::Assembling {
+                    key: EarlyKey::Verified { key, at: now },
+                };
+                cx.stages
+                    .record(now, Stage::KeyIn, Some(stream), None, None);
+            }
+            InState::WaitingForKey {
+                sealed, ready_at, ..
+            } => {
+                cx.stages
+                    .record(now, Stage::KeyIn, Some(stream), None, None);
+                self.open(now, stream, sealed, ready_at, Some((key, now)), cx);
+            }
+            other => s.state = other,
         }
     }
 
-    fn try_open(&mut self, now: Instant, stream: u64) {
-        let Some(s) = self.in_streams.get_mut(&stream) else {
-            return;
-        };
-        if s.done || s.pending.is_some() {
-            return;
-        }
-        let Some(payload) = &s.sealed else { return };
-        if envelope::unwrap_plain(payload).is_none() && s.key.is_none() {
-            return; // sealed: wait for the key
-        }
+    /// Opens (or unwraps, §6.9) a decoded payload and decompresses it: delivered, waiting for
+    /// transactions, or failed. `key` is `None` only for an unsealed payload.
+    fn open(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        payload: Vec<u8>,
+        ready_at: Instant,
+        key: Option<(BlockKey, Instant)>,
+        cx: &mut InCtx<'_>,
+    ) {
         let t0 = Instant::now();
-        let Some(payload) = s.sealed.take() else {
-            return;
-        };
-        let opened;
-        let plain: &[u8] = if let Some(p) = envelope::unwrap_plain(&payload) {
-            s.unsealed = true;
-            self.stats.blocks_in_unsealed += 1;
-            p
-        } else {
-            let Some(key) = &s.key else { return };
-            match key.open(stream, &payload) {
-                Ok(p) => {
-                    opened = p;
-                    s.open_time = t0.elapsed();
-                    &opened
-                }
-                Err(e) => {
-                    self.stats.open_failed += 1;
-                    self.fail_stream(stream, format!("open: {e}"));
+        let opened_bytes;
+        let (plain, key_at, open_time): (&[u8], _, _) =
+            if let Some(p) = envelope::unwrap_plain(&payload) {
+                self.stats.blocks_in_unsealed += 1;
+                (p, None, Duration::ZERO)
+            } else {
+                let Some((key, key_at)) = key else {
+                    // Sealed and no key: not ours to open yet.
+                    if let Some(s) = self.streams.get_mut(&stream) {
+                        s.state = InState::WaitingForKey {
+                            sealed: payload,
+                            ready_at,
+                            held: None,
+                        };
+                    }
                     return;
+                };
+                match key.open(stream, &payload) {
+                    Ok(p) => {
+                        opened_bytes = p;
+                        (&opened_bytes[..], Some(key_at), t0.elapsed())
+                    }
+                    Err(e) => {
+                        self.stats.open_failed += 1;
+                        self.fail_stream(stream, format!("open: {e}"));
+                        return;
+                    }
                 }
-            }
+            };
+        let opened = Opened {
+            ready_at,
+            key_at,
+            open_time,
+            encoding: plain
+                .first()
+                .copied()
+                .and_then(BlockEncoding::from_format_byte)
+                .unwrap_or(BlockEncoding::Compact),
+            compressed_len: plain.len(),
+            decompress_started: now,
         };
-        s.compressed_len = plain.len();
-        s.decompress_started = Some(now);
-        if let Some(e) = plain
-            .first()
-            .copied()
-            .and_then(BlockEncoding::from_format_byte)
-        {
-            s.encoding = e;
-        }
-        match decompress::<Bitcoin>(plain, &self.store) {
-            Ok(Decompressed::Complete(block)) => self.deliver(now, stream, block),
+        match decompress::<Bitcoin>(plain, cx.store) {
+            Ok(Decompressed::Complete(block)) => self.deliver(now, stream, &opened, 0, block, cx),
             Ok(Decompressed::Missing(pending)) => {
-                s.pending = Some(pending);
-                self.request_missing(now, stream);
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.state = InState::WaitingForTxs {
+                        pending,
+                        opened,
+                        tx_requests: 0,
+                        next_retry: now,
+                    };
+                    self.request_missing(now, stream, cx);
+                }
             }
             Err(e) => {
                 self.stats.decompress_failed += 1;
@@ -266,32 +556,36 @@ impl Gateway {
         }
     }
 
-    /// Gives up on an incoming stream: it is done (late fragments are ignored), holds no
-    /// pending block or retry, and the gateway reports why.
+    /// Gives up on an incoming stream: late fragments and keys are ignored, and the gateway
+    /// reports why.
     fn fail_stream(&mut self, stream: u64, reason: String) {
-        if let Some(s) = self.in_streams.get_mut(&stream) {
-            s.done = true;
-            s.pending = None;
-            s.next_retry = None;
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.state = InState::Failed;
         }
-        self.event(GatewayEvent::BlockFailed { stream, reason });
+        self.events
+            .push_back(GatewayEvent::BlockFailed { stream, reason });
     }
 
     /// Ask for the transactions a block lacks: first over the link the block came in on and
     /// over the direct link to its origin when that is a peer; each retry over every live link.
     /// (The origin answers requests for its own streams whatever link they come over; a peer
-    /// answers any request over a direct link; see the module docs of `core`.)
-    fn request_missing(&mut self, now: Instant, stream: u64) {
-        let retry = self.config.tx_request_retry;
-        let rounds = self.config.tx_request_rounds;
-        let live: Vec<LinkId> = (0..self.links.len())
-            .filter(|&l| self.links[l].is_up())
-            .collect();
-        let Some(s) = self.in_streams.get(&stream) else {
+    /// answers any request over a direct link; see docs/internals/gateway-core.md.)
+    fn request_missing(&mut self, now: Instant, stream: u64, cx: &mut InCtx<'_>) {
+        let retry = self.tx_request_retry;
+        let rounds = self.tx_request_rounds;
+        let live = cx.links.live_all();
+        let Some(s) = self.streams.get(&stream) else {
             return;
         };
-        let Some(pending) = &s.pending else { return };
-        if s.tx_requests >= rounds {
+        let InState::WaitingForTxs {
+            pending,
+            tx_requests,
+            ..
+        } = &s.state
+        else {
+            return;
+        };
+        if *tx_requests >= rounds {
             self.stats.blocks_given_up += 1;
             self.fail_stream(
                 stream,
@@ -300,9 +594,9 @@ impl Gateway {
             return;
         }
         let missing: Vec<u32> = pending.missing().into_iter().map(|id| id.0).collect();
-        let mut targets = if s.tx_requests == 0 {
+        let mut targets = if *tx_requests == 0 {
             let mut t = vec![s.first_link];
-            if let Some(p) = s.origin.and_then(|o| self.peer_link_of(&o)) {
+            if let Some(p) = s.origin.and_then(|o| cx.links.peer_link_of(&o)) {
                 t.push(p);
             }
             t
@@ -311,16 +605,26 @@ impl Gateway {
         };
         targets.sort_unstable();
         targets.dedup();
-        let s = self.in_streams.get_mut(&stream).expect("just looked up");
-        s.tx_requests += 1;
-        s.next_retry = Some(now + retry);
+        if let Some(InStream {
+            state:
+                InState::WaitingForTxs {
+                    tx_requests,
+                    next_retry,
+                    ..
+                },
+            ..
+        }) = self.streams.get_mut(&stream)
+        {
+            *tx_requests += 1;
+            *next_retry = now + retry;
+        }
         for link in targets {
             for chunk in missing.chunks(MAX_TX_REQUEST_IDS) {
                 let r = TxRequestRepr {
                     stream,
                     short_ids: chunk.to_vec(),
                 };
-                if self.send_message(link, Message::TxRequest(r), 0) {
+                if self.send(cx.links, link, Message::TxRequest(r)) {
                     self.stats.tx_requests_sent += 1;
                     self.stats.txs_requested += chunk.len() as u64;
                 }
@@ -328,42 +632,35 @@ impl Gateway {
         }
     }
 
-    pub(super) fn inbound_timers(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .in_streams
-            .iter()
-            .filter(|(_, s)| s.next_retry.is_some_and(|t| now >= t))
-            .map(|(&id, _)| id)
-            .collect();
-        for stream in due {
-            self.request_missing(now, stream);
-        }
-    }
-
     /// A transaction with `id` arrived: fill the blocks waiting for it.
-    pub(super) fn tx_arrived(&mut self, now: Instant, id: ShortId, tx: &[u8]) {
+    pub(super) fn tx_arrived(&mut self, now: Instant, id: ShortId, tx: &[u8], cx: &mut InCtx<'_>) {
         let waiting: Vec<u64> = self
-            .in_streams
+            .streams
             .iter()
-            .filter(|(_, s)| s.pending.is_some())
+            .filter(|(_, s)| matches!(s.state, InState::WaitingForTxs { .. }))
             .map(|(&k, _)| k)
             .collect();
         for stream in waiting {
-            let Some(s) = self.in_streams.get_mut(&stream) else {
+            let Some(s) = self.streams.get_mut(&stream) else {
                 continue;
             };
-            let Some(pending) = s.pending.as_mut() else {
+            let InState::WaitingForTxs { pending, .. } = &mut s.state else {
                 continue;
             };
             if pending.supply(id, tx).is_err() || !pending.is_complete() {
                 continue;
             }
-            let Some(pending) = s.pending.take() else {
+            let InState::WaitingForTxs {
+                pending,
+                opened,
+                tx_requests,
+                ..
+            } = std::mem::replace(&mut s.state, InState::Delivered)
+            else {
                 continue;
             };
-            s.next_retry = None;
             match pending.finish::<Bitcoin>() {
-                Ok(block) => self.deliver(now, stream, block),
+                Ok(block) => self.deliver(now, stream, &opened, tx_requests, block, cx),
                 Err(e) => {
                     self.stats.decompress_failed += 1;
                     self.fail_stream(stream, format!("decompress: {e}"));
@@ -372,68 +669,41 @@ impl Gateway {
         }
     }
 
-    fn deliver(&mut self, now: Instant, stream: u64, block: Block) {
-        let Some(s) = self.in_streams.get_mut(&stream) else {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        o: &Opened,
+        tx_requests: u32,
+        block: Block,
+        cx: &InCtx<'_>,
+    ) {
+        let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        s.done = true;
-        s.pending = None;
-        s.next_retry = None;
+        s.state = InState::Delivered;
         // `now` is when the datagram that completed the block was taken in; opening and
         // decompressing took time since (the stage records read the clock the same way).
         let now = now.max(Instant::now());
-        let hash = block.block_hash();
-        let via = self.links[s.first_link].kind;
-        let ready = s.ready_at.unwrap_or(now);
-        let keyed = if s.unsealed {
-            ready
-        } else {
-            s.key_at.unwrap_or(now).max(ready)
-        };
+        let via = cx.links[s.first_link].kind;
+        let keyed = o.key_at.map_or(o.ready_at, |k| k.max(o.ready_at));
         let timings = InTimings {
-            assemble: ready - s.first_at,
-            key_wait: keyed - ready,
-            open: s.open_time,
-            decompress: now.saturating_duration_since(s.decompress_started.unwrap_or(now)),
+            assemble: o.ready_at - s.first_at,
+            key_wait: keyed - o.ready_at,
+            open: o.open_time,
+            decompress: now.saturating_duration_since(o.decompress_started),
             total: now - s.first_at,
         };
-        let (tx_requests, compressed_bytes) = (s.tx_requests, s.compressed_len);
-        let (encoding, sealed) = (s.encoding, !s.unsealed);
-        if !self.known_blocks.insert(hash) {
-            self.stats.blocks_duplicate += 1;
-            return;
-        }
-        self.stage(now, Stage::Decode, Some(stream), Some(hash), None);
-        let block_bytes = block.total_size();
-        self.stats.blocks_from_network += 1;
-        self.stats.block_bytes_in += block_bytes as u64;
-        self.stats.compressed_bytes_in += compressed_bytes as u64;
-        let originate_for = match via {
-            LinkKind::Peer(p) => self.config.peers[p].originate_for,
-            LinkKind::Relay(_) => false,
-        };
-        if originate_for {
-            // A peer hides behind us: its block goes to the relays as ours.
-            self.originate(now, &block);
-        }
-        let action = match self.config.delivery {
-            Delivery::Push => NodeAction::SendBlock(block),
-            Delivery::Announce => NodeAction::AnnounceBlock(block),
-            Delivery::Compact => NodeAction::SendCmpctBlock(block),
-        };
-        self.node_actions.push_back(action);
-        // Handed to the node connection (the driver passes node actions on in the same turn).
-        self.stage(now, Stage::Deliver, Some(stream), Some(hash), None);
-        self.event(GatewayEvent::BlockDelivered {
-            hash,
+        self.blocks.push_back(InboundBlock {
             stream,
-            encoding,
-            sealed,
+            block,
             via,
+            encoding: o.encoding,
+            sealed: o.key_at.is_some(),
             tx_requests,
-            compressed_bytes,
-            block_bytes,
+            compressed_bytes: o.compressed_len,
             timings,
+            at: now,
         });
     }
 }

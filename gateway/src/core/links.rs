@@ -1,18 +1,25 @@
-//! Links to relays and peer gateways: registration (§2.8, §2.9, §5.4), hop keys (§4.2),
-//! keepalive (§2.10), quiet detection and relay failover.
+//! Links to relays and peer gateways, as one owned state machine ([`Links`]): registration
+//! (§2.8, §2.9, §5.4), hop keys (§4.2), keepalive (§2.10), quiet detection and relay failover.
+//!
+//! Contract: the gateway feeds it registrations, register acks, keepalives and "heard from"
+//! (every datagram whose hop tag verified, [`Links::verify`]) and calls
+//! [`Links::handle_timeout`]; it drains [`Links::poll_transmit`] and [`Links::poll_event`]
+//! after each call. Other parts send through [`Links::sign`] (a hop-signed datagram for a
+//! link with a session).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Index;
 use std::time::{Duration, Instant};
 
 use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
-use photon_protocol::identity::{self, EphemeralKey, PublicKey};
+use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
 use photon_protocol::wire::{
     register_status, KeepaliveRepr, Message, Packet, RegisterRepr, Repr, MAX_DATAGRAM,
 };
-use ring::rand::SecureRandom;
+use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{CoreConfig, Gateway, GatewayEvent, LinkId};
+use super::{CoreConfig, GatewayEvent, LinkId};
 
 /// What a link leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +75,7 @@ pub(super) struct Link {
     next_keepalive: Option<Instant>,
     quiet_after: Duration,
     seq: u32,
-    pub(super) echo: u32,
+    echo: u32,
     nonces: VecDeque<[u8; 16]>,
 }
 
@@ -133,22 +140,188 @@ impl Link {
     }
 }
 
-impl Gateway {
+/// Counters of the links (folded into [`super::GatewayStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct LinkStats {
+    pub(super) dropped_malformed: u64,
+    pub(super) dropped_unknown_peer: u64,
+    pub(super) dropped_register: u64,
+    pub(super) registrations: u64,
+    pub(super) failovers: u64,
+}
+
+/// What the links need from the gateway for a registration: who we are, randomness for
+/// ephemeral keys and nonces, and the wall clock (Unix ms) at `now`.
+pub(super) struct Credentials<'a> {
+    pub(super) identity: &'a Identity,
+    pub(super) rng: &'a SystemRandom,
+    pub(super) unix_ms: u64,
+}
+
+/// The link table (relays first, then peers, in config order) and its sessions.
+pub(super) struct Links {
+    table: Vec<Link>,
+    by_addr: HashMap<SocketAddr, LinkId>,
+    /// The relay that carries transactions and requests (first live relay in config order).
+    primary: Option<LinkId>,
+    register_retry: Duration,
+    link_quiet: Duration,
+    /// Our keepalive period, told to peers that register with us.
+    keepalive: Duration,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<GatewayEvent>,
+    stats: LinkStats,
+}
+
+impl Index<LinkId> for Links {
+    type Output = Link;
+
+    fn index(&self, link: LinkId) -> &Link {
+        &self.table[link]
+    }
+}
+
+impl Links {
+    pub(super) fn new(config: &CoreConfig, our_key: PublicKey, now: Instant) -> Self {
+        let mut table = Vec::new();
+        for (i, r) in config.relays.iter().enumerate() {
+            table.push(Link::new(
+                LinkKind::Relay(i),
+                r.addr,
+                r.public_key,
+                true,
+                now,
+                config,
+            ));
+        }
+        for (i, p) in config.peers.iter().enumerate() {
+            // The smaller key registers: one session per pair, no race.
+            let initiator = our_key.0 < p.public_key.0;
+            table.push(Link::new(
+                LinkKind::Peer(i),
+                p.addr,
+                p.public_key,
+                initiator,
+                now,
+                config,
+            ));
+        }
+        let by_addr = table.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
+        Links {
+            table,
+            by_addr,
+            primary: None,
+            register_retry: config.register_retry,
+            link_quiet: config.link_quiet,
+            keepalive: config.keepalive,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: LinkStats::default(),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Link> {
+        self.table.iter()
+    }
+
+    pub(super) fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// The link whose far end is at `addr`.
+    pub(super) fn by_addr(&self, addr: &SocketAddr) -> Option<LinkId> {
+        self.by_addr.get(addr).copied()
+    }
+
+    /// The relay that carries transactions now.
+    pub(super) fn primary(&self) -> Option<LinkId> {
+        self.primary
+    }
+
+    /// Links whose session is up, of one kind.
+    pub(super) fn live(&self, relays: bool) -> Vec<LinkId> {
+        self.table
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_up() && matches!(l.kind, LinkKind::Relay(_)) == relays)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Every link whose session is up.
+    pub(super) fn live_all(&self) -> Vec<LinkId> {
+        (0..self.table.len())
+            .filter(|&l| self.table[l].is_up())
+            .collect()
+    }
+
+    /// The live link to the peer whose identity is `key`.
+    pub(super) fn peer_link_of(&self, key: &PublicKey) -> Option<LinkId> {
+        self.table
+            .iter()
+            .position(|l| matches!(l.kind, LinkKind::Peer(_)) && l.remote_key == *key && l.is_up())
+    }
+
+    /// `message` as a datagram for `link`, signed with its hop key; `None` when the link has
+    /// no session.
+    pub(super) fn sign(
+        &self,
+        link: LinkId,
+        message: Message<'_>,
+        flags: u8,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let l = self.table.get(link)?;
+        let session = l.session.as_ref()?;
+        let repr = Repr {
+            sender: session.our_id,
+            hops: 0,
+            flags,
+            message,
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let n = repr.emit(&mut buf).ok()?;
+        buf.truncate(n);
+        session.keys.send.sign_header(&mut buf).ok()?;
+        Some((l.addr, buf))
+    }
+
+    /// Registration datagrams and keepalives to send, in order.
+    pub(super) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next instant [`Links::handle_timeout`] has work.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.table.iter().filter_map(Link::next_timer).min()
+    }
+
+    /// A keepalive came over `link`: its sequence is echoed in ours.
+    pub(super) fn handle_keepalive(&mut self, link: LinkId, k: &KeepaliveRepr) {
+        if let Some(l) = self.table.get_mut(link) {
+            l.echo = k.seq;
+        }
+    }
+
     /// Something verified came over `link`.
     pub(super) fn heard(&mut self, now: Instant, link: LinkId) {
-        let l = &mut self.links[link];
+        let Some(l) = self.table.get_mut(link) else {
+            return;
+        };
         l.last_heard = Some(now);
         if !l.up {
             l.up = true;
             if l.next_keepalive.is_none() {
                 l.next_keepalive = Some(now);
             }
-            let ev = GatewayEvent::LinkUp {
+            self.events.push_back(GatewayEvent::LinkUp {
                 link,
                 kind: l.kind,
                 addr: l.addr,
-            };
-            self.event(ev);
+            });
             self.choose_primary();
         }
     }
@@ -156,21 +329,22 @@ impl Gateway {
     /// The primary relay: the first live one in config order.
     fn choose_primary(&mut self) {
         let new = self
-            .links
+            .table
             .iter()
-            .position(|l| matches!(l.kind, super::LinkKind::Relay(_)) && l.up);
+            .position(|l| matches!(l.kind, LinkKind::Relay(_)) && l.up);
         // A failover is the primary going quiet, not a preferred relay coming up.
         if let Some(old) = self.primary {
-            if new != Some(old) && !self.links[old].up {
+            if new != Some(old) && !self.table[old].up {
                 self.stats.failovers += 1;
             }
         }
         self.primary = new;
     }
 
-    pub(super) fn link_timers(&mut self, now: Instant) {
-        for id in 0..self.links.len() {
-            let l = &mut self.links[id];
+    /// Quiet detection, registration retries and keepalives.
+    pub(super) fn handle_timeout(&mut self, now: Instant, creds: &Credentials<'_>) {
+        for id in 0..self.table.len() {
+            let l = &mut self.table[id];
             // Quiet: the far end said nothing for `quiet_after`.
             if l.up && l.last_heard.is_some_and(|t| now >= t + l.quiet_after) {
                 l.up = false;
@@ -178,20 +352,19 @@ impl Gateway {
                 if l.initiator {
                     l.next_register = Some(now);
                 }
-                let ev = GatewayEvent::LinkDown {
+                self.events.push_back(GatewayEvent::LinkDown {
                     link: id,
                     kind: l.kind,
                     addr: l.addr,
-                };
-                self.event(ev);
+                });
                 self.choose_primary();
             }
-            let l = &mut self.links[id];
+            let l = &mut self.table[id];
             if l.next_register.is_some_and(|t| now >= t) {
-                l.next_register = Some(now + self.config.register_retry);
-                self.send_register(now, id);
+                l.next_register = Some(now + self.register_retry);
+                self.send_register(id, creds);
             }
-            let l = &mut self.links[id];
+            let l = &mut self.table[id];
             if l.up && l.next_keepalive.is_some_and(|t| now >= t) {
                 l.next_keepalive = Some(now + l.keepalive_every);
                 l.seq = l.seq.wrapping_add(1);
@@ -199,20 +372,22 @@ impl Gateway {
                     seq: l.seq,
                     echo: l.echo,
                 };
-                self.send_message(id, Message::Keepalive(ka), 0);
+                if let Some(d) = self.sign(id, Message::Keepalive(ka), 0) {
+                    self.transmits.push_back(d);
+                }
             }
         }
     }
 
-    fn send_register(&mut self, now: Instant, link: LinkId) {
-        let Ok(ephemeral) = EphemeralKey::generate(&self.rng) else {
+    fn send_register(&mut self, link: LinkId, creds: &Credentials<'_>) {
+        let Ok(ephemeral) = EphemeralKey::generate(creds.rng) else {
             return;
         };
         let mut nonce = [0u8; 16];
-        if self.rng.fill(&mut nonce).is_err() {
+        if creds.rng.fill(&mut nonce).is_err() {
             return;
         }
-        let request = identity::register(&self.identity, &ephemeral, nonce, self.unix_ms(now));
+        let request = identity::register(creds.identity, &ephemeral, nonce, creds.unix_ms);
         let repr = Repr {
             sender: 0,
             hops: 0,
@@ -224,9 +399,9 @@ impl Gateway {
             return;
         };
         buf.truncate(n);
-        let l = &mut self.links[link];
+        let l = &mut self.table[link];
         l.pending = Some(PendingRegister { ephemeral, request });
-        self.control.push_back((l.addr, buf));
+        self.transmits.push_back((l.addr, buf));
     }
 
     /// A relay's (or responding peer's) answer to our registration.
@@ -248,7 +423,7 @@ impl Gateway {
             self.stats.dropped_malformed += 1;
             return;
         };
-        let l = &mut self.links[id];
+        let l = &mut self.table[id];
         let Some(pending) = l.pending.take_if(|p| p.request.nonce == ack.nonce) else {
             self.stats.dropped_register += 1;
             return;
@@ -259,7 +434,7 @@ impl Gateway {
             return;
         }
         if ack.status != register_status::ACCEPTED {
-            self.event(GatewayEvent::RegisterRefused {
+            self.events.push_back(GatewayEvent::RegisterRefused {
                 link: id,
                 status: ack.status,
             });
@@ -287,7 +462,7 @@ impl Gateway {
         if ack.keepalive_ms > 0 {
             l.keepalive_every = Duration::from_millis(u64::from(ack.keepalive_ms).max(50));
             // The relay answers each keepalive: quiet means several periods without a word.
-            l.quiet_after = self.config.link_quiet.max(l.keepalive_every * 5 / 2);
+            l.quiet_after = self.link_quiet.max(l.keepalive_every * 5 / 2);
         }
         l.next_register = None;
         l.next_keepalive = Some(now);
@@ -301,6 +476,7 @@ impl Gateway {
         now: Instant,
         from: SocketAddr,
         packet: &Packet<T>,
+        creds: &Credentials<'_>,
     ) {
         let Ok(Repr {
             message: Message::Register(req),
@@ -310,30 +486,30 @@ impl Gateway {
             self.stats.dropped_malformed += 1;
             return;
         };
-        let unix_ms = self.unix_ms(now);
-        let Some(id) = self.links.iter().position(|l| {
+        let unix_ms = creds.unix_ms;
+        let Some(id) = self.table.iter().position(|l| {
             matches!(l.kind, LinkKind::Peer(_)) && !l.initiator && l.remote_key.0 == req.identity
         }) else {
             self.stats.dropped_register += 1;
             return;
         };
         if identity::verify_register(&req, unix_ms, REGISTER_WINDOW_MS).is_err()
-            || self.links[id].nonces.contains(&req.nonce)
+            || self.table[id].nonces.contains(&req.nonce)
         {
             self.stats.dropped_register += 1;
             return;
         }
-        let Ok(ephemeral) = EphemeralKey::generate(&self.rng) else {
+        let Ok(ephemeral) = EphemeralKey::generate(creds.rng) else {
             return;
         };
         let ack = identity::register_ack(
-            &self.identity,
+            creds.identity,
             &ephemeral,
             &req,
             register_status::ACCEPTED,
             PEER_INITIATOR_ID,
             unix_ms,
-            self.config.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
+            self.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
         );
         let ctx = HandshakeContext {
             nonce: &req.nonce,
@@ -358,12 +534,12 @@ impl Gateway {
         };
         buf.truncate(n);
         // The peer may have moved (NAT rebinding): follow its address.
-        let old = self.links[id].addr;
+        let old = self.table[id].addr;
         if old != from {
             self.by_addr.remove(&old);
             self.by_addr.insert(from, id);
         }
-        let l = &mut self.links[id];
+        let l = &mut self.table[id];
         l.addr = from;
         l.nonces.push_back(req.nonce);
         if l.nonces.len() > NONCES_KEPT {
@@ -374,7 +550,7 @@ impl Gateway {
             our_id: PEER_RESPONDER_ID,
             their_id: PEER_INITIATOR_ID,
         });
-        self.control.push_back((from, buf));
+        self.transmits.push_back((from, buf));
         self.stats.registrations += 1;
         self.heard(now, id);
     }

@@ -4,23 +4,35 @@
 //!
 //! With `encrypt = false` the payload is the unsealed envelope of §6.9 instead: no key, no
 //! release, no `seal`, `receipts` or `key_release` stage records (absent, not zero-length).
+//!
+//! Contract: [`Outbound`] owns our streams. The gateway feeds it blocks to originate, receipts
+//! and repair requests for our streams, calls [`Outbound::handle_timeout`] and pulls fragment
+//! copies with [`Outbound::poll_transmit`]; each call gets an [`OutCtx`]. After each call it
+//! drains [`Outbound::poll_control`] (key releases) and [`Outbound::poll_event`].
 
-use std::collections::HashSet;
-use std::time::Instant;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash};
 use photon_protocol::chain::Bitcoin;
+use photon_protocol::compress::BlockEncoding;
 use photon_protocol::compress::{compress_as, envelope};
-use photon_protocol::identity::PublicKey;
+use photon_protocol::fec::RepairPolicy;
+use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::seal::{BlockKey, SealKey};
-use photon_protocol::sender::{Sender, SenderConfig};
+use photon_protocol::sender::{EncodedStream, Sender, SenderConfig};
+use photon_protocol::shortid::TxStore;
 use photon_protocol::wire::{
     self, flags, KeyReleaseRepr, Message, Packet, ReceiptRepr, RepairRequestRepr,
 };
-use ring::rand::SecureRandom;
+use ring::rand::{SecureRandom, SystemRandom};
 
+use super::links::Links;
+use super::stages::StageLog;
 use super::{
-    Gateway, GatewayEvent, KeyReleasePolicy, LinkId, LinkKind, OutTimings, ReleaseReason, Stage,
+    CoreConfig, GatewayEvent, KeyReleasePolicy, LinkId, LinkKind, OutTimings, ReleaseReason, Stage,
     Transmit,
 };
 
@@ -29,11 +41,11 @@ const MAX_OUT_STREAMS: usize = 16;
 
 pub(super) struct OutStream {
     stream: u64,
-    /// What FEC encodes: the sealed block (§5.1) or the unsealed envelope (§6.9).
-    sealed: Vec<u8>,
     /// `None` when the block went out unsealed: nothing to release.
     key: Option<BlockKey>,
     manifest_hash: [u8; 32],
+    /// The relays' sender. Its encoded stream (shards and signed manifest of the sealed block,
+    /// §5.1, or of the unsealed envelope, §6.9) is shared by every peer sender.
     sender: Sender,
     started: Instant,
     /// Distinct receivers whose receipt counts toward the release quorum: the key a signed
@@ -73,6 +85,7 @@ impl OutStream {
         t
     }
 
+    #[cfg(test)]
     pub(super) fn stream_id(&self) -> u64 {
         self.stream
     }
@@ -87,26 +100,147 @@ impl OutStream {
     }
 }
 
+/// What an outbound call may use of the rest of the gateway.
+pub(super) struct OutCtx<'a> {
+    pub(super) links: &'a Links,
+    /// Signs manifests (§4.1) and key releases (§2.6).
+    pub(super) identity: &'a Identity,
+    pub(super) rng: &'a SystemRandom,
+    /// What blocks are compressed against (§6).
+    pub(super) store: &'a TxStore,
+    pub(super) stages: &'a mut StageLog,
+}
+
+/// The settings of [`CoreConfig`] the outbound side uses.
+struct OutConfig {
+    uplink_bytes_per_sec: u64,
+    burst: u32,
+    repair: RepairPolicy,
+    key_release: KeyReleasePolicy,
+    peer_fallback: Duration,
+    originate_via_peers: bool,
+    has_peers: bool,
+    block_encoding: BlockEncoding,
+    encrypt: bool,
+    outbound_linger: Duration,
+    stage_records: bool,
+}
+
+/// Counters of the outbound side (folded into [`super::GatewayStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct OutStats {
+    pub(super) block_bytes_out: u64,
+    pub(super) compressed_bytes_out: u64,
+    pub(super) blocks_out_unsealed: u64,
+    pub(super) receipts_received: u64,
+    pub(super) receipts_mismatched: u64,
+    pub(super) receipts_unsigned: u64,
+    pub(super) receipts_bad_signature: u64,
+    pub(super) receipts_duplicate: u64,
+    pub(super) key_releases_sent: u64,
+    pub(super) repair_requests_received: u64,
+    pub(super) peer_fallbacks: u64,
+    /// Receipts and repair requests for streams that are not (or no longer) ours.
+    pub(super) dropped_unexpected: u64,
+}
+
+/// Our outbound streams and the fan-out of their fragments.
+pub(super) struct Outbound {
+    config: OutConfig,
+    /// Oldest first; at most `MAX_OUT_STREAMS`.
+    pub(super) streams: Vec<OutStream>,
+    fanout: Option<Fanout>,
+    frag_buf: Vec<u8>,
+    next_stream_rr: usize,
+    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<GatewayEvent>,
+    stats: OutStats,
+}
+
 /// A fragment being copied to its destinations, one hop-signed copy per poll.
-pub(super) struct Fanout {
+struct Fanout {
     len: usize,
     dests: Vec<LinkId>,
     next: usize,
 }
 
-impl Gateway {
+impl Outbound {
+    pub(super) fn new(config: &CoreConfig) -> Self {
+        Outbound {
+            config: OutConfig {
+                uplink_bytes_per_sec: config.uplink_bytes_per_sec,
+                burst: config.burst,
+                repair: config.repair,
+                key_release: config.key_release,
+                peer_fallback: config.peer_fallback,
+                originate_via_peers: config.originate_via_peers,
+                has_peers: !config.peers.is_empty(),
+                block_encoding: config.block_encoding,
+                encrypt: config.encrypt,
+                outbound_linger: config.outbound_linger,
+                stage_records: config.stage_records,
+            },
+            streams: Vec::new(),
+            fanout: None,
+            frag_buf: vec![0u8; wire::MAX_DATAGRAM],
+            next_stream_rr: 0,
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: OutStats::default(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> &OutStats {
+        &self.stats
+    }
+
+    /// Whether `stream` is one of ours.
+    pub(super) fn is_ours(&self, stream: u64) -> bool {
+        self.streams.iter().any(|s| s.stream == stream)
+    }
+
+    /// Key releases, hop-signed, in order.
+    pub(super) fn poll_control(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.control.pop_front()
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next instant a stream has work (pacing, key release, fallback, expiry); `due` (a
+    /// past instant: at once) while a fragment still has copies to go.
+    pub(super) fn poll_timeout(&self, due: Instant) -> Option<Instant> {
+        let t = self.streams.iter().filter_map(OutStream::next_timer).min();
+        if self.fanout.is_some() {
+            return Some(t.map_or(due, |t| t.min(due)));
+        }
+        t
+    }
+
+    fn send(&mut self, links: &Links, link: LinkId, message: Message<'_>) -> bool {
+        match links.sign(link, message, 0) {
+            Some(d) => {
+                self.control.push_back(d);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends `block` to the network as a new stream.
-    pub(super) fn originate(&mut self, now: Instant, block: &Block) {
+    pub(super) fn originate(&mut self, now: Instant, block: &Block, cx: &mut OutCtx<'_>) {
         let clock = Instant::now;
         let t0 = clock();
         let hash = block.block_hash();
-        self.stage(now, Stage::BlockIn, None, Some(hash), None);
+        cx.stages
+            .record(now, Stage::BlockIn, None, Some(hash), None);
         let block_bytes = block.total_size();
         let encoding = self.config.block_encoding;
-        let compressed = match compress_as::<Bitcoin>(encoding, block, &self.store) {
+        let compressed = match compress_as::<Bitcoin>(encoding, block, cx.store) {
             Ok(c) => c,
             Err(e) => {
-                self.event(GatewayEvent::BlockFailed {
+                self.events.push_back(GatewayEvent::BlockFailed {
                     stream: 0,
                     reason: format!("compress: {e}"),
                 });
@@ -115,18 +249,19 @@ impl Gateway {
         };
         let t1 = clock();
         let mut stream_bytes = [0u8; 8];
-        if self.rng.fill(&mut stream_bytes).is_err() {
+        if cx.rng.fill(&mut stream_bytes).is_err() {
             return;
         }
         let stream = u64::from_be_bytes(stream_bytes);
-        self.stage(now, Stage::Compress, Some(stream), Some(hash), None);
+        cx.stages
+            .record(now, Stage::Compress, Some(stream), Some(hash), None);
         let encrypt = self.config.encrypt;
         let (sealed, key) = if encrypt {
             let mut sealed = compressed.bytes.clone();
-            match SealKey::generate(&self.rng).and_then(|k| k.seal_in_place(stream, &mut sealed)) {
+            match SealKey::generate(cx.rng).and_then(|k| k.seal_in_place(stream, &mut sealed)) {
                 Ok(k) => (sealed, Some(k)),
                 Err(e) => {
-                    self.event(GatewayEvent::BlockFailed {
+                    self.events.push_back(GatewayEvent::BlockFailed {
                         stream,
                         reason: format!("seal: {e}"),
                     });
@@ -138,36 +273,39 @@ impl Gateway {
         };
         let t2 = clock();
         if encrypt {
-            self.stage(now, Stage::Seal, Some(stream), Some(hash), None);
+            cx.stages
+                .record(now, Stage::Seal, Some(stream), Some(hash), None);
         } else {
             self.stats.blocks_out_unsealed += 1;
         }
-        let via_peers = self.config.originate_via_peers || self.live_links(true).is_empty();
+        let via_peers = self.config.originate_via_peers || cx.links.live(true).is_empty();
         let dests = if via_peers {
-            self.live_links(false).len()
+            cx.links.live(false).len()
         } else {
-            self.live_links(true).len()
+            cx.links.live(true).len()
         };
-        let sender = match Sender::new(
-            self.sender_config(dests.max(1)),
+        // Encoded once: every destination's sender shares these shards and this manifest.
+        let encoded = match EncodedStream::new(
             stream,
             &sealed,
-            self.identity.key_pair(),
-            now,
+            &self.config.repair,
+            cx.identity.key_pair(),
         ) {
-            Ok(s) => s,
+            Ok(e) => Arc::new(e),
             Err(e) => {
-                self.event(GatewayEvent::BlockFailed {
+                self.events.push_back(GatewayEvent::BlockFailed {
                     stream,
                     reason: format!("FEC/manifest: {e}"),
                 });
                 return;
             }
         };
+        let sender =
+            Sender::for_stream(self.sender_config(dests.max(1)), Arc::clone(&encoded), now);
         let t3 = clock();
-        self.stage(now, Stage::Fec, Some(stream), Some(hash), None);
-        let datagrams_planned =
-            sender.encoded().params().total() + sender.manifest().fragment_count();
+        cx.stages
+            .record(now, Stage::Fec, Some(stream), Some(hash), None);
+        let datagrams_planned = encoded.datagrams();
         let (release_at, released_now) = match self.config.key_release {
             // Unsealed: nothing to release, ever.
             _ if !encrypt => (None, false),
@@ -180,11 +318,10 @@ impl Gateway {
                 }
             }
         };
-        let has_peers = !self.config.peers.is_empty();
+        let has_peers = self.config.has_peers;
         let mut out = OutStream {
             stream,
-            manifest_hash: sender.manifest().manifest_hash(),
-            sealed,
+            manifest_hash: encoded.manifest().manifest_hash(),
             key,
             sender,
             started: now,
@@ -203,25 +340,18 @@ impl Gateway {
         };
         if via_peers {
             // No relay (or we hide behind peers): every live peer gets the stream directly.
-            for link in self.live_links(false) {
-                if let Ok(s) = Sender::new(
-                    self.sender_config(1),
-                    stream,
-                    &out.sealed,
-                    self.identity.key_pair(),
-                    now,
-                ) {
-                    out.peer_senders.push((link, s));
-                }
+            for link in cx.links.live(false) {
+                let s = Sender::for_stream(self.sender_config(1), Arc::clone(&encoded), now);
+                out.peer_senders.push((link, s));
             }
         }
         self.stats.block_bytes_out += block_bytes as u64;
         self.stats.compressed_bytes_out += compressed.bytes.len() as u64;
-        if self.out_streams.len() >= MAX_OUT_STREAMS {
-            self.out_streams.remove(0);
+        if self.streams.len() >= MAX_OUT_STREAMS {
+            self.streams.remove(0);
         }
-        self.out_streams.push(out);
-        self.event(GatewayEvent::BlockOriginated {
+        self.streams.push(out);
+        self.events.push_back(GatewayEvent::BlockOriginated {
             hash,
             stream,
             encoding,
@@ -236,8 +366,8 @@ impl Gateway {
             },
         });
         if released_now {
-            let i = self.out_streams.len() - 1;
-            self.release_key(now, i, ReleaseReason::Immediate);
+            let i = self.streams.len() - 1;
+            self.release_key(now, i, ReleaseReason::Immediate, cx);
         }
     }
 
@@ -253,13 +383,18 @@ impl Gateway {
 
     /// Next fragment copy: finish the current fan-out, else pull the next fragment from the
     /// streams in turn (pacing is each sender's).
-    pub(super) fn poll_fragment(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    pub(super) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        cx: &mut OutCtx<'_>,
+    ) -> Option<Transmit> {
         loop {
             if let Some(f) = &mut self.fanout {
                 while f.next < f.dests.len() {
                     let link = f.dests[f.next];
                     f.next += 1;
-                    let l = &self.links[link];
+                    let l = &cx.links[link];
                     let Some(session) = &l.session else { continue };
                     let len = f.len;
                     buf[..len].copy_from_slice(&self.frag_buf[..len]);
@@ -274,11 +409,11 @@ impl Gateway {
                 }
                 self.fanout = None;
             }
-            let n = self.out_streams.len();
+            let n = self.streams.len();
             let mut found = None;
             'streams: for k in 0..n {
                 let i = (self.next_stream_rr + k) % n;
-                let s = &mut self.out_streams[i];
+                let s = &mut self.streams[i];
                 for (link, ps) in &mut s.peer_senders {
                     if let Some(len) = ps.poll_transmit(now, &mut self.frag_buf) {
                         found = Some((i, len, vec![*link]));
@@ -295,7 +430,7 @@ impl Gateway {
                     } else {
                         // Re-evaluated per fragment: a relay that went quiet mid-block is
                         // skipped, one that took over gets the rest.
-                        self.links
+                        cx.links
                             .iter()
                             .enumerate()
                             .filter(|(_, l)| l.is_up() && matches!(l.kind, LinkKind::Relay(_)))
@@ -309,7 +444,7 @@ impl Gateway {
             }
             let (i, len, dests) = found?;
             if self.config.stage_records {
-                self.fragment_out_stages(now, i, len, dests.len());
+                self.fragment_out_stages(now, i, len, dests.len(), cx);
             }
             self.fanout = Some(Fanout {
                 len,
@@ -323,8 +458,15 @@ impl Gateway {
     /// destinations: `first_fragment_out`, and `last_fragment_out` with the bytes of the whole
     /// first pass once every sender of the stream has sent its plan. Recorded when the fragment
     /// is handed over; the driver sends it in the same turn.
-    fn fragment_out_stages(&mut self, now: Instant, i: usize, len: usize, copies: usize) {
-        let s = &mut self.out_streams[i];
+    fn fragment_out_stages(
+        &mut self,
+        now: Instant,
+        i: usize,
+        len: usize,
+        copies: usize,
+        cx: &mut OutCtx<'_>,
+    ) {
+        let s = &mut self.streams[i];
         if s.last_out || self.frag_buf[wire::field::FLAGS] & flags::RETRANSMIT != 0 {
             return;
         }
@@ -335,15 +477,17 @@ impl Gateway {
         s.last_out = last;
         let (stream, hash, bytes) = (Some(s.stream), Some(s.hash), s.wire_bytes);
         if first {
-            self.stage(now, Stage::FirstFragmentOut, stream, hash, None);
+            cx.stages
+                .record(now, Stage::FirstFragmentOut, stream, hash, None);
         }
         if last {
-            self.stage(now, Stage::LastFragmentOut, stream, hash, Some(bytes));
+            cx.stages
+                .record(now, Stage::LastFragmentOut, stream, hash, Some(bytes));
         }
     }
 
-    /// A receipt for one of our streams (§2.5; module docs: "Key release"). It counts toward
-    /// the release quorum once per distinct receiver:
+    /// A receipt for one of our streams (§2.5; docs/internals/gateway-core.md, "Key release").
+    /// It counts toward the release quorum once per distinct receiver:
     ///
     /// - over a direct peer link, the peer (the hop tag authenticates it), or the key of its
     ///   signature if the receipt is signed (the signature must then verify);
@@ -354,22 +498,28 @@ impl Gateway {
     /// A receiver already counted for the stream, or our own key, is `receipts_duplicate`; a
     /// signature that does not verify `receipts_bad_signature`. Once the key is out, receipts
     /// only mark peers for the fallback (no signature is checked).
-    pub(super) fn handle_receipt(&mut self, now: Instant, link: LinkId, r: &ReceiptRepr) {
+    pub(super) fn handle_receipt(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        r: &ReceiptRepr,
+        cx: &mut OutCtx<'_>,
+    ) {
         self.stats.receipts_received += 1;
-        let Some(i) = self.out_streams.iter().position(|s| s.stream == r.stream) else {
+        let Some(i) = self.streams.iter().position(|s| s.stream == r.stream) else {
             self.stats.dropped_unexpected += 1;
             return;
         };
-        let our_key = self.identity.public_key();
-        let s = &mut self.out_streams[i];
+        let our_key = cx.identity.public_key();
+        let s = &mut self.streams[i];
         if s.manifest_hash != r.manifest_hash {
             self.stats.receipts_mismatched += 1;
             return;
         }
-        let peer = match self.links[link].kind {
+        let peer = match cx.links[link].kind {
             LinkKind::Peer(_) => {
                 s.peer_receipts.insert(link);
-                Some(self.links[link].remote_key)
+                Some(cx.links[link].remote_key)
             }
             LinkKind::Relay(_) => None,
         };
@@ -393,23 +543,25 @@ impl Gateway {
         }
         if s.receipts() >= self.config.key_release.receipts_needed() {
             let (stream, hash) = (s.stream, s.hash);
-            self.stage(now, Stage::Receipts, Some(stream), Some(hash), None);
-            self.release_key(now, i, ReleaseReason::Receipts);
+            cx.stages
+                .record(now, Stage::Receipts, Some(stream), Some(hash), None);
+            self.release_key(now, i, ReleaseReason::Receipts, cx);
         }
     }
 
     /// Sends the key of out stream `i` to every live link (nothing for an unsealed stream).
-    fn release_key(&mut self, now: Instant, i: usize, reason: ReleaseReason) {
-        let s = &mut self.out_streams[i];
+    fn release_key(&mut self, now: Instant, i: usize, reason: ReleaseReason, cx: &mut OutCtx<'_>) {
+        let s = &mut self.streams[i];
         s.released = true;
         s.release_at = None;
         let Some(key) = &s.key else { return };
-        let release: KeyReleaseRepr = key.release(s.stream, &self.identity);
+        let release: KeyReleaseRepr = key.release(s.stream, cx.identity);
         let (stream, receipts, after) = (s.stream, s.receipts(), now - s.started);
         let hash = s.hash;
-        self.broadcast_key(&release);
-        self.stage(now, Stage::KeyRelease, Some(stream), Some(hash), None);
-        self.event(GatewayEvent::KeyReleased {
+        self.broadcast_key(&release, cx.links);
+        cx.stages
+            .record(now, Stage::KeyRelease, Some(stream), Some(hash), None);
+        self.events.push_back(GatewayEvent::KeyReleased {
             stream,
             receipts,
             reason,
@@ -417,10 +569,9 @@ impl Gateway {
         });
     }
 
-    fn broadcast_key(&mut self, release: &KeyReleaseRepr) {
-        for link in 0..self.links.len() {
-            if self.links[link].is_up() && self.send_message(link, Message::KeyRelease(*release), 0)
-            {
+    fn broadcast_key(&mut self, release: &KeyReleaseRepr, links: &Links) {
+        for link in links.live_all() {
+            if self.send(links, link, Message::KeyRelease(*release)) {
                 self.stats.key_releases_sent += 1;
             }
         }
@@ -428,7 +579,7 @@ impl Gateway {
 
     pub(super) fn handle_repair_request(&mut self, link: LinkId, r: &RepairRequestRepr) {
         self.stats.repair_requests_received += 1;
-        let Some(s) = self.out_streams.iter_mut().find(|s| s.stream == r.stream) else {
+        let Some(s) = self.streams.iter_mut().find(|s| s.stream == r.stream) else {
             self.stats.dropped_unexpected += 1;
             return;
         };
@@ -442,33 +593,35 @@ impl Gateway {
         s.sender.handle_repair_request(r.kind, &r.missing);
     }
 
-    pub(super) fn outbound_timers(&mut self, now: Instant) {
+    /// Expiry, key release timeouts and peer fallbacks.
+    pub(super) fn handle_timeout(&mut self, now: Instant, cx: &mut OutCtx<'_>) {
         let mut i = 0;
-        while i < self.out_streams.len() {
-            if now >= self.out_streams[i].expires {
-                self.out_streams.remove(i);
+        while i < self.streams.len() {
+            if now >= self.streams[i].expires {
+                self.streams.remove(i);
                 continue;
             }
-            let s = &self.out_streams[i];
+            let s = &self.streams[i];
             if !s.released && s.release_at.is_some_and(|t| now >= t) {
-                self.release_key(now, i, ReleaseReason::Timeout);
+                self.release_key(now, i, ReleaseReason::Timeout, cx);
             }
-            let s = &self.out_streams[i];
+            let s = &self.streams[i];
             if s.fallback_at.is_some_and(|t| now >= t) {
-                self.peer_fallback(now, i);
+                self.peer_fallback(now, i, cx);
             }
             i += 1;
         }
     }
 
     /// The stream to every live peer that has not acknowledged it, over the direct link.
-    fn peer_fallback(&mut self, now: Instant, i: usize) {
-        self.out_streams[i].fallback_at = None;
-        let peers: Vec<LinkId> = self
-            .live_links(false)
+    fn peer_fallback(&mut self, now: Instant, i: usize, cx: &mut OutCtx<'_>) {
+        self.streams[i].fallback_at = None;
+        let peers: Vec<LinkId> = cx
+            .links
+            .live(false)
             .into_iter()
             .filter(|l| {
-                let s = &self.out_streams[i];
+                let s = &self.streams[i];
                 !s.peer_receipts.contains(l) && !s.peer_senders.iter().any(|(p, _)| p == l)
             })
             .collect();
@@ -476,34 +629,32 @@ impl Gateway {
             return;
         }
         let config = self.sender_config(peers.len());
-        let s = &mut self.out_streams[i];
+        let s = &mut self.streams[i];
         for &link in &peers {
-            if let Ok(ps) = Sender::new(config, s.stream, &s.sealed, self.identity.key_pair(), now)
-            {
-                s.peer_senders.push((link, ps));
-            }
+            let ps = Sender::for_stream(config, Arc::clone(s.sender.source()), now);
+            s.peer_senders.push((link, ps));
         }
         let stream = s.stream;
         let release = match &s.key {
-            Some(key) if s.released => Some(key.release(s.stream, &self.identity)),
+            Some(key) if s.released => Some(key.release(s.stream, cx.identity)),
             _ => None,
         };
         if let Some(release) = release {
             for &link in &peers {
-                if self.send_message(link, Message::KeyRelease(release), 0) {
+                if self.send(cx.links, link, Message::KeyRelease(release)) {
                     self.stats.key_releases_sent += 1;
                 }
             }
         }
         self.stats.peer_fallbacks += 1;
-        self.event(GatewayEvent::PeerFallback {
+        self.events.push_back(GatewayEvent::PeerFallback {
             stream,
             peers: peers.len(),
         });
     }
 
     /// Stream ids of our outbound blocks still kept, oldest first.
-    pub fn outbound_stream_ids(&self) -> Vec<u64> {
-        self.out_streams.iter().map(|s| s.stream).collect()
+    pub(super) fn stream_ids(&self) -> Vec<u64> {
+        self.streams.iter().map(|s| s.stream).collect()
     }
 }

@@ -7,6 +7,7 @@
 //! stage really finished. Like the CPU stage durations, this clock read never changes what the
 //! state machine does.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bitcoin::BlockHash;
@@ -71,6 +72,41 @@ pub struct StageRecord {
 /// Records kept when nobody drains them.
 const MAX_STAGE_RECORDS: usize = 4096;
 
+/// The stage records not yet drained, bounded; nothing is kept unless enabled.
+pub(super) struct StageLog {
+    enabled: bool,
+    records: VecDeque<StageRecord>,
+}
+
+impl StageLog {
+    pub(super) fn new(enabled: bool) -> Self {
+        StageLog {
+            enabled,
+            records: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn record(
+        &mut self,
+        now: Instant,
+        stage: Stage,
+        stream: Option<u64>,
+        block: Option<BlockHash>,
+        bytes: Option<u64>,
+    ) {
+        if !self.enabled || self.records.len() >= MAX_STAGE_RECORDS {
+            return;
+        }
+        self.records.push_back(StageRecord {
+            at: now.max(Instant::now()),
+            stage,
+            block,
+            stream,
+            bytes,
+        });
+    }
+}
+
 impl Gateway {
     pub(super) fn stage(
         &mut self,
@@ -80,20 +116,11 @@ impl Gateway {
         block: Option<BlockHash>,
         bytes: Option<u64>,
     ) {
-        if !self.config.stage_records || self.stages.len() >= MAX_STAGE_RECORDS {
-            return;
-        }
-        self.stages.push_back(StageRecord {
-            at: now.max(Instant::now()),
-            stage,
-            block,
-            stream,
-            bytes,
-        });
+        self.stages.record(now, stage, stream, block, bytes);
     }
 
     /// The next stage record (only with [`super::CoreConfig::stage_records`]).
     pub fn poll_stage(&mut self) -> Option<StageRecord> {
-        self.stages.pop_front()
+        self.stages.records.pop_front()
     }
 }

@@ -173,6 +173,37 @@ fn peers_register_and_deliver_a_real_block_byte_identical() {
     assert!(sim.delivered(0).is_empty());
 }
 
+/// With `Immediate` the key leaves before the first fragment, so the receiver holds it
+/// unverified (origin not bound yet), checks it when the assembler binds the origin, and opens
+/// the block as soon as it decodes: no key wait.
+#[test]
+fn a_key_before_the_manifest_waits_for_the_origin_then_opens_at_once() {
+    let mut sim = Sim::peers(2, |_, c| c.key_release = KeyReleasePolicy::Immediate);
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(702861);
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
+    assert_eq!(sim.delivered(1)[0].block_hash(), b.block_hash());
+    let st = sim.gws[1].stats();
+    assert_eq!(st.key_releases_received, 1);
+    assert_eq!(st.key_releases_bad, 0);
+    assert_eq!(sim.gws[1].blocks_waiting_for_key(), 0);
+    let delivered = sim.events[1].iter().find_map(|e| match e {
+        GatewayEvent::BlockDelivered {
+            sealed, timings, ..
+        } => Some((*sealed, timings.key_wait)),
+        _ => None,
+    });
+    assert_eq!(delivered, Some((true, Duration::ZERO)));
+    assert!(sim.events[0].iter().any(|e| matches!(
+        e,
+        GatewayEvent::KeyReleased {
+            reason: ReleaseReason::Immediate,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn withheld_key_means_no_receiver_has_the_block() {
     // Five receivers expected, all must answer, and a timeout far away: the key never goes.
@@ -370,7 +401,8 @@ fn share_txs(sim: &mut Sim, b: &Block, gws: &[usize], skip: impl Fn(usize) -> bo
         }
         for &g in gws {
             sim.gws[g]
-                .store
+                .txs
+                .store_mut()
                 .insert(
                     ShortId(5000 + i as u32),
                     Bitcoin::tx_ids(tx),
@@ -597,10 +629,10 @@ fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instan
             received_at: now,
         },
     );
-    assert_eq!(g.out_streams.len(), 1, "the block went out");
+    assert_eq!(g.outbound.streams.len(), 1, "the block went out");
     let (stream, hash) = (
-        g.out_streams[0].stream_id(),
-        g.out_streams[0].manifest_hash(),
+        g.outbound.streams[0].stream_id(),
+        g.outbound.streams[0].manifest_hash(),
     );
     (g, now, stream, hash)
 }
@@ -657,7 +689,7 @@ fn signed_receipts_through_a_relay_count_once_per_receiver() {
         key_released(&mut g).is_none(),
         "one receiver of three so far"
     );
-    assert_eq!(g.out_streams[0].receipts(), 1);
+    assert_eq!(g.outbound.streams[0].receipts(), 1);
 
     // Receiver 1 over the relay, receiver 2 as well: three distinct receivers release it.
     g.handle_receipt(now, RELAY_LINK, &receipt(1));
@@ -688,7 +720,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
     let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer);
     // Over the direct link the hop tag names the peer: an unsigned receipt counts for it.
     g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
-    assert_eq!(g.out_streams[0].receipts(), 1);
+    assert_eq!(g.outbound.streams[0].receipts(), 1);
     // The same peer's signed receipt through a relay (or replayed by one), and again over the
     // link: the same receiver.
     let signed = wire::ReceiptRepr::sign(stream, hash, &peer);
@@ -721,7 +753,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
     // After the release nothing more is checked or counted toward anything.
     g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
     assert_eq!(g.stats().receipts_unsigned, 0);
-    assert_eq!(g.out_streams[0].receipts(), 2);
+    assert_eq!(g.outbound.streams[0].receipts(), 2);
 }
 
 #[test]

@@ -1,17 +1,25 @@
-//! Transactions: node → relays (§2.2) and short-ID assignment (§2.3, §6.1); relays → store →
-//! node; serving tx requests (§2.4).
+//! Transactions as one owned state machine ([`Txs`]): the short-ID store (§6.1); node → relays
+//! (§2.2) and short-ID assignment (§2.3); relays → store → node; serving tx requests (§2.4).
+//!
+//! Contract: the gateway feeds it the node's transactions and the transaction messages of its
+//! links, and calls [`Txs::handle_timeout`]; after each call it drains
+//! [`Txs::poll_transmit`] (datagrams for the paced queue), [`Txs::poll_announce`]
+//! (transactions for the node) and [`Txs::poll_arrived`] (transactions that may complete
+//! inbound blocks). Blocks read the store through [`Txs::store`].
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bitcoin::Transaction;
 use photon_protocol::chain::{Bitcoin, ChainAdapter, TxIds};
-use photon_protocol::shortid::{Inserted, ShortId};
+use photon_protocol::shortid::{Inserted, ShortId, TxStore, TxStoreConfig, TxStoreStats};
 use photon_protocol::wire::{
     Message, ShortIdAssignRepr, TransactionRepr, TxRequestRepr, MAX_TX_LEN,
 };
 
-use super::{Gateway, LinkId, LinkKind, NodeAction};
+use super::links::Links;
+use super::{LinkId, LinkKind};
 
 /// Partial multi-datagram transactions kept at once, and their bytes together.
 const MAX_PARTIALS: usize = 64;
@@ -43,7 +51,22 @@ const TX_TRIES: u32 = 4;
 /// Resends per timer run, so a burst of losses is spread out.
 const TX_RESENDS_PER_RUN: usize = 256;
 
-pub(super) struct TxState {
+/// Counters of the transaction side (folded into [`super::GatewayStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TxStats {
+    pub(super) txs_from_node: u64,
+    pub(super) txs_from_network: u64,
+    pub(super) txs_duplicate: u64,
+    pub(super) txs_bad: u64,
+    pub(super) short_ids_assigned: u64,
+    pub(super) tx_resends: u64,
+    pub(super) tx_requests_served: u64,
+    /// A peer's transaction without a short ID.
+    pub(super) dropped_unexpected: u64,
+}
+
+pub(super) struct Txs {
+    store: TxStore,
     /// Our node's transactions sent to the relay, waiting for their short ID, by txid.
     awaiting: HashMap<[u8; 32], Awaiting>,
     awaiting_order: VecDeque<[u8; 32]>,
@@ -51,12 +74,17 @@ pub(super) struct TxState {
     partials: HashMap<(LinkId, u64), Partial>,
     partial_bytes: usize,
     next_transfer: u64,
-    pub(super) next_resend: Option<Instant>,
+    next_resend: Option<Instant>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    announce: VecDeque<Transaction>,
+    arrived: VecDeque<(ShortId, Vec<u8>)>,
+    stats: TxStats,
 }
 
-impl TxState {
-    pub(super) fn new(max_awaiting: usize) -> Self {
-        TxState {
+impl Txs {
+    pub(super) fn new(store: TxStoreConfig, max_awaiting: usize) -> Self {
+        Txs {
+            store: TxStore::new(store),
             awaiting: HashMap::new(),
             awaiting_order: VecDeque::new(),
             max_awaiting: max_awaiting.max(1),
@@ -64,7 +92,50 @@ impl TxState {
             partial_bytes: 0,
             next_transfer: 1,
             next_resend: None,
+            transmits: VecDeque::new(),
+            announce: VecDeque::new(),
+            arrived: VecDeque::new(),
+            stats: TxStats::default(),
         }
+    }
+
+    /// The short-ID store blocks are compressed against and decompressed from.
+    pub(super) fn store(&self) -> &TxStore {
+        &self.store
+    }
+
+    /// For tests that give a gateway transactions as if a relay had.
+    #[cfg(test)]
+    pub(super) fn store_mut(&mut self) -> &mut TxStore {
+        &mut self.store
+    }
+
+    pub(super) fn store_stats(&self) -> TxStoreStats {
+        self.store.stats()
+    }
+
+    pub(super) fn stats(&self) -> &TxStats {
+        &self.stats
+    }
+
+    /// Transaction datagrams, hop-signed, for the paced queue.
+    pub(super) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// Transactions from the network for the node.
+    pub(super) fn poll_announce(&mut self) -> Option<Transaction> {
+        self.announce.pop_front()
+    }
+
+    /// Transactions now in the store under a short ID, for blocks that wait for them.
+    pub(super) fn poll_arrived(&mut self) -> Option<(ShortId, Vec<u8>)> {
+        self.arrived.pop_front()
+    }
+
+    /// When [`Txs::handle_timeout`] resends.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.next_resend
     }
 
     fn await_id(&mut self, ids: TxIds, tx: Vec<u8>, transfer: u64, now: Instant) {
@@ -88,7 +159,9 @@ impl TxState {
         }
     }
 
+    /// Housekeeping: store expiry, stale partial transactions.
     pub(super) fn expire(&mut self, now: Instant) {
+        self.store.expire(now);
         let before = self.partials.len();
         self.partials
             .retain(|_, p| now.saturating_duration_since(p.started) < PARTIAL_TIMEOUT);
@@ -99,10 +172,8 @@ impl TxState {
         let awaiting = &self.awaiting;
         self.awaiting_order.retain(|t| awaiting.contains_key(t));
     }
-}
 
-impl Gateway {
-    pub(super) fn tx_from_node(&mut self, now: Instant, tx: &Transaction) {
+    pub(super) fn handle_node_tx(&mut self, now: Instant, tx: &Transaction, links: &Links) {
         let ids = Bitcoin::tx_ids(tx);
         if self.store.id_by_wtxid(&ids.wtxid).is_some() {
             // Came from the network first: nothing to tell the relays.
@@ -111,32 +182,32 @@ impl Gateway {
         }
         self.stats.txs_from_node += 1;
         let bytes = Bitcoin::encode_tx(tx);
-        let Some(relay) = self.primary else {
+        let Some(relay) = links.primary() else {
             // No relay: the transaction is sent whole in blocks; nothing else to do.
             return;
         };
-        let transfer = self.txs.next_transfer;
-        self.txs.next_transfer += 1;
-        self.send_tx(relay, transfer, None, &bytes);
-        self.txs.await_id(ids, bytes, transfer, now);
+        let transfer = self.next_transfer;
+        self.next_transfer += 1;
+        self.send_tx(links, relay, transfer, None, &bytes);
+        self.await_id(ids, bytes, transfer, now);
     }
 
     /// Sends again the transactions whose short ID has not come back.
-    pub(super) fn tx_resend_timer(&mut self, now: Instant) {
-        if self.txs.next_resend.is_none_or(|t| now < t) {
+    pub(super) fn handle_timeout(&mut self, now: Instant, links: &Links) {
+        if self.next_resend.is_none_or(|t| now < t) {
             return;
         }
-        self.txs.next_resend = None;
-        let Some(relay) = self.primary else {
-            if !self.txs.awaiting.is_empty() {
-                self.txs.next_resend = Some(now + TX_RESEND_AFTER);
+        self.next_resend = None;
+        let Some(relay) = links.primary() else {
+            if !self.awaiting.is_empty() {
+                self.next_resend = Some(now + TX_RESEND_AFTER);
             }
             return;
         };
         let mut due = Vec::new();
         let mut pending = false;
-        for txid in &self.txs.awaiting_order {
-            let Some(a) = self.txs.awaiting.get(txid) else {
+        for txid in &self.awaiting_order {
+            let Some(a) = self.awaiting.get(txid) else {
                 continue;
             };
             if a.tries >= TX_TRIES {
@@ -148,25 +219,32 @@ impl Gateway {
             }
         }
         for txid in due {
-            let Some(a) = self.txs.awaiting.get_mut(&txid) else {
+            let Some(a) = self.awaiting.get_mut(&txid) else {
                 continue;
             };
             a.tries += 1;
             a.sent_at = now;
             let (transfer, tx) = (a.transfer, std::mem::take(&mut a.tx));
-            self.send_tx(relay, transfer, None, &tx);
+            self.send_tx(links, relay, transfer, None, &tx);
             self.stats.tx_resends += 1;
-            if let Some(a) = self.txs.awaiting.get_mut(&txid) {
+            if let Some(a) = self.awaiting.get_mut(&txid) {
                 a.tx = tx;
             }
         }
         if pending {
-            self.txs.next_resend = Some(now + TX_RESEND_AFTER / 2);
+            self.next_resend = Some(now + TX_RESEND_AFTER / 2);
         }
     }
 
     /// Sends a transaction as one or more datagrams (§2.2).
-    fn send_tx(&mut self, link: LinkId, transfer: u64, short_id: Option<u32>, bytes: &[u8]) {
+    fn send_tx(
+        &mut self,
+        links: &Links,
+        link: LinkId,
+        transfer: u64,
+        short_id: Option<u32>,
+        bytes: &[u8],
+    ) {
         let Ok(tx_len) = u32::try_from(bytes.len()) else {
             return;
         };
@@ -187,7 +265,9 @@ impl Gateway {
                 offset: (i * TransactionRepr::MAX_DATA) as u32,
                 data,
             };
-            self.send_message_paced(link, Message::Transaction(t));
+            if let Some(d) = links.sign(link, Message::Transaction(t), 0) {
+                self.transmits.push_back(d);
+            }
         }
     }
 
@@ -217,7 +297,7 @@ impl Gateway {
             return;
         };
         let ids = Bitcoin::tx_ids(&tx);
-        let ours = self.txs.awaiting.remove(&ids.txid).is_some();
+        let ours = self.awaiting.remove(&ids.txid).is_some();
         if ours {
             self.stats.short_ids_assigned += 1;
         }
@@ -225,9 +305,9 @@ impl Gateway {
             Ok(Inserted::New) | Ok(Inserted::ReplacedId) => {
                 if !ours {
                     self.stats.txs_from_network += 1;
-                    self.node_actions.push_back(NodeAction::AnnounceTx(tx));
+                    self.announce.push_back(tx);
                 }
-                self.tx_arrived(now, ShortId(id), &bytes);
+                self.arrived.push_back((ShortId(id), bytes));
             }
             Ok(Inserted::AlreadyKnown(_)) => self.stats.txs_duplicate += 1,
             Err(_) => self.stats.txs_bad += 1,
@@ -241,16 +321,14 @@ impl Gateway {
         t: &TransactionRepr<'_>,
     ) -> Option<(Option<u32>, Vec<u8>)> {
         let key = (link, t.transfer);
-        if !self.txs.partials.contains_key(&key) {
+        if !self.partials.contains_key(&key) {
             let len = t.tx_len as usize;
-            if self.txs.partials.len() >= MAX_PARTIALS
-                || self.txs.partial_bytes + len > MAX_PARTIAL_BYTES
-            {
+            if self.partials.len() >= MAX_PARTIALS || self.partial_bytes + len > MAX_PARTIAL_BYTES {
                 self.stats.txs_bad += 1;
                 return None;
             }
-            self.txs.partial_bytes += len;
-            self.txs.partials.insert(
+            self.partial_bytes += len;
+            self.partials.insert(
                 key,
                 Partial {
                     data: vec![0; len],
@@ -260,7 +338,7 @@ impl Gateway {
                 },
             );
         }
-        let p = self.txs.partials.get_mut(&key)?;
+        let p = self.partials.get_mut(&key)?;
         let at = t.offset as usize;
         if p.data.len() != t.tx_len as usize
             || p.got.len() != usize::from(t.count)
@@ -274,39 +352,43 @@ impl Gateway {
         if !p.got.iter().all(|&g| g) {
             return None;
         }
-        let p = self.txs.partials.remove(&key)?;
-        self.txs.partial_bytes -= p.data.len();
+        let p = self.partials.remove(&key)?;
+        self.partial_bytes -= p.data.len();
         Some((p.short_id, p.data))
     }
 
     pub(super) fn handle_short_id_assign(&mut self, now: Instant, a: &ShortIdAssignRepr) {
         for (txid, id) in &a.entries {
-            let Some(a) = self.txs.awaiting.remove(txid) else {
+            let Some(a) = self.awaiting.remove(txid) else {
                 continue;
             };
             if self.store.insert(ShortId(*id), a.ids, &a.tx, now).is_ok() {
                 self.stats.short_ids_assigned += 1;
-                self.tx_arrived(now, ShortId(*id), &a.tx);
+                self.arrived.push_back((ShortId(*id), a.tx));
             }
         }
     }
 
     /// Someone asks for transactions of a block. Over a direct peer link we answer whatever
-    /// we hold; over a relay only for our own streams (the relay passes the request to every
-    /// gateway, and one answer, the origin's, is enough).
-    pub(super) fn handle_tx_request(&mut self, link: LinkId, r: &TxRequestRepr) {
-        if matches!(self.links[link].kind, LinkKind::Relay(_))
-            && !self.out_streams.iter().any(|s| s.stream_id() == r.stream)
-        {
+    /// we hold; over a relay only for our own streams (`ours`: the relay passes the request
+    /// to every gateway, and one answer, the origin's, is enough).
+    pub(super) fn handle_tx_request(
+        &mut self,
+        links: &Links,
+        link: LinkId,
+        r: &TxRequestRepr,
+        ours: bool,
+    ) {
+        if matches!(links[link].kind, LinkKind::Relay(_)) && !ours {
             return;
         }
         for &id in &r.short_ids {
             let Some(tx) = self.store.get(ShortId(id)).map(<[u8]>::to_vec) else {
                 continue;
             };
-            let transfer = self.txs.next_transfer;
-            self.txs.next_transfer += 1;
-            self.send_tx(link, transfer, Some(id), &tx);
+            let transfer = self.next_transfer;
+            self.next_transfer += 1;
+            self.send_tx(links, link, transfer, Some(id), &tx);
             self.stats.tx_requests_served += 1;
         }
     }
