@@ -174,14 +174,9 @@ fn round_trip(height: u32, unknown: f64, loss: f64, seed: u64) {
     // The genuine key release, through its wire encoding.
     let release = key.release(stream, &origin);
     let mut dgram = vec![0u8; 256];
-    let n = wire::Repr {
-        sender: 7,
-        hops: 0,
-        flags: 0,
-        message: wire::Message::KeyRelease(release),
-    }
-    .emit(&mut dgram)
-    .expect("emit key release");
+    let n = wire::Repr::new(7, wire::Message::KeyRelease(release))
+        .emit(&mut dgram)
+        .expect("emit key release");
     let packet = wire::Packet::new_checked(&dgram[..n]).expect("packet");
     let parsed = wire::Repr::parse(&packet).expect("parse");
     let wire::Message::KeyRelease(received) = parsed.message else {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use photon_protocol::fifo::FifoMap;
-use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
@@ -679,13 +679,7 @@ impl Control {
             now_ms,
             self.settings.keepalive_ms,
         );
-        let ctx = HandshakeContext {
-            nonce: &reg.nonce,
-            initiator_ephemeral: &reg.ephemeral,
-            responder_ephemeral: &ack.ephemeral,
-            initiator_node: node,
-            responder_node: self.local.node_id,
-        };
+        let ctx = identity::registration_context(&reg, &ack, self.local.node_id);
         let Ok(keys) = eph.agree(&reg.ephemeral, &ctx, Role::Responder) else {
             // The gateway's X25519 key is invalid: its signature was fine, so tell it.
             self.counters.inc(ControlCounter::Malformed);
@@ -696,12 +690,7 @@ impl Control {
             reg.timestamp_ms
                 .saturating_add(self.settings.register_window_ms),
         );
-        let repr = Repr {
-            sender: self.local.node_id,
-            hops: 0,
-            flags: 0,
-            message: Message::RegisterAck(ack),
-        };
+        let repr = Repr::new(self.local.node_id, Message::RegisterAck(ack));
         let Some(datagram) = self.emit_signed(&repr, Some(&keys)) else {
             return;
         };
@@ -736,12 +725,7 @@ impl Control {
             return;
         };
         let ack = identity::register_ack(&self.identity, &eph, reg, status, 0, now_ms, 0);
-        let repr = Repr {
-            sender: self.local.node_id,
-            hops: 0,
-            flags: 0,
-            message: Message::RegisterAck(ack),
-        };
+        let repr = Repr::new(self.local.node_id, Message::RegisterAck(ack));
         if let Some(d) = self.emit_signed(&repr, None) {
             self.push(src, d, out);
         }
@@ -778,15 +762,13 @@ impl Control {
             }
         }
         self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
-        let repr = Repr {
-            sender: self.local.node_id,
-            hops: 0,
-            flags: 0,
-            message: Message::Keepalive(KeepaliveRepr {
+        let repr = Repr::new(
+            self.local.node_id,
+            Message::Keepalive(KeepaliveRepr {
                 seq: self.keepalive_seq,
                 echo: ka.seq,
             }),
-        };
+        );
         let Some(slot) = self.table.slot_of(sender) else {
             return;
         };
@@ -948,12 +930,7 @@ impl Control {
             let answers: Vec<Vec<u8>> = tx
                 .reprs(id)
                 .filter_map(|t| {
-                    let r = Repr {
-                        sender: node,
-                        hops: 0,
-                        flags: 0,
-                        message: Message::Transaction(t),
-                    };
+                    let r = Repr::new(node, Message::Transaction(t));
                     let mut buf = vec![0u8; MAX_DATAGRAM];
                     let n = r.emit(&mut buf).ok()?;
                     buf.truncate(n);

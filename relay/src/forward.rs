@@ -203,7 +203,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
-    use crate::packet::{classify, payload_sum, Action, HeaderTemplate, Local, FORWARD_HEADER_LEN};
+    use crate::packet::{classify, payload_sum, Action, Local, FORWARD_HEADER_LEN};
+    use crate::testkit;
 
     pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -275,32 +276,21 @@ pub(crate) mod tests {
             r: 10,
             payload,
         };
-        let mut dgram = vec![0u8; f.buffer_len()];
-        f.emit(from, 0, hops, &mut dgram).unwrap();
-        keys_of(from).recv.sign_header(&mut dgram).unwrap();
+        let dgram = testkit::signed_fragment(&f, from, hops, &keys_of(from).recv);
         udp_frame(from, &dgram, udp_csum)
     }
 
     /// Wraps a datagram in Ethernet/IPv4/UDP from peer `from` to the relay.
     pub fn udp_frame(from: u32, dgram: &[u8], udp_csum: bool) -> Vec<u8> {
-        let a = peer_addr(from);
-        let t = HeaderTemplate::new(peer_mac(from), *a.ip(), a.port(), RELAY_MAC, RELAY_IP, PORT);
-        let mut frame = t.bytes().to_vec();
-        frame.extend_from_slice(dgram);
-        let total = frame.len() - 14;
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
-            ip.set_total_len(total as u16);
-            ip.fill_checksum();
-        }
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut frame[34..]);
-            udp.set_len((total - 20) as u16);
-            if udp_csum {
-                udp.fill_checksum(&IpAddress::Ipv4(*a.ip()), &IpAddress::Ipv4(RELAY_IP));
-            }
-        }
-        frame
+        let relay = SocketAddrV4::new(RELAY_IP, PORT);
+        testkit::udp_frame(
+            peer_mac(from),
+            peer_addr(from),
+            RELAY_MAC,
+            relay,
+            dgram,
+            udp_csum,
+        )
     }
 
     /// Runs the whole decision on a frame the way the pipeline does, and returns the copies

@@ -53,14 +53,7 @@ fn registration_through_the_control_rings() {
     let eph = EphemeralKey::generate(&rng).unwrap();
     let req = identity::register(&gw, &eph, [9; 16], unix_ms());
     let mut buf = [0u8; MAX_DATAGRAM];
-    let n = Repr {
-        sender: 0,
-        hops: 0,
-        flags: 0,
-        message: Message::Register(req),
-    }
-    .emit(&mut buf)
-    .unwrap();
+    let n = Repr::new(0, Message::Register(req)).emit(&mut buf).unwrap();
     let frame = udp_frame(5, &buf[..n]);
     let mut m = link.pool.alloc().unwrap();
     m.extend_from_slice(&frame).unwrap();

@@ -146,16 +146,14 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
 
         // Peer 3 lost it and asks again; index 5 was never seen.
         let mut buf = [0u8; MAX_DATAGRAM];
-        let n = Repr {
-            sender: 3,
-            hops: 0,
-            flags: 0,
-            message: Message::RepairRequest(RepairRequestRepr::new(
+        let n = Repr::new(
+            3,
+            Message::RepairRequest(RepairRequestRepr::new(
                 0x77,
                 FragmentKind::Source,
                 vec![4, 5],
             )),
-        }
+        )
         .emit(&mut buf)
         .unwrap();
         keys_of(3).recv.sign_header(&mut buf[..n]).unwrap();

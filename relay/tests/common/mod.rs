@@ -16,7 +16,7 @@ use photon_relay::forward::dedup::Dedup;
 use photon_relay::forward::publish::{self, Publisher};
 use photon_relay::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
 use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
-use photon_relay::packet::HeaderTemplate;
+use photon_relay::testkit;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
@@ -96,37 +96,29 @@ pub fn table(ids: &[u32]) -> Table {
 
 /// Ethernet/IPv4/UDP from peer `from` to the relay around `dgram`, with valid checksums.
 pub fn udp_frame(from: u32, dgram: &[u8]) -> Vec<u8> {
-    let a = peer_addr(from);
-    let t = HeaderTemplate::new(peer_mac(from), *a.ip(), a.port(), RELAY_MAC, RELAY_IP, PORT);
-    let mut frame = t.bytes().to_vec();
-    frame.extend_from_slice(dgram);
-    let total = frame.len() - 14;
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
-        ip.set_total_len(total as u16);
-        ip.fill_checksum();
-    }
-    let mut udp = UdpPacket::new_unchecked(&mut frame[34..]);
-    udp.set_len((total - 20) as u16);
-    udp.fill_checksum(&IpAddress::Ipv4(*a.ip()), &IpAddress::Ipv4(RELAY_IP));
-    frame
+    let relay = SocketAddrV4::new(RELAY_IP, PORT);
+    testkit::udp_frame(
+        peer_mac(from),
+        peer_addr(from),
+        RELAY_MAC,
+        relay,
+        dgram,
+        true,
+    )
 }
 
 /// A source-shard fragment from `from`, signed with its key.
 pub fn fragment(from: u32, stream: u64, index: u16, payload: &[u8]) -> Vec<u8> {
-    let f = FragmentRepr {
-        kind: FragmentKind::Source,
+    block_fragment(
+        from,
+        FragmentKind::Source,
         stream,
         index,
-        count: 1000,
-        k: 1000,
-        r: 10,
+        1000,
+        1000,
+        10,
         payload,
-    };
-    let mut dgram = vec![0u8; f.buffer_len()];
-    f.emit(from, 0, 0, &mut dgram).expect("emit");
-    keys_of(from).recv.sign_header(&mut dgram).expect("sign");
-    udp_frame(from, &dgram)
+    )
 }
 
 /// A block fragment of any kind from `from`, signed with its key.
@@ -150,9 +142,7 @@ pub fn block_fragment(
         r,
         payload,
     };
-    let mut dgram = vec![0u8; f.buffer_len()];
-    f.emit(from, 0, 0, &mut dgram).expect("emit");
-    keys_of(from).recv.sign_header(&mut dgram).expect("sign");
+    let dgram = testkit::signed_fragment(&f, from, 0, &keys_of(from).recv);
     udp_frame(from, &dgram)
 }
 
