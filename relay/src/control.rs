@@ -32,7 +32,7 @@ pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
 pub use settings::{ControlConfig, ControlSettings};
 pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
 
-use crate::forward::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
+use crate::forward::table::{LocalSpec, Peer, PeerKind, PeerSpec, Table, TableError};
 
 /// A datagram the driver must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -860,20 +860,9 @@ impl Control {
             flags: 0,
             message: Message::RepairRequest(RepairRequestRepr::new(stream, kind, missed)),
         };
-        if fwd.hops >= self.local.max_hops {
-            return;
-        }
-        let Ok(n) = fwd.emit(&mut self.scratch) else {
-            self.counters.inc(ControlCounter::Malformed);
-            return;
-        };
-        let table = self.table.clone();
-        for (slot, peer) in table.peers().iter().enumerate() {
-            if peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some() {
-                let d = self.scratch[..n].to_vec();
-                self.send_datagram_to_slot(d, slot, out);
-            }
-        }
+        self.send_to_slots(&fwd, out, |_, peer| {
+            peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some()
+        });
     }
 
     /// A RETRANSMIT fragment that reached the control path: from a peer relay, for a stream
@@ -1012,6 +1001,22 @@ impl Control {
         include_origin: bool,
         out: &mut Vec<Outgoing>,
     ) {
+        self.send_to_slots(repr, out, |slot, peer| {
+            peer.fans_out
+                && (slot != from || include_origin)
+                && !(from_kind == PeerKind::Relay && peer.spec.kind == PeerKind::Relay)
+                && peer.spec.keys.is_some()
+        });
+    }
+
+    /// Emits `repr` once (nothing once it has travelled `max_hops` hops) and sends a copy to
+    /// every peer slot `to` picks; `send_datagram_to_slot` signs each with that peer's key.
+    fn send_to_slots(
+        &mut self,
+        repr: &Repr<'_>,
+        out: &mut Vec<Outgoing>,
+        to: impl Fn(usize, &Peer) -> bool,
+    ) {
         if repr.hops >= self.local.max_hops {
             return;
         }
@@ -1021,13 +1026,7 @@ impl Control {
         };
         let table = self.table.clone();
         for (slot, peer) in table.peers().iter().enumerate() {
-            if !peer.fans_out || (slot == from && !include_origin) {
-                continue;
-            }
-            if from_kind == PeerKind::Relay && peer.spec.kind == PeerKind::Relay {
-                continue;
-            }
-            if peer.spec.keys.is_some() {
+            if to(slot, peer) {
                 let d = self.scratch[..n].to_vec();
                 self.send_datagram_to_slot(d, slot, out);
             }

@@ -282,15 +282,7 @@ pub(crate) mod tests {
 
     /// Wraps a datagram in Ethernet/IPv4/UDP from peer `from` to the relay.
     pub fn udp_frame(from: u32, dgram: &[u8], udp_csum: bool) -> Vec<u8> {
-        let relay = SocketAddrV4::new(RELAY_IP, PORT);
-        testkit::udp_frame(
-            peer_mac(from),
-            peer_addr(from),
-            RELAY_MAC,
-            relay,
-            dgram,
-            udp_csum,
-        )
+        testkit::to_relay(peer_mac(from), peer_addr(from), dgram, udp_csum)
     }
 
     /// Runs the whole decision on a frame the way the pipeline does, and returns the copies

@@ -7,13 +7,24 @@
 //! resolving on both sides. Compiled only for tests and under cargo feature `test-support`
 //! (which the crate's own dev-dependency turns on), never in a release build.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use photon_protocol::hopauth::HopKey;
 use photon_protocol::wire::FragmentRepr;
 use smoltcp::wire::{IpAddress, Ipv4Packet, UdpPacket};
 
 use crate::packet::HeaderTemplate;
+
+/// The relay the test frames are addressed to.
+pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const RELAY_PORT: u16 = 4433;
+
+/// [`udp_frame`] from (`src_mac`, `src`) to the relay ([`RELAY_MAC`], [`RELAY_IP`], [`RELAY_PORT`]).
+pub fn to_relay(src_mac: [u8; 6], src: SocketAddrV4, dgram: &[u8], udp_csum: bool) -> Vec<u8> {
+    let relay = SocketAddrV4::new(RELAY_IP, RELAY_PORT);
+    udp_frame(src_mac, src, RELAY_MAC, relay, dgram, udp_csum)
+}
 
 /// Ethernet/IPv4/UDP from (`src_mac`, `src`) to (`dst_mac`, `dst`) around `dgram`: IPv4
 /// checksum filled, UDP checksum filled when `udp_csum` (zero, "none", otherwise).
@@ -25,14 +36,7 @@ pub fn udp_frame(
     dgram: &[u8],
     udp_csum: bool,
 ) -> Vec<u8> {
-    let t = HeaderTemplate::new(
-        src_mac,
-        *src.ip(),
-        src.port(),
-        dst_mac,
-        *dst.ip(),
-        dst.port(),
-    );
+    let t = HeaderTemplate::between(src_mac, src, dst_mac, dst);
     let mut frame = t.bytes().to_vec();
     frame.extend_from_slice(dgram);
     let total = frame.len() - 14;

@@ -15,7 +15,7 @@ use photon_protocol::wire::{
     FragmentKind, FragmentRepr, KeepaliveRepr, Message, ReceiptRepr, RepairRequestRepr, Repr,
     TransactionRepr, TxRequestRepr, MAX_DATAGRAM,
 };
-use photon_relay::fuzzing::{fuzz_frame, keys_of, RELAY_IP, RELAY_MAC, RELAY_PORT};
+use photon_relay::fuzzing::{fuzz_frame, keys_of};
 use photon_relay::testkit;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -46,15 +46,7 @@ fn frame(from: u32, dgram: &[u8]) -> Vec<u8> {
         Ipv4Addr::new(10, 0, 0, 100 + from as u8),
         5000 + from as u16,
     );
-    let relay = SocketAddrV4::new(RELAY_IP, RELAY_PORT);
-    testkit::udp_frame(
-        [2, 0, 0, 0, 1, from as u8],
-        peer,
-        RELAY_MAC,
-        relay,
-        dgram,
-        true,
-    )
+    testkit::to_relay([2, 0, 0, 0, 1, from as u8], peer, dgram, true)
 }
 
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -119,7 +111,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             source_hardware_addr: EthernetAddress([2, 0, 0, 0, 1, 2]),
             source_protocol_addr: Ipv4Addr::new(10, 0, 0, 102),
             target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: RELAY_IP,
+            target_protocol_addr: testkit::RELAY_IP,
         }
         .emit(&mut p);
     }

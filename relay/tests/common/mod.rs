@@ -96,15 +96,7 @@ pub fn table(ids: &[u32]) -> Table {
 
 /// Ethernet/IPv4/UDP from peer `from` to the relay around `dgram`, with valid checksums.
 pub fn udp_frame(from: u32, dgram: &[u8]) -> Vec<u8> {
-    let relay = SocketAddrV4::new(RELAY_IP, PORT);
-    testkit::udp_frame(
-        peer_mac(from),
-        peer_addr(from),
-        RELAY_MAC,
-        relay,
-        dgram,
-        true,
-    )
+    testkit::to_relay(peer_mac(from), peer_addr(from), dgram, true)
 }
 
 /// A source-shard fragment from `from`, signed with its key.
