@@ -13,11 +13,15 @@ use photon_dpdk::{MbufBatch, Ring};
 use photon_protocol::identity::{self, EphemeralKey, Identity};
 use photon_protocol::wire::{register_status, Message, Packet, Repr, MAX_DATAGRAM};
 use photon_relay::control::{unix_ms, Control, ControlSettings, ControlShared};
+use photon_relay::dpdk::control_core;
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::forward::publish;
 use photon_relay::forward::table::Table;
 use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
+
+/// The control core's housekeeping period in these tests.
+const TICK: Duration = Duration::from_millis(10);
 
 #[test]
 fn registration_through_the_control_rings() {
@@ -63,15 +67,7 @@ fn registration_through_the_control_rings() {
     let shared = ControlShared::new();
     let mut out = MbufBatch::new();
     std::thread::scope(|s| {
-        let driver = s.spawn(|| {
-            photon_relay::dpdk::control_core::run(
-                &mut link,
-                &mut control,
-                &shared,
-                &quit,
-                Duration::from_millis(10),
-            )
-        });
+        let driver = s.spawn(|| control_core::run(&mut link, &mut control, &shared, &quit, TICK));
         let start = Instant::now();
         while out.is_empty() && start.elapsed() < Duration::from_secs(5) {
             port_rx.dequeue(&mut out);
@@ -79,10 +75,7 @@ fn registration_through_the_control_rings() {
         }
         quit.store(true, Ordering::Relaxed);
         let drops = driver.join().unwrap();
-        assert_eq!(
-            drops,
-            photon_relay::dpdk::control_core::DriverDrops::default()
-        );
+        assert_eq!(drops, control_core::DriverDrops::default());
     });
 
     assert_eq!(out.len(), 1, "one ack frame");

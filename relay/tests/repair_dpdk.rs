@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use photon_dpdk::{lcore, MbufBatch, Port, PortConfig, Ring, RxQueue, TxQueue};
+use photon_dpdk::{lcore, MbufBatch, Ring, RxQueue, TxQueue};
 use photon_protocol::identity::Identity;
 use photon_protocol::wire::{
     flags, FragmentKind, Message, Packet, RepairRequestRepr, Repr, MAX_DATAGRAM,
@@ -53,13 +53,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let header_pool = pool(1024, 256);
     let ctl_pool = pool(64, photon_dpdk::Mempool::DEFAULT_DATA_ROOM);
     let base = (rx_pool.in_use(), header_pool.in_use(), ctl_pool.in_use());
-    let start = |name: &str| -> (Port, RxQueue, TxQueue) {
-        eal.create_vdev(name, "").expect("net_ring vdev");
-        let id = Port::id_by_name(eal, name).expect("port");
-        let (port, mut rx, mut tx) =
-            Port::start(eal, id, &PortConfig::default(), &rx_pool).expect("start");
-        (port, rx.remove(0), tx.remove(0))
-    };
+    let start = |name: &str| ring_port(name, &rx_pool);
     let (_a, a_rx, mut a_tx) = start(&unique("net_ring_rin"));
     let (_b, mut b_rx, b_tx) = start(&unique("net_ring_rout"));
 

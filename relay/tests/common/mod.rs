@@ -4,10 +4,10 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use photon_dpdk::{
-    Eal, Mbuf, MbufBatch, Mempool, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
+    Mbuf, MbufBatch, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
 };
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
@@ -22,22 +22,11 @@ use smoltcp::wire::{
     Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
 };
 
-pub fn eal() -> &'static Eal {
-    static EAL: OnceLock<Eal> = OnceLock::new();
-    EAL.get_or_init(|| {
-        let args = [
-            "relay-test",
-            "--no-huge",
-            "--no-shconf",
-            "--no-pci",
-            "-m",
-            "512",
-            "--log-level",
-            "lib.eal:error",
-        ];
-        Eal::init(&args).expect("EAL starts with --no-huge and virtual devices")
-    })
-}
+// EAL start-up as photon-dpdk's own tests do it (no NIC, no hugepages, once per binary): one
+// copy of those arguments for both crates.
+#[path = "../../../dpdk/tests/common/mod.rs"]
+mod dpdk_common;
+pub use dpdk_common::eal;
 
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -46,6 +35,16 @@ pub fn unique(prefix: &str) -> String {
 
 pub fn pool(n: u32, data_room: u16) -> Mempool {
     Mempool::new(eal(), &unique("rpool"), n, 0, data_room).expect("mempool")
+}
+
+/// A started net_ring virtual port named `name` with one RX queue (filling from `pool`) and
+/// one TX queue.
+pub fn ring_port(name: &str, pool: &Mempool) -> (Port, RxQueue, TxQueue) {
+    let eal = eal();
+    eal.create_vdev(name, "").expect("net_ring vdev");
+    let id = Port::id_by_name(eal, name).expect("port");
+    let (port, mut rx, mut tx) = Port::start(eal, id, &PortConfig::default(), pool).expect("start");
+    (port, rx.remove(0), tx.remove(0))
 }
 
 pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
