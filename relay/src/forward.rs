@@ -195,7 +195,6 @@ pub fn write_copy_header(
 pub(crate) mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    use photon_protocol::hopauth::{HopKey, HopKeys};
     use photon_protocol::wire::{
         flags, FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet,
     };
@@ -210,13 +209,7 @@ pub(crate) mod tests {
     pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     pub const PORT: u16 = 4433;
 
-    pub fn keys_of(id: u32) -> HopKeys {
-        // Deterministic per-peer keys; `send` is relay→peer, `recv` peer→relay.
-        HopKeys {
-            send: HopKey::from_bytes(&[id as u8; 16]),
-            recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
-        }
-    }
+    pub use crate::testkit::keys_of;
 
     pub fn peer_addr(id: u32) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, id as u8), 5000 + id as u16)
@@ -416,9 +409,7 @@ pub(crate) mod tests {
             r: 10,
             payload: &payload,
         };
-        let mut dgram = vec![0u8; f.buffer_len()];
-        f.emit(2, 0, 0, &mut dgram).unwrap();
-        keys_of(2).recv.sign_header(&mut dgram).unwrap();
+        let mut dgram = testkit::signed_fragment(&f, 2, 0, &keys_of(2).recv);
         dgram.extend_from_slice(&[0xee; 5]); // trailing bytes inside the UDP payload
         let frame = udp_frame(2, &dgram, true);
         let copies = forward(&t, &d, &frame).unwrap();

@@ -9,7 +9,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use photon_protocol::hopauth::HopKey;
+use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::FragmentRepr;
 use smoltcp::wire::{IpAddress, Ipv4Packet, UdpPacket};
 
@@ -19,6 +19,14 @@ use crate::packet::HeaderTemplate;
 pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const RELAY_PORT: u16 = 4433;
+
+/// Node `id`'s deterministic hop keys: `send` keys relay → peer, `recv` peer → relay.
+pub fn keys_of(id: u32) -> HopKeys {
+    HopKeys {
+        send: HopKey::from_bytes(&[id as u8; 16]),
+        recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
+    }
+}
 
 /// [`udp_frame`] from (`src_mac`, `src`) to the relay ([`RELAY_MAC`], [`RELAY_IP`], [`RELAY_PORT`]).
 pub fn to_relay(src_mac: [u8; 6], src: SocketAddrV4, dgram: &[u8], udp_csum: bool) -> Vec<u8> {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use photon_dpdk::{
     Mbuf, MbufBatch, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
 };
-use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
@@ -52,12 +51,7 @@ pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const PORT: u16 = 4433;
 pub const RELAY_ID: u32 = 1;
 
-pub fn keys_of(id: u32) -> HopKeys {
-    HopKeys {
-        send: HopKey::from_bytes(&[id as u8; 16]),
-        recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
-    }
-}
+pub use photon_relay::testkit::keys_of;
 
 pub fn peer_addr(id: u32) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100 + id as u8), 5000 + id as u16)
