@@ -3,6 +3,8 @@
 //! lossy link → assembler (verify each shard, decode) → signed key release (§2.6) → open →
 //! decompress from the receiver's tx store → the original block, byte-identical.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -119,17 +121,14 @@ fn transfer(
                 _ => {}
             }
         }
-        let next = [
-            sender.poll_timeout(),
-            in_flight.keys().next().map(|k| k.0),
-            asm.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        now = next.map_or(now + Duration::from_millis(1), |t| {
-            t.max(now + Duration::from_micros(1))
-        });
+        now = common::next_instant(
+            now,
+            [
+                sender.poll_timeout(),
+                in_flight.keys().next().map(|k| k.0),
+                asm.poll_timeout(),
+            ],
+        );
     }
 }
 
