@@ -241,6 +241,15 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// Where datagrams to peer `spec` go: its address, next-hop MAC and relay port.
+fn peer_source(spec: &PeerSpec) -> Source {
+    Source {
+        addr: spec.addr,
+        mac: spec.next_hop_mac,
+        port: spec.port,
+    }
+}
+
 impl Control {
     /// A control path for the relay `local` with identity `identity`, the configured peer
     /// relays `static_peers` (with static hop keys; relay–relay handshakes are not done yet),
@@ -785,13 +794,15 @@ impl Control {
         out: &mut Vec<Outgoing>,
     ) -> Vec<u16> {
         let mut missed = Vec::new();
-        let Some(peer) = self.table.peer(slot) else {
+        // A handle of its own: the loop below borrows the peer's key while queueing copies.
+        let table = self.table.clone();
+        let Some(peer) = table.peer(slot) else {
             return missed;
         };
         let Some(keys) = peer.spec.keys.as_ref() else {
             return missed;
         };
-        let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
+        let to = peer_source(&peer.spec);
         for &index in missing {
             let key = CacheKey {
                 stream,
@@ -813,13 +824,7 @@ impl Control {
             p.set_hops(p.hops().saturating_add(1));
             let _ = keys.send.sign_packet(&mut p);
             self.counters.inc(ControlCounter::RepairServed);
-            self.counters.inc(ControlCounter::CopiesSent);
-            out.push(Outgoing {
-                to,
-                mac,
-                port,
-                datagram: d,
-            });
+            self.push(to, d, out);
         }
         missed
     }
@@ -967,13 +972,8 @@ impl Control {
         if keys.send.sign_header(&mut d).is_err() {
             return;
         }
-        self.counters.inc(ControlCounter::CopiesSent);
-        out.push(Outgoing {
-            to: peer.spec.addr,
-            mac: peer.spec.next_hop_mac,
-            port: peer.spec.port,
-            datagram: d,
-        });
+        let to = peer_source(&peer.spec);
+        self.push(to, d, out);
     }
 
     /// Receipts and key releases: to everyone but the sender (split horizon for relays).
@@ -1037,16 +1037,10 @@ impl Control {
         let Some(peer) = self.table.peer(slot) else {
             return;
         };
-        let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
+        let to = peer_source(&peer.spec);
         let keys = peer.spec.keys.clone();
         if let Some(d) = self.emit_signed(repr, keys.as_ref()) {
-            self.counters.inc(ControlCounter::CopiesSent);
-            out.push(Outgoing {
-                to,
-                mac,
-                port,
-                datagram: d,
-            });
+            self.push(to, d, out);
         }
     }
 
@@ -1059,6 +1053,7 @@ impl Control {
         Some(d)
     }
 
+    /// Queues `datagram` to `src` (a source seen, or a peer as [`peer_source`] names it).
     fn push(&mut self, src: Source, datagram: Vec<u8>, out: &mut Vec<Outgoing>) {
         self.counters.inc(ControlCounter::CopiesSent);
         out.push(Outgoing {
