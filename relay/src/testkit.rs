@@ -8,6 +8,7 @@
 //! (which the crate's own dev-dependency turns on), never in a release build.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 
 use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::FragmentRepr;
@@ -68,4 +69,13 @@ pub fn signed_fragment(f: &FragmentRepr<'_>, from: u32, hops: u8, key: &HopKey) 
     f.emit(from, 0, hops, &mut dgram).expect("emit");
     key.sign_header(&mut dgram).expect("sign");
     dgram
+}
+
+/// A fresh stage-log path in the temp directory: `photon-relay-stages-{what}-{pid}-{ns}.jsonl`.
+pub fn stage_log_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "photon-relay-stages-{what}-{}-{}.jsonl",
+        std::process::id(),
+        crate::ops::stages::unix_ns()
+    ))
 }

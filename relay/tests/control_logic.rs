@@ -297,18 +297,24 @@ fn three(c: &mut Control, pk: &PublicKey) -> Vec<Gw> {
         .collect()
 }
 
+/// A control path handing out the 1000 short IDs from `first`, with [`three`] gateways.
+fn three_with_ids(first: u32) -> (Control, Vec<Gw>) {
+    let settings = ControlSettings {
+        short_ids: ShortIdRange::new(first, 1000).unwrap(),
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let gws = three(&mut c, &pk);
+    (c, gws)
+}
+
 fn by_port(gws: &[Gw], port: u16) -> &Gw {
     gws.iter().find(|g| g.port == port).unwrap()
 }
 
 #[test]
 fn transactions_get_short_ids_from_the_range_and_reach_the_origin_too() {
-    let settings = ControlSettings {
-        short_ids: ShortIdRange::new(0x0100_0000, 1000).unwrap(),
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
-    let gws = three(&mut c, &pk);
+    let (mut c, gws) = three_with_ids(0x0100_0000);
     let mut out = Vec::new();
 
     c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 0, 2, None), &mut out);
@@ -518,12 +524,7 @@ fn parse_tx_full(d: &[u8]) -> (u32, TransactionRepr<'_>) {
 
 #[test]
 fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
-    let settings = ControlSettings {
-        short_ids: ShortIdRange::new(0x0200_0000, 1000).unwrap(),
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
-    let gws = three(&mut c, &pk);
+    let (mut c, gws) = three_with_ids(0x0200_0000);
     let mut out = Vec::new();
     // A two-fragment transaction from gateway 0 gets ID 0x0200_0000 and is cached.
     c.handle(NOW, src(5100), &tx_msg(&gws[0], 7, 0, 2, None), &mut out);

@@ -110,11 +110,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let ctl_quit = AtomicBool::new(false);
     let shared = ControlShared::new();
     let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
-    let stage_path = std::env::temp_dir().join(format!(
-        "photon-relay-stages-dpdk-{}-{}.jsonl",
-        std::process::id(),
-        photon_relay::ops::stages::unix_ns()
-    ));
+    let stage_path = photon_relay::testkit::stage_log_path("dpdk");
     let mut stages = StageLog::open(&stage_path, "relay1").unwrap();
     let before = photon_relay::ops::stages::unix_ns();
     let cached_in_use = std::thread::scope(|s| {

@@ -416,11 +416,7 @@ fn stage_lines(text: &str) -> Vec<(String, u64, u64, Option<u64>)> {
 
 #[test]
 fn stage_log_has_one_relay_line_per_forwarded_stream() {
-    let path = std::env::temp_dir().join(format!(
-        "photon-relay-stages-{}-{}.jsonl",
-        std::process::id(),
-        unix_ms()
-    ));
+    let path = photon_relay::testkit::stage_log_path("socket");
     let mut cfg = SocketRelayConfig::loopback(RELAY);
     cfg.stage_log = Some((path.clone(), "relay7".into()));
     let relay = start_relay_with(cfg);
