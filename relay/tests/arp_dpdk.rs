@@ -10,18 +10,13 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use photon_protocol::identity::Identity;
-use photon_relay::control::{
-    unix_ms, ArpResolver, Control, ControlCounter, ControlSettings, ControlShared,
-};
+use photon_relay::control::{unix_ms, ArpResolver, ControlCounter, ControlShared};
 use photon_relay::dpdk::control_core;
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::forward::table::{PeerKind, PeerSpec, Table};
-use ring::rand::SystemRandom;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
 };
@@ -88,14 +83,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
 
     // Gateway 5 (registered, keys), peer relay 7 on-link without a neighbour entry, peer
     // relay 8 behind the default gateway, whose MAC is a static neighbour.
-    let mut control = Control::new(
-        Identity::generate(&SystemRandom::new()).unwrap(),
-        local_spec(),
-        vec![peer(5)],
-        ControlSettings::default(),
-        Arc::new(SystemRandom::new()),
-    )
-    .unwrap();
+    let (mut control, _) = control_path(vec![peer(5)]);
     control
         .resolve_by_arp(
             ArpResolver::new([(GW_IP, GW_MAC)]),

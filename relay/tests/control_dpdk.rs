@@ -5,14 +5,16 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eal, local_spec, peer_addr, peer_mac, pool, udp_frame, unique, RELAY_IP, RELAY_MAC};
+use common::{
+    control_path, eal, local_spec, peer_addr, peer_mac, pool, udp_frame, unique, RELAY_IP,
+    RELAY_MAC,
+};
 use photon_dpdk::{MbufBatch, Ring};
 use photon_protocol::identity::{self, EphemeralKey, Identity};
 use photon_protocol::wire::{register_status, Message, Packet, Repr, MAX_DATAGRAM};
-use photon_relay::control::{unix_ms, Control, ControlSettings, ControlShared};
+use photon_relay::control::{unix_ms, ControlShared};
 use photon_relay::dpdk::control_core;
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::forward::publish;
@@ -41,16 +43,7 @@ fn registration_through_the_control_rings() {
         unresolved_peers: Vec::new(),
     };
     let rng = SystemRandom::new();
-    let relay_id = Identity::generate(&rng).unwrap();
-    let relay_pk = relay_id.public_key();
-    let mut control = Control::new(
-        relay_id,
-        local_spec(),
-        Vec::new(),
-        ControlSettings::default(),
-        Arc::new(SystemRandom::new()),
-    )
-    .unwrap();
+    let (mut control, relay_pk) = control_path(Vec::new());
 
     // Gateway 5 registers: its frame arrives on a data core's control ring.
     let gw = Identity::generate(&rng).unwrap();

@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use photon_dpdk::{lcore, MbufBatch, Ring, RxQueue, TxQueue};
-use photon_protocol::identity::Identity;
 use photon_protocol::wire::{
     flags, FragmentKind, Message, Packet, RepairRequestRepr, Repr, MAX_DATAGRAM,
 };
-use photon_relay::control::{Control, ControlCounter, ControlSettings, ControlShared};
+use photon_relay::control::{ControlCounter, ControlShared};
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
@@ -24,7 +23,6 @@ use photon_relay::forward::publish;
 use photon_relay::forward::table::Table;
 use photon_relay::ops::counters::{CoreCounters, Counter};
 use photon_relay::ops::stages::StageLog;
-use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, Ipv4Packet, UdpPacket};
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -76,14 +74,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         drain_tsc: photon_dpdk::tsc_hz(eal) / 10_000,
     };
     // Peers 2 and 3 with static hop keys; the control core publishes the table at start.
-    let mut control = Control::new(
-        Identity::generate(&SystemRandom::new()).unwrap(),
-        local_spec(),
-        vec![peer(2), peer(3)],
-        ControlSettings::default(),
-        Arc::new(SystemRandom::new()),
-    )
-    .unwrap();
+    let (mut control, _) = control_path(vec![peer(2), peer(3)]);
     let mut link = ControlLink {
         from_cores: vec![from_core],
         repair_notes: vec![repair_notes],

@@ -9,13 +9,16 @@ use std::sync::Arc;
 use photon_dpdk::{
     Mbuf, MbufBatch, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
 };
+use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
+use photon_relay::control::{Control, ControlSettings};
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
 use photon_relay::forward::publish::{self, Publisher};
 use photon_relay::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
 use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
 use photon_relay::testkit;
+use ring::rand::SystemRandom;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
@@ -85,6 +88,23 @@ pub fn peer(id: u32) -> PeerSpec {
 
 pub fn table(ids: &[u32]) -> Table {
     Table::new(local_spec(), ids.iter().map(|&i| peer(i)).collect()).expect("table")
+}
+
+/// The relay's control path (fresh identity, default settings, static `peers`) and its public
+/// key.
+pub fn control_path(peers: Vec<PeerSpec>) -> (Control, PublicKey) {
+    let id = Identity::generate(&SystemRandom::new()).expect("identity");
+    let pk = id.public_key();
+    let settings = ControlSettings::default();
+    let control = Control::new(
+        id,
+        local_spec(),
+        peers,
+        settings,
+        Arc::new(SystemRandom::new()),
+    )
+    .expect("control path");
+    (control, pk)
 }
 
 /// Ethernet/IPv4/UDP from peer `from` to the relay around `dgram`, with valid checksums.
