@@ -201,7 +201,7 @@ pub(crate) mod tests {
     use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
 
     use super::*;
-    use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
+    use crate::forward::table::{LocalSpec, PeerSpec};
     use crate::packet::{classify, payload_sum, Action, Local, FORWARD_HEADER_LEN};
     use crate::testkit;
 
@@ -229,15 +229,7 @@ pub(crate) mod tests {
         };
         let peers = ids
             .iter()
-            .map(|&id| PeerSpec {
-                node_id: id,
-                kind: PeerKind::Gateway,
-                addr: peer_addr(id),
-                next_hop_mac: peer_mac(id),
-                port: 0,
-                keys: Some(keys_of(id)),
-                subscribed: true,
-            })
+            .map(|&id| testkit::gateway(id, peer_addr(id), peer_mac(id)))
             .collect();
         Table::new(local, peers).unwrap()
     }

@@ -14,6 +14,7 @@ use photon_protocol::hopauth::{HopKey, HopKeys};
 use photon_protocol::wire::FragmentRepr;
 use smoltcp::wire::{IpAddress, Ipv4Packet, UdpPacket};
 
+use crate::forward::table::{PeerKind, PeerSpec};
 use crate::packet::HeaderTemplate;
 
 /// The relay the test frames are addressed to.
@@ -26,6 +27,19 @@ pub fn keys_of(id: u32) -> HopKeys {
     HopKeys {
         send: HopKey::from_bytes(&[id as u8; 16]),
         recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
+    }
+}
+
+/// Gateway `id` at `addr` behind `mac`, on port 0, subscribed, with its [`keys_of`].
+pub fn gateway(id: u32, addr: SocketAddrV4, mac: [u8; 6]) -> PeerSpec {
+    PeerSpec {
+        node_id: id,
+        kind: PeerKind::Gateway,
+        addr,
+        next_hop_mac: mac,
+        port: 0,
+        keys: Some(keys_of(id)),
+        subscribed: true,
     }
 }
 

@@ -15,7 +15,7 @@ use photon_relay::control::{Control, ControlSettings};
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
 use photon_relay::forward::publish::{self, Publisher};
-use photon_relay::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
+use photon_relay::forward::table::{LocalSpec, PeerSpec, Table};
 use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
 use photon_relay::testkit;
 use ring::rand::SystemRandom;
@@ -75,15 +75,7 @@ pub fn local_spec() -> LocalSpec {
 }
 
 pub fn peer(id: u32) -> PeerSpec {
-    PeerSpec {
-        node_id: id,
-        kind: PeerKind::Gateway,
-        addr: peer_addr(id),
-        next_hop_mac: peer_mac(id),
-        port: 0,
-        keys: Some(keys_of(id)),
-        subscribed: true,
-    }
+    testkit::gateway(id, peer_addr(id), peer_mac(id))
 }
 
 pub fn table(ids: &[u32]) -> Table {
