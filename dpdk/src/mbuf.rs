@@ -78,6 +78,18 @@ mod field {
     }
 }
 
+/// The error of mbuf operation `op`, refused because `why`.
+#[inline]
+fn refused(op: &'static str, why: &'static str) -> Error {
+    Error::Mbuf { op, why }
+}
+
+/// `len` as the `u16` the mbuf API takes.
+#[inline]
+fn len16(op: &'static str, len: usize) -> Result<u16> {
+    u16::try_from(len).map_err(|_| refused(op, "length over 65535"))
+}
+
 impl Mbuf {
     pub(crate) fn from_nonnull(ptr: NonNull<sys::rte_mbuf>) -> Mbuf {
         Mbuf { ptr }
@@ -172,25 +184,16 @@ impl Mbuf {
 
     /// Grows the data at the front by `len` bytes (taken from the headroom) and returns them.
     pub fn prepend(&mut self, len: usize) -> Result<&mut [u8]> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
-            op: "prepend",
-            why: "length over 65535",
-        })?;
+        let len16 = len16("prepend", len)?;
         if !self.is_writable() {
-            return Err(Error::Mbuf {
-                op: "prepend",
-                why: "buffer is shared",
-            });
+            return Err(refused("prepend", "buffer is shared"));
         }
         // SAFETY: valid owned mbuf; rte_pktmbuf_prepend checks the headroom and returns NULL
         // when it is too small; on success `len` bytes at the returned pointer are ours.
         unsafe {
             let p = sys::photon_pktmbuf_prepend(self.ptr.as_ptr(), len16);
             if p.is_null() {
-                return Err(Error::Mbuf {
-                    op: "prepend",
-                    why: "not enough headroom",
-                });
+                return Err(refused("prepend", "not enough headroom"));
             }
             Ok(std::slice::from_raw_parts_mut(p as *mut u8, len))
         }
@@ -199,25 +202,16 @@ impl Mbuf {
     /// Grows the data at the end by `len` bytes (from the last segment's tailroom) and
     /// returns them (uninitialised contents are whatever the buffer held: overwrite them).
     pub fn append(&mut self, len: usize) -> Result<&mut [u8]> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
-            op: "append",
-            why: "length over 65535",
-        })?;
+        let len16 = len16("append", len)?;
         if !self.is_writable() || self.segments() != 1 {
-            return Err(Error::Mbuf {
-                op: "append",
-                why: "buffer is shared or chained",
-            });
+            return Err(refused("append", "buffer is shared or chained"));
         }
         // SAFETY: valid owned single-segment mbuf; rte_pktmbuf_append checks the tailroom
         // and returns NULL when too small; the returned bytes lie inside our buffer.
         unsafe {
             let p = sys::photon_pktmbuf_append(self.ptr.as_ptr(), len16);
             if p.is_null() {
-                return Err(Error::Mbuf {
-                    op: "append",
-                    why: "not enough tailroom",
-                });
+                return Err(refused("append", "not enough tailroom"));
             }
             Ok(std::slice::from_raw_parts_mut(p as *mut u8, len))
         }
@@ -232,19 +226,13 @@ impl Mbuf {
     /// Removes `len` bytes from the front of the data.
     #[inline]
     pub fn adj(&mut self, len: usize) -> Result<()> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
-            op: "adj",
-            why: "length over 65535",
-        })?;
+        let len16 = len16("adj", len)?;
         // SAFETY: valid owned mbuf; rte_pktmbuf_adj returns NULL if len > data_len. It only
         // moves this handle's data offset; for a shared buffer every holder has its own
         // (indirect) mbuf header, or the caller owns the only reference.
         let p = unsafe { sys::photon_pktmbuf_adj(self.ptr.as_ptr(), len16) };
         if p.is_null() {
-            Err(Error::Mbuf {
-                op: "adj",
-                why: "longer than the first segment",
-            })
+            Err(refused("adj", "longer than the first segment"))
         } else {
             Ok(())
         }
@@ -253,17 +241,11 @@ impl Mbuf {
     /// Removes `len` bytes from the end of the data.
     #[inline]
     pub fn trim(&mut self, len: usize) -> Result<()> {
-        let len16 = u16::try_from(len).map_err(|_| Error::Mbuf {
-            op: "trim",
-            why: "length over 65535",
-        })?;
+        let len16 = len16("trim", len)?;
         // SAFETY: valid owned mbuf; rte_pktmbuf_trim returns -1 if len > last segment's length.
         let r = unsafe { sys::photon_pktmbuf_trim(self.ptr.as_ptr(), len16) };
         if r != 0 {
-            Err(Error::Mbuf {
-                op: "trim",
-                why: "longer than the last segment",
-            })
+            Err(refused("trim", "longer than the last segment"))
         } else {
             Ok(())
         }
@@ -276,14 +258,7 @@ impl Mbuf {
         // free it separately: into_raw below); on failure nothing changed.
         let r = unsafe { sys::photon_pktmbuf_chain(self.ptr.as_ptr(), tail.as_ptr()) };
         if r != 0 {
-            return Err((
-                Error::Mbuf {
-                    op: "chain",
-                    why: "too many segments",
-                },
-                self,
-                tail,
-            ));
+            return Err((refused("chain", "too many segments"), self, tail));
         }
         let _ = tail.into_raw();
         Ok(self)
@@ -304,14 +279,7 @@ impl Mbuf {
         // our reference (freed by rte_pktmbuf_free, which decrements the payload's refcount).
         let r = unsafe { sys::photon_pktmbuf_chain(self.ptr.as_ptr(), payload.as_ptr()) };
         if r != 0 {
-            return Err((
-                Error::Mbuf {
-                    op: "chain_shared",
-                    why: "too many segments",
-                },
-                self,
-                payload,
-            ));
+            return Err((refused("chain_shared", "too many segments"), self, payload));
         }
         std::mem::forget(payload);
         Ok(self)
@@ -335,21 +303,12 @@ impl Mbuf {
         if self.segments() != 1 {
             // rte_pktmbuf_free walks `next` of a shared segment once per holder, so only
             // single-segment payloads can be shared by refcount.
-            return Err((
-                Error::Mbuf {
-                    op: "into_shared",
-                    why: "payload must be one segment",
-                },
-                self,
-            ));
+            return Err((refused("into_shared", "payload must be one segment"), self));
         }
         // SAFETY: reading a flag of a valid mbuf.
         if unsafe { sys::photon_mbuf_is_direct(self.ptr.as_ptr()) } == 0 {
             return Err((
-                Error::Mbuf {
-                    op: "into_shared",
-                    why: "payload must be a direct mbuf",
-                },
+                refused("into_shared", "payload must be a direct mbuf"),
                 self,
             ));
         }

@@ -375,30 +375,11 @@ where
     let Some(&first) = data.first() else {
         return Err(DecompressError::Empty);
     };
-    match BlockEncoding::from_format_byte(first) {
-        Some(BlockEncoding::Compact) => {
-            let r = CompressedBlockRepr::parse(data, C::MAX_TXS_PER_BLOCK)?;
-            rebuild::<C>(
-                r.chain_id,
-                r.header,
-                r.tx_count,
-                &r.whole_positions,
-                &r.whole_txs,
-                &r.refs,
-                store,
-            )
-        }
+    let r = match BlockEncoding::from_format_byte(first) {
+        Some(BlockEncoding::Compact) => CompressedBlockRepr::parse(data, C::MAX_TXS_PER_BLOCK)?,
+        // Rebuilt as a compact block: it only lacks the groups, which the rebuild does not read.
         Some(BlockEncoding::Bip152Sized) => {
-            let r = Bip152SizedRepr::parse(data, C::MAX_TXS_PER_BLOCK)?;
-            rebuild::<C>(
-                r.chain_id,
-                r.header,
-                r.tx_count,
-                &r.whole_positions,
-                &r.whole_txs,
-                &r.refs,
-                store,
-            )
+            Bip152SizedRepr::parse(data, C::MAX_TXS_PER_BLOCK)?.into_compact()
         }
         Some(BlockEncoding::Full) => {
             let r = FullBlockRepr::parse(data)?;
@@ -408,12 +389,21 @@ where
             // merkle root and witness commitment are verified as on every other path.
             let header = C::header_bytes(&block);
             let txs = C::transactions(&block).to_vec();
-            C::assemble(&header, txs)
+            return C::assemble(&header, txs)
                 .map(Decompressed::Complete)
-                .map_err(DecompressError::Block)
+                .map_err(DecompressError::Block);
         }
-        None => Err(DecompressError::UnknownFormat(first)),
-    }
+        None => return Err(DecompressError::UnknownFormat(first)),
+    };
+    rebuild::<C>(
+        r.chain_id,
+        r.header,
+        r.tx_count,
+        &r.whole_positions,
+        &r.whole_txs,
+        &r.refs,
+        store,
+    )
 }
 
 fn check_chain<C: ChainAdapter>(found: u8) -> Result<(), DecompressError> {

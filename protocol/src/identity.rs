@@ -240,6 +240,23 @@ pub fn verify_register(
     Ok(key)
 }
 
+/// The key-schedule context of a registration (§4.2), the same on both sides: `req`'s nonce and
+/// ephemeral, `ack`'s ephemeral, the gateway (initiator) as the node the ack assigns, the relay
+/// as `responder_node`.
+pub fn registration_context<'a>(
+    req: &'a RegisterRepr,
+    ack: &'a RegisterAckRepr,
+    responder_node: u32,
+) -> HandshakeContext<'a> {
+    HandshakeContext {
+        nonce: &req.nonce,
+        initiator_ephemeral: &req.ephemeral,
+        responder_ephemeral: &ack.ephemeral,
+        initiator_node: ack.node_id,
+        responder_node,
+    }
+}
+
 /// Builds the relay's signed answer to `request` (§2.9).
 pub fn register_ack(
     relay: &Identity,
@@ -404,13 +421,7 @@ mod tests {
             Err(IdentityError::Mismatch)
         );
 
-        let ctx = HandshakeContext {
-            nonce: &req.nonce,
-            initiator_ephemeral: &req.ephemeral,
-            responder_ephemeral: &ack.ephemeral,
-            initiator_node: ack.node_id,
-            responder_node: 1,
-        };
+        let ctx = registration_context(&req, &ack, 1);
         let gw_keys = gw_eph.agree(&ack.ephemeral, &ctx, Role::Initiator).unwrap();
         let relay_keys = relay_eph
             .agree(&req.ephemeral, &ctx, Role::Responder)

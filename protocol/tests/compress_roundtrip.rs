@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use photon_protocol::chain::{Bitcoin, ChainAdapter, ChainError};
 use photon_protocol::compress::model::ArrivalModel;
-use photon_protocol::compress::{compress, decompress, DecompressError, Decompressed};
+use photon_protocol::compress::{compress, decompress, Compressed, DecompressError, Decompressed};
 use photon_protocol::shortid::{ShortId, TxStore, TxStoreConfig};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,6 +54,25 @@ fn parents(block: &bitcoin::Block) -> Vec<Vec<usize>> {
 }
 
 /// The store of a gateway that saw the model's announcements, minus `skip`.
+/// The stored block at `height`.
+fn real_block(height: u64) -> Vec<u8> {
+    let mut blocks = real_blocks().into_iter();
+    blocks
+        .find(|(h, _)| *h == height)
+        .expect("block in data/")
+        .1
+}
+
+/// Block `raw` as its sender compresses it: every transaction of the block given a short ID
+/// ([`assign`], seeded with `height`) and in the sender's store.
+fn sent(raw: &[u8], height: u64) -> (bitcoin::Block, Vec<Option<ShortId>>, TxStore, Compressed) {
+    let block = Bitcoin::decode_block(raw).unwrap();
+    let ids = assign(&block, height);
+    let sender = store(&block, &ids, &HashSet::new());
+    let c = compress::<Bitcoin>(&block, &sender).unwrap();
+    (block, ids, sender, c)
+}
+
 fn store(block: &bitcoin::Block, ids: &[Option<ShortId>], skip: &HashSet<ShortId>) -> TxStore {
     let mut store = TxStore::new(TxStoreConfig::default());
     let now = Instant::now();
@@ -75,10 +94,7 @@ fn assign(block: &bitcoin::Block, seed: u64) -> Vec<Option<ShortId>> {
 #[test]
 fn every_real_block_round_trips_when_all_known() {
     for (height, raw) in real_blocks() {
-        let block = Bitcoin::decode_block(&raw).unwrap();
-        let ids = assign(&block, height);
-        let sender = store(&block, &ids, &HashSet::new());
-        let c = compress::<Bitcoin>(&block, &sender).unwrap();
+        let (block, ids, _, c) = sent(&raw, height);
         assert_eq!(
             c.stats.known,
             block.txdata.len() - 1,
@@ -104,10 +120,7 @@ fn every_real_block_round_trips_when_all_known() {
 #[test]
 fn ten_percent_unknown_asks_for_exactly_those_and_completes() {
     for (height, raw) in real_blocks() {
-        let block = Bitcoin::decode_block(&raw).unwrap();
-        let ids = assign(&block, height);
-        let sender = store(&block, &ids, &HashSet::new());
-        let c = compress::<Bitcoin>(&block, &sender).unwrap();
+        let (block, ids, sender, c) = sent(&raw, height);
 
         let mut rng = ChaCha8Rng::seed_from_u64(height ^ 0xdead);
         let unknown: HashSet<ShortId> = ids
@@ -147,14 +160,8 @@ fn ten_percent_unknown_asks_for_exactly_those_and_completes() {
 
 #[test]
 fn fill_from_store_after_fetch() {
-    let (height, raw) = real_blocks()
-        .into_iter()
-        .find(|(h, _)| *h == 556977)
-        .unwrap();
-    let block = Bitcoin::decode_block(&raw).unwrap();
-    let ids = assign(&block, height);
-    let sender = store(&block, &ids, &HashSet::new());
-    let c = compress::<Bitcoin>(&block, &sender).unwrap();
+    let raw = real_block(556977);
+    let (block, ids, sender, c) = sent(&raw, 556977);
     let skip: HashSet<ShortId> = ids.iter().flatten().copied().step_by(7).collect();
     let mut receiver = store(&block, &ids, &skip);
     let Decompressed::Missing(mut pending) = decompress::<Bitcoin>(&c.bytes, &receiver).unwrap()
@@ -176,14 +183,8 @@ fn fill_from_store_after_fetch() {
 
 #[test]
 fn wrong_transactions_fail_the_merkle_check() {
-    let (height, raw) = real_blocks()
-        .into_iter()
-        .find(|(h, _)| *h == 300025)
-        .unwrap();
-    let block = Bitcoin::decode_block(&raw).unwrap();
-    let ids = assign(&block, height);
-    let sender = store(&block, &ids, &HashSet::new());
-    let c = compress::<Bitcoin>(&block, &sender).unwrap();
+    let raw = real_block(300025);
+    let (block, ids, _, c) = sent(&raw, 300025);
 
     // The receiver's store holds another transaction under one ID (e.g. a wrapped range).
     let (a, b) = (ids[1].unwrap(), ids[2].unwrap());

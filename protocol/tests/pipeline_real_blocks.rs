@@ -3,6 +3,8 @@
 //! lossy link → assembler (verify each shard, decode) → signed key release (§2.6) → open →
 //! decompress from the receiver's tx store → the original block, byte-identical.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -119,17 +121,14 @@ fn transfer(
                 _ => {}
             }
         }
-        let next = [
-            sender.poll_timeout(),
-            in_flight.keys().next().map(|k| k.0),
-            asm.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        now = next.map_or(now + Duration::from_millis(1), |t| {
-            t.max(now + Duration::from_micros(1))
-        });
+        now = common::next_instant(
+            now,
+            [
+                sender.poll_timeout(),
+                in_flight.keys().next().map(|k| k.0),
+                asm.poll_timeout(),
+            ],
+        );
     }
 }
 
@@ -174,14 +173,9 @@ fn round_trip(height: u32, unknown: f64, loss: f64, seed: u64) {
     // The genuine key release, through its wire encoding.
     let release = key.release(stream, &origin);
     let mut dgram = vec![0u8; 256];
-    let n = wire::Repr {
-        sender: 7,
-        hops: 0,
-        flags: 0,
-        message: wire::Message::KeyRelease(release),
-    }
-    .emit(&mut dgram)
-    .expect("emit key release");
+    let n = wire::Repr::new(7, wire::Message::KeyRelease(release))
+        .emit(&mut dgram)
+        .expect("emit key release");
     let packet = wire::Packet::new_checked(&dgram[..n]).expect("packet");
     let parsed = wire::Repr::parse(&packet).expect("parse");
     let wire::Message::KeyRelease(received) = parsed.message else {

@@ -2,6 +2,8 @@
 //! duplicates and corrupts datagrams; an attacker on the path injects forged shards and
 //! manifests. Every block must arrive byte-identical, forged and corrupted shards must be
 //! rejected without poisoning the block.
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -176,17 +178,14 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
                 }
             }
         }
-        let next = [
-            senders.iter().filter_map(Sender::poll_timeout).min(),
-            link.next_due(),
-            asm.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        now = next.map_or(now + Duration::from_millis(1), |t| {
-            t.max(now + Duration::from_micros(1))
-        });
+        now = common::next_instant(
+            now,
+            [
+                senders.iter().filter_map(Sender::poll_timeout).min(),
+                link.next_due(),
+                asm.poll_timeout(),
+            ],
+        );
     }
     out.elapsed = now - t0;
     // Flush what is still planned or in flight: it all arrives after delivery.

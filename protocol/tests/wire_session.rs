@@ -2,7 +2,7 @@
 //! §4.2, §5), with real handshakes: registration, hop keys, a sealed block cut into signed
 //! fragments, relay verification and per-destination re-signing, receipt and key release.
 
-use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity};
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::wire::{
@@ -23,14 +23,7 @@ fn handshake(
     let gw_eph = EphemeralKey::generate(&rng).unwrap();
     let req = identity::register(gw, &gw_eph, [gw_node as u8; 16], now);
     let mut buf = [0u8; MAX_DATAGRAM];
-    let n = Repr {
-        sender: 0,
-        hops: 0,
-        flags: 0,
-        message: Message::Register(req),
-    }
-    .emit(&mut buf)
-    .unwrap();
+    let n = Repr::new(0, Message::Register(req)).emit(&mut buf).unwrap();
 
     // Relay side: parse, verify, answer.
     let p = Packet::new_checked(&buf[..n]).unwrap();
@@ -48,22 +41,11 @@ fn handshake(
         now + 5,
         1000,
     );
-    let ctx_relay = HandshakeContext {
-        nonce: &got.nonce,
-        initiator_ephemeral: &got.ephemeral,
-        responder_ephemeral: &ack.ephemeral,
-        initiator_node: gw_node,
-        responder_node: relay_node,
-    };
+    let ctx_relay = identity::registration_context(&got, &ack, relay_node);
     let mut abuf = [0u8; MAX_DATAGRAM];
-    let an = Repr {
-        sender: relay_node,
-        hops: 0,
-        flags: 0,
-        message: Message::RegisterAck(ack),
-    }
-    .emit(&mut abuf)
-    .unwrap();
+    let an = Repr::new(relay_node, Message::RegisterAck(ack))
+        .emit(&mut abuf)
+        .unwrap();
     let relay_keys = relay_eph
         .agree(&got.ephemeral, &ctx_relay, Role::Responder)
         .unwrap();
@@ -74,13 +56,7 @@ fn handshake(
         panic!("not an ack")
     };
     identity::verify_register_ack(&ack, &req, &relay.public_key()).unwrap();
-    let ctx_gw = HandshakeContext {
-        nonce: &req.nonce,
-        initiator_ephemeral: &req.ephemeral,
-        responder_ephemeral: &ack.ephemeral,
-        initiator_node: ack.node_id,
-        responder_node: ap.sender(),
-    };
+    let ctx_gw = identity::registration_context(&req, &ack, ap.sender());
     let gw_keys = gw_eph
         .agree(&ack.ephemeral, &ctx_gw, Role::Initiator)
         .unwrap();

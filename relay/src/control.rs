@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use photon_protocol::fifo::FifoMap;
-use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
@@ -32,7 +32,7 @@ pub use cache::{CacheKey, FragmentBuf, RepairCache, Stored};
 pub use settings::{ControlConfig, ControlSettings};
 pub use txcache::{CachedTx, TxCache, TxFragment, FRAGMENT_OVERHEAD as TX_FRAGMENT_OVERHEAD};
 
-use crate::forward::table::{LocalSpec, PeerKind, PeerSpec, Table, TableError};
+use crate::forward::table::{LocalSpec, Peer, PeerKind, PeerSpec, Table, TableError};
 
 /// A datagram the driver must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +238,15 @@ impl std::fmt::Debug for Control {
             .field("node_id", &self.local.node_id)
             .field("gateways", &self.gateways.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Where datagrams to peer `spec` go: its address, next-hop MAC and relay port.
+fn peer_source(spec: &PeerSpec) -> Source {
+    Source {
+        addr: spec.addr,
+        mac: spec.next_hop_mac,
+        port: spec.port,
     }
 }
 
@@ -679,13 +688,7 @@ impl Control {
             now_ms,
             self.settings.keepalive_ms,
         );
-        let ctx = HandshakeContext {
-            nonce: &reg.nonce,
-            initiator_ephemeral: &reg.ephemeral,
-            responder_ephemeral: &ack.ephemeral,
-            initiator_node: node,
-            responder_node: self.local.node_id,
-        };
+        let ctx = identity::registration_context(&reg, &ack, self.local.node_id);
         let Ok(keys) = eph.agree(&reg.ephemeral, &ctx, Role::Responder) else {
             // The gateway's X25519 key is invalid: its signature was fine, so tell it.
             self.counters.inc(ControlCounter::Malformed);
@@ -696,12 +699,7 @@ impl Control {
             reg.timestamp_ms
                 .saturating_add(self.settings.register_window_ms),
         );
-        let repr = Repr {
-            sender: self.local.node_id,
-            hops: 0,
-            flags: 0,
-            message: Message::RegisterAck(ack),
-        };
+        let repr = Repr::new(self.local.node_id, Message::RegisterAck(ack));
         let Some(datagram) = self.emit_signed(&repr, Some(&keys)) else {
             return;
         };
@@ -736,12 +734,7 @@ impl Control {
             return;
         };
         let ack = identity::register_ack(&self.identity, &eph, reg, status, 0, now_ms, 0);
-        let repr = Repr {
-            sender: self.local.node_id,
-            hops: 0,
-            flags: 0,
-            message: Message::RegisterAck(ack),
-        };
+        let repr = Repr::new(self.local.node_id, Message::RegisterAck(ack));
         if let Some(d) = self.emit_signed(&repr, None) {
             self.push(src, d, out);
         }
@@ -778,15 +771,13 @@ impl Control {
             }
         }
         self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
-        let repr = Repr {
-            sender: self.local.node_id,
-            hops: 0,
-            flags: 0,
-            message: Message::Keepalive(KeepaliveRepr {
+        let repr = Repr::new(
+            self.local.node_id,
+            Message::Keepalive(KeepaliveRepr {
                 seq: self.keepalive_seq,
                 echo: ka.seq,
             }),
-        };
+        );
         let Some(slot) = self.table.slot_of(sender) else {
             return;
         };
@@ -803,13 +794,15 @@ impl Control {
         out: &mut Vec<Outgoing>,
     ) -> Vec<u16> {
         let mut missed = Vec::new();
-        let Some(peer) = self.table.peer(slot) else {
+        // A handle of its own: the loop below borrows the peer's key while queueing copies.
+        let table = self.table.clone();
+        let Some(peer) = table.peer(slot) else {
             return missed;
         };
         let Some(keys) = peer.spec.keys.as_ref() else {
             return missed;
         };
-        let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
+        let to = peer_source(&peer.spec);
         for &index in missing {
             let key = CacheKey {
                 stream,
@@ -831,13 +824,7 @@ impl Control {
             p.set_hops(p.hops().saturating_add(1));
             let _ = keys.send.sign_packet(&mut p);
             self.counters.inc(ControlCounter::RepairServed);
-            self.counters.inc(ControlCounter::CopiesSent);
-            out.push(Outgoing {
-                to,
-                mac,
-                port,
-                datagram: d,
-            });
+            self.push(to, d, out);
         }
         missed
     }
@@ -878,20 +865,9 @@ impl Control {
             flags: 0,
             message: Message::RepairRequest(RepairRequestRepr::new(stream, kind, missed)),
         };
-        if fwd.hops >= self.local.max_hops {
-            return;
-        }
-        let Ok(n) = fwd.emit(&mut self.scratch) else {
-            self.counters.inc(ControlCounter::Malformed);
-            return;
-        };
-        let table = self.table.clone();
-        for (slot, peer) in table.peers().iter().enumerate() {
-            if peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some() {
-                let d = self.scratch[..n].to_vec();
-                self.send_datagram_to_slot(d, slot, out);
-            }
-        }
+        self.send_to_slots(&fwd, out, |_, peer| {
+            peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some()
+        });
     }
 
     /// A RETRANSMIT fragment that reached the control path: from a peer relay, for a stream
@@ -948,12 +924,7 @@ impl Control {
             let answers: Vec<Vec<u8>> = tx
                 .reprs(id)
                 .filter_map(|t| {
-                    let r = Repr {
-                        sender: node,
-                        hops: 0,
-                        flags: 0,
-                        message: Message::Transaction(t),
-                    };
+                    let r = Repr::new(node, Message::Transaction(t));
                     let mut buf = vec![0u8; MAX_DATAGRAM];
                     let n = r.emit(&mut buf).ok()?;
                     buf.truncate(n);
@@ -1001,13 +972,8 @@ impl Control {
         if keys.send.sign_header(&mut d).is_err() {
             return;
         }
-        self.counters.inc(ControlCounter::CopiesSent);
-        out.push(Outgoing {
-            to: peer.spec.addr,
-            mac: peer.spec.next_hop_mac,
-            port: peer.spec.port,
-            datagram: d,
-        });
+        let to = peer_source(&peer.spec);
+        self.push(to, d, out);
     }
 
     /// Receipts and key releases: to everyone but the sender (split horizon for relays).
@@ -1035,6 +1001,22 @@ impl Control {
         include_origin: bool,
         out: &mut Vec<Outgoing>,
     ) {
+        self.send_to_slots(repr, out, |slot, peer| {
+            peer.fans_out
+                && (slot != from || include_origin)
+                && !(from_kind == PeerKind::Relay && peer.spec.kind == PeerKind::Relay)
+                && peer.spec.keys.is_some()
+        });
+    }
+
+    /// Emits `repr` once (nothing once it has travelled `max_hops` hops) and sends a copy to
+    /// every peer slot `to` picks; `send_datagram_to_slot` signs each with that peer's key.
+    fn send_to_slots(
+        &mut self,
+        repr: &Repr<'_>,
+        out: &mut Vec<Outgoing>,
+        to: impl Fn(usize, &Peer) -> bool,
+    ) {
         if repr.hops >= self.local.max_hops {
             return;
         }
@@ -1044,13 +1026,7 @@ impl Control {
         };
         let table = self.table.clone();
         for (slot, peer) in table.peers().iter().enumerate() {
-            if !peer.fans_out || (slot == from && !include_origin) {
-                continue;
-            }
-            if from_kind == PeerKind::Relay && peer.spec.kind == PeerKind::Relay {
-                continue;
-            }
-            if peer.spec.keys.is_some() {
+            if to(slot, peer) {
                 let d = self.scratch[..n].to_vec();
                 self.send_datagram_to_slot(d, slot, out);
             }
@@ -1061,16 +1037,10 @@ impl Control {
         let Some(peer) = self.table.peer(slot) else {
             return;
         };
-        let (to, mac, port) = (peer.spec.addr, peer.spec.next_hop_mac, peer.spec.port);
+        let to = peer_source(&peer.spec);
         let keys = peer.spec.keys.clone();
         if let Some(d) = self.emit_signed(repr, keys.as_ref()) {
-            self.counters.inc(ControlCounter::CopiesSent);
-            out.push(Outgoing {
-                to,
-                mac,
-                port,
-                datagram: d,
-            });
+            self.push(to, d, out);
         }
     }
 
@@ -1083,6 +1053,7 @@ impl Control {
         Some(d)
     }
 
+    /// Queues `datagram` to `src` (a source seen, or a peer as [`peer_source`] names it).
     fn push(&mut self, src: Source, datagram: Vec<u8>, out: &mut Vec<Outgoing>) {
         self.counters.inc(ControlCounter::CopiesSent);
         out.push(Outgoing {

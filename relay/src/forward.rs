@@ -195,27 +195,21 @@ pub fn write_copy_header(
 pub(crate) mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    use photon_protocol::hopauth::{HopKey, HopKeys};
     use photon_protocol::wire::{
         flags, FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet,
     };
     use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
 
     use super::*;
-    use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
-    use crate::packet::{classify, payload_sum, Action, HeaderTemplate, Local, FORWARD_HEADER_LEN};
+    use crate::forward::table::{LocalSpec, PeerSpec};
+    use crate::packet::{classify, payload_sum, Action, Local, FORWARD_HEADER_LEN};
+    use crate::testkit;
 
     pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     pub const PORT: u16 = 4433;
 
-    pub fn keys_of(id: u32) -> HopKeys {
-        // Deterministic per-peer keys; `send` is relay→peer, `recv` peer→relay.
-        HopKeys {
-            send: HopKey::from_bytes(&[id as u8; 16]),
-            recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
-        }
-    }
+    pub use crate::testkit::keys_of;
 
     pub fn peer_addr(id: u32) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, id as u8), 5000 + id as u16)
@@ -235,15 +229,7 @@ pub(crate) mod tests {
         };
         let peers = ids
             .iter()
-            .map(|&id| PeerSpec {
-                node_id: id,
-                kind: PeerKind::Gateway,
-                addr: peer_addr(id),
-                next_hop_mac: peer_mac(id),
-                port: 0,
-                keys: Some(keys_of(id)),
-                subscribed: true,
-            })
+            .map(|&id| testkit::gateway(id, peer_addr(id), peer_mac(id)))
             .collect();
         Table::new(local, peers).unwrap()
     }
@@ -275,32 +261,13 @@ pub(crate) mod tests {
             r: 10,
             payload,
         };
-        let mut dgram = vec![0u8; f.buffer_len()];
-        f.emit(from, 0, hops, &mut dgram).unwrap();
-        keys_of(from).recv.sign_header(&mut dgram).unwrap();
+        let dgram = testkit::signed_fragment(&f, from, hops, &keys_of(from).recv);
         udp_frame(from, &dgram, udp_csum)
     }
 
     /// Wraps a datagram in Ethernet/IPv4/UDP from peer `from` to the relay.
     pub fn udp_frame(from: u32, dgram: &[u8], udp_csum: bool) -> Vec<u8> {
-        let a = peer_addr(from);
-        let t = HeaderTemplate::new(peer_mac(from), *a.ip(), a.port(), RELAY_MAC, RELAY_IP, PORT);
-        let mut frame = t.bytes().to_vec();
-        frame.extend_from_slice(dgram);
-        let total = frame.len() - 14;
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
-            ip.set_total_len(total as u16);
-            ip.fill_checksum();
-        }
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut frame[34..]);
-            udp.set_len((total - 20) as u16);
-            if udp_csum {
-                udp.fill_checksum(&IpAddress::Ipv4(*a.ip()), &IpAddress::Ipv4(RELAY_IP));
-            }
-        }
-        frame
+        testkit::to_relay(peer_mac(from), peer_addr(from), dgram, udp_csum)
     }
 
     /// Runs the whole decision on a frame the way the pipeline does, and returns the copies
@@ -434,9 +401,7 @@ pub(crate) mod tests {
             r: 10,
             payload: &payload,
         };
-        let mut dgram = vec![0u8; f.buffer_len()];
-        f.emit(2, 0, 0, &mut dgram).unwrap();
-        keys_of(2).recv.sign_header(&mut dgram).unwrap();
+        let mut dgram = testkit::signed_fragment(&f, 2, 0, &keys_of(2).recv);
         dgram.extend_from_slice(&[0xee; 5]); // trailing bytes inside the UDP payload
         let frame = udp_frame(2, &dgram, true);
         let copies = forward(&t, &d, &frame).unwrap();

@@ -12,6 +12,7 @@
 //! - [`socket`]: the kernel-socket backend.
 //! - [`ops`]: configuration, counters, the `/metrics` endpoint, stage records.
 //! - `fuzzing` (cargo feature `fuzzing`): the fuzz entry point.
+//! - `testkit` (tests, and cargo feature `test-support`): frame builders the tests share.
 #![forbid(unsafe_code)]
 
 pub mod control;
@@ -23,3 +24,6 @@ pub mod fuzzing;
 pub mod ops;
 pub mod packet;
 pub mod socket;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod testkit;

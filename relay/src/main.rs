@@ -19,7 +19,6 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use photon_protocol::identity::Identity;
 use photon_relay::ops::config::Config;
-use photon_relay::ops::counters::Counter;
 use photon_relay::ops::metrics::{self, render};
 use photon_relay::socket::SocketRelay;
 
@@ -151,13 +150,6 @@ fn run_socket(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(),
     if let Some(m) = metrics {
         m.stop();
     }
-    let c = stats.core.snapshot();
-    tracing::info!(
-        rx = c.get(Counter::RxPackets),
-        fragments = c.get(Counter::Fragments),
-        copies = c.get(Counter::FanoutCopies),
-        drops = c.drops(),
-        "photon-relay stopped cleanly"
-    );
+    stats.core.snapshot().log_stopped();
     Ok(())
 }

@@ -389,6 +389,23 @@ pub struct HeaderTemplate {
 }
 
 impl HeaderTemplate {
+    /// [`HeaderTemplate::new`] with each end's IP and UDP port as one socket address.
+    pub fn between(
+        src_mac: [u8; 6],
+        src: SocketAddrV4,
+        dst_mac: [u8; 6],
+        dst: SocketAddrV4,
+    ) -> HeaderTemplate {
+        HeaderTemplate::new(
+            src_mac,
+            *src.ip(),
+            src.port(),
+            dst_mac,
+            *dst.ip(),
+            dst.port(),
+        )
+    }
+
     /// A template for frames from `src` (MAC, IP, UDP port) to `dst_mac` / `dst_ip:dst_port`.
     pub fn new(
         src_mac: [u8; 6],

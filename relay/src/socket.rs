@@ -287,6 +287,19 @@ impl std::fmt::Debug for SocketRelay {
     }
 }
 
+/// Sets the buffer-size socket option `opt` (`what` names it in the error) to `n` bytes.
+fn set_buffer<O: nix::sys::socket::SetSockOpt<Val = usize>>(
+    socket: &UdpSocket,
+    opt: O,
+    n: usize,
+    what: &'static str,
+) -> Result<(), SocketError> {
+    nix::sys::socket::setsockopt(socket, opt, &n).map_err(|e| SocketError::Option {
+        what,
+        source: e.into(),
+    })
+}
+
 impl SocketRelay {
     /// Binds the socket and sets up the control path with the relay's `identity`.
     pub fn bind(cfg: SocketRelayConfig, identity: Identity) -> Result<SocketRelay, SocketError> {
@@ -311,20 +324,10 @@ impl SocketRelay {
                 source,
             })?;
         if let Some(n) = cfg.recv_buffer {
-            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &n).map_err(
-                |e| SocketError::Option {
-                    what: "SO_RCVBUF",
-                    source: e.into(),
-                },
-            )?;
+            set_buffer(&socket, nix::sys::socket::sockopt::RcvBuf, n, "SO_RCVBUF")?;
         }
         if let Some(n) = cfg.send_buffer {
-            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBuf, &n).map_err(
-                |e| SocketError::Option {
-                    what: "SO_SNDBUF",
-                    source: e.into(),
-                },
-            )?;
+            set_buffer(&socket, nix::sys::socket::sockopt::SndBuf, n, "SO_SNDBUF")?;
         }
         let local_spec = LocalSpec {
             node_id: cfg.node_id,

@@ -10,17 +10,13 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use photon_protocol::identity::Identity;
-use photon_relay::control::{
-    unix_ms, ArpResolver, Control, ControlCounter, ControlSettings, ControlShared,
-};
+use photon_relay::control::{unix_ms, ArpResolver, ControlCounter, ControlShared};
+use photon_relay::dpdk::control_core;
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::forward::table::{PeerKind, PeerSpec, Table};
-use ring::rand::SystemRandom;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
 };
@@ -68,6 +64,9 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// The control core's housekeeping period in these tests.
+const TICK: Duration = Duration::from_millis(10);
+
 #[test]
 fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() {
     let Harness {
@@ -84,14 +83,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
 
     // Gateway 5 (registered, keys), peer relay 7 on-link without a neighbour entry, peer
     // relay 8 behind the default gateway, whose MAC is a static neighbour.
-    let mut control = Control::new(
-        Identity::generate(&SystemRandom::new()).unwrap(),
-        local_spec(),
-        vec![peer(5)],
-        ControlSettings::default(),
-        Arc::new(SystemRandom::new()),
-    )
-    .unwrap();
+    let (mut control, _) = control_path(vec![peer(5)]);
     control
         .resolve_by_arp(
             ArpResolver::new([(GW_IP, GW_MAC)]),
@@ -121,15 +113,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
     let shared = ControlShared::new();
     let payload: Vec<u8> = (0..700u32).map(|i| (i * 13 + 3) as u8).collect();
     let drops = std::thread::scope(|s| {
-        let driver = s.spawn(|| {
-            photon_relay::dpdk::control_core::run(
-                &mut link,
-                &mut control,
-                &shared,
-                &quit,
-                Duration::from_millis(10),
-            )
-        });
+        let driver = s.spawn(|| control_core::run(&mut link, &mut control, &shared, &quit, TICK));
         // A failed assertion below must still stop the driver, or the scope never ends.
         let _stop = StopOnDrop(&quit);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -244,10 +228,7 @@ fn a_peer_relay_without_a_neighbour_entry_is_resolved_by_arp_and_forwarded_to() 
         quit.store(true, Ordering::Relaxed);
         driver.join().unwrap()
     });
-    assert_eq!(
-        drops,
-        photon_relay::dpdk::control_core::DriverDrops::default()
-    );
+    assert_eq!(drops, control_core::DriverDrops::default());
     assert!(control.counters().get(ControlCounter::ArpRequestsSent) >= 1);
     assert_eq!(control.counters().get(ControlCounter::ArpRepliesLearned), 2);
     assert_eq!(control.arp().unresolved().count(), 0);

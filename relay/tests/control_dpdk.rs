@@ -5,19 +5,25 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eal, local_spec, peer_addr, peer_mac, pool, udp_frame, unique, RELAY_IP, RELAY_MAC};
+use common::{
+    control_path, eal, local_spec, peer_addr, peer_mac, pool, udp_frame, unique, RELAY_IP,
+    RELAY_MAC,
+};
 use photon_dpdk::{MbufBatch, Ring};
 use photon_protocol::identity::{self, EphemeralKey, Identity};
 use photon_protocol::wire::{register_status, Message, Packet, Repr, MAX_DATAGRAM};
-use photon_relay::control::{unix_ms, Control, ControlSettings, ControlShared};
+use photon_relay::control::{unix_ms, ControlShared};
+use photon_relay::dpdk::control_core;
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::forward::publish;
 use photon_relay::forward::table::Table;
 use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
+
+/// The control core's housekeeping period in these tests.
+const TICK: Duration = Duration::from_millis(10);
 
 #[test]
 fn registration_through_the_control_rings() {
@@ -37,30 +43,14 @@ fn registration_through_the_control_rings() {
         unresolved_peers: Vec::new(),
     };
     let rng = SystemRandom::new();
-    let relay_id = Identity::generate(&rng).unwrap();
-    let relay_pk = relay_id.public_key();
-    let mut control = Control::new(
-        relay_id,
-        local_spec(),
-        Vec::new(),
-        ControlSettings::default(),
-        Arc::new(SystemRandom::new()),
-    )
-    .unwrap();
+    let (mut control, relay_pk) = control_path(Vec::new());
 
     // Gateway 5 registers: its frame arrives on a data core's control ring.
     let gw = Identity::generate(&rng).unwrap();
     let eph = EphemeralKey::generate(&rng).unwrap();
     let req = identity::register(&gw, &eph, [9; 16], unix_ms());
     let mut buf = [0u8; MAX_DATAGRAM];
-    let n = Repr {
-        sender: 0,
-        hops: 0,
-        flags: 0,
-        message: Message::Register(req),
-    }
-    .emit(&mut buf)
-    .unwrap();
+    let n = Repr::new(0, Message::Register(req)).emit(&mut buf).unwrap();
     let frame = udp_frame(5, &buf[..n]);
     let mut m = link.pool.alloc().unwrap();
     m.extend_from_slice(&frame).unwrap();
@@ -70,15 +60,7 @@ fn registration_through_the_control_rings() {
     let shared = ControlShared::new();
     let mut out = MbufBatch::new();
     std::thread::scope(|s| {
-        let driver = s.spawn(|| {
-            photon_relay::dpdk::control_core::run(
-                &mut link,
-                &mut control,
-                &shared,
-                &quit,
-                Duration::from_millis(10),
-            )
-        });
+        let driver = s.spawn(|| control_core::run(&mut link, &mut control, &shared, &quit, TICK));
         let start = Instant::now();
         while out.is_empty() && start.elapsed() < Duration::from_secs(5) {
             port_rx.dequeue(&mut out);
@@ -86,10 +68,7 @@ fn registration_through_the_control_rings() {
         }
         quit.store(true, Ordering::Relaxed);
         let drops = driver.join().unwrap();
-        assert_eq!(
-            drops,
-            photon_relay::dpdk::control_core::DriverDrops::default()
-        );
+        assert_eq!(drops, control_core::DriverDrops::default());
     });
 
     assert_eq!(out.len(), 1, "one ack frame");

@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
 use photon_protocol::shortid::ShortIdRange;
 use photon_protocol::wire::{
@@ -69,12 +69,7 @@ impl Gw {
     fn register_msg(&self, nonce: [u8; 16], ts: u64) -> (Vec<u8>, EphemeralKey, RegisterRepr) {
         let eph = EphemeralKey::generate(&SystemRandom::new()).unwrap();
         let req = identity::register(&self.identity, &eph, nonce, ts);
-        let d = emit(&Repr {
-            sender: 0,
-            hops: 0,
-            flags: 0,
-            message: Message::Register(req),
-        });
+        let d = emit(&Repr::new(0, Message::Register(req)));
         (d, eph, req)
     }
 
@@ -92,13 +87,11 @@ impl Gw {
         let ack = parse_ack(&out[0].datagram);
         assert_eq!(ack.status, register_status::ACCEPTED);
         identity::verify_register_ack(&ack, &req, relay_pk).unwrap();
-        let ctx = HandshakeContext {
-            nonce: &req.nonce,
-            initiator_ephemeral: &req.ephemeral,
-            responder_ephemeral: &ack.ephemeral,
-            initiator_node: ack.node_id,
-            responder_node: Packet::new_checked(&out[0].datagram[..]).unwrap().sender(),
-        };
+        let ctx = identity::registration_context(
+            &req,
+            &ack,
+            Packet::new_checked(&out[0].datagram[..]).unwrap().sender(),
+        );
         let keys = eph.agree(&ack.ephemeral, &ctx, Role::Initiator).unwrap();
         assert!(
             keys.recv.verify(&out[0].datagram),
@@ -152,12 +145,10 @@ fn registration_is_accepted_and_keepalives_answered() {
     assert_eq!(t.peer(slot).unwrap().spec.addr, src(5001).addr);
     assert_eq!(t.fanout().len(), 1, "the gateway gets the fan-out");
 
-    let ka = g.signed(Repr {
-        sender: g.node,
-        hops: 0,
-        flags: 0,
-        message: Message::Keepalive(KeepaliveRepr { seq: 7, echo: 0 }),
-    });
+    let ka = g.signed(Repr::new(
+        g.node,
+        Message::Keepalive(KeepaliveRepr { seq: 7, echo: 0 }),
+    ));
     let mut out = Vec::new();
     c.handle(NOW + 10, src(5001), &ka, &mut out);
     assert_eq!(out.len(), 1);
@@ -255,12 +246,10 @@ fn silent_gateways_expire_and_re_registration_keeps_the_node_id() {
     assert_eq!(a.node, node_a, "same identity, same node id");
     assert_eq!(c.gateway_count(), 2);
     // b keeps talking, a goes silent: 3 keepalive intervals of 5 s.
-    let ka = b.signed(Repr {
-        sender: b.node,
-        hops: 0,
-        flags: 0,
-        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
-    });
+    let ka = b.signed(Repr::new(
+        b.node,
+        Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
+    ));
     let mut out = Vec::new();
     c.handle(NOW + 14_000, src(5004), &ka, &mut out);
     c.take_table_update();
@@ -275,11 +264,9 @@ fn silent_gateways_expire_and_re_registration_keeps_the_node_id() {
 
 fn tx_msg(g: &Gw, transfer: u64, index: u16, count: u16, short_id: Option<u32>) -> Vec<u8> {
     let data = [0xabu8; 300];
-    g.signed(Repr {
-        sender: g.node,
-        hops: 0,
-        flags: 0,
-        message: Message::Transaction(TransactionRepr {
+    g.signed(Repr::new(
+        g.node,
+        Message::Transaction(TransactionRepr {
             transfer,
             index,
             count,
@@ -288,7 +275,7 @@ fn tx_msg(g: &Gw, transfer: u64, index: u16, count: u16, short_id: Option<u32>) 
             offset: 300 * u32::from(index),
             data: &data,
         }),
-    })
+    ))
 }
 
 fn parse_tx(d: &[u8]) -> (u32, u64, Option<u32>) {
@@ -310,18 +297,24 @@ fn three(c: &mut Control, pk: &PublicKey) -> Vec<Gw> {
         .collect()
 }
 
+/// A control path handing out the 1000 short IDs from `first`, with [`three`] gateways.
+fn three_with_ids(first: u32) -> (Control, Vec<Gw>) {
+    let settings = ControlSettings {
+        short_ids: ShortIdRange::new(first, 1000).unwrap(),
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_with(settings);
+    let gws = three(&mut c, &pk);
+    (c, gws)
+}
+
 fn by_port(gws: &[Gw], port: u16) -> &Gw {
     gws.iter().find(|g| g.port == port).unwrap()
 }
 
 #[test]
 fn transactions_get_short_ids_from_the_range_and_reach_the_origin_too() {
-    let settings = ControlSettings {
-        short_ids: ShortIdRange::new(0x0100_0000, 1000).unwrap(),
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
-    let gws = three(&mut c, &pk);
+    let (mut c, gws) = three_with_ids(0x0100_0000);
     let mut out = Vec::new();
 
     c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 0, 2, None), &mut out);
@@ -395,16 +388,14 @@ fn repair_requests_are_served_from_the_cache_with_retransmit() {
     for i in 0..10 {
         c.record_fragment(&fragment(9, i, gws[0].node));
     }
-    let req = gws[1].signed(Repr {
-        sender: gws[1].node,
-        hops: 0,
-        flags: 0,
-        message: Message::RepairRequest(RepairRequestRepr::new(
+    let req = gws[1].signed(Repr::new(
+        gws[1].node,
+        Message::RepairRequest(RepairRequestRepr::new(
             9,
             FragmentKind::Repair,
             vec![2, 5, 50],
         )),
-    });
+    ));
     let mut out = Vec::new();
     c.handle(NOW, src(5101), &req, &mut out);
     assert_eq!(out.len(), 2, "the two cached fragments");
@@ -450,12 +441,7 @@ fn receipts_fan_out_and_key_releases_pass_once() {
     let mut out = Vec::new();
     // A signed receipt (§2.5): the relay passes the receiver's key and signature on intact.
     let signed = ReceiptRepr::sign(9, [3; 32], &gws[1].identity);
-    let receipt = gws[1].signed(Repr {
-        sender: gws[1].node,
-        hops: 0,
-        flags: 0,
-        message: Message::Receipt(signed),
-    });
+    let receipt = gws[1].signed(Repr::new(gws[1].node, Message::Receipt(signed)));
     c.handle(NOW, src(5101), &receipt, &mut out);
     let mut ports: Vec<u16> = out.iter().map(to_port).collect();
     ports.sort();
@@ -471,16 +457,14 @@ fn receipts_fan_out_and_key_releases_pass_once() {
     }
 
     out.clear();
-    let kr = gws[0].signed(Repr {
-        sender: gws[0].node,
-        hops: 0,
-        flags: 0,
-        message: Message::KeyRelease(KeyReleaseRepr {
+    let kr = gws[0].signed(Repr::new(
+        gws[0].node,
+        Message::KeyRelease(KeyReleaseRepr {
             stream: 9,
             key: [1; 32],
             signature: [2; 64],
         }),
-    });
+    ));
     c.handle(NOW, src(5100), &kr, &mut out);
     assert_eq!(out.len(), 2);
     c.handle(NOW, src(5100), &kr, &mut out);
@@ -493,20 +477,16 @@ fn unknown_senders_and_bad_tags_are_counted_drops() {
     let (mut c, pk) = control_with(ControlSettings::default());
     let gws = three(&mut c, &pk);
     let mut out = Vec::new();
-    let mut ka = gws[0].signed(Repr {
-        sender: gws[0].node,
-        hops: 0,
-        flags: 0,
-        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
-    });
+    let mut ka = gws[0].signed(Repr::new(
+        gws[0].node,
+        Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
+    ));
     ka[30] ^= 1; // the tag
     c.handle(NOW, src(5100), &ka, &mut out);
-    let stranger = emit(&Repr {
-        sender: 4242,
-        hops: 0,
-        flags: 0,
-        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
-    });
+    let stranger = emit(&Repr::new(
+        4242,
+        Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
+    ));
     c.handle(NOW, src(5100), &stranger, &mut out);
     c.handle(NOW, src(5100), b"garbage", &mut out);
     assert!(out.is_empty());
@@ -516,15 +496,13 @@ fn unknown_senders_and_bad_tags_are_counted_drops() {
 }
 
 fn tx_request(g: &Gw, stream: u64, ids: Vec<u32>) -> Vec<u8> {
-    g.signed(Repr {
-        sender: g.node,
-        hops: 0,
-        flags: 0,
-        message: Message::TxRequest(TxRequestRepr {
+    g.signed(Repr::new(
+        g.node,
+        Message::TxRequest(TxRequestRepr {
             stream,
             short_ids: ids,
         }),
-    })
+    ))
 }
 
 fn parse_tx_full(d: &[u8]) -> (u32, TransactionRepr<'_>) {
@@ -546,12 +524,7 @@ fn parse_tx_full(d: &[u8]) -> (u32, TransactionRepr<'_>) {
 
 #[test]
 fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
-    let settings = ControlSettings {
-        short_ids: ShortIdRange::new(0x0200_0000, 1000).unwrap(),
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
-    let gws = three(&mut c, &pk);
+    let (mut c, gws) = three_with_ids(0x0200_0000);
     let mut out = Vec::new();
     // A two-fragment transaction from gateway 0 gets ID 0x0200_0000 and is cached.
     c.handle(NOW, src(5100), &tx_msg(&gws[0], 7, 0, 2, None), &mut out);
@@ -700,16 +673,10 @@ fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() 
     let mut g = Gw::new(5200);
     g.register(&mut c, &pk, 1);
     c.record_fragment(&fragment(9, 2, PEER));
-    let req = g.signed(Repr {
-        sender: g.node,
-        hops: 0,
-        flags: 0,
-        message: Message::RepairRequest(RepairRequestRepr::new(
-            9,
-            FragmentKind::Repair,
-            vec![2, 5],
-        )),
-    });
+    let req = g.signed(Repr::new(
+        g.node,
+        Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![2, 5])),
+    ));
     let mut out = Vec::new();
     c.handle(NOW, src(5200), &req, &mut out);
     assert_eq!(
@@ -761,12 +728,10 @@ fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() 
     c.handle(NOW, Source::socket(peer_addr), &retransmit(10, 1), &mut out);
     assert!(out.is_empty());
     assert_eq!(c.counters().get(ControlCounter::UnsolicitedRetransmit), 1);
-    let mut peer_req = emit(&Repr {
-        sender: PEER,
-        hops: 0,
-        flags: 0,
-        message: Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![7])),
-    });
+    let mut peer_req = emit(&Repr::new(
+        PEER,
+        Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![7])),
+    ));
     from_peer.sign_header(&mut peer_req).unwrap();
     c.handle(NOW, Source::socket(peer_addr), &peer_req, &mut out);
     assert!(out.is_empty(), "split horizon");
@@ -822,12 +787,10 @@ fn peer_relays_join_the_table_when_their_next_hop_resolves() {
 
     // A repair the cache cannot serve would be asked of the peer relays: not of 7 yet (no MAC
     // to send it to), counted.
-    let req = gw.signed(Repr {
-        sender: gw.node,
-        hops: 0,
-        flags: 0,
-        message: Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![1])),
-    });
+    let req = gw.signed(Repr::new(
+        gw.node,
+        Message::RepairRequest(RepairRequestRepr::new(9, FragmentKind::Repair, vec![1])),
+    ));
     let mut out = Vec::new();
     c.handle(NOW, src(6000), &req, &mut out);
     assert!(out.is_empty(), "nothing to the unresolved peer");

@@ -8,64 +8,52 @@
 #[path = "../../fuzz/corpus_replay.rs"]
 mod corpus_replay;
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use photon_protocol::wire::{
     FragmentKind, FragmentRepr, KeepaliveRepr, Message, ReceiptRepr, RepairRequestRepr, Repr,
     TransactionRepr, TxRequestRepr, MAX_DATAGRAM,
 };
-use photon_relay::fuzzing::{fuzz_frame, keys_of, RELAY_IP, RELAY_MAC, RELAY_PORT};
-use photon_relay::packet::HeaderTemplate;
+use photon_relay::fuzzing::{fuzz_frame, keys_of};
+use photon_relay::testkit;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress,
-    Ipv4Packet, UdpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
 };
 
 fn corpus() -> PathBuf {
     corpus_replay::corpus_dir(env!("CARGO_MANIFEST_DIR"), "relay_frame")
 }
 
-fn datagram(repr: Repr<'_>) -> Vec<u8> {
+/// The signed datagram of `message` from node `sender`, first hop.
+fn datagram(sender: u32, message: Message<'_>) -> Vec<u8> {
+    let repr = Repr {
+        sender,
+        hops: 0,
+        flags: 0,
+        message,
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let n = repr.emit(&mut buf).unwrap();
     buf.truncate(n);
-    keys_of(repr.sender).recv.sign_header(&mut buf).unwrap();
+    keys_of(sender).recv.sign_header(&mut buf).unwrap();
     buf
 }
 
 /// Ethernet/IPv4/UDP from peer `from` to the relay, checksums filled.
 fn frame(from: u32, dgram: &[u8]) -> Vec<u8> {
-    let ip = std::net::Ipv4Addr::new(10, 0, 0, 100 + from as u8);
-    let port = 5000 + from as u16;
-    let t = HeaderTemplate::new(
-        [2, 0, 0, 0, 1, from as u8],
-        ip,
-        port,
-        RELAY_MAC,
-        RELAY_IP,
-        RELAY_PORT,
+    let peer = SocketAddrV4::new(
+        Ipv4Addr::new(10, 0, 0, 100 + from as u8),
+        5000 + from as u16,
     );
-    let mut f = t.bytes().to_vec();
-    f.extend_from_slice(dgram);
-    let total = f.len() - 14;
-    {
-        let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
-        p.set_total_len(total as u16);
-        p.fill_checksum();
-    }
-    let mut udp = UdpPacket::new_unchecked(&mut f[34..]);
-    udp.set_len((total - 20) as u16);
-    udp.fill_checksum(&IpAddress::Ipv4(ip), &IpAddress::Ipv4(RELAY_IP));
-    f
+    testkit::to_relay([2, 0, 0, 0, 1, from as u8], peer, dgram, true)
 }
 
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let payload: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
-    let fragment = datagram(Repr {
-        sender: 2,
-        hops: 0,
-        flags: 0,
-        message: Message::Fragment(FragmentRepr {
+    let fragment = datagram(
+        2,
+        Message::Fragment(FragmentRepr {
             kind: FragmentKind::Source,
             stream: 0x77,
             index: 1,
@@ -74,12 +62,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             r: 2,
             payload: &payload,
         }),
-    });
-    let tx = datagram(Repr {
-        sender: 2,
-        hops: 0,
-        flags: 0,
-        message: Message::Transaction(TransactionRepr {
+    );
+    let tx = datagram(
+        2,
+        Message::Transaction(TransactionRepr {
             transfer: 5,
             index: 0,
             count: 1,
@@ -88,42 +74,31 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             offset: 0,
             data: &payload,
         }),
-    });
-    let tx_request = datagram(Repr {
-        sender: 3,
-        hops: 0,
-        flags: 0,
-        message: Message::TxRequest(TxRequestRepr {
+    );
+    let tx_request = datagram(
+        3,
+        Message::TxRequest(TxRequestRepr {
             stream: 0x77,
             short_ids: vec![0, 1, 2],
         }),
-    });
-    let repair = datagram(Repr {
-        sender: 3,
-        hops: 0,
-        flags: 0,
-        message: Message::RepairRequest(RepairRequestRepr::new(
+    );
+    let repair = datagram(
+        3,
+        Message::RepairRequest(RepairRequestRepr::new(
             0x77,
             FragmentKind::Source,
             vec![1, 2],
         )),
-    });
-    let keepalive = datagram(Repr {
-        sender: 4,
-        hops: 0,
-        flags: 0,
-        message: Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }),
-    });
-    let receipt = datagram(Repr {
-        sender: 2,
-        hops: 0,
-        flags: 0,
-        message: Message::Receipt(ReceiptRepr {
+    );
+    let keepalive = datagram(4, Message::Keepalive(KeepaliveRepr { seq: 1, echo: 0 }));
+    let receipt = datagram(
+        2,
+        Message::Receipt(ReceiptRepr {
             stream: 0x77,
             manifest_hash: [3; 32],
             signed: Some(([4; 32], [5; 64])),
         }),
-    });
+    );
     let mut arp = vec![0u8; 42];
     {
         let mut eth = EthernetFrame::new_unchecked(&mut arp[..]);
@@ -134,9 +109,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: EthernetAddress([2, 0, 0, 0, 1, 2]),
-            source_protocol_addr: std::net::Ipv4Addr::new(10, 0, 0, 102),
+            source_protocol_addr: Ipv4Addr::new(10, 0, 0, 102),
             target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: RELAY_IP,
+            target_protocol_addr: testkit::RELAY_IP,
         }
         .emit(&mut p);
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use photon_dpdk::{lcore, MbufBatch, Port, PortConfig, Ring, RxQueue, TxQueue};
+use photon_dpdk::{lcore, MbufBatch, Ring, RxQueue, TxQueue};
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
 use photon_relay::forward::publish;
@@ -312,13 +312,7 @@ fn run_loop_case(idle_sleep: Option<std::time::Duration>) {
     let rx_pool = pool(1024, photon_dpdk::Mempool::DEFAULT_DATA_ROOM);
     let header_pool = pool(1024, 256);
     let base = (rx_pool.in_use(), header_pool.in_use());
-    let start = |name: &str| -> (Port, RxQueue, TxQueue) {
-        eal.create_vdev(name, "").expect("net_ring vdev");
-        let id = Port::id_by_name(eal, name).expect("port");
-        let (port, mut rx, mut tx) =
-            Port::start(eal, id, &PortConfig::default(), &rx_pool).expect("start");
-        (port, rx.remove(0), tx.remove(0))
-    };
+    let start = |name: &str| ring_port(name, &rx_pool);
     let (_a, a_rx, mut a_tx) = start(&unique("net_ring_in"));
     let (_b, mut b_rx, b_tx) = start(&unique("net_ring_out"));
     let (to_control, mut control) = Ring::create(eal, &unique("ctl"), 256).unwrap();

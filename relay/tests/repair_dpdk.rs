@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use photon_dpdk::{lcore, MbufBatch, Port, PortConfig, Ring, RxQueue, TxQueue};
-use photon_protocol::identity::Identity;
+use photon_dpdk::{lcore, MbufBatch, Ring, RxQueue, TxQueue};
 use photon_protocol::wire::{
     flags, FragmentKind, Message, Packet, RepairRequestRepr, Repr, MAX_DATAGRAM,
 };
-use photon_relay::control::{Control, ControlCounter, ControlSettings, ControlShared};
+use photon_relay::control::{ControlCounter, ControlShared};
 use photon_relay::dpdk::dataplane::ControlLink;
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
@@ -24,7 +23,6 @@ use photon_relay::forward::publish;
 use photon_relay::forward::table::Table;
 use photon_relay::ops::counters::{CoreCounters, Counter};
 use photon_relay::ops::stages::StageLog;
-use ring::rand::SystemRandom;
 use smoltcp::wire::{EthernetFrame, Ipv4Packet, UdpPacket};
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -53,13 +51,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let header_pool = pool(1024, 256);
     let ctl_pool = pool(64, photon_dpdk::Mempool::DEFAULT_DATA_ROOM);
     let base = (rx_pool.in_use(), header_pool.in_use(), ctl_pool.in_use());
-    let start = |name: &str| -> (Port, RxQueue, TxQueue) {
-        eal.create_vdev(name, "").expect("net_ring vdev");
-        let id = Port::id_by_name(eal, name).expect("port");
-        let (port, mut rx, mut tx) =
-            Port::start(eal, id, &PortConfig::default(), &rx_pool).expect("start");
-        (port, rx.remove(0), tx.remove(0))
-    };
+    let start = |name: &str| ring_port(name, &rx_pool);
     let (_a, a_rx, mut a_tx) = start(&unique("net_ring_rin"));
     let (_b, mut b_rx, b_tx) = start(&unique("net_ring_rout"));
 
@@ -82,14 +74,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         drain_tsc: photon_dpdk::tsc_hz(eal) / 10_000,
     };
     // Peers 2 and 3 with static hop keys; the control core publishes the table at start.
-    let mut control = Control::new(
-        Identity::generate(&SystemRandom::new()).unwrap(),
-        local_spec(),
-        vec![peer(2), peer(3)],
-        ControlSettings::default(),
-        Arc::new(SystemRandom::new()),
-    )
-    .unwrap();
+    let (mut control, _) = control_path(vec![peer(2), peer(3)]);
     let mut link = ControlLink {
         from_cores: vec![from_core],
         repair_notes: vec![repair_notes],
@@ -116,11 +101,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
     let ctl_quit = AtomicBool::new(false);
     let shared = ControlShared::new();
     let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
-    let stage_path = std::env::temp_dir().join(format!(
-        "photon-relay-stages-dpdk-{}-{}.jsonl",
-        std::process::id(),
-        photon_relay::ops::stages::unix_ns()
-    ));
+    let stage_path = photon_relay::testkit::stage_log_path("dpdk");
     let mut stages = StageLog::open(&stage_path, "relay1").unwrap();
     let before = photon_relay::ops::stages::unix_ns();
     let cached_in_use = std::thread::scope(|s| {
@@ -146,16 +127,14 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
 
         // Peer 3 lost it and asks again; index 5 was never seen.
         let mut buf = [0u8; MAX_DATAGRAM];
-        let n = Repr {
-            sender: 3,
-            hops: 0,
-            flags: 0,
-            message: Message::RepairRequest(RepairRequestRepr::new(
+        let n = Repr::new(
+            3,
+            Message::RepairRequest(RepairRequestRepr::new(
                 0x77,
                 FragmentKind::Source,
                 vec![4, 5],
             )),
-        }
+        )
         .emit(&mut buf)
         .unwrap();
         keys_of(3).recv.sign_header(&mut buf[..n]).unwrap();

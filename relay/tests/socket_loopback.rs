@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use photon_protocol::hopauth::{HandshakeContext, HopKeys, Role};
+use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
 use photon_protocol::wire::{
     register_status, FragmentKind, FragmentRepr, Message, Packet, Repr, TransactionRepr,
@@ -54,14 +54,7 @@ impl Gw {
         let nonce: [u8; 16] = rand::random();
         let req = identity::register(&id, &eph, nonce, unix_ms());
         let mut buf = [0u8; MAX_DATAGRAM];
-        let n = Repr {
-            sender: 0,
-            hops: 0,
-            flags: 0,
-            message: Message::Register(req),
-        }
-        .emit(&mut buf)
-        .unwrap();
+        let n = Repr::new(0, Message::Register(req)).emit(&mut buf).unwrap();
         sock.send_to(&buf[..n], relay).unwrap();
         let (n, from) = sock.recv_from(&mut buf).unwrap();
         assert_eq!(from, relay.into());
@@ -71,13 +64,7 @@ impl Gw {
         };
         assert_eq!(ack.status, register_status::ACCEPTED);
         identity::verify_register_ack(&ack, &req, relay_pk).unwrap();
-        let ctx = HandshakeContext {
-            nonce: &req.nonce,
-            initiator_ephemeral: &req.ephemeral,
-            responder_ephemeral: &ack.ephemeral,
-            initiator_node: ack.node_id,
-            responder_node: p.sender(),
-        };
+        let ctx = identity::registration_context(&req, &ack, p.sender());
         let keys = eph.agree(&ack.ephemeral, &ctx, Role::Initiator).unwrap();
         Gw {
             sock,
@@ -104,11 +91,9 @@ impl Gw {
 }
 
 fn fragment(stream: u64, index: u16, payload: &[u8]) -> Repr<'_> {
-    Repr {
-        sender: 0,
-        hops: 0,
-        flags: 0,
-        message: Message::Fragment(FragmentRepr {
+    Repr::new(
+        0,
+        Message::Fragment(FragmentRepr {
             kind: FragmentKind::Source,
             stream,
             index,
@@ -117,7 +102,7 @@ fn fragment(stream: u64, index: u16, payload: &[u8]) -> Repr<'_> {
             r: 2,
             payload,
         }),
-    }
+    )
 }
 
 fn from(node: u32, mut r: Repr<'_>) -> Repr<'_> {
@@ -176,11 +161,9 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     let data = [0x42u8; 200];
     gws[2].send(
         addr,
-        Repr {
-            sender: gws[2].node,
-            hops: 0,
-            flags: 0,
-            message: Message::Transaction(TransactionRepr {
+        Repr::new(
+            gws[2].node,
+            Message::Transaction(TransactionRepr {
                 transfer: 1,
                 index: 0,
                 count: 1,
@@ -189,7 +172,7 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
                 offset: 0,
                 data: &data,
             }),
-        },
+        ),
     );
     let mut ids = Vec::new();
     for g in &gws {
@@ -208,15 +191,13 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     // first from its transaction cache (unicast) and passes the second on to 1 and 2.
     gws[0].send(
         addr,
-        Repr {
-            sender: gws[0].node,
-            hops: 0,
-            flags: 0,
-            message: Message::TxRequest(TxRequestRepr {
+        Repr::new(
+            gws[0].node,
+            Message::TxRequest(TxRequestRepr {
                 stream: 0xabc,
                 short_ids: vec![ids[0], 0x0fff_ffff],
             }),
-        },
+        ),
     );
     let d = gws[0]
         .recv(WAIT)
@@ -310,11 +291,9 @@ fn shard(kind: FragmentKind, stream: u64, index: u16, payload: &[u8]) -> Repr<'_
         FragmentKind::Repair => 2,
         FragmentKind::Manifest => 2,
     };
-    Repr {
-        sender: 0,
-        hops: 0,
-        flags: 0,
-        message: Message::Fragment(FragmentRepr {
+    Repr::new(
+        0,
+        Message::Fragment(FragmentRepr {
             kind,
             stream,
             index,
@@ -323,7 +302,7 @@ fn shard(kind: FragmentKind, stream: u64, index: u16, payload: &[u8]) -> Repr<'_
             r: 2,
             payload,
         }),
-    }
+    )
 }
 
 /// `[relay] forwarding = "store-and-forward"`: nothing of a stream leaves the relay before it
@@ -437,11 +416,7 @@ fn stage_lines(text: &str) -> Vec<(String, u64, u64, Option<u64>)> {
 
 #[test]
 fn stage_log_has_one_relay_line_per_forwarded_stream() {
-    let path = std::env::temp_dir().join(format!(
-        "photon-relay-stages-{}-{}.jsonl",
-        std::process::id(),
-        unix_ms()
-    ));
+    let path = photon_relay::testkit::stage_log_path("socket");
     let mut cfg = SocketRelayConfig::loopback(RELAY);
     cfg.stage_log = Some((path.clone(), "relay7".into()));
     let relay = start_relay_with(cfg);

@@ -20,8 +20,8 @@
 use std::collections::HashSet;
 
 use super::format::{
-    check_common, parse_whole_txs, whole_txs_len, write_prefix, write_whole_txs, FormatError,
-    Prefix, Reader, VERSION,
+    check_common, parse_whole_txs, whole_txs_len, write_prefix, write_whole_txs,
+    CompressedBlockRepr, FormatError, Prefix, Reader, VERSION,
 };
 use crate::shortid::ShortId;
 
@@ -103,6 +103,19 @@ pub struct Bip152SizedRepr<'a> {
 }
 
 impl<'a> Bip152SizedRepr<'a> {
+    /// The same block as a compact block without short-ID groups.
+    pub fn into_compact(self) -> CompressedBlockRepr<'a> {
+        CompressedBlockRepr {
+            chain_id: self.chain_id,
+            header: self.header,
+            tx_count: self.tx_count,
+            whole_positions: self.whole_positions,
+            groups: Vec::new(),
+            refs: self.refs,
+            whole_txs: self.whole_txs,
+        }
+    }
+
     /// Parse a whole BIP152-sized payload; `max_txs` is the chain's limit.
     pub fn parse(input: &'a [u8], max_txs: usize) -> Result<Self, FormatError> {
         let mut r = Reader::new(input);

@@ -48,6 +48,15 @@ fn decompress_complete(bytes: &[u8], store: &TxStore) -> Result<Block, Decompres
     }
 }
 
+/// Decompressing `bytes` against `store` fails the chain's check with `error`.
+#[track_caller]
+fn assert_refused(bytes: &[u8], store: &TxStore, error: ChainError) {
+    assert_eq!(
+        decompress_complete(bytes, store).unwrap_err(),
+        DecompressError::Block(error)
+    );
+}
+
 fn replace(hay: &mut [u8], from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
     let at = hay
@@ -80,10 +89,7 @@ fn wrong_merkle_root_in_the_payload_is_refused() {
     let mut wrong = root;
     wrong[3] ^= 0x10;
     replace(&mut bytes, &root, &wrong);
-    assert_eq!(
-        decompress_complete(&bytes, &store).unwrap_err(),
-        DecompressError::Block(ChainError::MerkleMismatch)
-    );
+    assert_refused(&bytes, &store, ChainError::MerkleMismatch);
 }
 
 #[test]
@@ -94,10 +100,7 @@ fn wrong_witness_commitment_is_refused() {
     crate::chain::corrupt_witness_commitment(&mut block, 30);
     let store = store_of(&block, &[]);
     let c = compress::<Bitcoin>(&block, &store).unwrap();
-    assert_eq!(
-        decompress_complete(&c.bytes, &store).unwrap_err(),
-        DecompressError::Block(ChainError::WitnessCommitmentMismatch)
-    );
+    assert_refused(&c.bytes, &store, ChainError::WitnessCommitmentMismatch);
 }
 
 #[test]
@@ -113,10 +116,7 @@ fn altered_whole_tx_of_the_payload_is_hashed_and_refused() {
     let mut bytes = compress::<Bitcoin>(&block, &sender).unwrap().bytes;
     assert_eq!(decompress_complete(&bytes, &receiver).unwrap(), block);
     replace(&mut bytes, &good, &bad);
-    assert_eq!(
-        decompress_complete(&bytes, &receiver).unwrap_err(),
-        DecompressError::Block(ChainError::WitnessCommitmentMismatch)
-    );
+    assert_refused(&bytes, &receiver, ChainError::WitnessCommitmentMismatch);
 }
 
 #[test]
@@ -178,10 +178,7 @@ fn store_entry_with_wrong_ids_is_refused() {
         receiver
             .insert(ShortId(i as u32), ids, &bytes, Instant::now())
             .unwrap();
-        assert_eq!(
-            decompress_complete(&c.bytes, &receiver).unwrap_err(),
-            DecompressError::Block(error.clone())
-        );
+        assert_refused(&c.bytes, &receiver, error.clone());
         // The same entry taken by `fill_from` into a pending block.
         let partial = store_of(&block, &[i]);
         let Decompressed::Missing(mut pending) = decompress::<Bitcoin>(&c.bytes, &partial).unwrap()
@@ -206,8 +203,5 @@ fn full_encoding_keeps_the_full_check() {
     let i = witness_tx(&block);
     block.txdata[i] = altered_witness(&block.txdata[i]);
     let c = compress_as::<Bitcoin>(BlockEncoding::Full, &block, &empty).unwrap();
-    assert_eq!(
-        decompress_complete(&c.bytes, &empty).unwrap_err(),
-        DecompressError::Block(ChainError::WitnessCommitmentMismatch)
-    );
+    assert_refused(&c.bytes, &empty, ChainError::WitnessCommitmentMismatch);
 }

@@ -898,6 +898,16 @@ pub struct Repr<'a> {
 }
 
 impl<'a> Repr<'a> {
+    /// A datagram as its sender first sends it: no hops travelled, no flags.
+    pub fn new(sender: u32, message: Message<'a>) -> Repr<'a> {
+        Repr {
+            sender,
+            hops: 0,
+            flags: 0,
+            message,
+        }
+    }
+
     /// Parses any datagram.
     pub fn parse<T: AsRef<[u8]>>(packet: &'a Packet<T>) -> Result<Repr<'a>> {
         let header = HeaderRepr::parse(packet)?;

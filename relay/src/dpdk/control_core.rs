@@ -4,6 +4,8 @@
 //! drains, keeps forwarded fragments (repair notes) in the repair cache zero-copy, and resolves
 //! next hops by ARP. Design: `docs/internals/relay.md`, "The control core and its rings".
 
+use std::net::SocketAddrV4;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -72,14 +74,8 @@ fn queue(link: &mut ControlLink, o: &Outgoing, drops: &mut DriverDrops) {
         drops.no_mbuf += 1;
         return;
     }
-    let template = HeaderTemplate::new(
-        src_mac,
-        local.ip,
-        local.udp_port,
-        o.mac,
-        *o.to.ip(),
-        o.to.port(),
-    );
+    let src = SocketAddrV4::new(local.ip, local.udp_port);
+    let template = HeaderTemplate::between(src_mac, src, o.mac, o.to);
     let Ok(mut m) = link.pool.alloc() else {
         drops.no_mbuf += 1;
         return;

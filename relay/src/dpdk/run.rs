@@ -115,12 +115,6 @@ pub fn run(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), St
             }
             a
         });
-    tracing::info!(
-        rx = total.get(Counter::RxPackets),
-        fragments = total.get(Counter::Fragments),
-        copies = total.get(Counter::FanoutCopies),
-        drops = total.drops(),
-        "photon-relay stopped cleanly"
-    );
+    total.log_stopped();
     Ok(())
 }

@@ -282,54 +282,52 @@ mod tests {
         }
     }
 
-    fn offer(
-        f: &mut Forwarder<Vec<u8>>,
-        io: &mut Collect,
-        t: &Table,
-        d: &Dedup,
-        frame: Vec<u8>,
-        hold_now: u64,
-        c: &mut LocalCounters,
-    ) {
-        let info = info_of(&frame);
-        let now = Clocks {
-            dedup: 0,
-            hold: hold_now,
-        };
-        f.fragment(io, t, d, frame, &info, now, c);
+    /// A forwarder with its test I/O and counters.
+    struct Rig {
+        f: Forwarder<Vec<u8>>,
+        io: Collect,
+        c: LocalCounters,
+    }
+
+    impl Rig {
+        fn new(f: Forwarder<Vec<u8>>) -> Rig {
+            Rig {
+                f,
+                io: Collect::default(),
+                c: LocalCounters::default(),
+            }
+        }
+
+        /// Hands `frame` to the forwarder at hold-clock `hold_now` (dedup clock 0).
+        fn offer(&mut self, t: &Table, d: &Dedup, frame: Vec<u8>, hold_now: u64) {
+            let info = info_of(&frame);
+            let now = Clocks {
+                dedup: 0,
+                hold: hold_now,
+            };
+            self.f
+                .fragment(&mut self.io, t, d, frame, &info, now, &mut self.c);
+        }
+
+        fn expire(&mut self, t: &Table, now: u64) -> usize {
+            self.f.expire(&mut self.io, t, now, &mut self.c)
+        }
     }
 
     #[test]
     fn cut_through_fans_out_on_arrival_and_counts_admission() {
         let t = table(&[2, 3, 4]);
         let d = Dedup::new(1024, [3, 3]);
-        let (mut f, mut io, mut c) = (
-            Forwarder::cut_through(),
-            Collect::default(),
-            LocalCounters::default(),
+        let mut r = Rig::new(Forwarder::cut_through());
+        r.offer(&t, &d, fragment_frame(2, 1, 0, &[7; 100], 0, true), 0);
+        r.offer(&t, &d, fragment_frame(2, 1, 0, &[7; 100], 0, true), 0);
+        assert_eq!(
+            r.io.sent.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![3, 4]
         );
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            fragment_frame(2, 1, 0, &[7; 100], 0, true),
-            0,
-            &mut c,
-        );
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            fragment_frame(2, 1, 0, &[7; 100], 0, true),
-            0,
-            &mut c,
-        );
-        assert_eq!(io.sent.iter().map(|s| s.0).collect::<Vec<_>>(), vec![3, 4]);
-        assert_eq!(c.get(Counter::Fragments), 1);
-        assert_eq!(c.get(Counter::DedupHits), 1);
-        assert_eq!(io.kept, 0, "cut-through keeps nothing");
+        assert_eq!(r.c.get(Counter::Fragments), 1);
+        assert_eq!(r.c.get(Counter::DedupHits), 1);
+        assert_eq!(r.io.kept, 0, "cut-through keeps nothing");
         // The copies are the ones the decision's own helpers write.
         let frame = fragment_frame(2, 1, 0, &[7; 100], 0, true);
         let info = info_of(&frame);
@@ -342,7 +340,7 @@ mod tests {
         .unwrap();
         let mut expect = vec![0u8; FORWARD_HEADER_LEN];
         write_copy(&mut expect, &shared, t.peer(t.slot_of(3).unwrap()).unwrap()).unwrap();
-        assert_eq!(io.sent[0].2[..FORWARD_HEADER_LEN], expect[..]);
+        assert_eq!(r.io.sent[0].2[..FORWARD_HEADER_LEN], expect[..]);
     }
 
     /// A fragment of `kind` of `stream` from peer 2 (`count` fragments of its kind, `k` source
@@ -360,9 +358,7 @@ mod tests {
             r: 10,
             payload: &payload,
         };
-        let mut dgram = vec![0u8; f.buffer_len()];
-        f.emit(2, 0, 0, &mut dgram).unwrap();
-        keys_of(2).recv.sign_header(&mut dgram).unwrap();
+        let dgram = crate::testkit::signed_fragment(&f, 2, 0, &keys_of(2).recv);
         udp_frame(2, &dgram, true)
     }
 
@@ -375,84 +371,32 @@ mod tests {
             max_bytes: 1 << 20,
             timeout: 100,
         };
-        let (mut f, mut io, mut c) = (
-            Forwarder::store_and_forward(limits),
-            Collect::default(),
-            LocalCounters::default(),
-        );
+        let mut r = Rig::new(Forwarder::store_and_forward(limits));
         // Stream 9 needs k = 100 shards (fragment_frame's header) and its one manifest
         // fragment: hold 99 shards, then the manifest, then the 100th shard releases it.
         for i in 0..99 {
-            offer(
-                &mut f,
-                &mut io,
-                &t,
-                &d,
-                fragment_frame(2, 9, i, &[1; 20], 0, true),
-                0,
-                &mut c,
-            );
+            r.offer(&t, &d, fragment_frame(2, 9, i, &[1; 20], 0, true), 0);
         }
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            frame_of(FragmentKind::Manifest, 9, 0, 1, 100),
-            0,
-            &mut c,
-        );
-        assert!(io.sent.is_empty(), "held");
-        assert_eq!(io.kept, 100);
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            fragment_frame(2, 9, 99, &[1; 20], 0, true),
-            0,
-            &mut c,
-        );
-        assert_eq!(io.sent.len(), 101, "released whole, to peer 3");
+        r.offer(&t, &d, frame_of(FragmentKind::Manifest, 9, 0, 1, 100), 0);
+        assert!(r.io.sent.is_empty(), "held");
+        assert_eq!(r.io.kept, 100);
+        r.offer(&t, &d, fragment_frame(2, 9, 99, &[1; 20], 0, true), 0);
+        assert_eq!(r.io.sent.len(), 101, "released whole, to peer 3");
         // Later fragments of a released stream go straight through.
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            frame_of(FragmentKind::Repair, 9, 0, 10, 100),
-            0,
-            &mut c,
-        );
-        assert_eq!(io.sent.len(), 102);
+        r.offer(&t, &d, frame_of(FragmentKind::Repair, 9, 0, 10, 100), 0);
+        assert_eq!(r.io.sent.len(), 102);
         // An incomplete stream waits for the timeout.
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            fragment_frame(2, 10, 0, &[1; 20], 0, true),
-            5,
-            &mut c,
-        );
-        assert_eq!(f.expire(&mut io, &t, 50, &mut c), 0);
-        assert_eq!(io.sent.len(), 102);
-        assert_eq!(f.expire(&mut io, &t, 105, &mut c), 1);
-        assert_eq!(io.sent.last().unwrap().1, 10);
-        assert_eq!(f.hold_stats().unwrap().streams_timeout, 1);
+        r.offer(&t, &d, fragment_frame(2, 10, 0, &[1; 20], 0, true), 5);
+        assert_eq!(r.expire(&t, 50), 0);
+        assert_eq!(r.io.sent.len(), 102);
+        assert_eq!(r.expire(&t, 105), 1);
+        assert_eq!(r.io.sent.last().unwrap().1, 10);
+        assert_eq!(r.f.hold_stats().unwrap().streams_timeout, 1);
         // A held fragment whose sender left the table is discarded and counted.
-        offer(
-            &mut f,
-            &mut io,
-            &t,
-            &d,
-            fragment_frame(2, 11, 0, &[1; 20], 0, true),
-            200,
-            &mut c,
-        );
+        r.offer(&t, &d, fragment_frame(2, 11, 0, &[1; 20], 0, true), 200);
         let gone = table(&[3]);
-        assert_eq!(f.expire(&mut io, &gone, 400, &mut c), 1);
-        assert_eq!(io.discarded, 1);
-        assert_eq!(c.get(Counter::Drop(DropReason::UnknownSender)), 1);
+        assert_eq!(r.expire(&gone, 400), 1);
+        assert_eq!(r.io.discarded, 1);
+        assert_eq!(r.c.get(Counter::Drop(DropReason::UnknownSender)), 1);
     }
 }

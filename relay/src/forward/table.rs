@@ -126,14 +126,8 @@ impl Table {
                     ports: local.port_macs.len(),
                 });
             };
-            let template = HeaderTemplate::new(
-                mac,
-                local.ip,
-                local.udp_port,
-                spec.next_hop_mac,
-                *spec.addr.ip(),
-                spec.addr.port(),
-            );
+            let src = SocketAddrV4::new(local.ip, local.udp_port);
+            let template = HeaderTemplate::between(mac, src, spec.next_hop_mac, spec.addr);
             let fans_out = spec.subscribed && spec.keys.is_some();
             if fans_out {
                 fanout.push(slot as u16);

@@ -307,6 +307,17 @@ impl LocalCounters {
     }
 
     /// Sum of all drop counters.
+    /// The line both backends log when the relay has stopped.
+    pub fn log_stopped(&self) {
+        tracing::info!(
+            rx = self.get(Counter::RxPackets),
+            fragments = self.get(Counter::Fragments),
+            copies = self.get(Counter::FanoutCopies),
+            drops = self.drops(),
+            "photon-relay stopped cleanly"
+        );
+    }
+
     pub fn drops(&self) -> u64 {
         DropReason::ALL
             .iter()

@@ -278,11 +278,7 @@ mod tests {
 
     #[test]
     fn the_log_writes_on_finish() {
-        let path = std::env::temp_dir().join(format!(
-            "photon-relay-stages-unit-{}-{}.jsonl",
-            std::process::id(),
-            unix_ns()
-        ));
+        let path = crate::testkit::stage_log_path("unit");
         {
             let mut log = StageLog::open(&path, "relay9").unwrap();
             log.fragment(10, 3, 100);

@@ -4,40 +4,31 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use photon_dpdk::{
-    Eal, Mbuf, MbufBatch, Mempool, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
+    Mbuf, MbufBatch, Mempool, Port, PortConfig, Ring, RingConsumer, RingProducer, RxQueue, TxQueue,
 };
-use photon_protocol::hopauth::{HopKey, HopKeys};
+use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::wire::{FragmentKind, FragmentRepr, HeaderRepr, MessageType, Packet};
+use photon_relay::control::{Control, ControlSettings};
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
 use photon_relay::forward::publish::{self, Publisher};
-use photon_relay::forward::table::{LocalSpec, PeerKind, PeerSpec, Table};
+use photon_relay::forward::table::{LocalSpec, PeerSpec, Table};
 use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
-use photon_relay::packet::HeaderTemplate;
+use photon_relay::testkit;
+use ring::rand::SystemRandom;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
 };
 
-pub fn eal() -> &'static Eal {
-    static EAL: OnceLock<Eal> = OnceLock::new();
-    EAL.get_or_init(|| {
-        let args = [
-            "relay-test",
-            "--no-huge",
-            "--no-shconf",
-            "--no-pci",
-            "-m",
-            "512",
-            "--log-level",
-            "lib.eal:error",
-        ];
-        Eal::init(&args).expect("EAL starts with --no-huge and virtual devices")
-    })
-}
+// EAL start-up as photon-dpdk's own tests do it (no NIC, no hugepages, once per binary): one
+// copy of those arguments for both crates.
+#[path = "../../../dpdk/tests/common/mod.rs"]
+mod dpdk_common;
+pub use dpdk_common::eal;
 
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -48,17 +39,22 @@ pub fn pool(n: u32, data_room: u16) -> Mempool {
     Mempool::new(eal(), &unique("rpool"), n, 0, data_room).expect("mempool")
 }
 
+/// A started net_ring virtual port named `name` with one RX queue (filling from `pool`) and
+/// one TX queue.
+pub fn ring_port(name: &str, pool: &Mempool) -> (Port, RxQueue, TxQueue) {
+    let eal = eal();
+    eal.create_vdev(name, "").expect("net_ring vdev");
+    let id = Port::id_by_name(eal, name).expect("port");
+    let (port, mut rx, mut tx) = Port::start(eal, id, &PortConfig::default(), pool).expect("start");
+    (port, rx.remove(0), tx.remove(0))
+}
+
 pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const PORT: u16 = 4433;
 pub const RELAY_ID: u32 = 1;
 
-pub fn keys_of(id: u32) -> HopKeys {
-    HopKeys {
-        send: HopKey::from_bytes(&[id as u8; 16]),
-        recv: HopKey::from_bytes(&[id as u8 ^ 0x55; 16]),
-    }
-}
+pub use photon_relay::testkit::keys_of;
 
 pub fn peer_addr(id: u32) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100 + id as u8), 5000 + id as u16)
@@ -79,54 +75,47 @@ pub fn local_spec() -> LocalSpec {
 }
 
 pub fn peer(id: u32) -> PeerSpec {
-    PeerSpec {
-        node_id: id,
-        kind: PeerKind::Gateway,
-        addr: peer_addr(id),
-        next_hop_mac: peer_mac(id),
-        port: 0,
-        keys: Some(keys_of(id)),
-        subscribed: true,
-    }
+    testkit::gateway(id, peer_addr(id), peer_mac(id))
 }
 
 pub fn table(ids: &[u32]) -> Table {
     Table::new(local_spec(), ids.iter().map(|&i| peer(i)).collect()).expect("table")
 }
 
+/// The relay's control path (fresh identity, default settings, static `peers`) and its public
+/// key.
+pub fn control_path(peers: Vec<PeerSpec>) -> (Control, PublicKey) {
+    let id = Identity::generate(&SystemRandom::new()).expect("identity");
+    let pk = id.public_key();
+    let settings = ControlSettings::default();
+    let control = Control::new(
+        id,
+        local_spec(),
+        peers,
+        settings,
+        Arc::new(SystemRandom::new()),
+    )
+    .expect("control path");
+    (control, pk)
+}
+
 /// Ethernet/IPv4/UDP from peer `from` to the relay around `dgram`, with valid checksums.
 pub fn udp_frame(from: u32, dgram: &[u8]) -> Vec<u8> {
-    let a = peer_addr(from);
-    let t = HeaderTemplate::new(peer_mac(from), *a.ip(), a.port(), RELAY_MAC, RELAY_IP, PORT);
-    let mut frame = t.bytes().to_vec();
-    frame.extend_from_slice(dgram);
-    let total = frame.len() - 14;
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
-        ip.set_total_len(total as u16);
-        ip.fill_checksum();
-    }
-    let mut udp = UdpPacket::new_unchecked(&mut frame[34..]);
-    udp.set_len((total - 20) as u16);
-    udp.fill_checksum(&IpAddress::Ipv4(*a.ip()), &IpAddress::Ipv4(RELAY_IP));
-    frame
+    testkit::to_relay(peer_mac(from), peer_addr(from), dgram, true)
 }
 
 /// A source-shard fragment from `from`, signed with its key.
 pub fn fragment(from: u32, stream: u64, index: u16, payload: &[u8]) -> Vec<u8> {
-    let f = FragmentRepr {
-        kind: FragmentKind::Source,
+    block_fragment(
+        from,
+        FragmentKind::Source,
         stream,
         index,
-        count: 1000,
-        k: 1000,
-        r: 10,
+        1000,
+        1000,
+        10,
         payload,
-    };
-    let mut dgram = vec![0u8; f.buffer_len()];
-    f.emit(from, 0, 0, &mut dgram).expect("emit");
-    keys_of(from).recv.sign_header(&mut dgram).expect("sign");
-    udp_frame(from, &dgram)
+    )
 }
 
 /// A block fragment of any kind from `from`, signed with its key.
@@ -150,9 +139,7 @@ pub fn block_fragment(
         r,
         payload,
     };
-    let mut dgram = vec![0u8; f.buffer_len()];
-    f.emit(from, 0, 0, &mut dgram).expect("emit");
-    keys_of(from).recv.sign_header(&mut dgram).expect("sign");
+    let dgram = testkit::signed_fragment(&f, from, 0, &keys_of(from).recv);
     udp_frame(from, &dgram)
 }
 
