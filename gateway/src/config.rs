@@ -49,24 +49,7 @@ pub enum KeyReleaseKind {
 }
 
 /// `log.format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Lets `main.rs` (shared logging plumbing, not changed here) keep comparing the format with
-/// its name; to go once it matches on [`LogFormat`].
-impl PartialEq<&str> for LogFormat {
-    fn eq(&self, other: &&str) -> bool {
-        let name = match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        name == *other
-    }
-}
+pub use photon_ops::log::LogFormat;
 
 /// `block.encoding`: compact | bip152 | full ([`BlockEncoding::from_name`]).
 fn deserialize_encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlockEncoding, D::Error> {
@@ -76,28 +59,7 @@ fn deserialize_encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlockE
     })
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    /// The TOML does not parse or a key is unknown / of the wrong type (toml's message names it).
-    #[error("config file {path}: {error}")]
-    Parse { path: PathBuf, error: String },
-    /// A value parses but is not usable.
-    #[error("config key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
+pub use photon_ops::config::{invalid, ConfigError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,47 +296,10 @@ fn default_format() -> LogFormat {
     LogFormat::Text
 }
 
-/// The `section.key` a TOML parse error points at (from its span), so the message names the
-/// key to fix even when toml's own text only quotes the line.
-fn key_at(text: &str, at: usize) -> Option<String> {
-    let at = at.min(text.len());
-    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next()?;
-    let key = line.split_once('=')?.0.trim();
-    if key.is_empty() || key.starts_with('#') {
-        return None;
-    }
-    let table = text[..line_start].lines().rev().find_map(|l| {
-        let l = l.trim();
-        l.starts_with('[')
-            .then(|| l.trim_matches(['[', ']']).trim().to_string())
-    });
-    Some(match table {
-        Some(t) if !t.is_empty() => format!("{t}.{key}"),
-        _ => key.to_string(),
-    })
-}
-
-/// A public key in hex (64 digits).
+/// The public key (64 hex digits, [`PublicKey`]'s `FromStr`) set by config key `key`.
 pub fn parse_public_key(key: &str, s: &str) -> Result<PublicKey, ConfigError> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return Err(invalid(
-            key,
-            "expected 64 hex digits (an Ed25519 public key)",
-        ));
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-            .map_err(|_| invalid(key, "expected 64 hex digits (an Ed25519 public key)"))?;
-    }
-    Ok(PublicKey(out))
-}
-
-/// Hex of a public key, as the config wants it.
-pub fn public_key_hex(k: &PublicKey) -> String {
-    k.0.iter().map(|b| format!("{b:02x}")).collect()
+    s.parse()
+        .map_err(|_| invalid(key, "expected 64 hex digits (an Ed25519 public key)"))
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -403,25 +328,13 @@ pub struct Resolved {
 }
 
 impl Config {
+    /// Parses `text`, read from `path` (errors name the file and the `section.key`).
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let key = e.span().and_then(|span| key_at(text, span.start));
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                error: match key {
-                    Some(key) => format!("key `{key}`: {e}"),
-                    None => e.to_string(),
-                },
-            }
-        })
+        photon_ops::config::parse(text, Some(path))
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Config::from_toml(path, &text)
+        photon_ops::config::load(path)
     }
 
     /// Checks every value; relative paths are taken from `base` (the config file's folder).
@@ -440,10 +353,10 @@ impl Config {
                 "must be greater than network.keepalive_ms (> 0)",
             ));
         }
-        if n.recv_batch == 0 || n.recv_batch > crate::udp::MAX_BATCH {
+        if n.recv_batch == 0 || n.recv_batch > photon_udp::MAX_BATCH {
             return Err(invalid(
                 "network.recv_batch",
-                format!("must be within 1..={}", crate::udp::MAX_BATCH),
+                format!("must be within 1..={}", photon_udp::MAX_BATCH),
             ));
         }
         let mut core = CoreConfig::new();
@@ -689,7 +602,7 @@ mod tests {
         let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
         assert_eq!(c.node.network, NetworkName::Bitcoin);
         assert_eq!(c.log.format, LogFormat::Json);
-        assert!(c.log.format == "json");
+        assert_eq!(c.log.format, LogFormat::Json);
         let r = c.resolve(Path::new("/")).unwrap();
         assert_eq!(r.network, bitcoin::Network::Bitcoin);
         assert_eq!(r.core.delivery, Delivery::Compact);

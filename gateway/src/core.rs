@@ -16,7 +16,8 @@ mod outbound;
 mod stages;
 mod txs;
 
-use std::collections::{HashSet, VecDeque};
+use photon_protocol::fifo::FifoSet;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -839,38 +840,6 @@ impl Gateway {
         while let Some(ev) = self.links.poll_event() {
             self.event(ev);
         }
-    }
-}
-
-/// A bounded set that forgets its oldest members.
-#[derive(Debug)]
-pub(crate) struct FifoSet<T: std::hash::Hash + Eq + Clone> {
-    set: HashSet<T>,
-    order: VecDeque<T>,
-    cap: usize,
-}
-
-impl<T: std::hash::Hash + Eq + Clone> FifoSet<T> {
-    pub(crate) fn new(cap: usize) -> Self {
-        FifoSet {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    /// True if newly inserted.
-    pub(crate) fn insert(&mut self, v: T) -> bool {
-        if !self.set.insert(v.clone()) {
-            return false;
-        }
-        self.order.push_back(v);
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
     }
 }
 

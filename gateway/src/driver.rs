@@ -1,5 +1,5 @@
 //! The thin driver: one thread that joins the node connection, the sans-IO [`Gateway`] core and
-//! one UDP socket (batched I/O, [`crate::udp`]).
+//! one UDP socket (batched I/O, `photon_udp`).
 //!
 //! Loop: node events → core; timers; node actions → node; datagrams out (`sendmmsg`); events →
 //! logs, metrics and the handle; then one `recvmmsg` that waits at most until the core's next
@@ -19,13 +19,13 @@ use photon_protocol::assembler::AssemblerStats;
 use photon_protocol::identity::Identity;
 use photon_protocol::shortid::TxStoreStats;
 
-use crate::config::public_key_hex;
 use crate::core::{
     CoreConfig, Gateway, GatewayEvent, GatewayStats, LinkKind, LinkState, NodeAction, Stage,
 };
 use crate::metrics::Metrics;
 use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeStats};
-use crate::udp::{Arena, ArenaPages, BatchRecv, BatchSend};
+use photon_ops::stages::{unix_ns, StageFile, StageLine};
+use photon_udp::{Arena, ArenaPages, BatchRecv, BatchSend};
 
 /// Longest wait for a datagram or a node event before the loop runs its timers anyway.
 pub const MAX_WAIT: Duration = Duration::from_millis(2);
@@ -247,7 +247,7 @@ fn run(
     events: SyncSender<GatewayEvent>,
     metrics: Option<Metrics>,
 ) {
-    let our_key = public_key_hex(&identity.public_key());
+    let our_key = identity.public_key();
     tracing::info!(listen = %sock.local_addr().map_or(config.listen, |a| a), key = %our_key,
         node = %config.node_addr, "gateway starting");
     // The loop waits in ppoll (microsecond timeouts; SO_RCVTIMEO is rounded up to scheduler
@@ -279,7 +279,7 @@ fn run(
         Arena::normal()
     };
     if config.recv_buffer > 0 {
-        match crate::udp::set_recv_buffer(&sock, config.recv_buffer) {
+        match photon_udp::set_recv_buffer(&sock, config.recv_buffer) {
             Ok(got) if got < config.recv_buffer => tracing::warn!(
                 asked = config.recv_buffer,
                 got,
@@ -448,63 +448,40 @@ fn wait_readable(sock: &UdpSocket, waker: &UnixDatagram, timeout: Duration) {
     let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None);
 }
 
-/// The stage-record file: records are formatted into a buffer as they are drained and written
-/// when a block's last stage at this gateway is seen (`deliver`, `last_fragment_out`,
+/// The stage-record file ([`StageFile`]): records are formatted as they are drained and
+/// written when a block's last stage at this gateway is seen (`deliver`, `last_fragment_out`,
 /// `key_release`) or at the next publication; never once per fragment.
 struct StageLog {
-    file: std::fs::File,
-    node: String,
-    buf: String,
+    file: StageFile,
     /// `Instant` ↔ unix ns at start.
     base: Instant,
     base_unix_ns: u64,
-    failed: bool,
 }
 
 impl StageLog {
     fn open(path: &std::path::Path, node: &str, base: Instant) -> std::io::Result<StageLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let base_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        // `base` is a little earlier than the clock read above: take now for both.
-        let now = Instant::now();
-        let base_unix_ns = base_unix_ns.saturating_sub((now - base).as_nanos() as u64);
+        let file = StageFile::open(path, node)?;
+        // `base` is a little earlier than the clock read: take now for both.
+        let base_unix_ns = unix_ns().saturating_sub(base.elapsed().as_nanos() as u64);
         Ok(StageLog {
             file,
-            node: node.to_owned(),
-            buf: String::with_capacity(4096),
             base,
             base_unix_ns,
-            failed: false,
         })
     }
 
     fn drain(&mut self, core: &mut Gateway) {
-        use std::fmt::Write;
         let mut block_done = false;
         while let Some(r) = core.poll_stage() {
             let t_ns =
                 self.base_unix_ns + r.at.saturating_duration_since(self.base).as_nanos() as u64;
-            let _ = write!(
-                self.buf,
-                "{{\"t_ns\":{t_ns},\"node\":\"{}\",\"stage\":\"{}\"",
-                self.node,
-                r.stage.as_str()
-            );
-            if let Some(b) = r.block {
-                let _ = write!(self.buf, ",\"block\":\"{b}\"");
-            }
-            if let Some(s) = r.stream {
-                let _ = write!(self.buf, ",\"stream\":{s}");
-            }
-            if let Some(n) = r.bytes {
-                let _ = write!(self.buf, ",\"bytes\":{n}");
-            }
-            self.buf.push_str("}\n");
+            self.file.push(&StageLine {
+                t_ns,
+                stage: r.stage.as_str(),
+                block: r.block,
+                stream: r.stream,
+                bytes: r.bytes,
+            });
             block_done |= matches!(
                 r.stage,
                 Stage::Deliver | Stage::LastFragmentOut | Stage::KeyRelease
@@ -516,16 +493,6 @@ impl StageLog {
     }
 
     fn flush(&mut self) {
-        use std::io::Write;
-        if self.buf.is_empty() {
-            return;
-        }
-        if let Err(e) = self.file.write_all(self.buf.as_bytes()) {
-            if !self.failed {
-                self.failed = true;
-                tracing::warn!(error = %e, "cannot write perf.stage_log: records lost");
-            }
-        }
-        self.buf.clear();
+        self.file.flush();
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! - [`node`]: the Bitcoin P2P peer to the local node (sans-IO `NodePeer`, TCP driver).
 //! - [`core`]: the network side as a sans-IO state machine ([`core::Gateway`]).
-//! - `udp`: batched UDP I/O, the `photon-udp` crate.
 //! - [`driver`]: the thread that joins node connection, core and socket.
 //! - [`config`]: the TOML configuration; [`metrics`]: Prometheus `/metrics`.
 #![forbid(unsafe_code)]
@@ -13,5 +12,3 @@ pub mod driver;
 pub mod fuzzing;
 pub mod metrics;
 pub mod node;
-// Batched UDP, shared with the relay's socket backend.
-pub use photon_udp as udp;

@@ -5,10 +5,11 @@
 //! [`GatewayStats`] snapshots) and observes the per-stage latencies of each block event; the
 //! data path itself never touches a metric.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use photon_ops::http::{MetricsError, MetricsServer};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -346,53 +347,11 @@ impl Metrics {
         self.tx_store_bytes.set(store_bytes as i64);
     }
 
-    /// Serves `GET /metrics` on `listener` from a thread of its own.
-    pub fn serve(&self, listener: TcpListener) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// Serves `GET /metrics` on `addr` (port 0: any) from a thread of its own
+    /// (`photon_ops::http`); the responder stops when the returned server is dropped.
+    pub fn serve(&self, addr: SocketAddr) -> Result<MetricsServer, MetricsError> {
         let me = self.clone();
-        std::thread::Builder::new()
-            .name("photon-metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let _ = me.answer(conn);
-                }
-            })
-    }
-
-    /// Binds `addr` and serves it.
-    pub fn bind_and_serve(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let l = TcpListener::bind(addr)?;
-        let local = l.local_addr()?;
-        self.serve(l)?;
-        Ok(local)
-    }
-
-    fn answer(&self, mut conn: TcpStream) -> std::io::Result<()> {
-        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut req = [0u8; 4096];
-        let mut n = 0;
-        while n < req.len() {
-            let k = conn.read(&mut req[n..])?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-            if req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        let head = &req[..n];
-        let (status, body) =
-            if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                ("200 OK", self.encode())
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-        let resp = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; \
-             charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(resp.as_bytes())
+        MetricsServer::start(addr, Arc::new(move || me.encode()))
     }
 }
 
@@ -404,6 +363,9 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
 
     #[test]
@@ -433,7 +395,8 @@ mod tests {
                 ..Default::default()
             },
         });
-        let addr = m.bind_and_serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = m.serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
         let get = |path: &str| {
             let mut c = TcpStream::connect(addr).unwrap();
             write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

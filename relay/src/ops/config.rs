@@ -311,7 +311,7 @@ fn yes() -> bool {
 impl Config {
     /// Parses and validates a configuration.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)?;
+        let cfg: Config = photon_ops::config::parse(text, None)?;
         cfg.validate()?;
         Ok(cfg)
     }
