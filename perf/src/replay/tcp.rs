@@ -236,6 +236,8 @@ fn add_frame_stats(sum: &mut FrameStats, s: &FrameStats) {
     sum.skipped_bytes += s.skipped_bytes;
     sum.resyncs += s.resyncs;
     sum.false_magics += s.false_magics;
+    sum.legacy_headers += s.legacy_headers;
+    sum.version_without_relay += s.version_without_relay;
 }
 
 /// Deliver in-order bytes to the decoder.
