@@ -29,14 +29,20 @@ use photon_perf::capture_feed::{CaptureFeed, FeedConfig};
 use photon_perf::replay::write::{pcap_bytes, pcapng_bytes, read_pcap_packets, Packet};
 use photon_perf::replay::{read_capture_all, CapturedMessage, TcpConfig};
 
-/// The namespaces; removed on drop.
+/// The namespaces and the processes started in them; the processes are killed and the
+/// namespaces removed on drop (also when an assertion fails).
 struct Netns {
     a: String,
     b: String,
+    children: Vec<Child>,
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
@@ -60,6 +66,7 @@ fn netns(prefix: &str) -> Netns {
     let ns = Netns {
         a: format!("{prefix}a"),
         b: format!("{prefix}b"),
+        children: Vec::new(),
     };
     let (va, vb) = (format!("{prefix}va"), format!("{prefix}vb"));
     run(&["ip", "netns", "add", &ns.a]);
@@ -168,13 +175,12 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
     let prefix = format!("pcn{}", std::process::id() % 100_000);
     let dir: PathBuf = std::env::temp_dir().join(format!("photon-{prefix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let ns = netns(&prefix);
+    let mut ns = netns(&prefix);
     let v6: SocketAddr = "[fd91::2]:18444".parse().unwrap();
     let v4: SocketAddr = "10.91.0.2:28333".parse().unwrap();
     let stop_file = dir.join("stop");
-    let mut nodes = Vec::new();
     for (i, addr) in [v6, v4].iter().enumerate() {
-        nodes.push(
+        ns.children.push(
             Command::new("ip")
                 .args([
                     "netns",
@@ -223,7 +229,7 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
     stop(d_any);
     stop(d_eth);
     std::fs::write(&stop_file, b"").unwrap();
-    for mut n in nodes {
+    for n in &mut ns.children {
         let _ = n.wait();
     }
 
