@@ -83,7 +83,7 @@ pub struct FeedCounts {
     pub block_txs_missing: u64,
     /// Transactions of replayed blocks (coinbase excluded).
     pub block_txs: u64,
-    /// TCP connections that carried Bitcoin messages.
+    /// TCP connections (per capture interface) that carried Bitcoin messages.
     pub connections: u64,
     /// Events whose capture time was before an earlier event's (a late retransmission).
     pub out_of_order: u64,
@@ -96,7 +96,7 @@ pub struct Dedup {
     last_ns: u64,
     txs: Window<Txid>,
     blocks: Window<BlockHash>,
-    connections: HashSet<(SocketAddr, SocketAddr)>,
+    connections: HashSet<(u32, SocketAddr, SocketAddr)>,
     max_connections: usize,
     block_index: usize,
     pub counts: FeedCounts,
@@ -160,11 +160,8 @@ impl Dedup {
     /// One captured message; the event to replay, if it is a first sighting of a tx or block.
     pub fn push(&mut self, m: &CapturedMessage) -> Option<(Duration, Event)> {
         if self.connections.len() < self.max_connections {
-            let pair = if m.flow.src <= m.flow.dst {
-                (m.flow.src, m.flow.dst)
-            } else {
-                (m.flow.dst, m.flow.src)
-            };
+            let (i, a, b) = (m.flow.interface, m.flow.src, m.flow.dst);
+            let pair = if a <= b { (i, a, b) } else { (i, b, a) };
             if self.connections.insert(pair) {
                 self.counts.connections += 1;
             }
@@ -222,7 +219,7 @@ impl Dedup {
 pub struct BlockAnnouncements {
     /// Block hash (hex, as Bitcoin displays it).
     pub hash: String,
-    /// Distinct peers (sending endpoints) that announced it.
+    /// Distinct peers (sending endpoints, per capture interface) that announced it.
     pub announcers: usize,
     /// Capture time (unix ns) of its first announcement.
     pub first_ns: u64,
@@ -252,7 +249,8 @@ impl BlockAnnouncements {
 
 #[derive(Debug, Default)]
 struct Seen {
-    by_peer: HashMap<SocketAddr, u64>,
+    /// First announcement by each peer: (capture interface, sending endpoint).
+    by_peer: HashMap<(u32, SocketAddr), u64>,
     by_command: BTreeMap<String, u64>,
     block_seen_ns: Option<u64>,
 }
@@ -286,7 +284,7 @@ impl Announcements {
         Some(self.blocks.entry(hash).or_default())
     }
 
-    fn announce(&mut self, hash: BlockHash, peer: SocketAddr, ts_ns: u64, command: &str) {
+    fn announce(&mut self, hash: BlockHash, peer: (u32, SocketAddr), ts_ns: u64, command: &str) {
         if let Some(s) = self.seen(hash) {
             *s.by_command.entry(command.to_string()).or_default() += 1;
             let t = s.by_peer.entry(peer).or_insert(ts_ns);
@@ -296,7 +294,7 @@ impl Announcements {
 
     /// One captured message.
     pub fn observe(&mut self, m: &CapturedMessage) {
-        let peer = m.flow.src;
+        let peer = (m.flow.interface, m.flow.src);
         match &m.message {
             NetworkMessage::Inv(items) => {
                 for i in items {

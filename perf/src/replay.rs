@@ -155,6 +155,8 @@ pub struct PacketExtractor {
     stats: CaptureStats,
     /// File offset of the frame being handled (set by the file reader).
     file_offset: u64,
+    /// Interface of the frames handled next (pcapng; set by the file reader, 0 otherwise).
+    pub interface: u32,
 }
 
 impl PacketExtractor {
@@ -163,6 +165,7 @@ impl PacketExtractor {
             reassembler: tcp::Reassembler::new(config),
             stats: CaptureStats::default(),
             file_offset: 0,
+            interface: 0,
         }
     }
 
@@ -227,6 +230,7 @@ impl PacketExtractor {
         let key = FlowKey {
             src: SocketAddr::new(src_ip, tcp.source_port()),
             dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+            interface: self.interface,
         };
         let stats = &mut self.stats;
         let offset = self.file_offset;
@@ -362,6 +366,7 @@ pub fn read_capture_from<R: Read>(
                                 let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                 let ts = ng_ts(raw, i.units_per_sec, i.offset_sec);
                                 let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
+                                ex.interface = epb.if_id;
                                 ex.handle_frame(
                                     ts,
                                     i.linktype,

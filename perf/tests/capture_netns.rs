@@ -235,6 +235,7 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
 
     // The node answers with its handshake and getdata; of that only its version is kept.
     let check = |msgs: &[CapturedMessage], what: &str| {
+        assert!(!msgs.is_empty(), "{what}: no messages");
         for server in [v6, v4] {
             assert_eq!(to(msgs, server), kept(&convo), "{what}: client to {server}");
             assert_eq!(
@@ -279,8 +280,8 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
     assert_eq!(stats.malformed + stats.non_ip, 0);
 
     // Both in one pcapng, two interfaces of different link types: every message once per
-    // direction (the second interface's copies are retransmissions to the reassembler), and the
-    // tx and block the two conversations share replayed once.
+    // direction on each interface (an interface is its own vantage point: flows are keyed by
+    // it), and the tx and block the two conversations share (4 copies) replayed once.
     let mut all = any_packets;
     all.extend(eth_packets);
     all.sort_by_key(|p| p.ts_ns);
@@ -292,20 +293,28 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
     .unwrap();
     let (msgs, stats) = read_capture_all(&ng, TcpConfig::default()).unwrap();
     assert_eq!(stats.format, "pcapng");
-    check(&msgs, "pcapng of both");
+    for i in [0, 1] {
+        let on: Vec<CapturedMessage> = msgs
+            .iter()
+            .filter(|m| m.flow.interface == i)
+            .cloned()
+            .collect();
+        check(&on, &format!("pcapng of both, interface {i}"));
+    }
     let (events, summary) = CaptureFeed::collect(&ng, FeedConfig::default()).unwrap();
     let c = &summary.counts;
     assert_eq!(
         (c.tx_found, c.tx_replayed, c.tx_duplicates),
-        (2, 1, 1),
+        (4, 1, 3),
         "{c:?}"
     );
     assert_eq!(
         (c.blocks_found, c.blocks_replayed, c.block_duplicates),
-        (2, 1, 1),
+        (4, 1, 3),
         "{c:?}"
     );
     assert_eq!(events.len(), 2);
+    assert_eq!(c.connections, 4);
     drop(ns);
     let _ = std::fs::remove_dir_all(&dir);
 }
