@@ -40,6 +40,16 @@ use serde::{Deserialize, Serialize};
 use crate::replay::{read_capture, CaptureError, CaptureStats, CapturedMessage, TcpConfig};
 use crate::trace::Event;
 
+/// First bytes of a pcap file (microsecond and nanosecond, either byte order) or of a pcapng
+/// section header block.
+pub const CAPTURE_MAGICS: [[u8; 4]; 5] = [
+    [0xd4, 0xc3, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0xc3, 0xd4],
+    [0x4d, 0x3c, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0x3c, 0x4d],
+    [0x0a, 0x0d, 0x0d, 0x0a],
+];
+
 /// Headers messages longer than this are chain sync, not announcements (Bitcoin Core announces
 /// at most `MAX_BLOCKS_TO_ANNOUNCE` = 8 blocks by headers).
 pub const MAX_ANNOUNCED_HEADERS: usize = 8;
@@ -513,19 +523,26 @@ impl CaptureFeed {
                 source,
             })?
             .len();
-        // Probe the header here, so that a wrong file is an error of `start`.
-        crate::replay::read_capture_from(
-            std::io::Read::take(
-                std::fs::File::open(path).map_err(|source| CaptureError::Open {
-                    path: path.to_owned(),
-                    source,
-                })?,
-                64,
-            ),
-            path,
-            config.tcp.clone(),
-            |_| {},
-        )?;
+        // Probe the magic here, so that a wrong file is an error of `start` (the blocks are
+        // the reader thread's: a pcapng section header may be of any length).
+        let mut magic = [0u8; 4];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open(path).map_err(|source| CaptureError::Open {
+                path: path.to_owned(),
+                source,
+            })?,
+            &mut magic,
+        )
+        .map_err(|e| CaptureError::NotACapture {
+            path: path.to_owned(),
+            reason: format!("shorter than a file header: {e}"),
+        })?;
+        if !CAPTURE_MAGICS.contains(&magic) {
+            return Err(CaptureError::NotACapture {
+                path: path.to_owned(),
+                reason: format!("magic {magic:02x?} is neither pcap's nor pcapng's"),
+            });
+        }
         let (tx, rx) = sync_channel(config.channel.max(1));
         let path = path.to_owned();
         let thread = std::thread::Builder::new()

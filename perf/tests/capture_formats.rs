@@ -528,6 +528,60 @@ fn truncated_and_corrupt_files_name_the_byte_offset() {
     assert!(err.to_string().contains("at byte 0"), "{err}");
 }
 
+/// A pcapng section header with options (mergecap and Wireshark write hardware, OS and
+/// application strings: a section header of any length) and an interface with a name.
+#[test]
+fn pcapng_with_a_long_section_header_through_the_feed() {
+    use pcap_parser::pcapng::{OptionCode, PcapNGOption, SectionHeaderBlock};
+    use pcap_parser::ToVec;
+    use std::borrow::Cow;
+    let comment = vec![b'x'; 300];
+    let mut shb = SectionHeaderBlock {
+        block_type: pcap_parser::SHB_MAGIC,
+        block_len1: 0,
+        bom: pcap_parser::BOM_MAGIC,
+        major_version: 1,
+        minor_version: 0,
+        section_len: -1,
+        options: vec![PcapNGOption {
+            code: OptionCode::Comment,
+            len: comment.len() as u16,
+            value: Cow::Borrowed(&comment),
+        }],
+        block_len2: 0,
+    };
+    let mut file = shb.to_vec().unwrap();
+    assert!(file.len() > 300);
+    let b = block(227836);
+    let stream = wire(&conversation(8, &b));
+    let packets = connection(
+        Link::Ethernet,
+        0,
+        v4([10, 0, 0, 1], 8333),
+        v4([10, 0, 0, 2], 40_000),
+        &stream,
+        1_400,
+        1_000_000_000,
+    );
+    let body = pcapng_bytes(&[Linktype::ETHERNET], &packets).unwrap();
+    let section = photon_perf::replay::write::pcapng_section().unwrap().len();
+    file.extend(&body[section..]);
+    let dir = tmp_dir("shb");
+    let path = dir.join("long-shb.pcapng");
+    std::fs::write(&path, &file).unwrap();
+    let (events, summary) = CaptureFeed::collect(&path, FeedConfig::default()).unwrap();
+    assert_eq!(summary.stats.format, "pcapng");
+    assert_eq!(
+        (summary.counts.tx_replayed, summary.counts.blocks_replayed),
+        (1, 1)
+    );
+    assert_eq!(events.len(), 2);
+    // Not a capture: refused by `start`, before any thread.
+    std::fs::write(&path, b"hello, not a capture").unwrap();
+    assert!(CaptureFeed::start(&path, FeedConfig::default()).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tmp_dir(what: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("photon-capfmt-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
