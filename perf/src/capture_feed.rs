@@ -231,7 +231,8 @@ pub struct BlockAnnouncements {
     pub hash: String,
     /// Distinct peers (sending endpoints, per capture interface) that announced it.
     pub announcers: usize,
-    /// Capture time (unix ns) of its first announcement.
+    /// Capture time (unix ns) of its first announcement (of its first sight, if it was never
+    /// announced).
     pub first_ns: u64,
     /// For each announcer, the delay of its first announcement after the first one (ms,
     /// sorted; the first announcer's 0 included).
@@ -243,17 +244,14 @@ pub struct BlockAnnouncements {
 }
 
 impl BlockAnnouncements {
-    /// Delay of the median announcer after the first (ms).
-    pub fn median_ms(&self) -> f64 {
-        self.delays_ms
-            .get(self.delays_ms.len() / 2)
-            .copied()
-            .unwrap_or(0.0)
+    /// Delay of the median announcer after the first (ms); `None` without announcers.
+    pub fn median_ms(&self) -> Option<f64> {
+        self.delays_ms.get(self.delays_ms.len() / 2).copied()
     }
 
-    /// Delay of the last announcer after the first (ms).
-    pub fn spread_ms(&self) -> f64 {
-        self.delays_ms.last().copied().unwrap_or(0.0)
+    /// Delay of the last announcer after the first (ms); `None` without announcers.
+    pub fn spread_ms(&self) -> Option<f64> {
+        self.delays_ms.last().copied()
     }
 }
 
@@ -338,13 +336,14 @@ impl Announcements {
         }
     }
 
-    /// One row per block that was announced, by first announcement time.
+    /// One row per block that was announced or seen whole, by first announcement (or first
+    /// sight) time; a block only seen whole has no announcers.
     pub fn rows(&self) -> Vec<BlockAnnouncements> {
         let mut rows: Vec<BlockAnnouncements> = self
             .blocks
             .iter()
             .filter_map(|(hash, s)| {
-                let first = *s.by_peer.values().min()?;
+                let first = s.by_peer.values().min().copied().or(s.block_seen_ns)?;
                 let mut delays: Vec<f64> = s
                     .by_peer
                     .values()

@@ -250,10 +250,10 @@ pub struct CaptureBlockRow {
     pub hash: String,
     /// Peers of the capture that announced it (`inv`, `headers`, `cmpctblock`).
     pub announcers: usize,
-    /// Delay of the median announcer after the first (ms).
-    pub announce_median_ms: f64,
+    /// Delay of the median announcer after the first (ms); none without announcers.
+    pub announce_median_ms: Option<f64>,
     /// Delay of the last announcer after the first (ms).
-    pub announce_spread_ms: f64,
+    pub announce_spread_ms: Option<f64>,
     /// Whether the block itself was in the capture (and so replayed).
     pub replayed: bool,
     /// Photon: source node to each receiving node, median and max (ms); to 90% of them.
@@ -571,10 +571,12 @@ impl Report {
             let _ = writeln!(
                 s,
                 "\n## The capture's own network beside Photon\n\n\
-                 Each block the capture saw announced (`inv`, `headers`, `cmpctblock`): how many of \
-                 its peers announced it and how long after the first announcement the median and \
-                 the last of them did, beside Photon's propagation of the same block in this run \
-                 (blocks only announced, never carried whole in the capture, were not replayed).\n"
+                 Each block the capture saw announced (`inv`, `headers`, `cmpctblock`) or carried \
+                 whole: how many of its peers announced it and how long after the first \
+                 announcement the median and the last of them did, beside Photon's propagation \
+                 of the same block in this run (blocks only announced, never carried whole in \
+                 the capture, were not replayed; blocks sent whole without an announcement have \
+                 no announcers).\n"
             );
             let _ = writeln!(
                 s,
@@ -584,14 +586,14 @@ impl Report {
             for b in &self.capture_blocks {
                 let _ = writeln!(
                     s,
-                    "| …{}… | {} | {:.3} | {:.3} | {} | {} | {} | {} |",
+                    "| …{}… | {} | {} | {} | {} | {} | {} | {} |",
                     {
                         let h = b.hash.trim_start_matches('0');
                         h.get(..12).unwrap_or(h)
                     },
                     b.announcers,
-                    b.announce_median_ms,
-                    b.announce_spread_ms,
+                    f(b.announce_median_ms),
+                    f(b.announce_spread_ms),
                     if b.replayed { "yes" } else { "no" },
                     f(b.photon_p50_ms),
                     f(b.photon_t90_ms),
@@ -990,5 +992,50 @@ mod tests {
             assert!(svg.contains("fec"));
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn capture_announcements_beside_photon() {
+        use crate::capture_feed::{
+            BlockAnnouncements, CaptureStatsSummary, FeedCounts, FeedSummary,
+        };
+        let row = |hash: &str, delays: Vec<f64>, seen: bool| BlockAnnouncements {
+            hash: hash.into(),
+            announcers: delays.len(),
+            first_ns: 1,
+            delays_ms: delays,
+            by_command: BTreeMap::new(),
+            block_seen_ns: seen.then_some(2),
+        };
+        let summary = FeedSummary {
+            capture: PathBuf::from("x.pcap"),
+            stats: CaptureStatsSummary::default(),
+            counts: FeedCounts::default(),
+            t0_ns: Some(1),
+            announcements: vec![
+                row("aa", vec![0.0, 12.5, 40.0], true),
+                row("bb", vec![], true),
+                row("cc", vec![0.0], false),
+            ],
+            announcements_dropped: 0,
+            sync_headers: 0,
+        };
+        let mut r = Report::build(&samples(), "capture x.pcap");
+        r.add_capture(&summary);
+        let aa = &r.capture_blocks[0];
+        assert_eq!(
+            (aa.announcers, aa.announce_median_ms, aa.announce_spread_ms),
+            (3, Some(12.5), Some(40.0))
+        );
+        assert_eq!(aa.photon_t90_ms, Some(9.0));
+        assert_eq!(r.capture_blocks[1].announce_median_ms, None);
+        assert!(!r.capture_blocks[2].replayed);
+        assert_eq!(r.capture_blocks[2].photon_p50_ms, None);
+        let md = r.to_markdown();
+        assert!(
+            md.contains("| …aa… | 3 | 12.500 | 40.000 | yes | 5.003 | 9.000 | 10.007 |"),
+            "{md}"
+        );
+        assert!(md.contains("| …bb… | 0 | - | - | yes |"), "{md}");
     }
 }
