@@ -19,8 +19,8 @@
 //!   a retransmission filled a hole late; such a message keeps its own capture time.
 //!
 //! [`Announcements`] is what the capture shows about the P2P network itself: for each block,
-//! when each peer of the capture first announced it (`inv` of a block, `headers` of at most 8
-//! headers, as a node announces, `cmpctblock`), so the report can put the spread of a block
+//! when each peer of the capture first announced it (`inv` or `headers` of at most 8 blocks, as
+//! a node announces, `cmpctblock`; longer ones are chain sync), so the report can put the spread of a block
 //! over the capture's peers beside Photon's propagation of the same block.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -50,8 +50,9 @@ pub const CAPTURE_MAGICS: [[u8; 4]; 5] = [
     [0x0a, 0x0d, 0x0d, 0x0a],
 ];
 
-/// Headers messages longer than this are chain sync, not announcements (Bitcoin Core announces
-/// at most `MAX_BLOCKS_TO_ANNOUNCE` = 8 blocks by headers).
+/// Headers messages longer than this, and `inv`s of more blocks than this, are chain sync, not
+/// announcements (Bitcoin Core announces at most `MAX_BLOCKS_TO_ANNOUNCE` = 8 blocks by
+/// headers; an `inv` of hundreds of blocks answers a `getblocks`).
 pub const MAX_ANNOUNCED_HEADERS: usize = 8;
 
 /// Limits of a feed.
@@ -272,6 +273,9 @@ pub struct Announcements {
     pub dropped: u64,
     /// `headers` messages of more than [`MAX_ANNOUNCED_HEADERS`] (chain sync), not counted.
     pub sync_headers: u64,
+    /// `inv` messages of more than [`MAX_ANNOUNCED_HEADERS`] blocks (the answer to a
+    /// `getblocks`: chain sync), not counted.
+    pub sync_invs: u64,
 }
 
 impl Announcements {
@@ -281,6 +285,7 @@ impl Announcements {
             max_blocks,
             dropped: 0,
             sync_headers: 0,
+            sync_invs: 0,
         }
     }
 
@@ -305,13 +310,22 @@ impl Announcements {
         let peer = (m.flow.interface, m.flow.src);
         match &m.message {
             NetworkMessage::Inv(items) => {
-                for i in items {
-                    if let Inventory::Block(h)
-                    | Inventory::WitnessBlock(h)
-                    | Inventory::CompactBlock(h) = i
-                    {
-                        self.announce(*h, peer, m.ts_ns, "inv");
-                    }
+                let blocks: Vec<BlockHash> = items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Inventory::Block(h)
+                        | Inventory::WitnessBlock(h)
+                        | Inventory::CompactBlock(h) => Some(*h),
+                        _ => None,
+                    })
+                    .collect();
+                if blocks.len() > MAX_ANNOUNCED_HEADERS {
+                    // The answer to a `getblocks` (up to 500 hashes): chain sync.
+                    self.sync_invs += 1;
+                    return;
+                }
+                for h in blocks {
+                    self.announce(h, peer, m.ts_ns, "inv");
                 }
             }
             NetworkMessage::Headers(headers) if headers.len() > MAX_ANNOUNCED_HEADERS => {
@@ -377,6 +391,9 @@ pub struct FeedSummary {
     pub announcements: Vec<BlockAnnouncements>,
     pub announcements_dropped: u64,
     pub sync_headers: u64,
+    /// `inv`s of more than [`MAX_ANNOUNCED_HEADERS`] blocks (chain sync), not counted.
+    #[serde(default)]
+    pub sync_invs: u64,
 }
 
 /// The capture counters the summary keeps (the full [`CaptureStats`] is not deserialisable).
@@ -572,6 +589,7 @@ impl CaptureFeed {
                     announcements: ann.rows(),
                     announcements_dropped: ann.dropped,
                     sync_headers: ann.sync_headers,
+                    sync_invs: ann.sync_invs,
                 };
                 let _ = tx.send(FeedItem::End(Box::new(summary)));
                 Ok(())

@@ -1019,6 +1019,7 @@ mod tests {
             ],
             announcements_dropped: 0,
             sync_headers: 0,
+            sync_invs: 0,
         };
         let mut r = Report::build(&samples(), "capture x.pcap");
         r.add_capture(&summary);
