@@ -575,18 +575,22 @@ pub struct ReplayPcapArgs {
 pub fn run_replay_pcap(args: &ReplayPcapArgs) -> Result<(), String> {
     let mut first_ts = None;
     let list = args.list;
+    let mut stdout_closed = false;
     let started = std::time::Instant::now();
     let stats = read_capture(&args.file, TcpConfig::default(), |m| {
-        if list {
+        if list && !stdout_closed {
             let t0 = *first_ts.get_or_insert(m.ts_ns);
-            println!(
+            // A closed stdout (`| head`) ends the listing, not the process with a panic.
+            stdout_closed = writeln!(
+                std::io::stdout(),
                 "{:>12.6}s  {}  {:<10} {:>8} B  {}",
                 (m.ts_ns - t0) as f64 / 1e9,
                 m.flow,
                 m.message.cmd(),
                 m.wire_len,
                 summary(&m.message)
-            );
+            )
+            .is_err();
         }
     })
     .map_err(|e| e.to_string())?;
