@@ -227,7 +227,7 @@ fn testbed_p2p_traffic_captured_and_replayed() {
             Event::Block { block, .. } => block.block_hash().to_string(),
         };
         let want = sent_offset[id.as_str()];
-        let diff = if *at > want { *at - want } else { want - *at };
+        let diff = at.abs_diff(want);
         assert!(
             diff < Duration::from_millis(50),
             "{id}: at {at:?}, sent at {want:?}"

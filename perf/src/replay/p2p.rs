@@ -173,7 +173,7 @@ impl StreamDecoder {
                         // frame cut by the chunk could be taken for a legacy one.
                         match self.legacy_frame(tag, true) {
                             Legacy::Frame(f) => return Some(f),
-                            Legacy::NotLegacy | Legacy::NeedMore => return None,
+                            Legacy::Not | Legacy::NeedMore => return None,
                         }
                     }
                     let checksum = sha256d::Hash::hash(&avail[HEADER_LEN..total]);
@@ -181,7 +181,7 @@ impl StreamDecoder {
                         match self.legacy_frame(tag, false) {
                             Legacy::Frame(f) => return Some(f),
                             Legacy::NeedMore => return None,
-                            Legacy::NotLegacy => {
+                            Legacy::Not => {
                                 self.header_refused();
                                 continue;
                             }
@@ -213,7 +213,7 @@ impl StreamDecoder {
     fn legacy_frame<T: Clone>(&mut self, tag: &T, next_magic: bool) -> Legacy<T> {
         let avail = &self.buf[self.start..];
         let Some(len) = legacy_header(avail) else {
-            return Legacy::NotLegacy;
+            return Legacy::Not;
         };
         let total = LEGACY_HEADER_LEN + len;
         let Some(payload) = avail.get(LEGACY_HEADER_LEN..total) else {
@@ -222,7 +222,7 @@ impl StreamDecoder {
         if next_magic {
             match avail.get(total..total + 4) {
                 None => return Legacy::NeedMore,
-                Some(m) if !KNOWN_MAGICS.iter().any(|k| k == m) => return Legacy::NotLegacy,
+                Some(m) if !KNOWN_MAGICS.iter().any(|k| k == m) => return Legacy::Not,
                 Some(_) => {}
             }
         }
@@ -233,7 +233,7 @@ impl StreamDecoder {
         full.extend_from_slice(payload);
         let mut stats = self.stats.clone();
         let Some((magic, message)) = decode(&full, true, &mut stats) else {
-            return Legacy::NotLegacy;
+            return Legacy::Not;
         };
         self.stats = stats;
         self.stats.frames += 1;
@@ -266,7 +266,8 @@ enum Legacy<T> {
     Frame(Frame<T>),
     /// It may be one, once more bytes come.
     NeedMore,
-    NotLegacy,
+    /// It is not one.
+    Not,
 }
 
 /// A whole 24-byte-header frame (checksum already checked) decoded by the `bitcoin` crate; with
