@@ -9,7 +9,7 @@
 //! `--speed`), lingers for late arrivals and writes its records. With `--capture` the source
 //! plays a pcap/pcapng capture instead ([`CaptureFeed`]: streamed while it plays, deduplicated
 //! across the capture's peers, at the capture's own timing divided by `--speed`, with a progress
-//! bar over the file on a terminal), and writes the description (the report's first line) and
+//! bar over the file on a terminal, a progress line every 10 s otherwise), and writes the description (the report's first line) and
 //! the capture's summary (with each block's announcements across the capture's peers) when the
 //! capture has been played to its end.
 
@@ -166,6 +166,9 @@ fn replay(args: &Args, node: &EmuNode) -> Result<(), String> {
     Ok(())
 }
 
+/// How often a replay without a terminal prints a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// How late an event may be played before it counts as late.
 const LATE: Duration = Duration::from_millis(10);
 
@@ -199,6 +202,7 @@ fn replay_capture(args: &Args, capture: &Path, node: &EmuNode) -> Result<(), Str
     let (mut txs, mut blocks, mut late) = (0u64, 0u64, 0u64);
     let mut first_event_at = None;
     let mut summary = None;
+    let mut last_line = Instant::now();
     while let Some(item) = feed.recv() {
         match item {
             FeedItem::Event {
@@ -221,6 +225,16 @@ fn replay_capture(args: &Args, capture: &Path, node: &EmuNode) -> Result<(), Str
                 }
                 bar.set_position(file_offset);
                 bar.set_message(format!("{txs} txs, {blocks} blocks"));
+                // Without a terminal (the demo's log) the bar is hidden: a line every 10 s.
+                if bar.is_hidden() && last_line.elapsed() >= PROGRESS_EVERY {
+                    last_line = Instant::now();
+                    println!(
+                        "progress: {:.1}% of the capture read, {txs} txs and {blocks} blocks \
+                         played, {:.0} s in",
+                        100.0 * file_offset as f64 / feed.file_len.max(1) as f64,
+                        start.elapsed().as_secs_f64()
+                    );
+                }
             }
             FeedItem::End(s) => summary = Some(s),
         }
