@@ -131,7 +131,7 @@ fn tcpdump(ns: &str, args: &[&str], file: &Path) -> Child {
     child
 }
 
-fn stop(mut child: Child) {
+fn stop(child: &mut Child) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -203,8 +203,11 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
     }
     let any = dir.join("any.pcap");
     let eth = dir.join("eth.pcap");
-    let d_any = tcpdump(&ns.a, &["-i", "any", "-y", "LINUX_SLL2"], &any);
-    let d_eth = tcpdump(&ns.a, &["-i", &format!("{prefix}va")], &eth);
+    // Held by the guard too: a failed assertion must not leave them capturing.
+    ns.children
+        .push(tcpdump(&ns.a, &["-i", "any", "-y", "LINUX_SLL2"], &any));
+    ns.children
+        .push(tcpdump(&ns.a, &["-i", &format!("{prefix}va")], &eth));
 
     let b = block(227836);
     let convo = conversation(7, &b);
@@ -226,10 +229,11 @@ fn sll2_vlan_ipv6_and_two_interfaces_from_real_traffic() {
         assert!(st.success(), "client to {addr}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop(d_any);
-    stop(d_eth);
+    for dump in ns.children.iter_mut().skip(2) {
+        stop(dump);
+    }
     std::fs::write(&stop_file, b"").unwrap();
-    for n in &mut ns.children {
+    for n in ns.children.iter_mut().take(2) {
         let _ = n.wait();
     }
 

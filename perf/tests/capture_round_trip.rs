@@ -100,8 +100,19 @@ fn tcpdump(file: &Path, port: u16) -> Child {
     child
 }
 
+/// A tcpdump killed on drop (a failed assertion must not leave it capturing).
+struct Dump(Child);
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// SIGTERM (tcpdump flushes and closes the file), then wait.
-fn stop(mut child: Child) {
+fn stop(mut dump: Dump) {
+    let child = &mut dump.0;
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -113,8 +124,7 @@ fn stop(mut child: Child) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    // Still running: the drop kills it.
 }
 
 fn ids(events: &[(Duration, Event)]) -> (Vec<Txid>, Vec<BlockHash>) {
@@ -139,7 +149,7 @@ fn testbed_p2p_traffic_captured_and_replayed() {
     // 1. Record: a trace of two real blocks (their transactions first, 5% never announced)
     //    played into node A, whose gateway fetches each transaction and takes each block.
     let (a, gw_a) = pair("nodeA");
-    let dump = tcpdump(&file, a.local_addr().port());
+    let dump = Dump(tcpdump(&file, a.local_addr().port()));
     let trace = Trace::from_blocks(vec![block(227835), block(227836)], &TraceConfig::default())
         .scaled(400.0); // 2 blocks 600 s apart: 3 s
     trace.replay(1.0, |_, e| {

@@ -31,6 +31,10 @@ fn record_loopback(dir: &Path, b: &Block) -> Option<PathBuf> {
             "-U",
             "--immediate-mode",
             "-n",
+            // A 16 MiB kernel buffer (the default is 2 MiB): with the default, the second
+            // connection's burst was lost when tcpdump lost the CPU to a loaded machine.
+            "-B",
+            "16384",
             "--time-stamp-precision",
             "nano",
             "-w",
