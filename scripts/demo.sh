@@ -33,14 +33,27 @@
 # (1: with 2 DPDK relays each gets the other's MAC as a static [[neighbour]]; 0: they resolve
 # each other by ARP),
 # PHOTON_DEMO_SKIP_SETUP=1 (skip scripts/setup.sh), PHOTON_DEMO_SKIP_BUILD=1 (use the release
-# binaries already built).
+# binaries already built),
+# PHOTON_DEMO_CAPTURE=path.pcap[ng] (replay a capture instead of PHOTON_DEMO_HEIGHTS: its
+# transactions and blocks, each once at its first capture time over all the capture's peers,
+# at the capture's own timing divided by PHOTON_DEMO_SPEED, whose default is then 1, real time;
+# streamed as it plays, any length; the report adds each block's announcements across the
+# capture's peers beside Photon's propagation of it. `photon-perf emunode --capture`).
 set -euo pipefail
+CAPTURE=${PHOTON_DEMO_CAPTURE:-}
+if [ -n "$CAPTURE" ]; then
+  if [ ! -r "$CAPTURE" ]; then
+    echo "demo: PHOTON_DEMO_CAPTURE=$CAPTURE is not a readable file" >&2
+    exit 2
+  fi
+  CAPTURE=$(realpath "$CAPTURE")
+fi
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 GATEWAYS=${PHOTON_DEMO_GATEWAYS:-8}
 HEIGHTS=${PHOTON_DEMO_HEIGHTS:-702861,574200,556977}
-SPEED=${PHOTON_DEMO_SPEED:-90}
+if [ -n "$CAPTURE" ]; then SPEED=${PHOTON_DEMO_SPEED:-1}; else SPEED=${PHOTON_DEMO_SPEED:-90}; fi
 RATE=${PHOTON_DEMO_RATE:-1gbit}
 UPLINK=${PHOTON_DEMO_UPLINK_MBPS:-1000}
 BACKEND=${PHOTON_RELAY_BACKEND:-dpdk}
@@ -270,9 +283,12 @@ for r in $(seq 0 $((RELAYS - 1))); do
 done
 STOP=$WORK/stop
 NODE_PIDS=()
+# A capture plays as long as it lasts: the receivers then stop only on the stop file.
+MAX_S=600
+if [ -n "$CAPTURE" ]; then MAX_S=604800; fi
 for i in $(seq 1 $((GATEWAYS - 1))); do
   ip netns exec "$(ns "g$i")" "$BIN/photon-perf" emunode --name "node$i" --listen 127.0.0.1:8333 \
-    --records "$WORK/records/node$i.jsonl" --stop-file "$STOP" \
+    --records "$WORK/records/node$i.jsonl" --stop-file "$STOP" --max-seconds "$MAX_S" \
     >"$WORK/logs/node$i.log" 2>&1 &
   PIDS+=($!)
   NODE_PIDS+=($!)
@@ -284,9 +300,17 @@ for i in $(seq 0 $((GATEWAYS - 1))); do
   PIDS+=($!)
 done
 
-echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time"
+REPORT_FLAGS=()
+if [ -n "$CAPTURE" ]; then
+  echo "== replaying capture $CAPTURE at node0 (gateway 0), ${SPEED}x real time"
+  SOURCE_FLAGS=(--capture "$CAPTURE" --summary-out "$WORK/records/capture-summary.json")
+  REPORT_FLAGS=(--capture-summary "$WORK/records/capture-summary.json")
+else
+  echo "== replaying blocks $HEIGHTS at node0 (gateway 0), ${SPEED}x real time"
+  SOURCE_FLAGS=(--replay "$HEIGHTS" --blocks-dir "$ROOT/data/bitcoin/mainnet")
+fi
 ip netns exec "$(ns g0)" "$BIN/photon-perf" emunode --name node0 --listen 127.0.0.1:8333 \
-  --records "$WORK/records/node0.jsonl" --replay "$HEIGHTS" --blocks-dir "$ROOT/data/bitcoin/mainnet" \
+  --records "$WORK/records/node0.jsonl" "${SOURCE_FLAGS[@]}" \
   --speed "$SPEED" --start-delay-s 3 --linger-s 5 --description-out "$WORK/description.txt" \
   2> >(tee "$WORK/logs/node0.log" >&2) &
 SRC=$!
@@ -310,7 +334,7 @@ fi
 echo "== report"
 "$BIN/photon-perf" report "$WORK"/records/*.jsonl --out "$OUT" \
   --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, $RELAYS relay(s) ($BACKEND backend, $FORWARDING), blocks $ENCODING, encrypt $ENCRYPT, links $RATE" \
-  >"$WORK/report.txt"
+  "${REPORT_FLAGS[@]}" >"$WORK/report.txt"
 cat "$OUT/report.md"
 echo
 echo "report: $OUT/report.md, $OUT/report.json; plots: $(cd "$OUT" && ls *.png *.svg | tr '\n' ' ')"

@@ -372,6 +372,7 @@ mod tests {
             negative_intervals: 0,
             unparsed_lines: 0,
             cdf_ms: vec![],
+            capture_blocks: Vec::new(),
         }
     }
 

@@ -3,6 +3,8 @@
 //!
 //! - [`replay`]: Bitcoin P2P messages pulled out of packet captures (pcap and pcapng), with TCP
 //!   reassembly that survives lost packets and mid-stream starts.
+//! - [`capture_feed`]: a capture replayed through the testbed: streamed, deduplicated across
+//!   its peers, at its own timing; each block's announcements across the capture's peers.
 //! - [`trace`]: a replay built from real blocks (their transactions arrive as a Poisson stream
 //!   before each block; a chosen fraction never reaches the receivers).
 //! - [`impair`]: a seeded delay/jitter/loss/reorder/duplicate link (sans-IO core and a UDP
@@ -16,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture_feed;
 pub mod compare;
 pub mod emunode;
 pub mod impair;

@@ -40,6 +40,9 @@ enum Cmd {
     /// The Bitcoin P2P messages (version, inv, tx, block, cmpctblock, headers) of a pcap or
     /// pcapng capture, with TCP reassembly; prints what it found and counted.
     ReplayPcap(photon_perf::replay::ReplayPcapArgs),
+    /// A large pcap made of copies of a real one (time- and port-shifted), for parse-rate and
+    /// memory measurements.
+    CaptureTile(photon_perf::replay::write::TileArgs),
     /// The propagation report (percentiles, time to 90%, bytes on the wire, per-stage
     /// breakdown; JSON, markdown, SVG/PNG plots) from the JSON-lines records of a run.
     Report(photon_perf::report::ReportArgs),
@@ -47,7 +50,8 @@ enum Cmd {
     /// physical limit of a chosen block and the perf goals checked (scripts/baselines.sh).
     Compare(photon_perf::compare::CompareArgs),
     /// One emulated Bitcoin node as its own process (the end-to-end run, scripts/demo.sh):
-    /// records what its gateway delivers; with --replay, plays a trace of real blocks.
+    /// records what its gateway delivers; with --replay, plays a trace of real blocks; with
+    /// --capture, the transactions and blocks of a pcap/pcapng capture at its own timing.
     Emunode(e2e::Args),
 }
 
@@ -60,6 +64,7 @@ fn main() {
         Cmd::VethBench(args) => veth_bench::run(&args),
         Cmd::VethGen(args) => veth_bench::run_gen(&args),
         Cmd::ReplayPcap(args) => photon_perf::replay::run_replay_pcap(&args),
+        Cmd::CaptureTile(args) => photon_perf::replay::write::run_tile(&args),
         Cmd::Report(args) => photon_perf::report::run_report(&args),
         Cmd::Compare(args) => photon_perf::compare::run_compare(&args),
         Cmd::Emunode(args) => e2e::run(&args),

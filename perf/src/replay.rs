@@ -13,10 +13,11 @@
 
 pub mod p2p;
 pub mod tcp;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -40,8 +41,10 @@ pub struct CapturedMessage {
     /// The direction it travelled.
     pub flow: FlowKey,
     pub magic: Magic,
-    /// Bytes of the frame (24-byte header and payload).
+    /// Bytes of the frame (24- or 20-byte header and payload).
     pub wire_len: usize,
+    /// Byte offset in the capture file of the packet that completed it (progress of a replay).
+    pub file_offset: u64,
     pub message: NetworkMessage,
 }
 
@@ -67,8 +70,51 @@ pub struct CaptureStats {
     /// Capture time of the first and last packet (unix nanoseconds).
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: Option<u64>,
-    /// Why reading stopped before the end of the file, if it did (truncated or corrupt file).
-    pub stopped_early: Option<String>,
+    /// Why reading stopped before the end of the file, if it did (truncated or corrupt file),
+    /// with the byte offset where.
+    pub stopped_early: Option<CaptureFault>,
+    /// Bytes of the capture read (up to the fault, if there was one).
+    pub bytes_read: u64,
+}
+
+/// Why a capture stopped being readable before its end, and at which byte offset of the file.
+/// [`read_capture`] keeps what it read before the fault (a capture cut short by a crash is
+/// still worth replaying) and reports the fault in [`CaptureStats::stopped_early`];
+/// [`CaptureStats::check`] turns it into an error for those who want one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum CaptureFault {
+    /// The file ends inside a block (a capture cut short, or still being written).
+    #[error("truncated at byte {offset}: the file ends inside a block ({left} bytes left over)")]
+    Truncated { offset: u64, left: usize },
+    /// A block at `offset` does not parse (bad block type, lengths that disagree...).
+    #[error("corrupt at byte {offset}: {reason}")]
+    Corrupt { offset: u64, reason: String },
+    /// A block at `offset` says it is larger than the reader's limit.
+    #[error("corrupt at byte {offset}: a block larger than {max} bytes")]
+    BlockTooLarge { offset: u64, max: usize },
+    /// Reading the file failed at `offset`.
+    #[error("read error at byte {offset}: {reason}")]
+    Read { offset: u64, reason: String },
+}
+
+impl CaptureFault {
+    /// Byte offset in the file where the fault is.
+    pub fn offset(&self) -> u64 {
+        match self {
+            CaptureFault::Truncated { offset, .. }
+            | CaptureFault::Corrupt { offset, .. }
+            | CaptureFault::BlockTooLarge { offset, .. }
+            | CaptureFault::Read { offset, .. } => *offset,
+        }
+    }
+}
+
+impl CaptureStats {
+    /// `Err` with the fault if the capture was not readable to its end.
+    pub fn check(&self) -> Result<(), CaptureFault> {
+        self.stopped_early.clone().map_or(Ok(()), Err)
+    }
 }
 
 /// Why a capture could not be read at all.
@@ -79,7 +125,7 @@ pub enum CaptureError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a pcap or pcapng capture: {reason}")]
+    #[error("{path} is not a pcap or pcapng capture (at byte 0): {reason}")]
     NotACapture { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
     Write {
@@ -90,7 +136,7 @@ pub enum CaptureError {
 
 /// Largest block the reader's buffer grows to (a pcapng block holds one packet: 256 KiB snaplen
 /// is tcpdump's default; 16 MiB leaves room for odd writers).
-const MAX_BLOCK: usize = 16 << 20;
+pub const MAX_BLOCK: usize = 16 << 20;
 const READ_BUFFER: usize = 1 << 20;
 
 /// Per-interface timestamp decoding of a pcapng section.
@@ -107,6 +153,10 @@ struct Interface {
 pub struct PacketExtractor {
     reassembler: tcp::Reassembler,
     stats: CaptureStats,
+    /// File offset of the frame being handled (set by the file reader).
+    file_offset: u64,
+    /// Interface of the frames handled next (pcapng; set by the file reader, 0 otherwise).
+    pub interface: u32,
 }
 
 impl PacketExtractor {
@@ -114,6 +164,8 @@ impl PacketExtractor {
         PacketExtractor {
             reassembler: tcp::Reassembler::new(config),
             stats: CaptureStats::default(),
+            file_offset: 0,
+            interface: 0,
         }
     }
 
@@ -178,8 +230,10 @@ impl PacketExtractor {
         let key = FlowKey {
             src: SocketAddr::new(src_ip, tcp.source_port()),
             dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+            interface: self.interface,
         };
         let stats = &mut self.stats;
+        let offset = self.file_offset;
         self.reassembler.handle_segment(
             ts_ns,
             key,
@@ -188,15 +242,16 @@ impl PacketExtractor {
             tcp.fin(),
             tcp.rst(),
             tcp.payload(),
-            &mut |(flow, frame)| keep(stats, flow, frame, on_message),
+            &mut |(flow, frame)| keep(stats, flow, frame, offset, on_message),
         );
     }
 
     /// End of the capture: skip what holes are left, close every stream, return the counters.
     pub fn finish(mut self, on_message: &mut impl FnMut(CapturedMessage)) -> CaptureStats {
         let stats = &mut self.stats;
+        let offset = self.file_offset;
         self.reassembler
-            .finish(&mut |(flow, frame)| keep(stats, flow, frame, on_message));
+            .finish(&mut |(flow, frame)| keep(stats, flow, frame, offset, on_message));
         self.stats.tcp = self.reassembler.stats();
         self.stats
     }
@@ -206,6 +261,7 @@ fn keep(
     stats: &mut CaptureStats,
     flow: FlowKey,
     frame: p2p::Frame<u64>,
+    file_offset: u64,
     on_message: &mut impl FnMut(CapturedMessage),
 ) {
     let cmd = frame.message.cmd().to_string();
@@ -216,6 +272,7 @@ fn keep(
             flow,
             magic: frame.magic,
             wire_len: frame.wire_len,
+            file_offset,
             message: frame.message,
         });
     } else {
@@ -223,32 +280,56 @@ fn keep(
     }
 }
 
-/// Reads the capture at `path` (pcap or pcapng, probed), calling `on_message` for each kept
-/// message in the order they became complete.
+/// Reads the capture at `path` (pcap or pcapng, probed) as a stream, calling `on_message` for
+/// each kept message in the order they became complete: the first message comes out long
+/// before a large file is read to its end, and memory stays bounded (one read buffer of at most
+/// [`MAX_BLOCK`] bytes, plus the reassembler's limits in [`TcpConfig`]) whatever the file's size.
 pub fn read_capture(
     path: &Path,
     config: TcpConfig,
-    mut on_message: impl FnMut(CapturedMessage),
+    on_message: impl FnMut(CapturedMessage),
 ) -> Result<CaptureStats, CaptureError> {
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: path.to_owned(),
         source,
     })?;
+    read_capture_from(BufReader::new(file), path, config, on_message)
+}
+
+/// [`read_capture`] of bytes in memory (tests, the fuzz target).
+pub fn read_capture_bytes(
+    bytes: &[u8],
+    config: TcpConfig,
+    on_message: impl FnMut(CapturedMessage),
+) -> Result<CaptureStats, CaptureError> {
+    read_capture_from(bytes, Path::new("<bytes>"), config, on_message)
+}
+
+/// [`read_capture`] from any reader; `path` names it in errors.
+pub fn read_capture_from<R: Read>(
+    source: R,
+    path: &Path,
+    config: TcpConfig,
+    mut on_message: impl FnMut(CapturedMessage),
+) -> Result<CaptureStats, CaptureError> {
     let not_a_capture = |reason: String| CaptureError::NotACapture {
         path: path.to_owned(),
         reason,
     };
-    let mut reader = create_reader(READ_BUFFER, BufReader::new(file))
-        .map_err(|e| not_a_capture(e.to_string()))?;
+    let mut reader =
+        create_reader(READ_BUFFER, source).map_err(|e| not_a_capture(e.to_string()))?;
     let mut capacity = READ_BUFFER;
     let mut ex = PacketExtractor::new(config);
     let mut legacy: Option<(Linktype, bool)> = None;
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut format = None;
     let mut stopped_early = None;
+    // File offset of the block at the front of the reader's buffer.
+    let mut offset = 0u64;
     loop {
         match reader.next() {
             Ok((consumed, block)) => {
+                ex.file_offset = offset;
                 match block {
                     PcapBlockOwned::LegacyHeader(h) => {
                         format = Some("pcap");
@@ -285,6 +366,7 @@ pub fn read_capture(
                                 let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                 let ts = ng_ts(raw, i.units_per_sec, i.offset_sec);
                                 let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
+                                ex.interface = epb.if_id;
                                 ex.handle_frame(
                                     ts,
                                     i.linktype,
@@ -304,41 +386,60 @@ pub fn read_capture(
                     PcapBlockOwned::NG(_) => {}
                 }
                 reader.consume(consumed);
+                offset += consumed as u64;
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
                 if reader.reader_exhausted() {
                     if !reader.data().is_empty() {
-                        stopped_early = Some(format!(
-                            "file ends inside a block ({} bytes left over)",
-                            reader.data().len()
-                        ));
+                        stopped_early = Some(CaptureFault::Truncated {
+                            offset,
+                            left: reader.data().len(),
+                        });
                     }
                     break;
                 }
                 let before = reader.data().len();
                 if let Err(e) = reader.refill() {
-                    stopped_early = Some(format!("read error: {e}"));
+                    stopped_early = Some(CaptureFault::Read {
+                        offset,
+                        reason: e.to_string(),
+                    });
                     break;
                 }
                 if reader.data().len() == before {
                     // The buffer is full and still holds no whole block: grow it.
                     if capacity >= MAX_BLOCK || !reader.grow(capacity * 2) {
-                        stopped_early = Some(format!("a block larger than {MAX_BLOCK} bytes"));
+                        stopped_early = Some(CaptureFault::BlockTooLarge {
+                            offset,
+                            max: MAX_BLOCK,
+                        });
                         break;
                     }
                     capacity *= 2;
                 }
             }
+            Err(PcapError::UnexpectedEof) => {
+                stopped_early = Some(CaptureFault::Truncated {
+                    offset,
+                    left: reader.data().len(),
+                });
+                break;
+            }
             Err(e) => {
-                stopped_early = Some(format!("corrupt capture: {e}"));
+                stopped_early = Some(CaptureFault::Corrupt {
+                    offset,
+                    reason: e.to_string(),
+                });
                 break;
             }
         }
     }
+    ex.file_offset = offset;
     let mut stats = ex.finish(&mut on_message);
     stats.format = format.unwrap_or("unknown").to_string();
     stats.stopped_early = stopped_early;
+    stats.bytes_read = offset;
     Ok(stats)
 }
 
@@ -362,16 +463,9 @@ fn ng_ts(raw: u64, units_per_sec: u64, offset_sec: i64) -> u64 {
 }
 
 /// Rewrites a pcap capture as pcapng (one interface, nanosecond timestamps), with
-/// `pcap-parser`'s writer. tcpdump writes only pcap; this gives tests and users a pcapng of the
-/// same packets. Returns the number of packets written.
+/// `pcap-parser`'s writer ([`write`]). tcpdump writes only pcap; this gives tests and users a
+/// pcapng of the same packets. Returns the number of packets written.
 pub fn pcap_to_pcapng(input: &Path, output: &Path) -> Result<u64, CaptureError> {
-    use pcap_parser::pcapng::{
-        EnhancedPacketBlock, InterfaceDescriptionBlock, OptionCode, PcapNGOption,
-        SectionHeaderBlock,
-    };
-    use pcap_parser::ToVec;
-    use std::borrow::Cow;
-
     let file = File::open(input).map_err(|source| CaptureError::Open {
         path: input.to_owned(),
         source,
@@ -385,58 +479,24 @@ pub fn pcap_to_pcapng(input: &Path, output: &Path) -> Result<u64, CaptureError> 
     let mut out = Vec::new();
     let mut nanos = false;
     let mut packets = 0u64;
-    let ser = |e: String| not_a_capture(format!("pcapng serialisation: {e}"));
+    let ser = |e: write::WriteError| not_a_capture(e.to_string());
     loop {
         match reader.next() {
             Ok((consumed, block)) => {
                 match block {
                     PcapBlockOwned::LegacyHeader(h) => {
                         nanos = h.is_nanosecond_precision();
-                        let mut shb = SectionHeaderBlock {
-                            block_type: pcap_parser::SHB_MAGIC,
-                            block_len1: 0,
-                            bom: pcap_parser::BOM_MAGIC,
-                            major_version: 1,
-                            minor_version: 0,
-                            section_len: -1,
-                            options: vec![],
-                            block_len2: 0,
-                        };
-                        out.extend(shb.to_vec().map_err(|e| ser(format!("{e:?}")))?);
-                        let tsresol = [9u8];
-                        let mut idb = InterfaceDescriptionBlock {
-                            block_type: pcap_parser::IDB_MAGIC,
-                            block_len1: 0,
-                            linktype: h.network,
-                            reserved: 0,
-                            snaplen: h.snaplen,
-                            options: vec![PcapNGOption {
-                                code: OptionCode::IfTsresol,
-                                len: 1,
-                                value: Cow::Borrowed(&tsresol),
-                            }],
-                            block_len2: 0,
-                            if_tsresol: 9,
-                            if_tsoffset: 0,
-                        };
-                        out.extend(idb.to_vec().map_err(|e| ser(format!("{e:?}")))?);
+                        out.extend(write::pcapng_section().map_err(ser)?);
+                        out.extend(write::pcapng_interface(h.network, h.snaplen).map_err(ser)?);
                     }
                     PcapBlockOwned::Legacy(b) => {
                         let frac = u64::from(b.ts_usec) * if nanos { 1 } else { 1_000 };
-                        let ts = u64::from(b.ts_sec) * 1_000_000_000 + frac;
-                        let mut epb = EnhancedPacketBlock {
-                            block_type: pcap_parser::EPB_MAGIC,
-                            block_len1: 0,
-                            if_id: 0,
-                            ts_high: (ts >> 32) as u32,
-                            ts_low: ts as u32,
-                            caplen: b.caplen,
-                            origlen: b.origlen,
-                            data: b.data,
-                            options: vec![],
-                            block_len2: 0,
+                        let p = write::Packet {
+                            interface: 0,
+                            ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + frac,
+                            data: b.data.to_vec(),
                         };
-                        out.extend(epb.to_vec().map_err(|e| ser(format!("{e:?}")))?);
+                        out.extend(write::pcapng_packet(&p, b.origlen).map_err(ser)?);
                         packets += 1;
                     }
                     PcapBlockOwned::NG(_) => {
@@ -468,6 +528,33 @@ pub fn pcap_to_pcapng(input: &Path, output: &Path) -> Result<u64, CaptureError> 
     Ok(packets)
 }
 
+#[cfg(feature = "fuzzing")]
+/// Fuzz entry (`fuzz/fuzz_targets/capture.rs`; `perf/tests/fuzz_corpus_capture.rs` replays the
+/// corpus through it): any bytes as a capture file. Small reassembler limits, so that the
+/// fuzzer reaches the hole-skipping and flow-refusing paths. Checked: no panic; what was read
+/// never passes the input's end, nor does a fault's offset or a message's; every message handed
+/// out is one of [`KEPT_COMMANDS`] and was counted.
+pub fn fuzz_capture(data: &[u8]) {
+    let config = TcpConfig {
+        max_flows: 8,
+        max_pending_bytes: 4096,
+        hole_timeout_ns: 1_000_000,
+    };
+    let mut seen = 0u64;
+    let Ok(stats) = read_capture_bytes(data, config, |m| {
+        assert!(KEPT_COMMANDS.contains(&m.message.cmd()));
+        assert!(m.file_offset <= data.len() as u64);
+        seen += 1;
+    }) else {
+        return;
+    };
+    assert!(stats.bytes_read <= data.len() as u64);
+    if let Some(f) = &stats.stopped_early {
+        assert!(f.offset() <= data.len() as u64, "{f}");
+    }
+    assert_eq!(stats.kept.values().sum::<u64>(), seen);
+}
+
 /// `photon-perf replay-pcap`: prints the Bitcoin messages of a capture and what was counted.
 #[derive(clap::Args, Debug)]
 pub struct ReplayPcapArgs {
@@ -479,26 +566,36 @@ pub struct ReplayPcapArgs {
     /// Print the counters as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also time `tcpdump -r FILE -w /dev/null` on the same file right after, and print both
+    /// parse rates (MB/s of capture) side by side.
+    #[arg(long)]
+    pub tcpdump_reference: bool,
 }
 
 /// Runs `photon-perf replay-pcap`.
 pub fn run_replay_pcap(args: &ReplayPcapArgs) -> Result<(), String> {
     let mut first_ts = None;
     let list = args.list;
+    let mut stdout_closed = false;
+    let started = std::time::Instant::now();
     let stats = read_capture(&args.file, TcpConfig::default(), |m| {
-        if list {
+        if list && !stdout_closed {
             let t0 = *first_ts.get_or_insert(m.ts_ns);
-            println!(
+            // A closed stdout (`| head`) ends the listing, not the process with a panic.
+            stdout_closed = writeln!(
+                std::io::stdout(),
                 "{:>12.6}s  {}  {:<10} {:>8} B  {}",
                 (m.ts_ns - t0) as f64 / 1e9,
                 m.flow,
                 m.message.cmd(),
                 m.wire_len,
                 summary(&m.message)
-            );
+            )
+            .is_err();
         }
     })
     .map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_secs_f64();
     if args.json {
         println!(
             "{}",
@@ -534,13 +631,51 @@ pub fn run_replay_pcap(args: &ReplayPcapArgs) -> Result<(), String> {
     );
     let f = &stats.tcp.frames;
     println!(
-        "framing: {} frames, {} undecodable, {} resyncs, {} false magics, {} bytes skipped",
-        f.frames, f.undecodable, f.resyncs, f.false_magics, f.skipped_bytes
+        "framing: {} frames ({} with the pre-2012 20-byte header, {} versions without the relay \
+         byte), {} undecodable, {} resyncs, {} false magics, {} bytes skipped",
+        f.frames,
+        f.legacy_headers,
+        f.version_without_relay,
+        f.undecodable,
+        f.resyncs,
+        f.false_magics,
+        f.skipped_bytes
     );
+    let mb = stats.bytes_read as f64 / 1e6;
+    println!(
+        "parse: {mb:.3} MB in {elapsed:.3} s: {:.1} MB/s (pcap blocks, link/IP/TCP headers, \
+         reassembly, Bitcoin framing and decoding)",
+        mb / elapsed.max(1e-9)
+    );
+    if args.tcpdump_reference {
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new("tcpdump")
+            .arg("-r")
+            .arg(&args.file)
+            .args(["-w", "/dev/null"])
+            .output()
+            .map_err(|e| format!("cannot run tcpdump: {e}"))?;
+        let ref_s = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(format!(
+                "tcpdump -r failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let file_mb = std::fs::metadata(&args.file).map_or(mb, |m| m.len() as f64 / 1e6);
+        println!(
+            "reference: tcpdump -r FILE -w /dev/null: {file_mb:.3} MB in {ref_s:.3} s: {:.1} MB/s \
+             (read and write back only); photon-perf replay-pcap at {:.2}x its rate",
+            file_mb / ref_s.max(1e-9),
+            (mb / elapsed.max(1e-9)) / (file_mb / ref_s.max(1e-9))
+        );
+    }
     if let Some(why) = &stats.stopped_early {
         println!("stopped early: {why}");
     }
-    Ok(())
+    stats
+        .check()
+        .map_err(|e| format!("{}: {e}", args.file.display()))
 }
 
 /// One line about a message.

@@ -237,6 +237,29 @@ pub struct Report {
     /// Sorted propagation times (ms) for the CDF plot.
     #[serde(skip)]
     pub cdf_ms: Vec<f64>,
+    /// With a replayed capture: each block's spread over the capture's own peers beside
+    /// Photon's propagation of it ([`Report::add_capture`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capture_blocks: Vec<CaptureBlockRow>,
+}
+
+/// One block of a replayed capture: how the capture's P2P peers announced it, and how Photon
+/// carried it in the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptureBlockRow {
+    pub hash: String,
+    /// Peers of the capture that announced it (`inv`, `headers`, `cmpctblock`).
+    pub announcers: usize,
+    /// Delay of the median announcer after the first (ms); none without announcers.
+    pub announce_median_ms: Option<f64>,
+    /// Delay of the last announcer after the first (ms).
+    pub announce_spread_ms: Option<f64>,
+    /// Whether the block itself was in the capture (and so replayed).
+    pub replayed: bool,
+    /// Photon: source node to each receiving node, median and max (ms); to 90% of them.
+    pub photon_p50_ms: Option<f64>,
+    pub photon_max_ms: Option<f64>,
+    pub photon_t90_ms: Option<f64>,
 }
 
 impl Report {
@@ -423,7 +446,29 @@ impl Report {
             negative_intervals: negative,
             unparsed_lines: samples.unparsed_lines,
             cdf_ms: cdf,
+            capture_blocks: Vec::new(),
         }
+    }
+
+    /// Adds the capture's own propagation of each block (from the source's
+    /// [`crate::capture_feed::FeedSummary`]) beside Photon's: blocks the capture announced, and
+    /// blocks it carried whole without an announcement.
+    pub fn add_capture(&mut self, summary: &crate::capture_feed::FeedSummary) {
+        let mut rows = Vec::new();
+        for a in &summary.announcements {
+            let photon = self.blocks.iter().find(|b| b.hash == a.hash);
+            rows.push(CaptureBlockRow {
+                hash: a.hash.clone(),
+                announcers: a.announcers,
+                announce_median_ms: a.median_ms(),
+                announce_spread_ms: a.spread_ms(),
+                replayed: a.block_seen_ns.is_some(),
+                photon_p50_ms: photon.and_then(|b| b.p50_ms),
+                photon_max_ms: photon.and_then(|b| b.max_ms),
+                photon_t90_ms: photon.and_then(|b| b.t90_ms),
+            });
+        }
+        self.capture_blocks = rows;
     }
 
     /// The report as pretty JSON.
@@ -519,6 +564,40 @@ impl Report {
                     s,
                     "| {} | {} | {:.3} | {:.3} | {:.3} |",
                     st.stage, st.count, st.p50_ms, st.p90_ms, st.max_ms
+                );
+            }
+        }
+        if !self.capture_blocks.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## The capture's own network beside Photon\n\n\
+                 Each block the capture saw announced (`inv`, `headers`, `cmpctblock`) or carried \
+                 whole: how many of its peers announced it and how long after the first \
+                 announcement the median and the last of them did, beside Photon's propagation \
+                 of the same block in this run (blocks only announced, never carried whole in \
+                 the capture, were not replayed; blocks sent whole without an announcement have \
+                 no announcers).\n"
+            );
+            let _ = writeln!(
+                s,
+                "| block | announcers | median announcer ms | last announcer ms | replayed | Photon p50 ms | Photon to 90% ms | Photon max ms |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---|---:|---:|---:|");
+            for b in &self.capture_blocks {
+                let _ = writeln!(
+                    s,
+                    "| …{}… | {} | {} | {} | {} | {} | {} | {} |",
+                    {
+                        let h = b.hash.trim_start_matches('0');
+                        h.get(..12).unwrap_or(h)
+                    },
+                    b.announcers,
+                    f(b.announce_median_ms),
+                    f(b.announce_spread_ms),
+                    if b.replayed { "yes" } else { "no" },
+                    f(b.photon_p50_ms),
+                    f(b.photon_t90_ms),
+                    f(b.photon_max_ms)
                 );
             }
         }
@@ -765,6 +844,10 @@ pub struct ReportArgs {
     /// What the run replayed (first line of the report).
     #[arg(long, default_value = "")]
     pub description: String,
+    /// The source's capture summary (`photon-perf emunode --capture ... --summary-out`): adds
+    /// each block's announcements across the capture's peers beside Photon's propagation.
+    #[arg(long)]
+    pub capture_summary: Option<PathBuf>,
 }
 
 /// Runs `photon-perf report`.
@@ -773,7 +856,10 @@ pub fn run_report(args: &ReportArgs) -> Result<(), String> {
     for p in &args.records {
         samples.read_jsonl(p).map_err(|e| e.to_string())?;
     }
-    let report = Report::build(&samples, &args.description);
+    let mut report = Report::build(&samples, &args.description);
+    if let Some(p) = &args.capture_summary {
+        report.add_capture(&crate::capture_feed::FeedSummary::read(p)?);
+    }
     let files = report.write_all(&args.out).map_err(|e| e.to_string())?;
     print!("{}", report.to_markdown());
     for f in files {
@@ -906,5 +992,51 @@ mod tests {
             assert!(svg.contains("fec"));
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn capture_announcements_beside_photon() {
+        use crate::capture_feed::{
+            BlockAnnouncements, CaptureStatsSummary, FeedCounts, FeedSummary,
+        };
+        let row = |hash: &str, delays: Vec<f64>, seen: bool| BlockAnnouncements {
+            hash: hash.into(),
+            announcers: delays.len(),
+            first_ns: 1,
+            delays_ms: delays,
+            by_command: BTreeMap::new(),
+            block_seen_ns: seen.then_some(2),
+        };
+        let summary = FeedSummary {
+            capture: PathBuf::from("x.pcap"),
+            stats: CaptureStatsSummary::default(),
+            counts: FeedCounts::default(),
+            t0_ns: Some(1),
+            announcements: vec![
+                row("aa", vec![0.0, 12.5, 40.0], true),
+                row("bb", vec![], true),
+                row("cc", vec![0.0], false),
+            ],
+            announcements_dropped: 0,
+            sync_headers: 0,
+            sync_invs: 0,
+        };
+        let mut r = Report::build(&samples(), "capture x.pcap");
+        r.add_capture(&summary);
+        let aa = &r.capture_blocks[0];
+        assert_eq!(
+            (aa.announcers, aa.announce_median_ms, aa.announce_spread_ms),
+            (3, Some(12.5), Some(40.0))
+        );
+        assert_eq!(aa.photon_t90_ms, Some(9.0));
+        assert_eq!(r.capture_blocks[1].announce_median_ms, None);
+        assert!(!r.capture_blocks[2].replayed);
+        assert_eq!(r.capture_blocks[2].photon_p50_ms, None);
+        let md = r.to_markdown();
+        assert!(
+            md.contains("| …aa… | 3 | 12.500 | 40.000 | yes | 5.003 | 9.000 | 10.007 |"),
+            "{md}"
+        );
+        assert!(md.contains("| …bb… | 0 | - | - | yes |"), "{md}");
     }
 }

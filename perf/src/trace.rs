@@ -12,7 +12,8 @@
 //! seed (ChaCha8). [`Trace::description`] says all this in the replay's output.
 //!
 //! [`Trace::from_capture`] makes a trace of the transactions and blocks of a capture (input A),
-//! at the times they were first seen.
+//! at the times they were first seen, from messages already in memory; a capture of any length
+//! is replayed through the testbed by [`crate::capture_feed`] instead, which streams it.
 //!
 //! [`Trace::replay`] plays a trace in real time or scaled, with a progress bar on long runs.
 

@@ -31,6 +31,10 @@ fn record_loopback(dir: &Path, b: &Block) -> Option<PathBuf> {
             "-U",
             "--immediate-mode",
             "-n",
+            // A 16 MiB kernel buffer (the default is 2 MiB): with the default, the second
+            // connection's burst was lost when tcpdump lost the CPU to a loaded machine.
+            "-B",
+            "16384",
             "--time-stamp-precision",
             "nano",
             "-w",
@@ -129,8 +133,14 @@ fn tcpdump_capture_pcap_and_pcapng() {
         let Some(file) = record_loopback(&dir, &b) else {
             return;
         };
-        let complete = read_capture(&file, TcpConfig::default(), |_| {})
-            .is_ok_and(|s| s.non_tcp >= 5 && s.tcp.frames.skipped_bytes >= 50_000);
+        let complete = read_capture(&file, TcpConfig::default(), |_| {}).is_ok_and(|s| {
+            // Both Bitcoin connections whole (seen losing one's data segments under load),
+            // the junk connection and the UDP packets.
+            s.non_tcp >= 5
+                && s.tcp.frames.skipped_bytes >= 50_000
+                && s.kept.get("block") == Some(&2)
+                && s.kept.get("version") == Some(&2)
+        });
         pcap = Some(file);
         if complete {
             break;

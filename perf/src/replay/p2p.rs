@@ -7,6 +7,15 @@
 //! inside a transaction is then just skipped one byte further). Memory is bounded by one frame
 //! ([`MAX_PAYLOAD_LEN`] + 24 bytes) plus the last chunk pushed.
 //!
+//! Captures from before 2012 (Bitcoin 0.5 and older) carry `version` and `verack` with the
+//! original 20-byte header, without the checksum field: a node sent a checksum only once it knew
+//! its peer's version was 209 or later, so the messages exchanged before that had none (0.6.0
+//! sends it always). [`LEGACY_COMMANDS`] are also tried as 20-byte frames when the 24-byte
+//! reading fails; with no checksum to confirm them, such a frame is accepted only if the `bitcoin`
+//! crate decodes its payload using exactly its length. A `version` from before protocol 70001
+//! (BIP 37) ends without the `relay` byte, which the crate requires; it is decoded as
+//! `relay = true`, what BIP 37 says such a peer means.
+//!
 //! Message encodings are the `bitcoin` crate's (`RawNetworkMessage`); this module only frames.
 
 use bitcoin::consensus::encode::deserialize_partial;
@@ -16,6 +25,11 @@ use bitcoin::p2p::Magic;
 
 /// Bytes of a P2P header: magic (4), command (12), payload length (4), checksum (4).
 pub const HEADER_LEN: usize = 24;
+/// Bytes of the pre-2012 header of [`LEGACY_COMMANDS`]: no checksum.
+pub const LEGACY_HEADER_LEN: usize = 20;
+/// Commands that old nodes sent with the 20-byte header (those sent before the peer's version
+/// was known).
+pub const LEGACY_COMMANDS: [&str; 2] = ["version", "verack"];
 /// Largest payload accepted (Bitcoin Core's `MAX_PROTOCOL_MESSAGE_LENGTH`).
 pub const MAX_PAYLOAD_LEN: usize = 4_000_000;
 
@@ -42,6 +56,11 @@ pub struct FrameStats {
     /// Candidate headers after a magic that turned out to be false (bad command, oversize,
     /// checksum mismatch).
     pub false_magics: u64,
+    /// Frames read with the pre-2012 20-byte header (no checksum), included in `frames`.
+    pub legacy_headers: u64,
+    /// `version` messages without the BIP 37 `relay` byte (protocol before 70001), decoded as
+    /// `relay = true`.
+    pub version_without_relay: u64,
 }
 
 /// One decoded frame, with the caller's tag of the chunk that completed it.
@@ -148,32 +167,85 @@ impl StreamDecoder {
                 Ok(len) => {
                     let total = HEADER_LEN + len;
                     if avail.len() < total {
-                        return None;
+                        // A legacy frame may be complete while the 24-byte reading waits for
+                        // bytes that belong to the next message.
+                        // It must then be followed by the next message's magic, or a 24-byte
+                        // frame cut by the chunk could be taken for a legacy one.
+                        match self.legacy_frame(tag, true) {
+                            Legacy::Frame(f) => return Some(f),
+                            Legacy::Not | Legacy::NeedMore => return None,
+                        }
                     }
                     let checksum = sha256d::Hash::hash(&avail[HEADER_LEN..total]);
                     if checksum.as_byte_array()[..4] != avail[20..24] {
-                        self.header_refused();
-                        continue;
+                        match self.legacy_frame(tag, false) {
+                            Legacy::Frame(f) => return Some(f),
+                            Legacy::NeedMore => return None,
+                            Legacy::Not => {
+                                self.header_refused();
+                                continue;
+                            }
+                        }
                     }
                     self.stats.frames += 1;
                     self.synced = true;
-                    let decoded = deserialize_partial::<RawNetworkMessage>(&avail[..total]);
+                    let decoded = decode(&avail[..total], false, &mut self.stats);
                     self.start += total;
                     match decoded {
-                        Ok((raw, _)) => {
+                        Some((magic, message)) => {
                             return Some(Frame {
-                                magic: *raw.magic(),
-                                message: raw.into_payload(),
+                                magic,
+                                message,
                                 wire_len: total,
                                 tag: tag.clone(),
                             })
                         }
-                        Err(_) => self.stats.undecodable += 1,
+                        None => self.stats.undecodable += 1,
                     }
                 }
                 Err(()) => self.header_refused(),
             }
         }
+    }
+
+    /// The bytes at `start` read as a 20-byte-header frame of a [`LEGACY_COMMANDS`] command;
+    /// with `next_magic`, only if a known magic follows it.
+    fn legacy_frame<T: Clone>(&mut self, tag: &T, next_magic: bool) -> Legacy<T> {
+        let avail = &self.buf[self.start..];
+        let Some(len) = legacy_header(avail) else {
+            return Legacy::Not;
+        };
+        let total = LEGACY_HEADER_LEN + len;
+        let Some(payload) = avail.get(LEGACY_HEADER_LEN..total) else {
+            return Legacy::NeedMore;
+        };
+        if next_magic {
+            match avail.get(total..total + 4) {
+                None => return Legacy::NeedMore,
+                Some(m) if !KNOWN_MAGICS.iter().any(|k| k == m) => return Legacy::Not,
+                Some(_) => {}
+            }
+        }
+        // The same frame with the checksum the `bitcoin` crate expects.
+        let mut full = Vec::with_capacity(HEADER_LEN + len);
+        full.extend_from_slice(&avail[..LEGACY_HEADER_LEN]);
+        full.extend_from_slice(&sha256d::Hash::hash(payload).as_byte_array()[..4]);
+        full.extend_from_slice(payload);
+        let mut stats = self.stats.clone();
+        let Some((magic, message)) = decode(&full, true, &mut stats) else {
+            return Legacy::Not;
+        };
+        self.stats = stats;
+        self.stats.frames += 1;
+        self.stats.legacy_headers += 1;
+        self.synced = true;
+        self.start += total;
+        Legacy::Frame(Frame {
+            magic,
+            message,
+            wire_len: total,
+            tag: tag.clone(),
+        })
     }
 
     /// The header at `start` is not a frame: if we thought we were in sync we are not any more;
@@ -188,6 +260,72 @@ impl StreamDecoder {
         self.stats.skipped_bytes += 1;
         self.start += 1;
     }
+}
+
+enum Legacy<T> {
+    Frame(Frame<T>),
+    /// It may be one, once more bytes come.
+    NeedMore,
+    /// It is not one.
+    Not,
+}
+
+/// A whole 24-byte-header frame (checksum already checked) decoded by the `bitcoin` crate; with
+/// `exact` (a frame no checksum confirmed), only if it used the payload exactly. A `version`
+/// without its `relay` byte is decoded with `relay = true` (see the module docs).
+fn decode(frame: &[u8], exact: bool, stats: &mut FrameStats) -> Option<(Magic, NetworkMessage)> {
+    if let Ok((raw, used)) = deserialize_partial::<RawNetworkMessage>(frame) {
+        if used == frame.len() && !(exact && trailing_payload(&raw, frame.len())) {
+            return Some((*raw.magic(), raw.into_payload()));
+        }
+        return None;
+    }
+    if frame.get(4..16) != Some(b"version\0\0\0\0\0".as_slice()) {
+        return None;
+    }
+    let mut with_relay = Vec::with_capacity(frame.len() + 1);
+    with_relay.extend_from_slice(&frame[..16]);
+    let len = u32::try_from(frame.len() - HEADER_LEN + 1).ok()?;
+    with_relay.extend_from_slice(&len.to_le_bytes());
+    let payload = &frame[HEADER_LEN..];
+    let mut payload_relay = payload.to_vec();
+    payload_relay.push(1);
+    with_relay.extend_from_slice(&sha256d::Hash::hash(&payload_relay).as_byte_array()[..4]);
+    with_relay.extend_from_slice(&payload_relay);
+    let (raw, used) = deserialize_partial::<RawNetworkMessage>(&with_relay).ok()?;
+    // Exact in any case: the relay byte must be what completes the payload.
+    if used != with_relay.len() || trailing_payload(&raw, with_relay.len()) {
+        return None;
+    }
+    stats.version_without_relay += 1;
+    Some((*raw.magic(), raw.into_payload()))
+}
+
+/// Whether the crate decoded the message from fewer bytes than its payload (it ignores the
+/// rest): re-encoding gives the length it used. Only for rare frames (legacy ones): it costs a
+/// serialisation.
+fn trailing_payload(raw: &RawNetworkMessage, frame_len: usize) -> bool {
+    // Unknown commands keep their whole payload; the others must re-encode to the same size.
+    !matches!(raw.payload(), NetworkMessage::Unknown { .. })
+        && bitcoin::consensus::encode::serialize(raw).len() != frame_len
+}
+
+/// Checks a 20-byte legacy header of one of [`LEGACY_COMMANDS`] and returns its payload length.
+fn legacy_header(h: &[u8]) -> Option<usize> {
+    let magic: [u8; 4] = h.get(..4)?.try_into().ok()?;
+    if !KNOWN_MAGICS.contains(&magic) {
+        return None;
+    }
+    let command = h.get(4..16)?;
+    if !LEGACY_COMMANDS.iter().any(|c| {
+        let mut padded = [0u8; 12];
+        padded[..c.len()].copy_from_slice(c.as_bytes());
+        command == padded
+    }) {
+        return None;
+    }
+    let len = u32::from_le_bytes(h.get(16..20)?.try_into().ok()?) as usize;
+    (len <= MAX_PAYLOAD_LEN).then_some(len)
 }
 
 /// Position of the first known magic in `bytes`.
@@ -296,5 +434,110 @@ mod tests {
         let got = decode_all(&mut dec, &[&a, &b]);
         assert_eq!(got, vec![NetworkMessage::Ping(2)]);
         assert_eq!(dec.stats().resyncs, 1);
+    }
+
+    /// A 2011 `version` (protocol 32200, no BIP 37 `relay` byte) and `verack` with the 20-byte
+    /// header (no checksum), as Bitcoin 0.3-0.5 sent them.
+    fn legacy(cmd: &str, payload: &[u8]) -> Vec<u8> {
+        let mut out = Magic::BITCOIN.to_bytes().to_vec();
+        let mut c = [0u8; 12];
+        c[..cmd.len()].copy_from_slice(cmd.as_bytes());
+        out.extend(c);
+        out.extend((payload.len() as u32).to_le_bytes());
+        out.extend(payload);
+        out
+    }
+
+    fn old_version() -> (bitcoin::p2p::message_network::VersionMessage, Vec<u8>) {
+        use bitcoin::p2p::address::Address;
+        use bitcoin::p2p::ServiceFlags;
+        let a = Address::new(&"10.1.2.3:8333".parse().unwrap(), ServiceFlags::NETWORK);
+        let v = bitcoin::p2p::message_network::VersionMessage {
+            version: 32200,
+            services: ServiceFlags::NETWORK,
+            timestamp: 1_310_000_000,
+            receiver: a.clone(),
+            sender: a,
+            nonce: 0x1234_5678_9abc_def0,
+            user_agent: "/Satoshi:0.3.22/".into(),
+            start_height: 135_000,
+            relay: true,
+        };
+        let mut bytes = serialize(&v);
+        bytes.pop(); // no relay byte before protocol 70001
+        (v, bytes)
+    }
+
+    fn legacy_stream() -> (Vec<u8>, Vec<NetworkMessage>) {
+        let (v, payload) = old_version();
+        let mut bytes = legacy("version", &payload);
+        bytes.extend(legacy("verack", &[]));
+        bytes.extend(frame(NetworkMessage::Ping(5)));
+        let want = vec![
+            NetworkMessage::Version(v),
+            NetworkMessage::Verack,
+            NetworkMessage::Ping(5),
+        ];
+        (bytes, want)
+    }
+
+    #[test]
+    fn legacy_20_byte_headers_whole_and_byte_by_byte() {
+        let (bytes, want) = legacy_stream();
+        for chunk in [bytes.len(), 1, 7] {
+            let mut dec = StreamDecoder::new(true);
+            let chunks: Vec<&[u8]> = bytes.chunks(chunk).collect();
+            let got = decode_all(&mut dec, &chunks);
+            assert_eq!(got, want, "chunks of {chunk}");
+            let s = dec.stats();
+            assert_eq!(
+                (s.frames, s.legacy_headers, s.version_without_relay),
+                (3, 2, 1)
+            );
+            assert_eq!(
+                (s.resyncs, s.skipped_bytes, s.false_magics),
+                (0, 0, 0),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_headers_found_mid_stream() {
+        let (bytes, want) = legacy_stream();
+        let mut stream = frame(NetworkMessage::Ping(1))[9..].to_vec();
+        stream.extend(&bytes);
+        let mut dec = StreamDecoder::new(false);
+        assert_eq!(decode_all(&mut dec, &[&stream]), want);
+        assert_eq!(dec.stats().legacy_headers, 2);
+    }
+
+    #[test]
+    fn modern_verack_cut_after_20_bytes_is_not_taken_for_legacy() {
+        let mut bytes = frame(NetworkMessage::Verack);
+        bytes.extend(frame(NetworkMessage::Ping(2)));
+        let mut dec = StreamDecoder::new(true);
+        let got = decode_all(&mut dec, &[&bytes[..20], &bytes[20..22], &bytes[22..]]);
+        assert_eq!(got, vec![NetworkMessage::Verack, NetworkMessage::Ping(2)]);
+        assert_eq!(dec.stats().legacy_headers, 0);
+        assert_eq!(dec.stats().skipped_bytes, 0);
+    }
+
+    #[test]
+    fn modern_version_without_relay_byte() {
+        // 2012-2013 nodes (protocol 60001-70000): checksum present, no relay byte.
+        let (v, payload) = old_version();
+        let mut bytes = Magic::BITCOIN.to_bytes().to_vec();
+        bytes.extend(b"version\0\0\0\0\0");
+        bytes.extend((payload.len() as u32).to_le_bytes());
+        bytes.extend(&sha256d::Hash::hash(&payload).as_byte_array()[..4]);
+        bytes.extend(&payload);
+        let mut dec = StreamDecoder::new(true);
+        assert_eq!(
+            decode_all(&mut dec, &[&bytes]),
+            vec![NetworkMessage::Version(v)]
+        );
+        assert_eq!(dec.stats().version_without_relay, 1);
+        assert_eq!(dec.stats().legacy_headers, 0);
     }
 }

@@ -19,15 +19,22 @@ use std::net::SocketAddr;
 
 use super::p2p::{Frame, FrameStats, StreamDecoder};
 
-/// One direction of a TCP connection.
+/// One direction of a TCP connection, as seen on one capture interface: captures of several
+/// hosts merged into one pcapng may hold the same addresses (private ranges, loopback) for
+/// different connections, so the interface is part of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct FlowKey {
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// The pcapng interface id (0 in a pcap file).
+    pub interface: u32,
 }
 
 impl std::fmt::Display for FlowKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.interface != 0 {
+            write!(f, "if{} ", self.interface)?;
+        }
         write!(f, "{} -> {}", self.src, self.dst)
     }
 }
@@ -236,6 +243,8 @@ fn add_frame_stats(sum: &mut FrameStats, s: &FrameStats) {
     sum.skipped_bytes += s.skipped_bytes;
     sum.resyncs += s.resyncs;
     sum.false_magics += s.false_magics;
+    sum.legacy_headers += s.legacy_headers;
+    sum.version_without_relay += s.version_without_relay;
 }
 
 /// Deliver in-order bytes to the decoder.
@@ -363,6 +372,7 @@ mod tests {
         FlowKey {
             src: "10.0.0.1:5000".parse().unwrap(),
             dst: "10.0.0.2:8333".parse().unwrap(),
+            interface: 0,
         }
     }
 
