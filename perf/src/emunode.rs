@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bitcoin::consensus::encode::serialize;
 use bitcoin::p2p::address::Address;
@@ -80,12 +80,7 @@ impl EmuNodeConfig {
     }
 }
 
-/// Unix time in nanoseconds.
-pub fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+pub use photon_ops::stages::unix_ns;
 
 /// Counters of the emulated node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

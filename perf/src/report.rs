@@ -21,46 +21,8 @@ use std::sync::OnceLock;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// The stages a block's stream passes, in order. Gateways record each with a [`StageRecord`];
-/// other stage names are accepted and reported after these.
-pub const STAGES: [&str; 15] = [
-    "block_in",           // source gateway: the block arrived from its node
-    "compress",           // source: compressed with short IDs
-    "seal",               // source: encrypted under the block key
-    "fec",                // source: FEC-encoded into shards
-    "first_fragment_out", // source: first fragment sent
-    "last_fragment_out",  // source: last fragment sent (`bytes`: all fragments' bytes)
-    "relay",              // relay: first fragment of the stream forwarded
-    "first_fragment_in",  // receiver: first fragment received
-    "last_fragment_in",   // receiver: enough fragments to decode
-    "receipt_sent",       // receiver: its receipt sent
-    "receipts",           // source: enough receipts (the key-release quorum)
-    "key_release",        // source: key released
-    "key_in",             // receiver: key received
-    "decode",             // receiver: FEC-decoded, opened, decompressed
-    "deliver",            // receiver: block handed to its node
-];
-
-/// One stage timestamp, as a gateway writes it (a JSON line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageRecord {
-    /// Unix time in nanoseconds (`SystemTime`), taken when the stage finished.
-    pub t_ns: u64,
-    /// Who recorded it (the gateway's or relay's name in the testbed, e.g. `gw3`).
-    pub node: String,
-    /// One of [`STAGES`] (or another name: reported after them).
-    pub stage: String,
-    /// The block hash (hex, as Bitcoin displays it), where the recorder knows it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block: Option<String>,
-    /// The protocol stream ID, where the recorder knows it (joined to `block` through any
-    /// record that carries both).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<u64>,
-    /// Bytes, where the stage has a size (e.g. `last_fragment_out`: bytes of all fragments).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-}
+/// The stage-record format (written by the gateways and relays): `photon_ops::stages`.
+pub use photon_ops::stages::{StageRecord, STAGES};
 
 /// What an emulated node saw (a JSON line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
