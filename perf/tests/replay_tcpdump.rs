@@ -46,20 +46,16 @@ fn record_loopback(dir: &Path, b: &Block) -> Option<PathBuf> {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("SKIPPED live capture: cannot run tcpdump: {e}");
-            return None;
-        }
+        Err(e) => panic!("live capture cannot run: no tcpdump ({e}; scripts/setup.sh installs it)"),
     };
     // tcpdump says "listening on lo" once it captures.
     let mut err = BufReader::new(dump.stderr.take()?);
     let mut line = String::new();
     let _ = err.read_line(&mut line);
     if !line.contains("listening on") {
-        eprintln!("SKIPPED live capture: tcpdump: {}", line.trim());
         let _ = dump.kill();
         let _ = dump.wait();
-        return None;
+        panic!("live capture cannot run: tcpdump said: {}", line.trim());
     }
     let server = std::thread::spawn(move || {
         // Read every connection to its end (the receiver of the Bitcoin traffic).
@@ -130,9 +126,8 @@ fn tcpdump_capture_pcap_and_pcapng() {
     // file holds everything that was sent; the assertions below then check our reader on it.
     let mut pcap = None;
     for attempt in 1..=3 {
-        let Some(file) = record_loopback(&dir, &b) else {
-            return;
-        };
+        let file = record_loopback(&dir, &b)
+            .expect("live capture: the loopback listener or tcpdump's stderr failed");
         let complete = read_capture(&file, TcpConfig::default(), |_| {}).is_ok_and(|s| {
             // Both Bitcoin connections whole (seen losing one's data segments under load),
             // the junk connection and the UDP packets.
@@ -147,9 +142,7 @@ fn tcpdump_capture_pcap_and_pcapng() {
         }
         eprintln!("capture attempt {attempt}: tcpdump lost packets; recording again");
     }
-    let Some(pcap) = pcap else {
-        return;
-    };
+    let pcap = pcap.expect("recorded at least once");
     let (msgs, stats) = read_capture_all(&pcap, TcpConfig::default()).unwrap();
     assert_eq!(stats.format, "pcap");
     check_loopback_capture(&msgs, &b);
