@@ -1,7 +1,7 @@
 //! Replay input A on a real capture: tcpdump records loopback traffic (two Bitcoin
 //! connections, one of random bytes, some UDP), read as pcap and as the same packets rewritten
 //! as pcapng. Alone in its test binary: on a loaded 2-core machine, tests running beside it
-//! starved tcpdump into dropping packets. Skips, saying why, where tcpdump cannot capture.
+//! starved tcpdump into dropping packets. Fails, naming what is missing, where tcpdump cannot capture.
 
 mod common;
 
