@@ -215,7 +215,7 @@ impl ReceiptRepr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ring::rand::SystemRandom;
 
@@ -239,10 +239,10 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn receipt_signature_golden_vector() {
-        // Computed independently with Python's `cryptography` (OpenSSL) Ed25519: seed 07 * 32,
-        // message "photon/receipt/v1" || 0000000000000102 || ab * 32.
+    /// The signed receipt's golden vector: (receiver key, signature) of stream 0x0102 and
+    /// manifest hash ab * 32, computed independently with Python's `cryptography` (OpenSSL)
+    /// Ed25519 from seed 07 * 32, message "photon/receipt/v1" || 0000000000000102 || ab * 32.
+    pub(crate) fn receipt_golden() -> ([u8; 32], [u8; 64]) {
         let public: [u8; 32] =
             hex("ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c")
                 .try_into()
@@ -253,6 +253,12 @@ mod tests {
         )
         .try_into()
         .unwrap();
+        (public, signature)
+    }
+
+    #[test]
+    fn receipt_signature_golden_vector() {
+        let (public, signature) = receipt_golden();
         let id = seed_identity(7, &public);
         assert_eq!(id.public_key().0, public);
 

@@ -1115,27 +1115,11 @@ mod tests {
         golden(&bytes, repr(4, Message::KeyRelease(m)));
     }
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
     #[test]
     fn golden_signed_receipt() {
-        // The signed receipt of `seal::tests::receipt_signature_golden_vector` (Python's
-        // `cryptography` Ed25519, seed 07 * 32): its wire bytes.
-        let public: [u8; 32] =
-            hex("ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c")
-                .try_into()
-                .unwrap();
-        let signature: [u8; 64] = hex(
-            "8e0d27271ade6d7af213b68b830603a9526fad7325bdc6214fa15d34823d56b0\
-             cd7eb1f18636b5293b6e3569e1c5d04fba59c899bf9e5b30b25020f4ecedd604",
-        )
-        .try_into()
-        .unwrap();
+        // The wire bytes of the signed receipt whose signature `seal`'s tests check against
+        // an independent implementation.
+        let (public, signature) = crate::seal::tests::receipt_golden();
         let mut bytes = hdr(0x20, 128, 0x0102, 4, 0, 0);
         bytes.extend_from_slice(&[0xab; 32]); // manifest_hash
         bytes.extend_from_slice(&public); // receiver
