@@ -798,7 +798,8 @@ impl Gateway {
             return;
         }
         let (now, stream) = (b.at, b.stream);
-        self.stage(now, Stage::Decode, Some(stream), Some(hash), None);
+        self.stages
+            .record(now, Stage::Decode, Some(stream), Some(hash), None);
         let block_bytes = b.block.total_size();
         self.stats.blocks_from_network += 1;
         self.stats.block_bytes_in += block_bytes as u64;
@@ -818,7 +819,8 @@ impl Gateway {
         };
         self.node_actions.push_back(action);
         // Handed to the node connection (the driver passes node actions on in the same turn).
-        self.stage(now, Stage::Deliver, Some(stream), Some(hash), None);
+        self.stages
+            .record(now, Stage::Deliver, Some(stream), Some(hash), None);
         self.event(GatewayEvent::BlockDelivered {
             hash,
             stream,

@@ -149,6 +149,19 @@ fn replay(args: &Args, node: &EmuNode) -> Result<(), String> {
         std::fs::write(p, &trace.description)
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
+    wait_then_start(args, node)?;
+    // The trace is already scaled: play it at 1x.
+    trace.replay(1.0, |_, e| {
+        node.feed(e, BlockDelivery::Unsolicited);
+        ControlFlow::Continue(())
+    });
+    std::thread::sleep(secs(args.linger_s, "linger-s")?);
+    Ok(())
+}
+
+/// Waits for a gateway's handshake (60 s at most), then `--start-delay-s`, and says the replay
+/// starts.
+fn wait_then_start(args: &Args, node: &EmuNode) -> Result<(), String> {
     if !node.wait_handshake(Duration::from_secs(60)) {
         return Err(format!(
             "no gateway completed the handshake on {} within 60 s",
@@ -157,12 +170,6 @@ fn replay(args: &Args, node: &EmuNode) -> Result<(), String> {
     }
     std::thread::sleep(secs(args.start_delay_s, "start-delay-s")?);
     println!("replaying");
-    // The trace is already scaled: play it at 1x.
-    trace.replay(1.0, |_, e| {
-        node.feed(e, BlockDelivery::Unsolicited);
-        ControlFlow::Continue(())
-    });
-    std::thread::sleep(secs(args.linger_s, "linger-s")?);
     Ok(())
 }
 
@@ -184,14 +191,7 @@ fn replay_capture(args: &Args, capture: &Path, node: &EmuNode) -> Result<(), Str
         feed.file_len,
         args.speed
     );
-    if !node.wait_handshake(Duration::from_secs(60)) {
-        return Err(format!(
-            "no gateway completed the handshake on {} within 60 s",
-            node.local_addr()
-        ));
-    }
-    std::thread::sleep(secs(args.start_delay_s, "start-delay-s")?);
-    println!("replaying");
+    wait_then_start(args, node)?;
     let bar = ProgressBar::new(feed.file_len);
     if let Ok(style) = ProgressStyle::with_template(
         "{elapsed_precise} [{bar:40}] {bytes}/{total_bytes} of the capture {msg}",

@@ -108,17 +108,6 @@ impl StageLog {
 }
 
 impl Gateway {
-    pub(super) fn stage(
-        &mut self,
-        now: Instant,
-        stage: Stage,
-        stream: Option<u64>,
-        block: Option<BlockHash>,
-        bytes: Option<u64>,
-    ) {
-        self.stages.record(now, stage, stream, block, bytes);
-    }
-
     /// The next stage record (only with [`super::CoreConfig::stage_records`]).
     pub fn poll_stage(&mut self) -> Option<StageRecord> {
         self.stages.records.pop_front()
