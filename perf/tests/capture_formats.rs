@@ -143,6 +143,20 @@ fn linktype(link: Link) -> Linktype {
     }
 }
 
+/// The one Ethernet/IPv4 connection most tests use: node 10.0.0.1:8333 to 10.0.0.2:40000,
+/// 1400-byte segments from t = 1 s.
+fn ethernet_connection(stream: &[u8]) -> Vec<Packet> {
+    connection(
+        Link::Ethernet,
+        0,
+        v4([10, 0, 0, 1], 8333),
+        v4([10, 0, 0, 2], 40_000),
+        stream,
+        1_400,
+        1_000_000_000,
+    )
+}
+
 /// A connection's packets: SYN, then `stream` in segments of `mss`, from `t0` (ns), 1 ms apart.
 fn connection(
     link: Link,
@@ -464,15 +478,7 @@ fn pre_2012_handshake_in_a_capture() {
 fn truncated_and_corrupt_files_name_the_byte_offset() {
     let b = block(227836);
     let stream = wire(&conversation(6, &b));
-    let packets = connection(
-        Link::Ethernet,
-        0,
-        v4([10, 0, 0, 1], 8333),
-        v4([10, 0, 0, 2], 40_000),
-        &stream,
-        1_400,
-        1_000_000_000,
-    );
+    let packets = ethernet_connection(&stream);
     let file = pcap_bytes(Linktype::ETHERNET, &packets).unwrap();
     // Offsets of each record: 24-byte file header, then 16-byte record headers.
     let mut starts = vec![24usize];
@@ -554,15 +560,7 @@ fn pcapng_with_a_long_section_header_through_the_feed() {
     assert!(file.len() > 300);
     let b = block(227836);
     let stream = wire(&conversation(8, &b));
-    let packets = connection(
-        Link::Ethernet,
-        0,
-        v4([10, 0, 0, 1], 8333),
-        v4([10, 0, 0, 2], 40_000),
-        &stream,
-        1_400,
-        1_000_000_000,
-    );
+    let packets = ethernet_connection(&stream);
     let body = pcapng_bytes(&[Linktype::ETHERNET], &packets).unwrap();
     let section = photon_perf::replay::write::pcapng_section().unwrap().len();
     file.extend(&body[section..]);

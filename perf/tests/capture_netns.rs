@@ -16,11 +16,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitcoin::p2p::message::NetworkMessage;
 use common::*;
@@ -113,38 +112,12 @@ fn tcpdump(ns: &str, args: &[&str], file: &Path) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("this test needs ip and tcpdump: {e}"));
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    // tcpdump says "listening on" once it captures (after a "data link type" line with -y).
-    let mut line = String::new();
-    for _ in 0..3 {
-        line.clear();
-        let _ = err.read_line(&mut line);
-        if line.contains("listening on") || !line.contains("data link type") {
-            break;
-        }
-    }
-    assert!(
-        line.contains("listening on"),
-        "this test needs tcpdump able to capture (root): {}",
-        line.trim()
-    );
+    await_tcpdump(&mut child, "this test needs tcpdump able to capture (root)");
     child
 }
 
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    stop_tcpdump(child);
 }
 
 /// The packets of a pcap file, as pcapng packets of `interface`.

@@ -8,8 +8,11 @@
 //! what is missing. Alone in its test binary (tcpdump on a loaded 2-core machine drops packets
 //! when other tests run beside it). About 10 s.
 
+mod common;
+
+use common::{await_tcpdump, stop_tcpdump};
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,20 +85,9 @@ fn tcpdump(file: &Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("this test needs tcpdump (apt-get install tcpdump): {e}"));
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    // tcpdump says "listening on" once it captures (after a "data link type" line with -y).
-    let mut line = String::new();
-    for _ in 0..3 {
-        line.clear();
-        let _ = err.read_line(&mut line);
-        if line.contains("listening on") || !line.contains("data link type") {
-            break;
-        }
-    }
-    assert!(
-        line.contains("listening on"),
-        "this test needs to capture on lo (root, or CAP_NET_RAW for tcpdump): tcpdump says {}",
-        line.trim()
+    await_tcpdump(
+        &mut child,
+        "this test needs to capture on lo (root, or CAP_NET_RAW for tcpdump)",
     );
     child
 }
@@ -112,19 +104,7 @@ impl Drop for Dump {
 
 /// SIGTERM (tcpdump flushes and closes the file), then wait.
 fn stop(mut dump: Dump) {
-    let child = &mut dump.0;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Still running: the drop kills it.
+    stop_tcpdump(&mut dump.0);
 }
 
 fn ids(events: &[(Duration, Event)]) -> (Vec<Txid>, Vec<BlockHash>) {

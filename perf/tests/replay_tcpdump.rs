@@ -100,19 +100,7 @@ fn record_loopback(dir: &Path, b: &Block) -> Option<PathBuf> {
         }
     }
     // SIGTERM: tcpdump flushes and closes the file (our own child, by its pid).
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(dump.id().to_string())
-        .status();
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if let Ok(Some(_)) = dump.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = dump.kill();
-    let _ = dump.wait();
+    stop_tcpdump(&mut dump);
     Some(file)
 }
 

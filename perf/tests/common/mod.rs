@@ -86,3 +86,42 @@ pub fn check_loopback_capture(msgs: &[CapturedMessage], b: &Block) {
         );
     }
 }
+
+/// Waits until the tcpdump `child` (stderr piped) says it captures ("listening on", after a
+/// "data link type" line with -y); panics with `needs` and tcpdump's words if it does not.
+pub fn await_tcpdump(child: &mut std::process::Child, needs: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut err = BufReader::new(child.stderr.take().expect("tcpdump's stderr piped"));
+    let mut line = String::new();
+    for _ in 0..3 {
+        line.clear();
+        let _ = err.read_line(&mut line);
+        if line.contains("listening on") || !line.contains("data link type") {
+            break;
+        }
+    }
+    assert!(
+        line.contains("listening on"),
+        "{needs}: tcpdump says {}",
+        line.trim()
+    );
+}
+
+/// SIGTERM to tcpdump (it flushes and closes the file), then up to 5 s for it to exit; killed
+/// after that.
+pub fn stop_tcpdump(child: &mut std::process::Child) {
+    use std::time::{Duration, Instant};
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
