@@ -388,7 +388,7 @@ fn run(
                     }
                 }
             }
-            let stats = core.stats().clone();
+            let stats = core.stats();
             let store = core.tx_store_stats();
             if let Some(m) = &metrics {
                 let up = links.iter().filter(|l| l.2 == LinkState::Up).count() as i64;

@@ -554,7 +554,15 @@ impl SocketRelay {
 
     /// One `recvmmsg` into the receiver's arena (waits up to the read timeout).
     fn receive(&mut self, io: &mut Mmsg) -> Result<usize, SocketError> {
-        match io.rx.recv_into(&self.socket, &mut io.got) {
+        let no_address = io.rx.no_address;
+        let res = io.rx.recv_into(&self.socket, &mut io.got);
+        // A buffer that came without a source address never reaches `got`: count it here, as
+        // the datagrams `poll` finds malformed.
+        let unaddressed = io.rx.no_address - no_address;
+        self.counters.add(Counter::RxPackets, unaddressed);
+        self.counters
+            .add(Counter::Drop(DropReason::UdpMalformed), unaddressed);
+        match res {
             Ok(n) => Ok(n),
             // ICMP errors from earlier sends surface here on some kernels: not fatal.
             Err(e)
