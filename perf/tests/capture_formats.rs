@@ -538,25 +538,15 @@ fn truncated_and_corrupt_files_name_the_byte_offset() {
 /// application strings: a section header of any length) and an interface with a name.
 #[test]
 fn pcapng_with_a_long_section_header_through_the_feed() {
-    use pcap_parser::pcapng::{OptionCode, PcapNGOption, SectionHeaderBlock};
-    use pcap_parser::ToVec;
+    use pcap_parser::pcapng::{OptionCode, PcapNGOption};
     use std::borrow::Cow;
     let comment = vec![b'x'; 300];
-    let mut shb = SectionHeaderBlock {
-        block_type: pcap_parser::SHB_MAGIC,
-        block_len1: 0,
-        bom: pcap_parser::BOM_MAGIC,
-        major_version: 1,
-        minor_version: 0,
-        section_len: -1,
-        options: vec![PcapNGOption {
-            code: OptionCode::Comment,
-            len: comment.len() as u16,
-            value: Cow::Borrowed(&comment),
-        }],
-        block_len2: 0,
-    };
-    let mut file = shb.to_vec().unwrap();
+    let mut file = photon_perf::replay::write::pcapng_section_with(vec![PcapNGOption {
+        code: OptionCode::Comment,
+        len: comment.len() as u16,
+        value: Cow::Borrowed(&comment),
+    }])
+    .unwrap();
     assert!(file.len() > 300);
     let b = block(227836);
     let stream = wire(&conversation(8, &b));

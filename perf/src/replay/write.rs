@@ -50,6 +50,11 @@ pub fn pcap_bytes(linktype: Linktype, packets: &[Packet]) -> Result<Vec<u8>, Wri
 
 /// The section header block that starts a pcapng file.
 pub fn pcapng_section() -> Result<Vec<u8>, WriteError> {
+    pcapng_section_with(vec![])
+}
+
+/// [`pcapng_section`] with `options` (a comment, as mergecap writes one, ...).
+pub fn pcapng_section_with(options: Vec<PcapNGOption<'_>>) -> Result<Vec<u8>, WriteError> {
     let mut shb = SectionHeaderBlock {
         block_type: pcap_parser::SHB_MAGIC,
         block_len1: 0,
@@ -57,7 +62,7 @@ pub fn pcapng_section() -> Result<Vec<u8>, WriteError> {
         major_version: 1,
         minor_version: 0,
         section_len: -1,
-        options: vec![],
+        options,
         block_len2: 0,
     };
     shb.to_vec().map_err(ser)
