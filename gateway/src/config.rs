@@ -14,6 +14,7 @@ use photon_protocol::identity::PublicKey;
 use photon_protocol::shortid::TxStoreConfig;
 use serde::Deserialize;
 
+use crate::node::NodeConfig;
 use crate::core::{
     BlockEncoding, CoreConfig, Delivery, KeyReleasePolicy, PeerEndpoint, RelayEndpoint,
 };
@@ -111,6 +112,10 @@ pub struct NodeSection {
     pub network: NetworkName,
     #[serde(default = "default_delivery")]
     pub delivery: Delivery,
+    /// MiB of blocks from the network kept to serve the node (a node that fell behind or
+    /// restarted catches up from them).
+    #[serde(default = "default_block_store_mb")]
+    pub block_store_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +266,10 @@ fn default_network() -> NetworkName {
 fn default_delivery() -> Delivery {
     CoreConfig::new().delivery
 }
+
+fn default_block_store_mb() -> u64 {
+    (NodeConfig::new(bitcoin::Network::Bitcoin).block_store_bytes >> 20) as u64
+}
 fn default_uplink() -> f64 {
     CoreConfig::new().uplink_bytes_per_sec as f64 * 8.0 / 1e6
 }
@@ -316,6 +325,8 @@ pub struct Resolved {
     pub key_file: PathBuf,
     pub node_addr: SocketAddr,
     pub network: bitcoin::Network,
+    /// The node side's settings (network, block store).
+    pub node: NodeConfig,
     pub listen: SocketAddr,
     pub recv_batch: usize,
     /// Socket receive buffer, bytes.
@@ -450,6 +461,13 @@ impl Config {
             key_file: base.join(&self.identity.key_file),
             node_addr: parse_addr("node.address", &self.node.address)?,
             network,
+            node: {
+                let mut node = NodeConfig::new(network);
+                node.block_store_bytes =
+                    usize::try_from(self.node.block_store_mb.saturating_mul(1 << 20))
+                        .unwrap_or(usize::MAX);
+                node
+            },
             listen: parse_addr("network.listen", &n.listen)?,
             recv_batch: n.recv_batch,
             recv_buffer: n.recv_buffer_kb.saturating_mul(1024),

@@ -119,15 +119,19 @@ impl KeyReleasePolicy {
     }
 }
 
-/// How a block from the network goes to the node (`node.delivery`: push | announce | compact).
+/// How a block from the network goes to the node (`node.delivery`: announce | push |
+/// compact). Where the node does not take what a mode sends, the node side announces instead
+/// (and says so once): every mode ends with the block at the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
-    /// `block`, unsolicited: the fastest way in.
+    /// `block`, unsolicited, to nodes known to process it (Bitcoin Core); one round trip
+    /// faster than announcing.
     Push,
-    /// `headers`/`inv`, the node fetches it.
+    /// `headers`/`inv`; the node fetches it (`block` or `cmpctblock`). Every node takes
+    /// this: the default.
     Announce,
-    /// `cmpctblock` where the node asked for high-bandwidth compact blocks, else push.
+    /// `cmpctblock` where the node asked for high-bandwidth compact blocks.
     Compact,
 }
 
@@ -194,7 +198,7 @@ impl CoreConfig {
             },
             peer_fallback: Duration::from_millis(500),
             originate_via_peers: false,
-            delivery: Delivery::Push,
+            delivery: Delivery::Announce,
             block_encoding: BlockEncoding::Compact,
             encrypt: true,
             tx_store: TxStoreConfig::default(),
@@ -573,7 +577,9 @@ impl Gateway {
             }
             NodeEvent::Handshaken(_)
             | NodeEvent::BlockAnnounced { .. }
-            | NodeEvent::BlockRejected { .. } => {}
+            | NodeEvent::BlockRejected { .. }
+            | NodeEvent::BlockSent { .. }
+            | NodeEvent::DeliveryFallback { .. } => {}
         }
     }
 

@@ -23,7 +23,7 @@ use crate::core::{
     CoreConfig, Gateway, GatewayEvent, GatewayStats, LinkKind, LinkState, NodeAction, Stage,
 };
 use crate::metrics::Metrics;
-use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeStats};
+use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeEvent, NodeStats};
 use photon_ops::stages::{unix_ns, StageFile, StageLine};
 use photon_udp::{Arena, ArenaPages, BatchRecv, BatchSend};
 
@@ -230,7 +230,7 @@ fn log_event(ev: &GatewayEvent) {
             open_us = timings.open.as_micros() as u64,
             decompress_us = timings.decompress.as_micros() as u64,
             total_us = timings.total.as_micros() as u64,
-            "block from network delivered to node"
+            "block from the network decoded: handed to the node side"
         ),
         GatewayEvent::BlockFailed { stream, reason } => {
             tracing::warn!(stream = format_args!("{stream:016x}"), %reason, "block not delivered")
@@ -316,6 +316,13 @@ fn run(
         let now = Instant::now();
         while let Ok(ev) = node.events().try_recv() {
             match ev {
+                ConnectionEvent::Node(NodeEvent::BlockSent { hash, message }) => {
+                    tracing::info!(%hash, message = message.name(), "block delivered to node")
+                }
+                ConnectionEvent::Node(NodeEvent::DeliveryFallback { mode, used, reason }) => {
+                    tracing::warn!(mode, used, reason, "node.delivery: the node does not take \
+                        what this mode sends; announcing instead")
+                }
                 ConnectionEvent::Node(e) => core.handle_node_event(now, e),
                 ConnectionEvent::Connected(a) => tracing::info!(node = %a, "connected to node"),
                 ConnectionEvent::Disconnected {

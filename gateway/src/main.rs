@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use photon_gateway::config::Config;
 use photon_gateway::driver::{self, DriverConfig};
 use photon_gateway::metrics::Metrics;
-use photon_gateway::node::{Backoff, NodeConfig};
+use photon_gateway::node::Backoff;
 use photon_protocol::identity::Identity;
 
 #[derive(Parser)]
@@ -74,7 +74,7 @@ fn run(config_path: &Path) -> Result<(), String> {
             core: r.core,
             listen: r.listen,
             node_addr: r.node_addr,
-            node: NodeConfig::new(r.network),
+            node: r.node,
             node_backoff: Backoff::default(),
             recv_batch: r.recv_batch,
             event_queue: 0,

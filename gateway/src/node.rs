@@ -23,6 +23,7 @@
 //! for high-bandwidth compact blocks). [`NodeConnection`] has the same methods, sent to its
 //! thread.
 
+pub mod blocks;
 pub mod codec;
 pub mod pow;
 
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::{Block, BlockHash, Network, Target, Transaction};
 
+pub use self::blocks::BlockStore;
 pub use self::codec::FrameError;
 pub use self::driver::{Backoff, ConnectionEvent, NodeConnection};
 pub use self::peer::{NodePeer, Role};
@@ -74,9 +76,10 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Bytes of transactions kept after announcing them, to serve the node's `getdata`.
     pub tx_cache_bytes: usize,
-    /// Blocks kept after delivering or announcing them, to serve `getdata`/`getblocktxn`/
-    /// `getheaders`.
-    pub block_cache_len: usize,
+    /// Bytes of blocks from the network kept, across connections, to serve the node's
+    /// `getdata`/`getblocktxn`/`getheaders`/`getblocks` (a node that fell behind or
+    /// restarted catches up from them); the oldest go first.
+    pub block_store_bytes: usize,
     /// Bytes queued for the node past which new messages are refused (a node not reading).
     pub max_send_buffer: usize,
 }
@@ -95,7 +98,7 @@ impl NodeConfig {
             ping_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(20 * 60),
             tx_cache_bytes: 64 << 20,
-            block_cache_len: 8,
+            block_store_bytes: 256 << 20,
             max_send_buffer: 64 << 20,
         }
     }
@@ -143,6 +146,47 @@ pub enum NodeEvent {
     },
     /// A block or header from the node failed the proof-of-work check; it was dropped.
     BlockRejected { error: PowError },
+    /// A block from the network went to the node: pushed, or asked for by the node after an
+    /// announcement. The only event that says a block was handed over.
+    BlockSent {
+        hash: BlockHash,
+        message: BlockMessage,
+    },
+    /// The delivery `mode` asked for is not one this node takes; `used` is sent instead.
+    /// Reported once per connection (every occurrence is counted in
+    /// [`NodeStats::delivery_fallbacks`]).
+    DeliveryFallback {
+        mode: &'static str,
+        used: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// How a block was handed to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockMessage {
+    /// A `block` message.
+    Block,
+    /// A BIP 152 `cmpctblock` (the node asks for what it lacks with `getblocktxn`).
+    Compact,
+}
+
+impl BlockMessage {
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockMessage::Block => "block",
+            BlockMessage::Compact => "cmpctblock",
+        }
+    }
+}
+
+/// Nodes known to process a block nobody asked for when it extends their best chain: Bitcoin
+/// Core (`/Satoshi:`) and the nodes descended from it that keep that behaviour, and Photon's
+/// emulated node. Others (bcoin drops the peer) are sent announcements.
+pub fn accepts_unsolicited_blocks(info: &PeerInfo) -> bool {
+    ["/Satoshi:", "/Bitcoin SV:", "/photon-emunode:"]
+        .iter()
+        .any(|p| info.user_agent.starts_with(p))
 }
 
 /// Why the connection to the node must be closed, or why a call was refused.
@@ -170,9 +214,6 @@ pub enum NodeError {
     /// not queued.
     #[error("{queued} bytes already queued for the node (limit {limit})")]
     SendBufferFull { queued: usize, limit: usize },
-    /// Not fatal: the node did not ask for compact blocks version 2 in high-bandwidth mode.
-    #[error("node did not ask for high-bandwidth compact blocks (sendcmpct 1, version 2)")]
-    CompactBlocksNotRequested,
     /// Not fatal: the compact block could not be built.
     #[error("compact block: {0}")]
     CompactBlock(String),
@@ -185,7 +226,6 @@ impl NodeError {
             self,
             NodeError::NotHandshaken
                 | NodeError::SendBufferFull { .. }
-                | NodeError::CompactBlocksNotRequested
                 | NodeError::CompactBlock(_)
         )
     }
@@ -220,6 +260,12 @@ pub struct NodeStats {
     pub blocks_sent: u64,
     pub cmpct_blocks_sent: u64,
     pub blocks_announced: u64,
+    /// Blocks for the node that came before a handshake: kept, the tip announced after it.
+    pub blocks_deferred: u64,
+    /// Deliveries sent as announcements because the node does not take what the mode sends.
+    pub delivery_fallbacks: u64,
+    pub getheaders_served: u64,
+    pub getblocks_served: u64,
     /// getdata items answered with the tx or block.
     pub getdata_served: u64,
     /// getdata items we did not have (answered with `notfound`).

@@ -130,7 +130,7 @@ fn relay_with_a_bitcoinlib_node() {
         panic!("first event is not Handshaken")
     };
     assert_eq!(info.version, 70016);
-    assert_eq!(info.user_agent, "/bitcoinlib-test-node/");
+    assert_eq!(info.user_agent, "/Satoshi:27.0.0(bitcoinlib-test-node)/");
     assert_eq!(info.start_height, 403617);
     assert!(info.wtxid_relay && info.addrv2);
 
@@ -259,14 +259,18 @@ fn backoff_grows_while_nobody_listens() {
         }
     }
     assert_eq!(delays, vec![10, 20, 40, 40]);
-    // Calls while disconnected are refused, not lost silently.
-    conn.send_block(block(227836));
+    // While disconnected a block is kept for the next connection (announced after its
+    // handshake); a transaction is refused, not lost silently. The calls are taken in order,
+    // so the first refusal is the transaction's.
+    let b = block(227836);
+    conn.send_block(b.clone());
+    conn.announce_tx(b.txdata[1].clone());
     let refused = std::iter::from_fn(|| conn.recv_event(WAIT))
         .find(|e| matches!(e, ConnectionEvent::CallRefused { .. }));
     assert!(matches!(
         refused,
         Some(ConnectionEvent::CallRefused {
-            call: "send_block",
+            call: "announce_tx",
             ..
         })
     ));

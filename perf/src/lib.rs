@@ -14,6 +14,8 @@
 //!   `perf/README.md`.
 //! - [`emunode`]: an emulated Bitcoin node the gateway connects to: it feeds a replay and
 //!   records what reaches it.
+//! - [`realnode`]: real full nodes written by others (bcoin), started, stopped and driven over
+//!   their RPC.
 //! - [`testbed`]: network namespaces, veth links and a bridge (`scripts/testbed.sh`).
 
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod capture_feed;
 pub mod compare;
 pub mod emunode;
 pub mod impair;
+pub mod realnode;
 pub mod replay;
 pub mod report;
 pub mod testbed;

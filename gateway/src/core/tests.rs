@@ -135,8 +135,10 @@ impl Sim {
         self.actions[i]
             .iter()
             .filter_map(|a| match a {
-                NodeAction::SendBlock(b) => Some(b),
-                _ => None,
+                NodeAction::SendBlock(b)
+                | NodeAction::AnnounceBlock(b)
+                | NodeAction::SendCmpctBlock(b) => Some(b),
+                NodeAction::AnnounceTx(_) => None,
             })
             .collect()
     }

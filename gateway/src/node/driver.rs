@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::{Block, Transaction};
 
-use super::{NodeConfig, NodeError, NodeEvent, NodePeer, NodeStats, Role};
+use super::{BlockStore, NodeConfig, NodeError, NodeEvent, NodePeer, NodeStats, Role};
 
 /// Exponential backoff between connection attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +165,7 @@ impl NodeConnection {
             waker,
             stats: stats.clone(),
             generation: 0,
+            blocks: None,
         };
         let thread = std::thread::Builder::new()
             .name("photon-node".into())
@@ -252,6 +253,8 @@ struct Driver {
     waker: Option<UnixDatagram>,
     stats: Arc<Mutex<NodeStats>>,
     generation: u64,
+    /// The blocks the node may ask for, carried from one connection to the next.
+    blocks: Option<BlockStore>,
 }
 
 /// How a session ended.
@@ -292,7 +295,8 @@ impl Driver {
         }
     }
 
-    /// Wait `delay` between attempts, refusing calls. True on shutdown.
+    /// Wait `delay` between attempts. Blocks for the node are kept (the next connection
+    /// announces the tip); transactions are refused. True on shutdown.
     fn wait(&mut self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
@@ -300,6 +304,12 @@ impl Driver {
             match self.input_rx.recv_timeout(left) {
                 Ok(Input::Call(Call::Shutdown)) | Err(RecvTimeoutError::Disconnected) => {
                     return true
+                }
+                Ok(Input::Call(
+                    Call::SendBlock(b) | Call::AnnounceBlock(b) | Call::SendCmpctBlock(b),
+                )) => {
+                    let store = self.store();
+                    store.insert(b, true);
                 }
                 Ok(Input::Call(c)) => self.emit(ConnectionEvent::CallRefused {
                     call: c.name(),
@@ -333,6 +343,7 @@ impl Driver {
         let unix_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let blocks = self.store_taken();
         let mut peer = NodePeer::new(
             self.config.clone(),
             Role::Outbound,
@@ -340,12 +351,26 @@ impl Driver {
             Instant::now(),
             unix_time,
             rand::random(),
-        );
+        )
+        .with_blocks(blocks);
         self.emit(ConnectionEvent::Connected(self.addr));
         let end = self.drive(&mut peer, &stream, generation);
         let _ = stream.shutdown(Shutdown::Both);
         self.publish(&peer);
+        self.blocks = Some(peer.take_blocks());
         (end, peer.is_handshaken())
+    }
+
+    fn store(&mut self) -> &mut BlockStore {
+        let bytes = self.config.block_store_bytes;
+        self.blocks.get_or_insert_with(|| BlockStore::new(bytes))
+    }
+
+    fn store_taken(&mut self) -> BlockStore {
+        self.store();
+        self.blocks
+            .take()
+            .unwrap_or_else(|| BlockStore::new(self.config.block_store_bytes))
     }
 
     fn publish(&self, peer: &NodePeer) {

@@ -13,7 +13,7 @@ use bitcoin::bip152::{BlockTransactions, HeaderAndShortIds};
 use bitcoin::hashes::Hash;
 use bitcoin::p2p::address::Address;
 use bitcoin::p2p::message::NetworkMessage;
-use bitcoin::p2p::message_blockdata::{GetHeadersMessage, Inventory};
+use bitcoin::p2p::message_blockdata::{GetBlocksMessage, GetHeadersMessage, Inventory};
 use bitcoin::p2p::message_compact_blocks::{BlockTxn, CmpctBlock, GetBlockTxn, SendCmpct};
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
@@ -22,10 +22,12 @@ use photon_protocol::chain::{Bitcoin, ChainAdapter};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::blocks::BlockStore;
 use super::codec::{encode_message, FrameDecoder, FrameError};
 use super::pow::{check_pow, pow_limit};
 use super::{
-    NodeConfig, NodeError, NodeEvent, NodeStats, PeerInfo, MIN_PEER_VERSION, PROTOCOL_VERSION,
+    accepts_unsolicited_blocks, BlockMessage, NodeConfig, NodeError, NodeEvent, NodeStats, PeerInfo, MIN_PEER_VERSION,
+    PROTOCOL_VERSION,
 };
 use photon_protocol::fifo::{FifoMap, FifoSet};
 
@@ -49,6 +51,8 @@ const MAX_HEADERS_REQUESTED: usize = 16;
 const MAX_INV_PER_MSG: usize = 50_000;
 /// Headers per `headers` reply (Core's MAX_HEADERS_RESULTS).
 const MAX_HEADERS_RESULTS: usize = 2_000;
+/// Hashes per `inv` answering `getblocks` (Core's limit).
+const MAX_GETBLOCKS_RESULTS: usize = 500;
 /// Compact blocks version we speak (BIP 152 version 2: wtxid short IDs, segwit).
 const CMPCT_VERSION: u64 = 2;
 
@@ -103,7 +107,12 @@ pub struct NodePeer {
     node_knows_block: FifoSet<BlockHash>,
     blocks_in_flight: FifoSet<BlockHash>,
     blocks_seen: FifoSet<BlockHash>,
-    block_cache: FifoMap<BlockHash, Block>,
+    /// Kept across connections: see [`NodePeer::with_blocks`].
+    blocks: BlockStore,
+    /// A block from the network came before the handshake: announce the tip after it.
+    announce_after_handshake: bool,
+    /// A delivery mode's fallback was reported on this connection.
+    fallback_said: bool,
 
     started_at: Instant,
     last_recv: Instant,
@@ -132,7 +141,7 @@ impl NodePeer {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let our_nonce = rng.next_u64();
         let tx_cache = FifoMap::weighted(KNOWN_TXS, config.tx_cache_bytes);
-        let block_cache = FifoMap::new(config.block_cache_len);
+        let blocks = BlockStore::new(config.block_store_bytes);
         let mut peer = NodePeer {
             magic,
             role,
@@ -159,7 +168,9 @@ impl NodePeer {
             node_knows_block: FifoSet::new(KNOWN_BLOCKS),
             blocks_in_flight: FifoSet::new(KNOWN_BLOCKS),
             blocks_seen: FifoSet::new(KNOWN_BLOCKS),
-            block_cache,
+            blocks,
+            announce_after_handshake: false,
+            fallback_said: false,
             started_at: now,
             last_recv: now,
             next_ping_at: now + config.ping_interval,
@@ -332,29 +343,44 @@ impl NodePeer {
         Ok(true)
     }
 
-    /// Push a whole block to the node, unsolicited (`block` message). The fastest way in:
-    /// Bitcoin Core processes an unrequested block that extends its best chain. The block is
-    /// kept to serve later requests for it.
+    /// Push a whole block to the node, unsolicited (`block` message): the fastest way in, to a
+    /// node known to process unrequested blocks that extend its chain (Bitcoin Core and its
+    /// descendants, by user agent: see [`accepts_unsolicited_blocks`]). Any other node is sent
+    /// an announcement instead ([`Self::announce_block`]; reported once per connection as
+    /// [`NodeEvent::DeliveryFallback`]): bcoin, for one, drops a peer that sends a block it did
+    /// not ask for. Before the handshake the block is kept and the tip announced after it.
     pub fn send_block(&mut self, block: Block) -> Result<(), NodeError> {
         if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
+            return self.defer_block(block);
+        }
+        if !self.info.as_ref().is_some_and(accepts_unsolicited_blocks) {
+            self.say_fallback("push", "unsolicited blocks are not known to be accepted");
+            return self.announce_block(block);
         }
         self.check_send_buffer()?;
         let hash = block.block_hash();
-        let block = match self.queue_unchecked(NetworkMessage::Block(block)) {
-            NetworkMessage::Block(b) => b,
-            _ => unreachable!("queue_unchecked returns its message"),
-        };
-        self.stats.blocks_sent += 1;
-        self.remember_block(hash, block);
+        self.blocks.insert(block, true);
+        self.node_knows_block.insert(hash);
+        self.blocks_seen.insert(hash);
+        if let Some(b) = self.blocks.get(&hash) {
+            let msg = NetworkMessage::Block(b.clone());
+            self.queue_unchecked(msg);
+            self.stats.blocks_sent += 1;
+            self.events.push_back(NodeEvent::BlockSent {
+                hash,
+                message: BlockMessage::Block,
+            });
+        }
         Ok(())
     }
 
     /// Announce a block to the node: one `headers` if it sent `sendheaders`, else an `inv`;
-    /// it then asks with `getdata` (served from the block cache as `block` or `cmpctblock`).
+    /// it then asks with `getdata` (served from the block store as `block` or `cmpctblock`,
+    /// reported as [`NodeEvent::BlockSent`]). Works with every node. Before the handshake the
+    /// block is kept and the tip announced after it.
     pub fn announce_block(&mut self, block: Block) -> Result<(), NodeError> {
         if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
+            return self.defer_block(block);
         }
         self.check_send_buffer()?;
         let hash = block.block_hash();
@@ -371,14 +397,23 @@ impl NodePeer {
 
     /// Push a block as a BIP 152 `cmpctblock` (coinbase prefilled), where the node asked for
     /// high-bandwidth compact blocks version 2. The node rebuilds it from its mempool and asks
-    /// for what it lacks with `getblocktxn` (served from the block cache).
+    /// for what it lacks with `getblocktxn` (served from the block store). A node that asked
+    /// only for low-bandwidth compact blocks (or none) is sent an announcement instead
+    /// (reported once per connection as [`NodeEvent::DeliveryFallback`]); it then asks for the
+    /// `cmpctblock` or the block with `getdata`.
     pub fn send_cmpct_block(&mut self, block: Block) -> Result<(), NodeError> {
         if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
+            return self.defer_block(block);
         }
         match self.node_cmpct {
             Some(sc) if sc.send_compact => {}
-            _ => return Err(NodeError::CompactBlocksNotRequested),
+            _ => {
+                self.say_fallback(
+                    "compact",
+                    "the node did not ask for high-bandwidth compact blocks",
+                );
+                return self.announce_block(block);
+            }
         }
         self.check_send_buffer()?;
         let nonce = self.rng.next_u64();
@@ -389,8 +424,38 @@ impl NodePeer {
             compact_block: compact,
         }));
         self.stats.cmpct_blocks_sent += 1;
+        self.events.push_back(NodeEvent::BlockSent {
+            hash,
+            message: BlockMessage::Compact,
+        });
         self.remember_block(hash, block);
         Ok(())
+    }
+
+    /// Keep a block the node may ask for (one it gave us, or one delivered while no
+    /// connection was up), without announcing it.
+    pub fn keep_block(&mut self, block: Block, from_network: bool) {
+        self.blocks.insert(block, from_network);
+    }
+
+    /// Take the block store over a new connection (the driver carries it from one connection
+    /// to the next, so a node that reconnects or restarts can still fetch what it missed).
+    pub fn with_blocks(mut self, blocks: BlockStore) -> Self {
+        self.blocks = blocks;
+        if self.blocks.tip_from_network() {
+            self.announce_after_handshake = true;
+        }
+        self
+    }
+
+    /// Give the block store back (at the end of a connection).
+    pub fn take_blocks(&mut self) -> BlockStore {
+        std::mem::replace(&mut self.blocks, BlockStore::new(0))
+    }
+
+    /// The blocks kept to serve the node.
+    pub fn blocks(&self) -> &BlockStore {
+        &self.blocks
     }
 
     // ----- internals ---------------------------------------------------------------------
@@ -402,7 +467,40 @@ impl NodePeer {
     fn remember_block(&mut self, hash: BlockHash, block: Block) {
         self.node_knows_block.insert(hash);
         self.blocks_seen.insert(hash);
-        self.block_cache.insert(hash, block);
+        self.blocks.insert(block, true);
+    }
+
+    /// A block for the node before the handshake: kept, and the tip announced after it.
+    fn defer_block(&mut self, block: Block) -> Result<(), NodeError> {
+        self.blocks.insert(block, true);
+        self.announce_after_handshake = true;
+        self.stats.blocks_deferred += 1;
+        Ok(())
+    }
+
+    fn say_fallback(&mut self, mode: &'static str, reason: &'static str) {
+        self.stats.delivery_fallbacks += 1;
+        if !self.fallback_said {
+            self.fallback_said = true;
+            self.events.push_back(NodeEvent::DeliveryFallback {
+                mode,
+                used: "announce",
+                reason,
+            });
+        }
+    }
+
+    /// After the handshake: announce the store's tip if it came from the network (the node
+    /// then fetches it, and asks with `getheaders`/`getblocks` for what lies between).
+    fn announce_tip(&mut self) {
+        self.announce_after_handshake = false;
+        if !self.blocks.tip_from_network() {
+            return;
+        }
+        if let Some(tip) = self.blocks.tip() {
+            self.queue_unchecked(NetworkMessage::Inv(vec![Inventory::Block(tip)]));
+            self.stats.blocks_announced += 1;
+        }
     }
 
     fn queued(&self) -> usize {
@@ -531,6 +629,7 @@ impl NodePeer {
             NetworkMessage::Block(block) => self.on_block(block, now),
             NetworkMessage::GetData(items) => self.on_getdata(items),
             NetworkMessage::GetHeaders(req) => self.on_getheaders(req),
+            NetworkMessage::GetBlocks(req) => self.on_getblocks(req),
             NetworkMessage::GetBlockTxn(req) => self.on_getblocktxn(req),
             _ => self.stats.ignored_messages += 1,
         }
@@ -594,6 +693,9 @@ impl NodePeer {
         self.queue_unchecked(NetworkMessage::FeeFilter(self.config.fee_filter));
         self.info = Some(info.clone());
         self.events.push_back(NodeEvent::Handshaken(info));
+        if self.announce_after_handshake {
+            self.announce_tip();
+        }
         Ok(())
     }
 
@@ -749,6 +851,7 @@ impl NodePeer {
     fn on_getdata(&mut self, items: Vec<Inventory>) {
         let mut not_found = Vec::new();
         for item in items {
+            let mut sent = None;
             let reply = match item {
                 Inventory::WTx(w) => self
                     .cached_tx(&w.to_byte_array())
@@ -763,19 +866,23 @@ impl NodePeer {
                     .get(&t.to_byte_array())
                     .and_then(|w| self.cached_tx(w))
                     .map(|tx| NetworkMessage::Tx(strip_witness(tx))),
-                Inventory::WitnessBlock(h) => self
-                    .block_cache
-                    .get(&h)
-                    .map(|b| NetworkMessage::Block(b.clone())),
-                Inventory::Block(h) => self.block_cache.get(&h).map(|b| {
-                    NetworkMessage::Block(Block {
-                        header: b.header,
-                        txdata: b.txdata.iter().map(strip_witness).collect(),
+                Inventory::WitnessBlock(h) => {
+                    sent = Some((h, BlockMessage::Block));
+                    self.blocks.get(&h).map(|b| NetworkMessage::Block(b.clone()))
+                }
+                Inventory::Block(h) => {
+                    sent = Some((h, BlockMessage::Block));
+                    self.blocks.get(&h).map(|b| {
+                        NetworkMessage::Block(Block {
+                            header: b.header,
+                            txdata: b.txdata.iter().map(strip_witness).collect(),
+                        })
                     })
-                }),
+                }
                 Inventory::CompactBlock(h) => {
+                    sent = Some((h, BlockMessage::Compact));
                     let nonce = self.rng.next_u64();
-                    self.block_cache.get(&h).and_then(|b| {
+                    self.blocks.get(&h).and_then(|b| {
                         HeaderAndShortIds::from_block(b, nonce, CMPCT_VERSION as u32, &[])
                             .ok()
                             .map(|c| NetworkMessage::CmpctBlock(CmpctBlock { compact_block: c }))
@@ -787,6 +894,10 @@ impl NodePeer {
                 Some(msg) => {
                     if self.queue(msg).is_ok() {
                         self.stats.getdata_served += 1;
+                        if let Some((hash, message)) = sent {
+                            self.node_knows_block.insert(hash);
+                            self.events.push_back(NodeEvent::BlockSent { hash, message });
+                        }
                     }
                 }
                 None => {
@@ -800,39 +911,39 @@ impl NodePeer {
         }
     }
 
-    /// Answer with the cached blocks' headers that follow the node's locator (possibly none).
+    /// Answer with the headers of the stored best chain that follow the node's locator
+    /// (possibly none).
     fn on_getheaders(&mut self, req: GetHeadersMessage) {
-        let mut headers = Vec::new();
-        // The first locator hash we have a cached child of starts the chain.
-        let mut tip = req
-            .locator_hashes
-            .iter()
-            .copied()
-            .find(|h| self.child_of(*h).is_some());
-        while let Some(prev) = tip {
-            let Some(header) = self.child_of(prev) else {
-                break;
-            };
-            let hash = header.block_hash();
-            headers.push(header);
-            if hash == req.stop_hash || headers.len() >= MAX_HEADERS_RESULTS {
-                break;
-            }
-            tip = Some(hash);
-        }
+        let headers = if req.locator_hashes.is_empty() {
+            self.blocks
+                .get(&req.stop_hash)
+                .map(|b| vec![b.header])
+                .unwrap_or_default()
+        } else {
+            self.blocks
+                .headers_after(&req.locator_hashes, req.stop_hash, MAX_HEADERS_RESULTS)
+        };
+        self.stats.getheaders_served += 1;
         let _ = self.queue(NetworkMessage::Headers(headers));
     }
 
-    fn child_of(&self, prev: BlockHash) -> Option<bitcoin::block::Header> {
-        self.block_cache
-            .iter()
-            .map(|(_, b)| b.header)
-            .find(|h| h.prev_blockhash == prev)
+    /// Answer with an `inv` of the stored best chain's blocks that follow the node's locator
+    /// (none: no answer, as Core does when it has nothing to add).
+    fn on_getblocks(&mut self, req: GetBlocksMessage) {
+        let hashes = self
+            .blocks
+            .after(&req.locator_hashes, req.stop_hash, MAX_GETBLOCKS_RESULTS);
+        self.stats.getblocks_served += 1;
+        if hashes.is_empty() {
+            return;
+        }
+        let inv = hashes.into_iter().map(Inventory::Block).collect();
+        let _ = self.queue(NetworkMessage::Inv(inv));
     }
 
     fn on_getblocktxn(&mut self, req: GetBlockTxn) {
         let reply = self
-            .block_cache
+            .blocks
             .get(&req.txs_request.block_hash)
             .and_then(|b| BlockTransactions::from_request(&req.txs_request, b).ok());
         match reply {

@@ -24,7 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from node_peer import (MSG_WTX, Node, check, fail, handshake, inv, load_block,  # noqa: E402
+from node_peer import (MSG_WTX, Node, check, fail, fetch_block, handshake, inv,  # noqa: E402
+                       load_block,
                        msg_inv_of, msg_raw, sha256d)
 
 import bitcoin  # noqa: E402
@@ -98,7 +99,7 @@ def main():
     block_hash = sha256d(raw[:80])
     a.send(msg_raw(b"block", raw))
     print("sent block %d %s to gateway A" % (args.height, b2lx(block_hash)), flush=True)
-    payload, m = b.expect("block")
+    payload, m = fetch_block(b)
     got = m.block
     check(got.GetHash() == block_hash, "node B got block %s" % b2lx(block_hash))
     check(got.calc_merkle_root() == got.hashMerkleRoot,

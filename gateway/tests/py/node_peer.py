@@ -123,6 +123,38 @@ class Node:
             self.stash.append((cmd, payload, msg))
 
 
+def fetch_block(node):
+    """The next block from the gateway, pushed (`block`) or announced (`headers`/`inv`, then
+    fetched with getdata, as a real node does)."""
+    for i, (cmd, _, _) in enumerate(node.stash):
+        if cmd in ("block", "headers", "inv"):
+            break
+    else:
+        i = None
+    while True:
+        if i is not None:
+            cmd, payload, msg = node.stash.pop(i)
+            i = None
+        else:
+            cmd, payload, msg = node.recv()
+        if cmd == "block":
+            return payload, msg
+        if cmd == "headers":
+            want = [h.GetHash() for h in parse_headers(payload)]
+        elif cmd == "inv" and all(it.type == MSG_BLOCK for it in msg.inv):
+            want = [it.hash for it in msg.inv]
+        elif cmd == "ping":
+            pong = messagemap[b"pong"]()
+            pong.nonce = msg.nonce
+            node.send(pong)
+            continue
+        else:
+            print("   (kept %s, %d bytes, for later)" % (cmd, len(payload)), flush=True)
+            node.stash.append((cmd, payload, msg))
+            continue
+        node.send(msg_getdata_of([inv(MSG_WITNESS_BLOCK, h) for h in want]))
+
+
 def load_block(data, height):
     raw = open("%s/%d.raw" % (data, height), "rb").read()
     return raw, CBlock.deserialize(raw)
@@ -158,7 +190,8 @@ def handshake(node, start_height):
 
     ours = msg_version(70016)
     ours.nServices = NODE_NETWORK | NODE_WITNESS
-    ours.strSubVer = b"/bitcoinlib-test-node/"
+    # Plays Bitcoin Core (which takes unsolicited blocks): Core's user agent, with a comment.
+    ours.strSubVer = b"/Satoshi:27.0.0(bitcoinlib-test-node)/"
     ours.nStartingHeight = start_height
     node.send(ours)
     node.send(msg_raw(b"wtxidrelay"))

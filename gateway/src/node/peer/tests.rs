@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bitcoin::consensus::deserialize;
 use bitcoin::p2p::message::CommandString;
-use bitcoin::p2p::message_blockdata::GetHeadersMessage;
+use bitcoin::p2p::message_blockdata::{GetBlocksMessage, GetHeadersMessage};
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::{Network, Transaction};
 
@@ -24,6 +24,10 @@ fn block(height: u32) -> Block {
 }
 
 fn node_version(version: u32) -> NetworkMessage {
+    node_version_as(version, "/Satoshi:27.0.0/")
+}
+
+fn node_version_as(version: u32, user_agent: &str) -> NetworkMessage {
     let addr: SocketAddr = NODE_ADDR.parse().unwrap();
     NetworkMessage::Version(VersionMessage {
         version,
@@ -32,7 +36,7 @@ fn node_version(version: u32) -> NetworkMessage {
         receiver: Address::new(&addr, ServiceFlags::NONE),
         sender: Address::new(&addr, ServiceFlags::NONE),
         nonce: 42,
-        user_agent: "/Satoshi:27.0.0/".into(),
+        user_agent: user_agent.into(),
         start_height: 850_000,
         relay: true,
     })
@@ -79,10 +83,15 @@ impl Sim {
 
     /// A completed outbound handshake with a 70016 node that sends wtxidrelay.
     fn handshaken() -> Sim {
+        Self::handshaken_as("/Satoshi:27.0.0/")
+    }
+
+    /// As [`Sim::handshaken`], with a node of this user agent.
+    fn handshaken_as(user_agent: &str) -> Sim {
         let mut sim = Sim::new(Role::Outbound);
         sim.recv();
         sim.send(vec![
-            node_version(70016),
+            node_version_as(70016, user_agent),
             NetworkMessage::WtxidRelay,
             NetworkMessage::SendAddrV2,
             NetworkMessage::Verack,
@@ -354,15 +363,144 @@ fn tx_to_node_announced_by_wtxid_and_served() {
 }
 
 #[test]
-fn calls_before_handshake_are_refused() {
+fn calls_before_handshake_keep_blocks_and_refuse_txs() {
     let mut sim = Sim::new(Role::Outbound);
+    sim.recv();
     let b = block(227836);
     assert_eq!(
         sim.peer.announce_tx(b.txdata[1].clone()),
         Err(NodeError::NotHandshaken)
     );
-    assert_eq!(sim.peer.send_block(b), Err(NodeError::NotHandshaken));
     assert!(!NodeError::NotHandshaken.is_fatal());
+    // A block before the handshake is kept, and the tip announced right after it.
+    sim.peer.send_block(b.clone()).unwrap();
+    assert_eq!(sim.peer.stats().blocks_deferred, 1);
+    assert!(sim.recv().is_empty());
+    sim.send(vec![node_version(70016), NetworkMessage::Verack]);
+    let out = sim.recv();
+    assert_eq!(
+        out.last(),
+        Some(&NetworkMessage::Inv(vec![Inventory::Block(b.block_hash())]))
+    );
+    sim.send(vec![NetworkMessage::GetData(vec![
+        Inventory::WitnessBlock(b.block_hash()),
+    ])]);
+    assert_eq!(sim.recv(), vec![NetworkMessage::Block(b.clone())]);
+    let ev = sim.events();
+    assert!(ev.contains(&NodeEvent::BlockSent {
+        hash: b.block_hash(),
+        message: BlockMessage::Block
+    }));
+}
+
+#[test]
+fn blocks_are_kept_across_connections() {
+    // A block delivered on one connection is served on the next (the driver carries the
+    // store): a node that reconnects or restarts asks for it.
+    let b = block(227836);
+    let mut first = Sim::handshaken();
+    first.peer.announce_block(b.clone()).unwrap();
+    let store = first.peer.take_blocks();
+    let mut sim = Sim::new(Role::Outbound);
+    sim.peer = NodePeer::new(
+        NodeConfig::new(Network::Bitcoin),
+        Role::Outbound,
+        NODE_ADDR.parse().unwrap(),
+        sim.now,
+        1_700_000_000,
+        8,
+    )
+    .with_blocks(store);
+    sim.recv();
+    sim.send(vec![node_version(70016), NetworkMessage::Verack]);
+    assert_eq!(
+        sim.recv().last(),
+        Some(&NetworkMessage::Inv(vec![Inventory::Block(b.block_hash())]))
+    );
+    sim.send(vec![NetworkMessage::GetData(vec![
+        Inventory::WitnessBlock(b.block_hash()),
+    ])]);
+    assert_eq!(sim.recv(), vec![NetworkMessage::Block(b)]);
+}
+
+#[test]
+fn push_to_a_node_that_drops_unrequested_blocks_announces() {
+    // bcoin disconnects a peer that sends a block it did not ask for.
+    let b = block(702861);
+    let mut sim = Sim::handshaken_as("/bcoin:1.0.2/");
+    sim.peer.send_block(b.clone()).unwrap();
+    assert_eq!(
+        sim.recv(),
+        vec![NetworkMessage::Inv(vec![Inventory::Block(b.block_hash())])]
+    );
+    let ev = sim.events();
+    assert!(
+        matches!(ev[..], [NodeEvent::DeliveryFallback { mode: "push", used: "announce", .. }]),
+        "{ev:?}"
+    );
+    // Said once; counted every time.
+    let c = block(227836);
+    sim.peer.send_block(c.clone()).unwrap();
+    assert_eq!(
+        sim.recv(),
+        vec![NetworkMessage::Inv(vec![Inventory::Block(c.block_hash())])]
+    );
+    assert!(sim.events().is_empty());
+    assert_eq!(sim.peer.stats().delivery_fallbacks, 2);
+    assert_eq!(sim.peer.stats().blocks_sent, 0);
+    // The node asks (as bcoin does, for a compact block) and gets it.
+    sim.send(vec![NetworkMessage::GetData(vec![Inventory::CompactBlock(
+        b.block_hash(),
+    )])]);
+    let out = sim.recv();
+    assert!(matches!(&out[..], [NetworkMessage::CmpctBlock(cb)] if cb.compact_block.header == b.header), "{:?}", cmds(&out));
+    assert_eq!(
+        sim.events(),
+        vec![NodeEvent::BlockSent {
+            hash: b.block_hash(),
+            message: BlockMessage::Compact
+        }]
+    );
+}
+
+#[test]
+fn getblocks_answered_along_the_stored_chain() {
+    let parent = block(227835);
+    let b = block(227836);
+    let mut sim = Sim::handshaken();
+    sim.peer.announce_block(parent.clone()).unwrap();
+    sim.peer.announce_block(b.clone()).unwrap();
+    sim.recv();
+    // A node that has the parent's parent: both, in order.
+    sim.send(vec![NetworkMessage::GetBlocks(GetBlocksMessage {
+        version: 70016,
+        locator_hashes: vec![parent.header.prev_blockhash],
+        stop_hash: BlockHash::all_zeros(),
+    })]);
+    assert_eq!(
+        sim.recv(),
+        vec![NetworkMessage::Inv(vec![
+            Inventory::Block(parent.block_hash()),
+            Inventory::Block(b.block_hash())
+        ])]
+    );
+    // A node that has the parent: the block; one that has both: no answer.
+    sim.send(vec![NetworkMessage::GetBlocks(GetBlocksMessage {
+        version: 70016,
+        locator_hashes: vec![parent.block_hash()],
+        stop_hash: BlockHash::all_zeros(),
+    })]);
+    assert_eq!(
+        sim.recv(),
+        vec![NetworkMessage::Inv(vec![Inventory::Block(b.block_hash())])]
+    );
+    sim.send(vec![NetworkMessage::GetBlocks(GetBlocksMessage {
+        version: 70016,
+        locator_hashes: vec![b.block_hash()],
+        stop_hash: BlockHash::all_zeros(),
+    })]);
+    assert!(sim.recv().is_empty());
+    assert_eq!(sim.peer.stats().getblocks_served, 3);
 }
 
 #[test]
@@ -499,10 +637,20 @@ fn announce_block_by_headers_or_inv_then_serve() {
 fn compact_blocks_only_where_asked() {
     let b = block(481815);
     let mut sim = Sim::handshaken();
+    // Not asked for high-bandwidth compact blocks: announced instead, said once.
+    sim.peer.send_cmpct_block(b.clone()).unwrap();
     assert_eq!(
-        sim.peer.send_cmpct_block(b.clone()),
-        Err(NodeError::CompactBlocksNotRequested)
+        sim.recv(),
+        vec![NetworkMessage::Inv(vec![Inventory::Block(b.block_hash())])]
     );
+    assert!(matches!(
+        sim.events()[..],
+        [NodeEvent::DeliveryFallback {
+            mode: "compact",
+            ..
+        }]
+    ));
+    assert_eq!(sim.peer.stats().cmpct_blocks_sent, 0);
     sim.send(vec![NetworkMessage::SendCmpct(SendCmpct {
         send_compact: true,
         version: 2,
