@@ -68,15 +68,17 @@ pub struct BcoinConfig {
 }
 
 impl BcoinConfig {
-    /// A node on loopback with ports `base`, `base + 1`, `base + 2` (P2P, RPC, wallet RPC).
-    pub fn loopback(name: &str, dir: &Path, base: u16) -> Self {
+    /// A node on loopback, in `dir/name`, on three ports free when asked (P2P, RPC, wallet
+    /// RPC).
+    pub fn loopback(name: &str, dir: &Path) -> Self {
+        let [p2p_port, http_port, wallet_port] = free_tcp_ports();
         BcoinConfig {
             name: name.to_string(),
             dir: dir.join(name),
             host: Ipv4Addr::LOCALHOST,
-            p2p_port: base,
-            http_port: base + 1,
-            wallet_port: base + 2,
+            p2p_port,
+            http_port,
+            wallet_port,
             memory: true,
             connect: Vec::new(),
             netns: None,
@@ -119,7 +121,8 @@ impl Bcoin {
 
     /// The `bcoin` entry point, or why it is missing.
     pub fn program() -> Result<PathBuf, RealNodeError> {
-        let bin = Self::install_dir().join("node_modules/bcoin/bin/bcoin");
+        // bin/bcoin is a shell wrapper; bin/node is the full node itself.
+        let bin = Self::install_dir().join("node_modules/bcoin/bin/node");
         if !bin.exists() {
             return Err(RealNodeError::NotInstalled {
                 what: "bcoin",
@@ -274,10 +277,27 @@ impl Bcoin {
         }
     }
 
-    /// A new address of the node's wallet.
+    /// Make a wallet `id` whose addresses are segwit (P2WPKH): what it sends spends witness
+    /// outputs.
+    pub fn witness_wallet(&self, id: &str) -> Result<(), RealNodeError> {
+        self.wallet_http("PUT", &format!("wallet/{id}"), json!({"witness": true}))
+            .map(|_| ())
+    }
+
+    /// A new address of the `primary` wallet.
     pub fn new_address(&self) -> Result<String, RealNodeError> {
-        let v = self.wallet_rpc("getnewaddress", json!([]))?;
-        self.string(v, "getnewaddress")
+        self.new_address_in("primary")
+    }
+
+    /// A new receiving address of wallet `id`. (bcoin 1.0.2's RPC `getnewaddress` prints
+    /// regtest addresses in mainnet form; its HTTP API does not.)
+    pub fn new_address_in(&self, id: &str) -> Result<String, RealNodeError> {
+        let v = self.wallet_http(
+            "POST",
+            &format!("wallet/{id}/address"),
+            json!({"account": "default"}),
+        )?;
+        self.string(v["address"].clone(), "address")
     }
 
     /// Mine `n` blocks to `address`; their hashes, oldest first.
@@ -288,10 +308,38 @@ impl Bcoin {
             .unwrap_or_default())
     }
 
-    /// Pay `btc` to `address` from the wallet; the txid.
-    pub fn send_to(&self, address: &str, btc: f64) -> Result<String, RealNodeError> {
-        let v = self.wallet_rpc("sendtoaddress", json!([address, btc]))?;
-        self.string(v, "sendtoaddress")
+    /// Pay `sats` to `address` from the `primary` wallet; the txid.
+    pub fn send_to(&self, address: &str, sats: u64) -> Result<String, RealNodeError> {
+        self.send_from("primary", address, sats)
+    }
+
+    /// Pay `sats` to `address` from wallet `id`; the txid.
+    pub fn send_from(&self, id: &str, address: &str, sats: u64) -> Result<String, RealNodeError> {
+        let v = self.wallet_http(
+            "POST",
+            &format!("wallet/{id}/send"),
+            json!({"outputs": [{"address": address, "value": sats}]}),
+        )?;
+        self.string(v["hash"].clone(), "send")
+    }
+
+    fn wallet_http(&self, verb: &str, path: &str, body: Value) -> Result<Value, RealNodeError> {
+        let url = format!(
+            "http://x:{API_KEY}@{}:{}/{path}",
+            self.config.host, self.config.wallet_port
+        );
+        let err = |message: String| RealNodeError::Rpc {
+            name: self.config.name.clone(),
+            method: format!("{verb} /{path}"),
+            message,
+        };
+        match self.agent.request(verb, &url).send_json(body) {
+            Ok(r) => r.into_json().map_err(|e| err(e.to_string())),
+            Err(ureq::Error::Status(code, r)) => {
+                Err(err(format!("{code}: {}", r.into_string().unwrap_or_default())))
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
     }
 
     pub fn best_block(&self) -> Result<String, RealNodeError> {
@@ -420,6 +468,18 @@ impl Drop for Bcoin {
             let _ = child.wait();
         }
     }
+}
+
+/// Three loopback TCP ports nobody listened on when asked (bound together, then released).
+fn free_tcp_ports() -> [u16; 3] {
+    let bind = || std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok();
+    let l = [bind(), bind(), bind()];
+    let port = |l: &Option<std::net::TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
+    };
+    [port(&l[0]), port(&l[1]), port(&l[2])]
 }
 
 fn which(program: &str) -> Option<PathBuf> {
