@@ -84,6 +84,32 @@ else
   could_not+=("create network namespaces (namespace tests will skip)")
 fi
 
+# Node.js and bcoin (a full Bitcoin node in JavaScript, from the npm registry), for the tests
+# and the demo with real nodes. Installed into perf/nodes/bcoin from its committed lockfile;
+# nothing is downloaded at run time. Install scripts build mrmr (node-gyp, build-essential); leveldown's
+# prebuilt binary is picked at run time and bcoin's other native parts fall back to JS.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  say "installing Node.js and npm (Debian)"
+  if DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >>/tmp/photon-setup-apt.log 2>&1; then
+    did+=("installed nodejs npm")
+  else
+    could_not+=("install nodejs npm (see /tmp/photon-setup-apt.log): the bcoin tests will fail")
+  fi
+fi
+BCOIN_DIR="$(cd "$(dirname "$0")/.." && pwd)/perf/nodes/bcoin"
+if command -v npm >/dev/null 2>&1; then
+  stamp="$BCOIN_DIR/node_modules/.photon-lock.sha256"
+  want=$(sha256sum "$BCOIN_DIR/package-lock.json" | cut -d' ' -f1)
+  if [ -x "$BCOIN_DIR/node_modules/bcoin/bin/node" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    did+=("bcoin $(node -p 'require(process.argv[1]).version' "$BCOIN_DIR/node_modules/bcoin/package.json") already installed (node $(node --version))")
+  elif (cd "$BCOIN_DIR" && npm ci --no-audit --no-fund >/tmp/photon-setup-npm.log 2>&1); then
+    echo "$want" >"$stamp"
+    did+=("installed bcoin into perf/nodes/bcoin (node $(node --version))")
+  else
+    could_not+=("npm ci in perf/nodes/bcoin (see /tmp/photon-setup-npm.log): the bcoin tests will fail")
+  fi
+fi
+
 say "done:"
 for d in "${did[@]}"; do say "  + $d"; done
 if [ ${#could_not[@]} -gt 0 ]; then

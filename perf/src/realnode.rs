@@ -2,7 +2,7 @@
 //! stop, and their JSON-RPC (mine, send, best block, mempool, peers, bans).
 //!
 //! [`Bcoin`] runs bcoin (installed by `scripts/setup.sh` into `perf/nodes/bcoin`) on regtest.
-//! Every node started is killed when its handle drops: on a test's failure (unwinding), on
+//! Each node's console log goes to `bcoin.log` in its folder. Every node started is killed when its handle drops: on a test's failure (unwinding), on
 //! the end of a run, and on Ctrl-C (the node is in the terminal's process group and gets the
 //! same SIGINT).
 
@@ -92,6 +92,7 @@ impl BcoinConfig {
 }
 
 const API_KEY: &str = "photon";
+const LOG_FILE: &str = "bcoin.log";
 const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// A running bcoin node; killed on drop.
@@ -160,8 +161,10 @@ impl Bcoin {
             format!("--wallet-http-host={}", config.host),
             format!("--wallet-http-port={}", config.wallet_port),
             format!("--api-key={API_KEY}"),
+            // The console log, to a file of ours: bcoin writes no log file of its own with
+            // `--memory`.
             "--log-level=debug".into(),
-            "--log-console=false".into(),
+            "--log-console=true".into(),
         ];
         if !config.connect.is_empty() {
             let peers: Vec<String> = config.connect.iter().map(|a| a.to_string()).collect();
@@ -182,11 +185,23 @@ impl Bcoin {
                 c
             }
         };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.dir.join(LOG_FILE))
+            .map_err(|source| RealNodeError::Spawn {
+                name: config.name.clone(),
+                source,
+            })?;
+        let log_err = log.try_clone().map_err(|source| RealNodeError::Spawn {
+            name: config.name.clone(),
+            source,
+        })?;
         let child = cmd
             .args(&args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
             .spawn()
             .map_err(|source| RealNodeError::Spawn {
                 name: config.name.clone(),
@@ -216,9 +231,9 @@ impl Bcoin {
         self.config.p2p_addr()
     }
 
-    /// The node's own log (`regtest/debug.log` in its folder).
+    /// The node's log (its console, at debug level, appended across restarts).
     pub fn log_path(&self) -> PathBuf {
-        self.config.dir.join("regtest/debug.log")
+        self.config.dir.join(LOG_FILE)
     }
 
     pub fn log(&self) -> String {
