@@ -38,7 +38,14 @@
 # transactions and blocks, each once at its first capture time over all the capture's peers,
 # at the capture's own timing divided by PHOTON_DEMO_SPEED, whose default is then 1, real time;
 # streamed as it plays, any length; the report adds each block's announcements across the
-# capture's peers beside Photon's propagation of it. `photon-perf emunode --capture`).
+# capture's peers beside Photon's propagation of it. `photon-perf emunode --capture`),
+# PHOTON_DEMO_NODE (emunode or bcoin; emunode. With bcoin: a real bcoin node on regtest beside
+# every gateway instead of the emulated node; node 0 mines PHOTON_DEMO_BCOIN_BLOCKS (3) blocks,
+# each filled with PHOTON_DEMO_BCOIN_TXS (280, ~1 MB) wallet transactions made at node 0 and
+# carried to every mempool through Photon first; each block's arrival is read from each node's
+# own chain. Then the same nodes' network without Photon: the same testbed links, the nodes
+# each other's peers (each connects out to the next 4: degree 8, or all where fewer), the same
+# kind of blocks; the report puts both side by side. `photon-perf bcoin-net`).
 set -euo pipefail
 CAPTURE=${PHOTON_DEMO_CAPTURE:-}
 if [ -n "$CAPTURE" ]; then
@@ -62,7 +69,14 @@ FORWARDING=${PHOTON_DEMO_FORWARDING:-cut-through}
 ENCODING=${PHOTON_DEMO_ENCODING:-compact}
 ENCRYPT=${PHOTON_DEMO_ENCRYPT:-true}
 IDLE_SLEEP_US=${PHOTON_DEMO_IDLE_SLEEP_US:-20}
+NODE_KIND=${PHOTON_DEMO_NODE:-emunode}
+BCOIN_BLOCKS=${PHOTON_DEMO_BCOIN_BLOCKS:-3}
+BCOIN_TXS=${PHOTON_DEMO_BCOIN_TXS:-280}
 PREFIX=phdemo
+case "$NODE_KIND" in emunode|bcoin) ;; *) echo "demo: PHOTON_DEMO_NODE must be emunode or bcoin (got $NODE_KIND)" >&2; exit 2 ;; esac
+if [ "$NODE_KIND" = bcoin ] && [ -n "$CAPTURE" ]; then
+  echo "demo: PHOTON_DEMO_CAPTURE replays through emulated nodes; unset PHOTON_DEMO_NODE" >&2; exit 2
+fi
 case "$RELAYS" in 1|2) ;; *) echo "demo: PHOTON_DEMO_RELAYS must be 1 or 2 (got $RELAYS)" >&2; exit 2 ;; esac
 case "$FORWARDING" in cut-through|store-and-forward) ;;
   *) echo "demo: PHOTON_DEMO_FORWARDING must be cut-through or store-and-forward (got $FORWARDING)" >&2; exit 2 ;;
@@ -230,6 +244,8 @@ EOF
 done
 
 for i in $(seq 0 $((GATEWAYS - 1))); do
+  if [ "$NODE_KIND" = bcoin ]; then NODE_ADDR="$(gw_addr "$i"):48444"; NODE_NETWORK=regtest
+  else NODE_ADDR="127.0.0.1:8333"; NODE_NETWORK=bitcoin; fi
   r=0 # with 2 relays, the source (gateway 0) is at relay 0 and the receivers at relay 1
   if [ "$RELAYS" = 2 ] && [ "$i" != 0 ]; then r=1; fi
   cat >"$WORK/configs/gw$i.toml" <<EOF
@@ -237,7 +253,8 @@ for i in $(seq 0 $((GATEWAYS - 1))); do
 key_file = "gw$i.key"
 
 [node]
-address = "127.0.0.1:8333"
+address = "$NODE_ADDR"
+network = "$NODE_NETWORK"
 
 [network]
 listen = "$(gw_addr "$i"):9500"
@@ -283,9 +300,29 @@ for r in $(seq 0 $((RELAYS - 1))); do
 done
 STOP=$WORK/stop
 NODE_PIDS=()
-# A capture plays as long as it lasts: the receivers then stop only on the stop file.
-MAX_S=600
-if [ -n "$CAPTURE" ]; then MAX_S=604800; fi
+REPORT_FLAGS=()
+bcoin_nodes() { # ns:address of every node, node 0 first
+  local out="" i
+  for i in $(seq 0 $((GATEWAYS - 1))); do out+="$(ns "g$i"):$(gw_addr "$i"),"; done
+  echo "${out%,}"
+}
+if [ "$NODE_KIND" = bcoin ]; then
+  echo "== starting $GATEWAYS gateways beside $GATEWAYS bcoin nodes (regtest); node 0 mines"
+  for i in $(seq 0 $((GATEWAYS - 1))); do
+    ip netns exec "$(ns "g$i")" "$BIN/photon-gateway" run --config "$WORK/configs/gw$i.toml" \
+      >"$WORK/logs/gw$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  # Runs in node 0's namespace: the nodes' RPC is on their testbed addresses.
+  ip netns exec "$(ns g0)" "$BIN/photon-perf" bcoin-net --nodes "$(bcoin_nodes)" --dir "$WORK/bcoin" \
+    --mode photon --blocks "$BCOIN_BLOCKS" --txs-per-block "$BCOIN_TXS" \
+    --records "$WORK/records/bcoin.jsonl" --summary "$WORK/bcoin-photon.json" \
+    2> >(tee "$WORK/logs/bcoin-photon.log" >&2) &
+  SRC=$!
+  PIDS+=("$SRC")
+  wait "$SRC"
+  echo "bcoin regtest, blocks of ${BCOIN_TXS} wallet txs mined at node 0" >"$WORK/description.txt"
+else
 for i in $(seq 1 $((GATEWAYS - 1))); do
   ip netns exec "$(ns "g$i")" "$BIN/photon-perf" emunode --name "node$i" --listen 127.0.0.1:8333 \
     --records "$WORK/records/node$i.jsonl" --stop-file "$STOP" --max-seconds "$MAX_S" \
@@ -317,6 +354,7 @@ SRC=$!
 PIDS+=("$SRC")
 # In the background and waited for, so that a signal to this script is handled at once.
 wait "$SRC"
+fi
 
 # Gateways and relay first (their stage logs are written per block), then the nodes, which
 # write their records when they see the stop file.
@@ -326,6 +364,18 @@ done
 touch "$STOP"
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 PIDS=()
+if [ "$NODE_KIND" = bcoin ]; then
+  echo "== the same: $GATEWAYS bcoin nodes as a P2P network on the same links, no Photon"
+  ip netns exec "$(ns g0)" "$BIN/photon-perf" bcoin-net --nodes "$(bcoin_nodes)" --dir "$WORK/bcoin-p2p" \
+    --mode p2p --degree 8 --blocks "$BCOIN_BLOCKS" --txs-per-block "$BCOIN_TXS" \
+    --records "$WORK/bcoin-p2p.jsonl" --summary "$WORK/bcoin-p2p.json" \
+    2> >(tee "$WORK/logs/bcoin-p2p.log" >&2) &
+  SRC=$!
+  PIDS+=("$SRC")
+  wait "$SRC"
+  PIDS=()
+  cp "$WORK/bcoin-photon.json" "$WORK/bcoin-p2p.json" "$WORK/records/"
+fi
 bad=$(grep -l -E "panicked|ERROR" "$WORK"/logs/*.log || true)
 if [ -n "$bad" ]; then
   echo "   note: errors in $(echo "$bad" | xargs -n1 basename | tr '\n' ' ')(see $OUT/logs)"
@@ -335,6 +385,21 @@ echo "== report"
 "$BIN/photon-perf" report "$WORK"/records/*.jsonl --out "$OUT" \
   --description "$(cat "$WORK/description.txt"), $GATEWAYS gateways, $RELAYS relay(s) ($BACKEND backend, $FORWARDING), blocks $ENCODING, encrypt $ENCRYPT, links $RATE" \
   "${REPORT_FLAGS[@]}" >"$WORK/report.txt"
+if [ "$NODE_KIND" = bcoin ]; then
+  python3 - "$WORK/bcoin-photon.json" "$WORK/bcoin-p2p.json" >>"$OUT/report.md" <<'PY'
+import json, sys
+ph, p2p = (json.load(open(p)) for p in sys.argv[1:3])
+print("\n## bcoin through Photon vs the same nodes as a P2P network (same run, same links)\n")
+print("Time to 90%% of the %d receiving nodes, from node 0's `generatetoaddress` to each node's own best block (RPC, polled every 5 ms); P2P: each node connects out to the next %d.\n" % (ph["nodes"] - 1, p2p["degree"] // 2))
+print("| block | size (B) | txs | Photon t90 (ms) | P2P t90 (ms) | Photon / P2P |")
+print("|---|---|---|---|---|---|")
+tp, tq = [], []
+for i, (a, b) in enumerate(zip(ph["blocks"], p2p["blocks"])):
+    tp.append(a["t90_ms"]); tq.append(b["t90_ms"])
+    print("| %d | %d / %d | %d / %d | %.1f | %.1f | %.2f |" % (i + 1, a["bytes"], b["bytes"], a["txs"], b["txs"], a["t90_ms"], b["t90_ms"], a["t90_ms"] / b["t90_ms"]))
+print("| mean | | | %.1f | %.1f | **%.2f** |" % (sum(tp) / len(tp), sum(tq) / len(tq), sum(tp) / sum(tq)))
+PY
+fi
 cat "$OUT/report.md"
 echo
 echo "report: $OUT/report.md, $OUT/report.json; plots: $(cd "$OUT" && ls *.png *.svg | tr '\n' ' ')"

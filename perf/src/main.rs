@@ -5,6 +5,7 @@
 //! measured in the same run (see perf/RESULTS.md for recorded results and their commands).
 #![forbid(unsafe_code)]
 
+mod bcoin_net;
 mod e2e;
 mod gateway_bench;
 mod iofwd;
@@ -53,6 +54,10 @@ enum Cmd {
     /// records what its gateway delivers; with --replay, plays a trace of real blocks; with
     /// --capture, the transactions and blocks of a pcap/pcapng capture at its own timing.
     Emunode(e2e::Args),
+    /// A network of real bcoin nodes on the testbed (scripts/demo.sh with PHOTON_DEMO_NODE=
+    /// bcoin): node 0 mines blocks of wallet transactions; each block's arrival from every
+    /// node's own chain; through Photon (--mode photon) or as a P2P graph (--mode p2p).
+    BcoinNet(bcoin_net::Args),
 }
 
 fn main() {
@@ -68,6 +73,7 @@ fn main() {
         Cmd::Report(args) => photon_perf::report::run_report(&args),
         Cmd::Compare(args) => photon_perf::compare::run_compare(&args),
         Cmd::Emunode(args) => e2e::run(&args),
+        Cmd::BcoinNet(args) => bcoin_net::run(&args),
     };
     if let Err(e) = result {
         eprintln!("photon-perf: {e}");

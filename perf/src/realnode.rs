@@ -95,6 +95,49 @@ const API_KEY: &str = "photon";
 const LOG_FILE: &str = "bcoin.log";
 const READY_WAIT: Duration = Duration::from_secs(60);
 
+/// A node's JSON-RPC endpoint, for other threads ([`Bcoin::rpc_handle`]).
+#[derive(Clone)]
+pub struct RpcClient {
+    name: String,
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl RpcClient {
+    /// A call; the `result`, or the node's `error`.
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, RealNodeError> {
+        let err = |message: String| RealNodeError::Rpc {
+            name: self.name.clone(),
+            method: method.to_string(),
+            message,
+        };
+        let resp = self
+            .agent
+            .post(&self.url)
+            .send_json(json!({"method": method, "params": params, "id": 1}));
+        let body: Value = match resp {
+            Ok(r) => r.into_json().map_err(|e| err(e.to_string()))?,
+            Err(ureq::Error::Status(_, r)) => r.into_json().map_err(|e| err(e.to_string()))?,
+            Err(e) => return Err(err(e.to_string())),
+        };
+        match body.get("error") {
+            Some(e) if !e.is_null() => Err(err(e.to_string())),
+            _ => Ok(body.get("result").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    pub fn best_block(&self) -> Result<String, RealNodeError> {
+        match self.call("getbestblockhash", json!([]))? {
+            Value::String(s) => Ok(s),
+            v => Err(RealNodeError::Rpc {
+                name: self.name.clone(),
+                method: "getbestblockhash".into(),
+                message: format!("expected a string, got {v}"),
+            }),
+        }
+    }
+}
+
 /// A running bcoin node; killed on drop.
 pub struct Bcoin {
     config: BcoinConfig,
@@ -270,26 +313,21 @@ impl Bcoin {
     }
 
     fn call(&self, port: u16, method: &str, params: Value) -> Result<Value, RealNodeError> {
-        let err = |message: String| RealNodeError::Rpc {
-            name: self.config.name.clone(),
-            method: method.to_string(),
-            message,
-        };
+        self.client(port).call(method, params)
+    }
+
+    fn client(&self, port: u16) -> RpcClient {
         // ureq sends the URL's user and password as basic auth (bcoin: any user, the key).
-        let url = format!("http://x:{API_KEY}@{}:{port}/", self.config.host);
-        let resp = self
-            .agent
-            .post(&url)
-            .send_json(json!({"method": method, "params": params, "id": 1}));
-        let body: Value = match resp {
-            Ok(r) => r.into_json().map_err(|e| err(e.to_string()))?,
-            Err(ureq::Error::Status(_, r)) => r.into_json().map_err(|e| err(e.to_string()))?,
-            Err(e) => return Err(err(e.to_string())),
-        };
-        match body.get("error") {
-            Some(e) if !e.is_null() => Err(err(e.to_string())),
-            _ => Ok(body.get("result").cloned().unwrap_or(Value::Null)),
+        RpcClient {
+            name: self.config.name.clone(),
+            url: format!("http://x:{API_KEY}@{}:{port}/", self.config.host),
+            agent: self.agent.clone(),
         }
+    }
+
+    /// The node's RPC, for another thread.
+    pub fn rpc_handle(&self) -> RpcClient {
+        self.client(self.config.http_port)
     }
 
     /// Make a wallet `id` whose addresses are segwit (P2WPKH): what it sends spends witness
@@ -334,6 +372,26 @@ impl Bcoin {
             "POST",
             &format!("wallet/{id}/send"),
             json!({"outputs": [{"address": address, "value": sats}]}),
+        )?;
+        self.string(v["hash"].clone(), "send")
+    }
+
+    /// One transaction from the `primary` wallet paying `sats` to `address` in each of
+    /// `outputs` outputs, spending confirmed coins only, oldest first (so that transactions
+    /// made in a row do not chain on each other's change); the txid.
+    pub fn wallet_http_send(
+        &self,
+        address: &str,
+        sats: u64,
+        outputs: u32,
+    ) -> Result<String, RealNodeError> {
+        let outs: Vec<Value> = (0..outputs)
+            .map(|_| json!({"address": address, "value": sats}))
+            .collect();
+        let v = self.wallet_http(
+            "POST",
+            "wallet/primary/send",
+            json!({"outputs": outs, "depth": 1, "selection": "age"}),
         )?;
         self.string(v["hash"].clone(), "send")
     }
