@@ -278,6 +278,29 @@ struct SocketIo<'a> {
     tx: &'a mut GatherSend,
 }
 
+impl<'a> SocketIo<'a> {
+    /// The I/O over the relay's buffers, control path and socket and this poll's `io`;
+    /// `received`: whether the poll's received datagrams may be referred to (not when held
+    /// streams expire: released frames are held copies).
+    #[inline]
+    fn new(
+        bufs: &'a mut Buffers,
+        control: &'a mut Control,
+        socket: &'a UdpSocket,
+        io: &'a mut Mmsg,
+        received: bool,
+    ) -> SocketIo<'a> {
+        SocketIo {
+            bufs,
+            control,
+            socket,
+            rx: &io.rx,
+            got: if received { &io.got } else { &[] },
+            tx: &mut io.tx,
+        }
+    }
+}
+
 impl std::fmt::Debug for SocketRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketRelay")
@@ -508,14 +531,7 @@ impl SocketRelay {
         let now = self.held_clock();
         let table: Arc<Table> = self.control.table().clone();
         // Nothing received is referred to: released frames are held copies.
-        let mut sio = SocketIo {
-            bufs: &mut self.bufs,
-            control: &mut self.control,
-            socket: &self.socket,
-            rx: &io.rx,
-            got: &[],
-            tx: &mut io.tx,
-        };
+        let mut sio = SocketIo::new(&mut self.bufs, &mut self.control, &self.socket, io, false);
         if self.seq.expire(&mut sio, &table, now, &mut self.counters) > 0 {
             self.end_of_poll(io);
         }
@@ -593,14 +609,8 @@ impl SocketRelay {
             }
             DatagramAction::Fragment(info) => {
                 let table: Arc<Table> = self.control.table().clone();
-                let mut sio = SocketIo {
-                    bufs: &mut self.bufs,
-                    control: &mut self.control,
-                    socket: &self.socket,
-                    rx: &io.rx,
-                    got: &io.got,
-                    tx: &mut io.tx,
-                };
+                let mut sio =
+                    SocketIo::new(&mut self.bufs, &mut self.control, &self.socket, io, true);
                 let frame = SocketFrame::Rx(i);
                 self.seq.fragment(
                     &mut sio,
