@@ -19,6 +19,7 @@ use photon_protocol::wire::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::stats::LinkStats;
 use super::{CoreConfig, GatewayEvent, LinkId};
 
 /// What a link leads to.
@@ -138,16 +139,6 @@ impl Link {
             .flatten()
             .min()
     }
-}
-
-/// Counters of the links (folded into [`super::GatewayStats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct LinkStats {
-    pub(super) dropped_malformed: u64,
-    pub(super) dropped_unknown_peer: u64,
-    pub(super) dropped_register: u64,
-    pub(super) registrations: u64,
-    pub(super) failovers: u64,
 }
 
 /// What the links need from the gateway for a registration: who we are, randomness for
