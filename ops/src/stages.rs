@@ -161,17 +161,21 @@ impl Drop for StageFile {
 mod tests {
     use super::*;
 
+    /// A relay's line: about a stream, no block.
+    fn relay_line(t_ns: u64, stage: &str, stream: u64, bytes: Option<u64>) -> StageLine<'_> {
+        StageLine {
+            t_ns,
+            stage,
+            block: None,
+            stream: Some(stream),
+            bytes,
+        }
+    }
+
     #[test]
     fn written_lines_read_back_as_records() {
         let mut out = String::new();
-        StageLine {
-            t_ns: 5,
-            stage: "relay",
-            block: None::<&str>,
-            stream: Some(7),
-            bytes: None,
-        }
-        .format("relay0", &mut out);
+        relay_line(5, "relay", 7, None).format("relay0", &mut out);
         StageLine {
             t_ns: 6,
             stage: "deliver",
@@ -202,22 +206,8 @@ mod tests {
     #[test]
     fn relay_lines_are_the_exact_json() {
         let mut s = String::new();
-        StageLine {
-            t_ns: 1_732_412_345_123_500_000,
-            stage: "relay",
-            block: None::<&str>,
-            stream: Some(7),
-            bytes: None,
-        }
-        .format("relay0", &mut s);
-        StageLine {
-            t_ns: 2,
-            stage: "relay_last",
-            block: None::<&str>,
-            stream: Some(u64::MAX),
-            bytes: Some(52310),
-        }
-        .format("relay0", &mut s);
+        relay_line(1_732_412_345_123_500_000, "relay", 7, None).format("relay0", &mut s);
+        relay_line(2, "relay_last", u64::MAX, Some(52310)).format("relay0", &mut s);
         assert_eq!(
             s,
             "{\"t_ns\":1732412345123500000,\"node\":\"relay0\",\"stage\":\"relay\",\"stream\":7}\n\
