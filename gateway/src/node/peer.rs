@@ -300,9 +300,7 @@ impl NodePeer {
     /// batched into one `inv` at the next [`Self::poll_transmit`]. Returns `Ok(false)` if the
     /// node already has it or it was already announced.
     pub fn announce_tx(&mut self, tx: Transaction) -> Result<bool, NodeError> {
-        if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
-        }
+        self.handshaken()?;
         let ids = Bitcoin::tx_ids(&tx);
         if self.node_knows_tx.contains(&ids.wtxid)
             || self.node_knows_tx.contains(&ids.txid)
@@ -336,9 +334,7 @@ impl NodePeer {
     /// Bitcoin Core processes an unrequested block that extends its best chain. The block is
     /// kept to serve later requests for it.
     pub fn send_block(&mut self, block: Block) -> Result<(), NodeError> {
-        if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
-        }
+        self.handshaken()?;
         self.check_send_buffer()?;
         let hash = block.block_hash();
         let block = match self.queue_unchecked(NetworkMessage::Block(block)) {
@@ -353,9 +349,7 @@ impl NodePeer {
     /// Announce a block to the node: one `headers` if it sent `sendheaders`, else an `inv`;
     /// it then asks with `getdata` (served from the block cache as `block` or `cmpctblock`).
     pub fn announce_block(&mut self, block: Block) -> Result<(), NodeError> {
-        if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
-        }
+        self.handshaken()?;
         self.check_send_buffer()?;
         let hash = block.block_hash();
         let msg = if self.node_prefers_headers {
@@ -373,9 +367,7 @@ impl NodePeer {
     /// high-bandwidth compact blocks version 2. The node rebuilds it from its mempool and asks
     /// for what it lacks with `getblocktxn` (served from the block cache).
     pub fn send_cmpct_block(&mut self, block: Block) -> Result<(), NodeError> {
-        if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
-        }
+        self.handshaken()?;
         match self.node_cmpct {
             Some(sc) if sc.send_compact => {}
             _ => return Err(NodeError::CompactBlocksNotRequested),
@@ -407,6 +399,15 @@ impl NodePeer {
 
     fn queued(&self) -> usize {
         self.out.len() - self.out_start
+    }
+
+    /// Calls that send to the node need the handshake done.
+    fn handshaken(&self) -> Result<(), NodeError> {
+        if self.hs.done {
+            Ok(())
+        } else {
+            Err(NodeError::NotHandshaken)
+        }
     }
 
     fn check_send_buffer(&mut self) -> Result<(), NodeError> {
@@ -468,6 +469,16 @@ impl NodePeer {
         self.queue_unchecked(NetworkMessage::Version(msg));
     }
 
+    /// Whether a handshake-only message (`wtxidrelay`, `sendaddrv2`) came in its window, after
+    /// their `version` and before their `verack`; one outside it is counted as ignored.
+    fn in_handshake_window(&mut self) -> bool {
+        let inside = self.hs.their_version.is_some() && !self.hs.their_verack;
+        if !inside {
+            self.stats.ignored_messages += 1;
+        }
+        inside
+    }
+
     fn handle_message(&mut self, msg: NetworkMessage, now: Instant) -> Result<(), NodeError> {
         // Handshake messages first; anything else before the handshake is ignored (as Core
         // does with messages before verack).
@@ -475,17 +486,13 @@ impl NodePeer {
             NetworkMessage::Version(v) => return self.on_version(v),
             NetworkMessage::Verack => return self.on_verack(),
             NetworkMessage::WtxidRelay => {
-                if self.hs.their_version.is_none() || self.hs.their_verack {
-                    self.stats.ignored_messages += 1;
-                } else {
+                if self.in_handshake_window() {
                     self.hs.they_sent_wtxidrelay = true;
                 }
                 return Ok(());
             }
             NetworkMessage::SendAddrV2 => {
-                if self.hs.their_version.is_none() || self.hs.their_verack {
-                    self.stats.ignored_messages += 1;
-                } else {
+                if self.in_handshake_window() {
                     self.hs.they_sent_addrv2 = true;
                 }
                 return Ok(());
