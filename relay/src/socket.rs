@@ -25,7 +25,7 @@ use crate::forward::write_copy_photon;
 use crate::ops::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::ops::stages::StageLog;
 use crate::packet::{classify_photon, ForwardHeader, FragmentInfo, UdpPlace};
-use photon_ops::config::ConfigError;
+use photon_ops::config::{in_range, ConfigError};
 use serde::Deserialize;
 
 /// Largest receive batch.
@@ -64,19 +64,8 @@ impl Default for SocketConfig {
 impl SocketConfig {
     /// Checks; errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(ConfigError::Invalid {
-                key: "socket.batch".into(),
-                message: format!("{} is not in 1..={}", self.batch, MAX_BATCH),
-            });
-        }
-        if self.tick_ms == 0 || self.tick_ms > 10_000 {
-            return Err(ConfigError::Invalid {
-                key: "socket.tick_ms".into(),
-                message: format!("{} is not in 1..=10000", self.tick_ms),
-            });
-        }
-        Ok(())
+        in_range("socket.batch", self.batch, 1..=MAX_BATCH, "")?;
+        in_range("socket.tick_ms", self.tick_ms, 1..=10_000, "")
     }
 }
 

@@ -15,7 +15,7 @@ use crate::forward::hold::{Forwarding, HoldLimits};
 use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
 use crate::socket::{SocketConfig, SocketRelayConfig};
 
-pub use photon_ops::config::{invalid, ConfigError};
+pub use photon_ops::config::{in_range, invalid, ConfigError};
 pub use photon_ops::log::LogFormat;
 
 /// A MAC address written `02:00:00:00:00:01`.
@@ -397,37 +397,30 @@ impl Config {
         if r.max_hops == 0 {
             return Err(invalid("relay.max_hops", "0 would forward nothing"));
         }
-        if r.hold_max_streams == 0 || r.hold_max_streams > 1 << 16 {
-            return Err(invalid(
-                "relay.hold_max_streams",
-                format!("{} is not in 1..=65536", r.hold_max_streams),
-            ));
-        }
-        if r.hold_max_bytes < 1 << 16 || r.hold_max_bytes > 1 << 32 {
-            return Err(invalid(
-                "relay.hold_max_bytes",
-                format!(
-                    "{} is not in 65536..=4294967296 (64 KiB to 4 GiB)",
-                    r.hold_max_bytes
-                ),
-            ));
-        }
-        if r.hold_timeout_ms == 0 || r.hold_timeout_ms > 60_000 {
-            return Err(invalid(
-                "relay.hold_timeout_ms",
-                format!("{} is not in 1..=60000", r.hold_timeout_ms),
-            ));
-        }
+        in_range(
+            "relay.hold_max_streams",
+            r.hold_max_streams,
+            1..=1 << 16,
+            "",
+        )?;
+        let bytes = 1 << 16..=1 << 32;
+        in_range(
+            "relay.hold_max_bytes",
+            r.hold_max_bytes,
+            bytes,
+            " (64 KiB to 4 GiB)",
+        )?;
+        in_range("relay.hold_timeout_ms", r.hold_timeout_ms, 1..=60_000, "")?;
         let d = &self.dataplane;
         if d.drain_us == 0 {
             return Err(invalid("dataplane.drain_us", "must be at least 1"));
         }
-        if d.idle_sleep_us > 100_000 {
-            return Err(invalid(
-                "dataplane.idle_sleep_us",
-                format!("{} is not in 0..=100000 (0: busy-poll)", d.idle_sleep_us),
-            ));
-        }
+        in_range(
+            "dataplane.idle_sleep_us",
+            d.idle_sleep_us,
+            0..=100_000,
+            " (0: busy-poll)",
+        )?;
         if d.dedup_entries == 0 {
             return Err(invalid("dataplane.dedup_entries", "must be at least 1"));
         }
