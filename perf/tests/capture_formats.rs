@@ -238,34 +238,18 @@ fn pcapng_with_interfaces_of_different_link_types() {
     let convo = conversation(4, &b);
     let stream = wire(&convo);
     // Interface 0: Ethernet with a VLAN tag, IPv4; interface 1: SLL2, IPv6; interface 2:
-    // Ethernet again, another connection. Packets interleaved in time.
-    let mut packets = connection(
-        Link::Vlan,
-        0,
-        v4([10, 1, 0, 1], 50_000),
-        v4([10, 1, 0, 2], 8333),
-        &stream,
-        1_200,
-        1_000_000_000,
-    );
-    packets.extend(connection(
-        Link::Sll2,
-        1,
-        v6(7, 50_001),
-        v6(8, 8333),
-        &stream,
-        900,
-        1_000_500_000,
-    ));
-    packets.extend(connection(
-        Link::Ethernet,
-        2,
-        v4([10, 2, 0, 1], 50_002),
-        v4([10, 2, 0, 2], 8333),
-        &stream,
-        1_460,
-        1_000_700_000,
-    ));
+    // Ethernet again, another connection: (link, source, destination, MSS, first packet's time
+    // in ns). Packets interleaved in time.
+    #[rustfmt::skip]
+    let connections = [
+        (Link::Vlan, v4([10, 1, 0, 1], 50_000), v4([10, 1, 0, 2], 8333), 1_200, 1_000_000_000),
+        (Link::Sll2, v6(7, 50_001), v6(8, 8333), 900, 1_000_500_000),
+        (Link::Ethernet, v4([10, 2, 0, 1], 50_002), v4([10, 2, 0, 2], 8333), 1_460, 1_000_700_000),
+    ];
+    let mut packets = Vec::new();
+    for (interface, (link, src, dst, mss, t0)) in (0..).zip(connections) {
+        packets.extend(connection(link, interface, src, dst, &stream, mss, t0));
+    }
     packets.sort_by_key(|p| p.ts_ns);
     let file = pcapng_bytes(
         &[Linktype::ETHERNET, Linktype::LINUX_SLL2, Linktype::ETHERNET],
