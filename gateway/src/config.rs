@@ -50,6 +50,7 @@ pub enum KeyReleaseKind {
 
 /// `log.format`.
 pub use photon_ops::log::LogFormat;
+pub use photon_ops::stages::PerfSection;
 
 /// `block.encoding`: compact | bip152 | full ([`BlockEncoding::from_name`]).
 fn deserialize_encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlockEncoding, D::Error> {
@@ -83,16 +84,6 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub perf: PerfSection,
-}
-
-/// Measurement output for the testbed's propagation report.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerfSection {
-    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none.
-    pub stage_log: Option<PathBuf>,
-    /// The `node` field of the records. Default "gateway".
-    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -429,22 +420,8 @@ impl Config {
             Some(s) => Some(parse_addr("metrics.listen", s)?),
             None => None,
         };
-        let stage_log = self.perf.stage_log.as_ref().map(|p| {
-            let name = self
-                .perf
-                .node_name
-                .clone()
-                .unwrap_or_else(|| "gateway".into());
-            (base.join(p), name)
-        });
-        if let Some(name) = &self.perf.node_name {
-            if name.is_empty() || name.contains(['"', '\\']) || name.chars().any(char::is_control) {
-                return Err(invalid(
-                    "perf.node_name",
-                    "must be non-empty, without quotes, backslashes or control characters",
-                ));
-            }
-        }
+        let stage_log = self.perf.stage_log(base, "gateway");
+        self.perf.validate()?;
         core.stage_records = stage_log.is_some();
         Ok(Resolved {
             key_file: base.join(&self.identity.key_file),

@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{invalid, ConfigError};
+
 /// The stages a block's stream passes, in order. Other stage names are accepted and reported
 /// after these.
 pub const STAGES: [&str; 15] = [
@@ -87,6 +89,37 @@ impl<B: std::fmt::Display> StageLine<'_, B> {
 /// Whether `name` can be written into a JSON string as is.
 pub fn valid_node_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['"', '\\']) && !name.chars().any(char::is_control)
+}
+
+/// A binary's `[perf]` configuration section: stage records for the propagation report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerfSection {
+    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none.
+    pub stage_log: Option<PathBuf>,
+    /// The `node` field of the records; absent: the binary's name.
+    pub node_name: Option<String>,
+}
+
+impl PerfSection {
+    /// Refuses a `node_name` that would break the records' JSON ([`valid_node_name`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.node_name {
+            Some(name) if !valid_node_name(name) => Err(invalid(
+                "perf.node_name",
+                "must be non-empty, without quotes, backslashes or control characters",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// When records are asked for: the file (`stage_log` joined to `base`, so that a relative
+    /// path is relative to it) and the node name (`default_node` if none is set).
+    pub fn stage_log(&self, base: &Path, default_node: &str) -> Option<(PathBuf, String)> {
+        let path = base.join(self.stage_log.as_ref()?);
+        let name = (self.node_name.clone()).unwrap_or_else(|| default_node.into());
+        Some((path, name))
+    }
 }
 
 /// Unix time in nanoseconds from the system clock.

@@ -17,6 +17,7 @@ use crate::socket::{SocketConfig, SocketRelayConfig};
 
 pub use photon_ops::config::{in_range, invalid, ConfigError};
 pub use photon_ops::log::LogFormat;
+pub use photon_ops::stages::PerfSection;
 
 /// A MAC address written `02:00:00:00:00:01`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,27 +113,7 @@ pub struct Config {
     pub log: LogConfig,
     /// `[perf]`: stage records for the propagation report ([`crate::ops::stages`]).
     #[serde(default)]
-    pub perf: PerfConfig,
-}
-
-/// `[perf]`: measurement output for the testbed's propagation report.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerfConfig {
-    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none. Relative to
-    /// the configuration file's folder ([`Config::load`]).
-    pub stage_log: Option<PathBuf>,
-    /// The `node` field of the records. Default "relay".
-    pub node_name: Option<String>,
-}
-
-impl PerfConfig {
-    /// The stage-record file and the node name, when records are asked for.
-    pub fn stage_log(&self) -> Option<(PathBuf, String)> {
-        let path = self.stage_log.clone()?;
-        let name = self.node_name.clone().unwrap_or_else(|| "relay".into());
-        Some((path, name))
-    }
+    pub perf: PerfSection,
 }
 
 /// `[relay]`: who the relay is.
@@ -329,19 +310,19 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The stage-record file (`perf.stage_log`, made relative to the configuration file's
+    /// folder by [`Config::load`]) and the node name (default "relay"), when records are asked
+    /// for.
+    pub fn stage_log(&self) -> Option<(PathBuf, String)> {
+        self.perf.stage_log(Path::new(""), "relay")
+    }
+
     /// Cross-field checks; each error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.control.validate()?;
         self.socket.validate()?;
         self.log.validate()?;
-        if let Some(name) = &self.perf.node_name {
-            if !crate::ops::stages::valid_node_name(name) {
-                return Err(invalid(
-                    "perf.node_name",
-                    "must be non-empty, without quotes, backslashes or control characters",
-                ));
-            }
-        }
+        self.perf.validate()?;
         if self
             .perf
             .stage_log
@@ -699,7 +680,7 @@ impl Config {
             forwarding: cfg.relay.forwarding,
             hold: cfg.relay.hold_limits(),
             control: cfg.control.settings()?,
-            stage_log: cfg.perf.stage_log(),
+            stage_log: cfg.stage_log(),
         })
     }
 }
@@ -807,7 +788,7 @@ mod tests {
     #[test]
     fn perf_stage_log_resolves_beside_the_config() {
         let c = Config::from_toml(MINIMAL).unwrap();
-        assert_eq!(c.perf.stage_log(), None, "absent: no records");
+        assert_eq!(c.stage_log(), None, "absent: no records");
         let text = format!("{MINIMAL}\n[perf]\nstage_log = \"s.jsonl\"\nnode_name = \"relay3\"\n");
         let dir =
             std::env::temp_dir().join(format!("photon-relay-perf-cfg-{}", std::process::id()));
@@ -817,14 +798,14 @@ mod tests {
         let c = Config::load(&file).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
-            c.perf.stage_log(),
+            c.stage_log(),
             Some((dir.join("s.jsonl"), "relay3".to_string()))
         );
         let abs = text.replace("\"s.jsonl\"", "\"/tmp/x.jsonl\"");
         let c = Config::from_toml(&abs).unwrap();
-        assert_eq!(c.perf.stage_log().unwrap().0, PathBuf::from("/tmp/x.jsonl"));
+        assert_eq!(c.stage_log().unwrap().0, PathBuf::from("/tmp/x.jsonl"));
         let c = Config::from_toml(&format!("{MINIMAL}\n[perf]\nstage_log = \"s\"\n")).unwrap();
-        assert_eq!(c.perf.stage_log().unwrap().1, "relay", "default name");
+        assert_eq!(c.stage_log().unwrap().1, "relay", "default name");
         let e = err(&text.replace("relay3", "a\\\"b"));
         assert!(e.contains("perf.node_name"), "{e}");
         let e = err(&format!("{MINIMAL}\n[perf]\nstage_logg = \"s\"\n"));
