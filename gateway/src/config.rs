@@ -49,7 +49,7 @@ pub enum KeyReleaseKind {
 }
 
 /// `log.format`.
-pub use photon_ops::log::LogFormat;
+pub use photon_ops::log::{LogFormat, LogSection};
 pub use photon_ops::stages::PerfSection;
 
 /// `block.encoding`: compact | bip152 | full ([`BlockEncoding::from_name`]).
@@ -224,25 +224,6 @@ pub struct MetricsSection {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSection {
-    /// An EnvFilter directive (`info`, `photon_gateway=debug`...). RUST_LOG overrides it.
-    #[serde(default = "default_level")]
-    pub level: String,
-    #[serde(default = "default_format")]
-    pub format: LogFormat,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        LogSection {
-            level: default_level(),
-            format: default_format(),
-        }
-    }
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -279,12 +260,6 @@ fn default_batch() -> usize {
 }
 fn default_recv_buffer() -> usize {
     8192
-}
-fn default_level() -> String {
-    "info".into()
-}
-fn default_format() -> LogFormat {
-    LogFormat::Text
 }
 
 /// The public key (64 hex digits, [`PublicKey`]'s `FromStr`) set by config key `key`.

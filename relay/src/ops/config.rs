@@ -16,7 +16,7 @@ use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
 use crate::socket::{SocketConfig, SocketRelayConfig};
 
 pub use photon_ops::config::{in_range, invalid, ConfigError};
-pub use photon_ops::log::LogFormat;
+pub use photon_ops::log::{LogFormat, LogSection};
 pub use photon_ops::stages::PerfSection;
 
 /// A MAC address written `02:00:00:00:00:01`.
@@ -110,7 +110,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[log]`: log format and filter ([`crate::ops::metrics`]).
     #[serde(default)]
-    pub log: LogConfig,
+    pub log: LogSection,
     /// `[perf]`: stage records for the propagation report ([`crate::ops::stages`]).
     #[serde(default)]
     pub perf: PerfSection,
@@ -603,37 +603,6 @@ impl Default for MetricsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         }
-    }
-}
-
-/// `[log]`: structured logs (`tracing`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter (`info`, `photon_relay=debug`); the `RUST_LOG` environment variable
-    /// overrides it.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
-    }
-}
-
-impl LogConfig {
-    /// Checks the filter parses.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(&self.level)
-            .map(|_| ())
-            .map_err(|e| ConfigError::Invalid {
-                key: "log.level".into(),
-                message: format!("{:?} is not a tracing filter: {e}", self.level),
-            })
     }
 }
 
