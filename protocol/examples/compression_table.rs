@@ -96,10 +96,7 @@ fn bound_bits(stats: &CompressStats) -> f64 {
 /// Bytes of every datagram of the first pass of `payload` (unpaced, one destination).
 fn wire_bytes(payload_len: usize, key: &Identity) -> (usize, usize) {
     let payload = vec![0u8; payload_len];
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     let now = Instant::now();
     let mut s = Sender::new(cfg, 1, &payload, key.key_pair(), now).expect("sender");
     let mut buf = vec![0u8; photon_protocol::wire::MAX_DATAGRAM];

@@ -335,10 +335,7 @@ fn forged_shards_are_rejected_without_poisoning_the_block() {
 fn untrusted_origin_is_never_delivered() {
     let key = Ed25519KeyPair::from_seed_unchecked(&[99; 32]).unwrap();
     let t0 = Instant::now();
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     let mut s = Sender::new(cfg, 5, &[1u8; 20_000], &key, t0).unwrap();
     let mut asm = Assembler::new(AssemblerConfig {
         trusted_origins: vec![public_key(

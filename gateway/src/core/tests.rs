@@ -546,10 +546,7 @@ fn every_encoding_with_and_without_sealing_delivers_the_block() {
 fn inject_stream(sim: &mut Sim, stream: u64, payload: &[u8]) {
     use photon_protocol::sender::{Sender, SenderConfig};
     let now = sim.now;
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     let mut sender =
         Sender::new(cfg, stream, payload, sim.gws[0].identity.key_pair(), now).expect("sender");
     let session = sim.gws[0].links[0].session.as_ref().expect("link up");
