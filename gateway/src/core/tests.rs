@@ -161,7 +161,7 @@ impl Sim {
 
 #[test]
 fn peers_register_and_deliver_a_real_block_byte_identical() {
-    let mut sim = Sim::peers_up(2, |_, _| {});
+    let mut sim = Sim::peers(2, |_, _| {});
     assert!(
         sim.run_until(Duration::from_secs(2), Sim::all_up),
         "links up"
@@ -195,7 +195,7 @@ fn peers_register_and_deliver_a_real_block_byte_identical() {
 /// the block as soon as it decodes: no key wait.
 #[test]
 fn a_key_before_the_manifest_waits_for_the_origin_then_opens_at_once() {
-    let mut sim = Sim::peers(2, |_, c| c.key_release = KeyReleasePolicy::Immediate);
+    let mut sim = Sim::peers_up(2, |_, c| c.key_release = KeyReleasePolicy::Immediate);
     let b = block(702861);
     sim.block_from_node(0, &b);
     assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
