@@ -1,7 +1,7 @@
 //! Background threads that run until told to stop: one shared stop flag that the threads poll,
-//! set and joined by [`StopThreads::stop`] or on drop; [`nothing_read`] tells such a thread's
-//! socket read that only timed out. A thread that does not poll the flag in
-//! time delays the stop by as much.
+//! set and joined by [`StopThreads::stop`] or on drop (a thread that polls it late delays the
+//! stop by as much). [`nothing_read`] tells, in such a thread's socket loop, a read that only
+//! timed out from one that failed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
