@@ -103,12 +103,12 @@ impl Drop for PyNode {
     }
 }
 
-/// Next node event, skipping connection-life events; panics after [`WAIT`].
 /// A connection to a Bitcoin mainnet node at `addr`.
 fn connect_mainnet(addr: SocketAddr, backoff: Backoff) -> NodeConnection {
     NodeConnection::connect(addr, NodeConfig::new(Network::Bitcoin), backoff)
 }
 
+/// Next node event, skipping connection-life events; panics after [`WAIT`].
 fn next_node_event(conn: &NodeConnection) -> NodeEvent {
     let deadline = Instant::now() + WAIT;
     loop {
