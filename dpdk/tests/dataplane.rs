@@ -24,11 +24,36 @@ fn new_pool(n: u32) -> Mempool {
     .expect("mempool")
 }
 
+/// The bytes of a test frame: `fill`, `fill + 1`, ... (wrapping), `len` of them.
+fn frame_bytes(fill: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| fill.wrapping_add(i as u8)).collect()
+}
+
 fn frame(pool: &Mempool, fill: u8, len: usize) -> Mbuf {
     let mut m = pool.alloc().expect("alloc");
-    let bytes: Vec<u8> = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();
-    m.extend_from_slice(&bytes).expect("append");
+    m.extend_from_slice(&frame_bytes(fill, len))
+        .expect("append");
     m
+}
+
+/// Sends `batch` through the ring port and receives the `n` frames back.
+fn through_ring(
+    tx: &mut photon_dpdk::TxQueue,
+    rx: &mut photon_dpdk::RxQueue,
+    batch: &mut MbufBatch,
+    n: usize,
+) -> MbufBatch {
+    assert_eq!(tx.tx_burst(batch), n);
+    let mut got = MbufBatch::new();
+    assert_eq!(rx.rx_burst(&mut got), n);
+    got
+}
+
+/// A pool of `payload` mbufs and one of `header` mbufs, with how many of each are in use.
+fn payload_and_header_pools(payload: u32, header: u32) -> (Mempool, Mempool, (u32, u32)) {
+    let (pool, hdr_pool) = (new_pool(payload), new_pool(header));
+    let base = (pool.in_use(), hdr_pool.in_use());
+    (pool, hdr_pool, base)
 }
 
 /// A net_ring device loops TX queue i back to RX queue i.
@@ -64,9 +89,7 @@ fn burst_round_trip_through_net_ring() {
     let n = rx.rx_burst(&mut got);
     assert_eq!(n, MAX_BURST);
     for (i, m) in got.iter().enumerate() {
-        let expect: Vec<u8> = (0..60 + i)
-            .map(|j| (i as u8).wrapping_add(j as u8))
-            .collect();
+        let expect = frame_bytes(i as u8, 60 + i);
         assert_eq!(m.data(), &expect[..], "frame {i} came back byte-identical");
     }
     drop(got);
@@ -126,9 +149,7 @@ fn pool_small() -> Mempool {
 
 #[test]
 fn chained_header_and_shared_payload_transmit() {
-    let pool = new_pool(256);
-    let hdr_pool = new_pool(256);
-    let base = (pool.in_use(), hdr_pool.in_use());
+    let (pool, hdr_pool, base) = payload_and_header_pools(256, 256);
     let (_port, mut rx, mut tx) = ring_port(&pool);
 
     let payload = frame(&pool, 100, 500).into_shared().expect("shared");
@@ -145,11 +166,8 @@ fn chained_header_and_shared_payload_transmit() {
         out.push(chain).expect("room");
     }
     drop(payload);
-    assert_eq!(tx.tx_burst(&mut out), 3);
-
-    let mut got = MbufBatch::new();
-    assert_eq!(rx.rx_burst(&mut got), 3);
-    let body: Vec<u8> = (0..500).map(|j| 100u8.wrapping_add(j as u8)).collect();
+    let got = through_ring(&mut tx, &mut rx, &mut out, 3);
+    let body = frame_bytes(100, 500);
     for (dest, m) in got.iter().enumerate() {
         let bytes = m.to_vec();
         assert_eq!(
@@ -324,9 +342,7 @@ fn alloc_init_fills_a_fresh_single_segment_mbuf() {
 
 #[test]
 fn alloc_chained_makes_one_chain_per_copy_over_the_shared_payload() {
-    let pool = new_pool(256);
-    let hdr_pool = new_pool(64);
-    let base = (pool.in_use(), hdr_pool.in_use());
+    let (pool, hdr_pool, base) = payload_and_header_pools(256, 64);
     let (_port, mut rx, mut tx) = ring_port(&pool);
 
     let payload = frame(&pool, 7, 300).into_shared().expect("shared");
@@ -346,10 +362,8 @@ fn alloc_chained_makes_one_chain_per_copy_over_the_shared_payload() {
         batch.push(m).expect("room");
     }
     drop(payload);
-    assert_eq!(tx.tx_burst(&mut batch), 4);
-    let mut got = MbufBatch::new();
-    assert_eq!(rx.rx_burst(&mut got), 4);
-    let body: Vec<u8> = (0..300).map(|j| 7u8.wrapping_add(j as u8)).collect();
+    let got = through_ring(&mut tx, &mut rx, &mut batch, 4);
+    let body = frame_bytes(7, 300);
     for (m, dest) in got.iter().zip([0u8, 1, 3, 4]) {
         let bytes = m.to_vec();
         assert_eq!(&bytes[..20], &[dest; 20]);

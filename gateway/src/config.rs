@@ -50,7 +50,8 @@ pub enum KeyReleaseKind {
 }
 
 /// `log.format`.
-pub use photon_ops::log::LogFormat;
+pub use photon_ops::log::{LogFormat, LogSection};
+pub use photon_ops::stages::PerfSection;
 
 /// `block.encoding`: compact | bip152 | full ([`BlockEncoding::from_name`]).
 fn deserialize_encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlockEncoding, D::Error> {
@@ -84,16 +85,6 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub perf: PerfSection,
-}
-
-/// Measurement output for the testbed's propagation report.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerfSection {
-    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none.
-    pub stage_log: Option<PathBuf>,
-    /// The `node` field of the records. Default "gateway".
-    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,25 +229,6 @@ pub struct MetricsSection {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSection {
-    /// An EnvFilter directive (`info`, `photon_gateway=debug`...). RUST_LOG overrides it.
-    #[serde(default = "default_level")]
-    pub level: String,
-    #[serde(default = "default_format")]
-    pub format: LogFormat,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        LogSection {
-            level: default_level(),
-            format: default_format(),
-        }
-    }
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -297,12 +269,6 @@ fn default_batch() -> usize {
 }
 fn default_recv_buffer() -> usize {
     8192
-}
-fn default_level() -> String {
-    "info".into()
-}
-fn default_format() -> LogFormat {
-    LogFormat::Text
 }
 
 /// The public key (64 hex digits, [`PublicKey`]'s `FromStr`) set by config key `key`.
@@ -440,22 +406,8 @@ impl Config {
             Some(s) => Some(parse_addr("metrics.listen", s)?),
             None => None,
         };
-        let stage_log = self.perf.stage_log.as_ref().map(|p| {
-            let name = self
-                .perf
-                .node_name
-                .clone()
-                .unwrap_or_else(|| "gateway".into());
-            (base.join(p), name)
-        });
-        if let Some(name) = &self.perf.node_name {
-            if name.is_empty() || name.contains(['"', '\\']) || name.chars().any(char::is_control) {
-                return Err(invalid(
-                    "perf.node_name",
-                    "must be non-empty, without quotes, backslashes or control characters",
-                ));
-            }
-        }
+        let stage_log = self.perf.stage_log(base, "gateway");
+        self.perf.validate()?;
         core.stage_records = stage_log.is_some();
         Ok(Resolved {
             key_file: base.join(&self.identity.key_file),
@@ -483,6 +435,15 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("x.toml"), text)
+    }
+
+    /// `text` parsed (which must succeed) and resolved against the folder `base`.
+    fn resolved(text: &str, base: &str) -> Result<Resolved, ConfigError> {
+        parse(text).unwrap().resolve(Path::new(base))
+    }
+
     const KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
     fn minimal() -> String {
@@ -499,27 +460,21 @@ mod tests {
             "{}[perf]\nstage_log = \"s.jsonl\"\nnode_name = \"gw3\"\n",
             minimal()
         );
-        let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
+        let c = parse(&text).unwrap();
         let r = c.resolve(Path::new("/etc/photon")).unwrap();
         assert_eq!(
             r.stage_log,
             Some((PathBuf::from("/etc/photon/s.jsonl"), "gw3".into()))
         );
         assert!(r.core.stage_records);
-        let r = Config::from_toml(Path::new("x.toml"), &minimal())
-            .unwrap()
-            .resolve(Path::new("/"))
-            .unwrap();
+        let r = resolved(&minimal(), "/").unwrap();
         assert_eq!(r.stage_log, None);
         assert!(!r.core.stage_records);
         let bad = format!(
             "{}[perf]\nstage_log = \"s\"\nnode_name = \"a\\\"b\"\n",
             minimal()
         );
-        let e = Config::from_toml(Path::new("x.toml"), &bad)
-            .unwrap()
-            .resolve(Path::new("/"))
-            .unwrap_err();
+        let e = resolved(&bad, "/").unwrap_err();
         assert!(e.to_string().contains("perf.node_name"), "{e}");
     }
 
@@ -537,7 +492,7 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = Config::from_toml(Path::new("x.toml"), &minimal()).unwrap();
+        let c = parse(&minimal()).unwrap();
         let r = c.resolve(Path::new("/cfg")).unwrap();
         assert_eq!(r.key_file, Path::new("/cfg/gw.key"));
         assert_eq!(r.core.uplink_bytes_per_sec, 12_500_000);
@@ -559,26 +514,23 @@ mod tests {
                 "{}[block]\nencoding = \"{name}\"\nencrypt = false\n",
                 minimal()
             );
-            let r = Config::from_toml(Path::new("x.toml"), &text)
-                .unwrap()
-                .resolve(Path::new("/"))
-                .unwrap();
+            let r = resolved(&text, "/").unwrap();
             assert_eq!(r.core.block_encoding, want);
             assert!(!r.core.encrypt);
         }
         // A misspelt choice fails at parse time, naming the key and what it accepts.
         let text = format!("{}[block]\nencoding = \"bip-152\"\n", minimal());
-        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("block.encoding"), "{e}");
         assert!(e.to_string().contains("compact, bip152 or full"), "{e}");
         let text = format!("{}[block]\nencrypt = \"no\"\n", minimal());
-        assert!(Config::from_toml(Path::new("x.toml"), &text).is_err());
+        assert!(parse(&text).is_err());
     }
 
     #[test]
     fn unknown_key_is_named() {
         let text = minimal().replace("[node]\n", "[node]\nadress = \"x\"\n");
-        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("adress"), "{e}");
     }
 
@@ -589,25 +541,19 @@ mod tests {
             ("listen = \"127.0.0.1:9000\"", "network.listen"),
         ];
         let text = minimal().replace(cases[0].0, "public_key = \"zz");
-        let e = Config::from_toml(Path::new("x.toml"), &text)
-            .unwrap()
-            .resolve(Path::new("."))
-            .unwrap_err();
+        let e = resolved(&text, ".").unwrap_err();
         assert!(e.to_string().contains(cases[0].1), "{e}");
         let text = minimal().replace(cases[1].0, "listen = \"nowhere\"");
-        let e = Config::from_toml(Path::new("x.toml"), &text)
-            .unwrap()
-            .resolve(Path::new("."))
-            .unwrap_err();
+        let e = resolved(&text, ".").unwrap_err();
         assert!(e.to_string().contains(cases[1].1), "{e}");
         let text = minimal() + "[key_release]\npolicy = \"never\"\n";
-        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("key_release.policy"), "{e}");
         let text = minimal().replace("[node]\n", "[node]\ndelivery = \"shout\"\n");
-        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("node.delivery"), "{e}");
         let text = minimal() + "[log]\nformat = \"xml\"\n";
-        let e = Config::from_toml(Path::new("x.toml"), &text).unwrap_err();
+        let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("log.format"), "{e}");
     }
 
@@ -617,7 +563,7 @@ mod tests {
             "[node]\n",
             "[node]\nnetwork = \"mainnet\"\ndelivery = \"compact\"\n",
         ) + "[key_release]\npolicy = \"immediate\"\n[log]\nformat = \"json\"\n";
-        let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
+        let c = parse(&text).unwrap();
         assert_eq!(c.node.network, NetworkName::Bitcoin);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.format, LogFormat::Json);
@@ -630,22 +576,21 @@ mod tests {
     /// The file's defaults are the core's: one source.
     #[test]
     fn defaults_are_the_cores() {
-        let r = Config::from_toml(Path::new("x.toml"), &minimal())
-            .unwrap()
-            .resolve(Path::new("/"))
-            .unwrap();
+        let r = resolved(&minimal(), "/").unwrap();
         let core = CoreConfig::new();
-        assert_eq!(r.core.uplink_bytes_per_sec, core.uplink_bytes_per_sec);
-        assert_eq!(r.core.repair, core.repair);
-        assert_eq!(r.core.key_release, core.key_release);
-        assert_eq!(r.core.keepalive, core.keepalive);
-        assert_eq!(r.core.link_quiet, core.link_quiet);
-        assert_eq!(r.core.register_retry, core.register_retry);
-        assert_eq!(r.core.peer_fallback, core.peer_fallback);
-        assert_eq!(r.core.originate_via_peers, core.originate_via_peers);
-        assert_eq!(r.core.delivery, core.delivery);
-        assert_eq!(r.core.block_encoding, core.block_encoding);
-        assert_eq!(r.core.encrypt, core.encrypt);
-        assert_eq!(r.core.tx_store, core.tx_store);
+        // One `assert_eq!` per field, naming it.
+        macro_rules! same_fields {
+            ($($field:ident),*) => {
+                $(assert_eq!(r.core.$field, core.$field, stringify!($field));)*
+            };
+        }
+        same_fields!(uplink_bytes_per_sec, repair, key_release, keepalive);
+        same_fields!(
+            link_quiet,
+            register_retry,
+            peer_fallback,
+            originate_via_peers
+        );
+        same_fields!(delivery, block_encoding, encrypt, tx_store);
     }
 }

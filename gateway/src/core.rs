@@ -14,6 +14,7 @@ mod inbound;
 mod links;
 mod outbound;
 mod stages;
+mod stats;
 mod txs;
 
 use photon_protocol::fifo::FifoSet;
@@ -38,6 +39,7 @@ pub use self::links::{LinkKind, LinkState};
 use self::outbound::{OutCtx, Outbound};
 use self::stages::StageLog;
 pub use self::stages::{Stage, StageRecord};
+pub use self::stats::GatewayStats;
 use self::txs::Txs;
 
 /// The context of an inbound call: the gateway's parts the inbound streams may use, borrowed
@@ -314,72 +316,6 @@ pub enum GatewayEvent {
     BlockFailed { stream: u64, reason: String },
 }
 
-/// Counters (drops are counted, never logged per datagram).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GatewayStats {
-    pub datagrams_in: u64,
-    pub datagrams_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Not a Photon datagram (§1.5 errors).
-    pub dropped_malformed: u64,
-    /// From an address that is none of our links.
-    pub dropped_unknown_peer: u64,
-    /// Hop tag did not verify, or no session yet.
-    pub dropped_bad_tag: u64,
-    /// Registrations refused (bad signature, stale, unknown identity, replay).
-    pub dropped_register: u64,
-    /// Messages we do not expect on that link.
-    pub dropped_unexpected: u64,
-    pub blocks_from_node: u64,
-    pub blocks_from_network: u64,
-    /// Blocks already known (delivered or seen from the node) when they came again.
-    pub blocks_duplicate: u64,
-    pub txs_from_node: u64,
-    pub txs_from_network: u64,
-    pub txs_duplicate: u64,
-    pub txs_bad: u64,
-    /// Block bytes (chain encoding) and compressed bytes, out and in.
-    pub block_bytes_out: u64,
-    pub compressed_bytes_out: u64,
-    pub block_bytes_in: u64,
-    pub compressed_bytes_in: u64,
-    pub receipts_sent: u64,
-    pub receipts_received: u64,
-    pub receipts_mismatched: u64,
-    /// Receipts for our streams through a relay without a signature (§2.5): they name no
-    /// receiver, so they do not count toward the key release.
-    pub receipts_unsigned: u64,
-    /// Signed receipts whose signature does not verify (forged or altered): not counted.
-    pub receipts_bad_signature: u64,
-    /// Receipts from a receiver already counted for the stream (sent twice, replayed, or both
-    /// over a peer link and through a relay), or naming our own key: not counted again.
-    pub receipts_duplicate: u64,
-    pub key_releases_sent: u64,
-    pub key_releases_received: u64,
-    pub key_releases_bad: u64,
-    pub repair_requests_sent: u64,
-    pub repair_requests_received: u64,
-    pub tx_requests_sent: u64,
-    pub txs_requested: u64,
-    pub tx_requests_served: u64,
-    /// Our node's transactions (or their short IDs) that came back to us with an ID.
-    pub short_ids_assigned: u64,
-    /// Transactions sent to the relay again because their ID did not come back.
-    pub tx_resends: u64,
-    pub open_failed: u64,
-    /// Payloads that did not decode: unknown format byte (§6.8), bad encoding, wrong chain,
-    /// merkle or witness commitment mismatch.
-    pub decompress_failed: u64,
-    /// Our blocks sent unsealed (`encrypt = false`), and unsealed blocks received.
-    pub blocks_out_unsealed: u64,
-    pub blocks_in_unsealed: u64,
-    pub blocks_given_up: u64,
-    pub peer_fallbacks: u64,
-    pub registrations: u64,
-    pub failovers: u64,
-}
-
 /// A datagram to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
@@ -473,45 +409,10 @@ impl Gateway {
     /// Counters of the gateway and its parts, as one snapshot.
     pub fn stats(&self) -> GatewayStats {
         let mut s = self.stats.clone();
-        let l = self.links.stats();
-        s.dropped_malformed += l.dropped_malformed;
-        s.dropped_unknown_peer += l.dropped_unknown_peer;
-        s.dropped_register += l.dropped_register;
-        s.registrations += l.registrations;
-        s.failovers += l.failovers;
-        let t = self.txs.stats();
-        s.txs_from_node += t.txs_from_node;
-        s.txs_from_network += t.txs_from_network;
-        s.txs_duplicate += t.txs_duplicate;
-        s.txs_bad += t.txs_bad;
-        s.short_ids_assigned += t.short_ids_assigned;
-        s.tx_resends += t.tx_resends;
-        s.tx_requests_served += t.tx_requests_served;
-        s.dropped_unexpected += t.dropped_unexpected;
-        let i = self.inbound.stats();
-        s.receipts_sent += i.receipts_sent;
-        s.key_releases_received += i.key_releases_received;
-        s.key_releases_bad += i.key_releases_bad;
-        s.repair_requests_sent += i.repair_requests_sent;
-        s.tx_requests_sent += i.tx_requests_sent;
-        s.txs_requested += i.txs_requested;
-        s.open_failed += i.open_failed;
-        s.decompress_failed += i.decompress_failed;
-        s.blocks_in_unsealed += i.blocks_in_unsealed;
-        s.blocks_given_up += i.blocks_given_up;
-        let o = self.outbound.stats();
-        s.block_bytes_out += o.block_bytes_out;
-        s.compressed_bytes_out += o.compressed_bytes_out;
-        s.blocks_out_unsealed += o.blocks_out_unsealed;
-        s.receipts_received += o.receipts_received;
-        s.receipts_mismatched += o.receipts_mismatched;
-        s.receipts_unsigned += o.receipts_unsigned;
-        s.receipts_bad_signature += o.receipts_bad_signature;
-        s.receipts_duplicate += o.receipts_duplicate;
-        s.key_releases_sent += o.key_releases_sent;
-        s.repair_requests_received += o.repair_requests_received;
-        s.peer_fallbacks += o.peer_fallbacks;
-        s.dropped_unexpected += o.dropped_unexpected;
+        self.links.stats().add_to(&mut s);
+        self.txs.stats().add_to(&mut s);
+        self.inbound.stats().add_to(&mut s);
+        self.outbound.stats().add_to(&mut s);
         s
     }
 

@@ -12,7 +12,6 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use photon_protocol::assembler::AssemblerStats;
@@ -25,6 +24,7 @@ use crate::core::{
 use crate::metrics::Metrics;
 use crate::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeEvent, NodeStats};
 use photon_ops::stages::{unix_ns, StageFile, StageLine};
+use photon_ops::threads::StopThreads;
 use photon_udp::{Arena, ArenaPages, BatchRecv, BatchSend};
 
 /// Longest wait for a datagram or a node event before the loop runs its timers anyway.
@@ -72,11 +72,10 @@ pub struct Snapshot {
 
 /// A running gateway.
 pub struct GatewayHandle {
+    thread: StopThreads,
     local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
     snapshot: Arc<Mutex<Snapshot>>,
     events: Receiver<GatewayEvent>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl GatewayHandle {
@@ -100,20 +99,7 @@ impl GatewayHandle {
 
     /// Stops the thread and waits for it.
     pub fn shutdown(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for GatewayHandle {
-    fn drop(&mut self) {
-        self.stop_now();
+        self.thread.stop();
     }
 }
 
@@ -149,22 +135,20 @@ pub fn spawn(
         addr: config.listen,
         error,
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let (event_tx, events) = mpsc::sync_channel(config.event_queue.max(1));
-    let (stop2, snap2) = (stop.clone(), snapshot.clone());
-    let thread = std::thread::Builder::new()
-        .name("photon-gateway".into())
-        .spawn(move || {
-            run(config, identity, sock, &stop2, &snap2, event_tx, metrics);
+    let mut thread = StopThreads::new();
+    let (stop, snap2) = (thread.flag(), snapshot.clone());
+    thread
+        .spawn("photon-gateway", move || {
+            run(config, identity, sock, &stop, &snap2, event_tx, metrics);
         })
         .map_err(StartError::Thread)?;
     Ok(GatewayHandle {
+        thread,
         local_addr,
-        stop,
         snapshot,
         events,
-        thread: Some(thread),
     })
 }
 

@@ -52,135 +52,76 @@ fn stage_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-5, 2.0, 24))
 }
 
-/// Every metric of the gateway.
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Arc<Registry>,
-    blocks: Family<SourceLabel, Counter>,
-    txs: Family<SourceLabel, Counter>,
-    bytes: Family<BytesLabel, Counter>,
-    stage_seconds: HistogramFamily,
-    datagrams_in: Counter,
-    datagrams_out: Counter,
-    drops: Family<ReasonLabel, Counter>,
-    tx_requests: Counter,
-    key_releases: Family<ReasonLabel, Counter>,
-    peer_fallbacks: Counter,
-    receipts: Counter,
-    receipts_not_counted: Family<ReasonLabel, Counter>,
-    links_up: Gauge,
-    tx_store_bytes: Gauge,
+/// Declares [`Metrics`]: each field's doc comment is its help text and `name` its metric name
+/// (after the `photon_gateway_` prefix); [`Metrics::new`] makes each with `make` (default:
+/// `Default::default()`) and registers them in this order, the exposition's.
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $name:literal $(, $make:expr)?;)*) => {
+        /// Every metric of the gateway.
+        #[derive(Clone)]
+        pub struct Metrics {
+            registry: Arc<Registry>,
+            $($(#[doc = $doc])+ $field: $ty,)*
+        }
+
+        impl Metrics {
+            pub fn new() -> Metrics {
+                let mut r = Registry::with_prefix("photon_gateway");
+                $(
+                    let $field: $ty = metrics!(@make $($make)?);
+                    let help: Vec<&str> = [$($doc),+].iter().map(|line| line.trim()).collect();
+                    r.register($name, help.join(" "), $field.clone());
+                )*
+                Metrics {
+                    registry: Arc::new(r),
+                    $($field,)*
+                }
+            }
+        }
+    };
+    (@make) => {
+        Default::default()
+    };
+    (@make $make:expr) => {
+        $make
+    };
+}
+
+metrics! {
+    /// Blocks handled, by where they came from
+    blocks: Family<SourceLabel, Counter> = "blocks";
+    /// Transactions handled, by where they came from
+    txs: Family<SourceLabel, Counter> = "transactions";
+    /// Block bytes before (form=block) and after (form=compressed) compression
+    bytes: Family<BytesLabel, Counter> = "block_bytes";
+    /// Per-stage latency of blocks: out_compress, out_seal, out_fec_manifest, key_release;
+    /// in_assemble, in_key_wait, in_open, in_decompress, in_total
+    stage_seconds: HistogramFamily = "stage_seconds", Family::new_with_constructor(stage_histogram);
+    /// UDP datagrams received
+    datagrams_in: Counter = "datagrams_received";
+    /// UDP datagrams sent
+    datagrams_out: Counter = "datagrams_sent";
+    /// Datagrams and messages dropped, by reason
+    drops: Family<ReasonLabel, Counter> = "dropped";
+    /// Tx requests sent for blocks with unknown transactions
+    tx_requests: Counter = "tx_requests";
+    /// Keys of our blocks released, by reason
+    key_releases: Family<ReasonLabel, Counter> = "key_releases";
+    /// Blocks sent to peers directly after no receipt
+    peer_fallbacks: Counter = "peer_fallbacks";
+    /// Receipts received for our blocks
+    receipts: Counter = "receipts";
+    /// Receipts for our blocks that did not count toward the key release, by reason:
+    /// mismatched (another block), unsigned (through a relay, names no receiver),
+    /// bad_signature, duplicate (receiver already counted, or our own key)
+    receipts_not_counted: Family<ReasonLabel, Counter> = "receipts_not_counted";
+    /// Relay and peer links with a live session
+    links_up: Gauge = "links_up";
+    /// Bytes accounted by the transaction store
+    tx_store_bytes: Gauge = "tx_store_bytes";
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("photon_gateway");
-        let blocks = Family::<SourceLabel, Counter>::default();
-        r.register(
-            "blocks",
-            "Blocks handled, by where they came from",
-            blocks.clone(),
-        );
-        let txs = Family::<SourceLabel, Counter>::default();
-        r.register(
-            "transactions",
-            "Transactions handled, by where they came from",
-            txs.clone(),
-        );
-        let bytes = Family::<BytesLabel, Counter>::default();
-        r.register(
-            "block_bytes",
-            "Block bytes before (form=block) and after (form=compressed) compression",
-            bytes.clone(),
-        );
-        let stage_seconds: HistogramFamily = Family::new_with_constructor(stage_histogram);
-        r.register(
-            "stage_seconds",
-            "Per-stage latency of blocks: out_compress, out_seal, out_fec_manifest, key_release; \
-             in_assemble, in_key_wait, in_open, in_decompress, in_total",
-            stage_seconds.clone(),
-        );
-        let datagrams_in = Counter::default();
-        r.register(
-            "datagrams_received",
-            "UDP datagrams received",
-            datagrams_in.clone(),
-        );
-        let datagrams_out = Counter::default();
-        r.register(
-            "datagrams_sent",
-            "UDP datagrams sent",
-            datagrams_out.clone(),
-        );
-        let drops = Family::<ReasonLabel, Counter>::default();
-        r.register(
-            "dropped",
-            "Datagrams and messages dropped, by reason",
-            drops.clone(),
-        );
-        let tx_requests = Counter::default();
-        r.register(
-            "tx_requests",
-            "Tx requests sent for blocks with unknown transactions",
-            tx_requests.clone(),
-        );
-        let key_releases = Family::<ReasonLabel, Counter>::default();
-        r.register(
-            "key_releases",
-            "Keys of our blocks released, by reason",
-            key_releases.clone(),
-        );
-        let peer_fallbacks = Counter::default();
-        r.register(
-            "peer_fallbacks",
-            "Blocks sent to peers directly after no receipt",
-            peer_fallbacks.clone(),
-        );
-        let receipts = Counter::default();
-        r.register(
-            "receipts",
-            "Receipts received for our blocks",
-            receipts.clone(),
-        );
-        let receipts_not_counted = Family::<ReasonLabel, Counter>::default();
-        r.register(
-            "receipts_not_counted",
-            "Receipts for our blocks that did not count toward the key release, by reason: \
-             mismatched (another block), unsigned (through a relay, names no receiver), \
-             bad_signature, duplicate (receiver already counted, or our own key)",
-            receipts_not_counted.clone(),
-        );
-        let links_up = Gauge::default();
-        r.register(
-            "links_up",
-            "Relay and peer links with a live session",
-            links_up.clone(),
-        );
-        let tx_store_bytes = Gauge::default();
-        r.register(
-            "tx_store_bytes",
-            "Bytes accounted by the transaction store",
-            tx_store_bytes.clone(),
-        );
-        Metrics {
-            registry: Arc::new(r),
-            blocks,
-            txs,
-            bytes,
-            stage_seconds,
-            datagrams_in,
-            datagrams_out,
-            drops,
-            tx_requests,
-            key_releases,
-            peer_fallbacks,
-            receipts,
-            receipts_not_counted,
-            links_up,
-            tx_store_bytes,
-        }
-    }
-
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut s = String::new();
@@ -242,107 +183,45 @@ impl Metrics {
         links_up: i64,
         store_bytes: usize,
     ) {
-        let add = |c: &Counter, a: u64, b: u64| {
+        // Adds what `field` grew by between the snapshots.
+        let add = |c: &Counter, field: fn(&GatewayStats) -> u64| {
+            let (a, b) = (field(old), field(new));
             if b > a {
                 c.inc_by(b - a);
             }
         };
         let node = SourceLabel { source: "node" };
         let net = SourceLabel { source: "network" };
-        add(
-            &self.blocks.get_or_create(&node),
-            old.blocks_from_node,
-            new.blocks_from_node,
-        );
-        add(
-            &self.blocks.get_or_create(&net),
-            old.blocks_from_network,
-            new.blocks_from_network,
-        );
-        add(
-            &self.txs.get_or_create(&node),
-            old.txs_from_node,
-            new.txs_from_node,
-        );
-        add(
-            &self.txs.get_or_create(&net),
-            old.txs_from_network,
-            new.txs_from_network,
-        );
-        let b = |direction, form| BytesLabel { direction, form };
-        add(
-            &self.bytes.get_or_create(&b("out", "block")),
-            old.block_bytes_out,
-            new.block_bytes_out,
-        );
-        add(
-            &self.bytes.get_or_create(&b("out", "compressed")),
-            old.compressed_bytes_out,
-            new.compressed_bytes_out,
-        );
-        add(
-            &self.bytes.get_or_create(&b("in", "block")),
-            old.block_bytes_in,
-            new.block_bytes_in,
-        );
-        add(
-            &self.bytes.get_or_create(&b("in", "compressed")),
-            old.compressed_bytes_in,
-            new.compressed_bytes_in,
-        );
-        add(&self.datagrams_in, old.datagrams_in, new.datagrams_in);
-        add(&self.datagrams_out, old.datagrams_out, new.datagrams_out);
+        add(&self.blocks.get_or_create(&node), |s| s.blocks_from_node);
+        add(&self.blocks.get_or_create(&net), |s| s.blocks_from_network);
+        add(&self.txs.get_or_create(&node), |s| s.txs_from_node);
+        add(&self.txs.get_or_create(&net), |s| s.txs_from_network);
+        let bytes = |direction, form| self.bytes.get_or_create(&BytesLabel { direction, form });
+        add(&bytes("out", "block"), |s| s.block_bytes_out);
+        add(&bytes("out", "compressed"), |s| s.compressed_bytes_out);
+        add(&bytes("in", "block"), |s| s.block_bytes_in);
+        add(&bytes("in", "compressed"), |s| s.compressed_bytes_in);
+        add(&self.datagrams_in, |s| s.datagrams_in);
+        add(&self.datagrams_out, |s| s.datagrams_out);
         let d = |reason| self.drops.get_or_create(&ReasonLabel { reason });
-        add(
-            &d("malformed"),
-            old.dropped_malformed,
-            new.dropped_malformed,
-        );
-        add(
-            &d("unknown_peer"),
-            old.dropped_unknown_peer,
-            new.dropped_unknown_peer,
-        );
-        add(&d("bad_hop_tag"), old.dropped_bad_tag, new.dropped_bad_tag);
-        add(&d("register"), old.dropped_register, new.dropped_register);
-        add(
-            &d("unexpected"),
-            old.dropped_unexpected,
-            new.dropped_unexpected,
-        );
-        add(&d("bad_tx"), old.txs_bad, new.txs_bad);
-        add(
-            &d("bad_key_release"),
-            old.key_releases_bad,
-            new.key_releases_bad,
-        );
-        add(
-            &self.tx_requests,
-            old.tx_requests_sent,
-            new.tx_requests_sent,
-        );
-        add(&self.peer_fallbacks, old.peer_fallbacks, new.peer_fallbacks);
-        add(&self.receipts, old.receipts_received, new.receipts_received);
+        add(&d("malformed"), |s| s.dropped_malformed);
+        add(&d("unknown_peer"), |s| s.dropped_unknown_peer);
+        add(&d("bad_hop_tag"), |s| s.dropped_bad_tag);
+        add(&d("register"), |s| s.dropped_register);
+        add(&d("unexpected"), |s| s.dropped_unexpected);
+        add(&d("bad_tx"), |s| s.txs_bad);
+        add(&d("bad_key_release"), |s| s.key_releases_bad);
+        add(&self.tx_requests, |s| s.tx_requests_sent);
+        add(&self.peer_fallbacks, |s| s.peer_fallbacks);
+        add(&self.receipts, |s| s.receipts_received);
         let r = |reason| {
             self.receipts_not_counted
                 .get_or_create(&ReasonLabel { reason })
         };
-        add(
-            &r("mismatched"),
-            old.receipts_mismatched,
-            new.receipts_mismatched,
-        );
-        add(&r("unsigned"), old.receipts_unsigned, new.receipts_unsigned);
-        add(
-            &r("bad_signature"),
-            old.receipts_bad_signature,
-            new.receipts_bad_signature,
-        );
-        add(
-            &r("duplicate"),
-            old.receipts_duplicate,
-            new.receipts_duplicate,
-        );
+        add(&r("mismatched"), |s| s.receipts_mismatched);
+        add(&r("unsigned"), |s| s.receipts_unsigned);
+        add(&r("bad_signature"), |s| s.receipts_bad_signature);
+        add(&r("duplicate"), |s| s.receipts_duplicate);
         self.links_up.set(links_up);
         self.tx_store_bytes.set(store_bytes as i64);
     }

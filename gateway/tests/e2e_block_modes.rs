@@ -1,8 +1,8 @@
 //! The baselines of `[block]` end to end (docs/protocol.md §6.8, §6.9): node A
 //! (python-bitcoinlib, tests/py/gateway_e2e.py) → gateway A → a real relay (photon-relay's
 //! kernel-socket backend on loopback) → gateway B → node B, with real mainnet blocks that must
-//! arrive byte-identical (node B checks hash, merkle root and bytes). The harness is copied
-//! from e2e_relay.rs.
+//! arrive byte-identical (node B checks hash, merkle root and bytes). The harness is
+//! tests/common.
 //!
 //! Needs `/usr/bin/python3` with python-bitcoinlib (scripts/setup.sh).
 
@@ -14,21 +14,20 @@ mod common;
 
 use common::*;
 
+/// `config` with the deployment-wide `[block]` settings.
+fn block_mode(mut config: CoreConfig, encoding: BlockEncoding, encrypt: bool) -> CoreConfig {
+    config.block_encoding = encoding;
+    config.encrypt = encrypt;
+    config
+}
+
 /// Deployment-wide `encoding = "full"`, `encrypt = false`: the block's own serialization,
 /// unsealed, no transactions known anywhere, no key release.
 #[test]
 fn full_unsealed_block_crosses_the_relay_byte_identical() {
-    let height = 702861;
     let r = relay(200);
-    let mut py = PyNodes::start(height, "none");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let mode = |mut c: CoreConfig| {
-        c.block_encoding = BlockEncoding::Full;
-        c.encrypt = false;
-        c
-    };
-    let a = ga.start(py.a, mode(core(&[&r], &[gb.key()])), free_udp());
-    let b = gb.start(py.b, mode(core(&[&r], &[ga.key()])), free_udp());
+    let mode = |c| block_mode(c, BlockEncoding::Full, false);
+    let (mut py, a, b) = nodes_and_gateways(702861, "none", &[&r], &[&r], mode);
     py.wait_for("READY ");
     wait_snapshot(&a, "A's relay link up", links_up);
     wait_snapshot(&b, "B's relay link up", links_up);
@@ -66,21 +65,10 @@ fn full_unsealed_block_crosses_the_relay_byte_identical() {
 /// referenced by a 6-byte ID; sealed, key released on B's receipt.
 #[test]
 fn bip152_sized_sealed_block_crosses_the_relay_byte_identical() {
-    let height = 702861;
     let r = relay(200);
-    let mut py = PyNodes::start(height, "all");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let mode = |mut c: CoreConfig| {
-        c.block_encoding = BlockEncoding::Bip152Sized;
-        c.encrypt = true;
-        c
-    };
-    let a = ga.start(py.a, mode(core(&[&r], &[gb.key()])), free_udp());
-    let b = gb.start(py.b, mode(core(&[&r], &[ga.key()])), free_udp());
-    let n: usize = py.wait_count("READY ");
-    wait_stores(&a, &b, n);
-    let sb = send_block(&mut py, &b);
-    assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
+    let mode = |c| block_mode(c, BlockEncoding::Bip152Sized, true);
+    let (mut py, a, b) = nodes_and_gateways(702861, "all", &[&r], &[&r], mode);
+    let (n, sb) = send_known_block(&mut py, &a, &b);
     assert_eq!(sb.stats.blocks_in_unsealed, 0);
     let sa = wait_snapshot(&a, "A sent", |s| s.stats.blocks_from_node == 1);
     assert_eq!(sa.stats.blocks_out_unsealed, 0);

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{
-    core, events, free_udp, links_up, peer, relay, send_block, wait_snapshot, Gw, PyNodes,
+    core, events, free_udp, links_up, nodes, peer, relay, send_block, wait_snapshot, Gw, PyNodes,
 };
 use photon_gateway::core::{GatewayEvent, LinkKind, LinkState, RelayEndpoint};
 use photon_protocol::wire::HEADER_LEN;
@@ -115,10 +115,8 @@ impl Drop for Proxy {
 fn forged_fragments_injected_between_relay_and_receiver_are_rejected_and_the_block_arrives() {
     // 1.2 MB, ~2,500 transactions; none announced beforehand, so the block travels whole
     // (~1,000 fragments) and the attacker has plenty to forge.
-    let height = 574200;
     let r = relay(200);
-    let mut py = PyNodes::start(height, "none");
-    let (ga, gb) = (Gw::new(), Gw::new());
+    let (mut py, ga, gb) = nodes(574200, "none");
     let ub = free_udp();
     let proxy = Proxy::start(SocketAddr::V4(r.addr()), ub);
     let _a = ga.start(py.a, core(&[&r], &[gb.key()]), free_udp());

@@ -17,17 +17,10 @@ use common::*;
 /// Every transaction of the block known beforehand: the block crosses with no round trip.
 #[test]
 fn block_with_all_txs_known_crosses_the_relay_without_tx_requests() {
-    let height = 702861;
     let r = relay(200);
-    let mut py = PyNodes::start(height, "all");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let a = ga.start(py.a, core(&[&r], &[gb.key()]), free_udp());
-    let b = gb.start(py.b, core(&[&r], &[ga.key()]), free_udp());
-    let n = py.wait_count("READY ");
+    let (mut py, a, b) = nodes_and_gateways(702861, "all", &[&r], &[&r], |c| c);
     // Both stores hold every transaction under the relay's short IDs.
-    wait_stores(&a, &b, n);
-    let sb = send_block(&mut py, &b);
-    assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
+    let (n, sb) = send_known_block(&mut py, &a, &b);
     assert_eq!(sb.stats.txs_from_network as usize, n);
     let sa = wait_snapshot(&a, "A sent", |s| s.stats.blocks_from_node == 1);
     assert_eq!(sa.stats.txs_from_node as usize, n);
@@ -49,27 +42,12 @@ fn block_with_all_txs_known_crosses_the_relay_without_tx_requests() {
 /// B never saw a tenth of the block's transactions: it asks for them and still delivers.
 #[test]
 fn block_with_a_tenth_unknown_is_completed_by_tx_requests() {
-    let height = 556977;
     let r = relay(200);
-    let mut py = PyNodes::start(height, "split");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let (ua, ub) = (free_udp(), free_udp());
+    let (mut py, ga, gb) = nodes(556977, "split");
     // A and B are also direct peers: the relay does not answer tx requests, the origin does.
-    let mut ca = core(&[&r], &[gb.key()]);
-    ca.peers.push(peer(gb.key(), ub));
-    let mut cb = core(&[&r], &[ga.key()]);
-    cb.peers.push(peer(ga.key(), ua));
+    let ((ca, ua), (cb, ub)) = peered(&[&r], &ga, &gb);
     let a = ga.start(py.a, ca, ua);
-    let phase1: usize = py.wait_count("PHASE1 ");
-    wait_snapshot(&a, "A's store after phase 1", |s| s.store.entries >= phase1);
-    let b = gb.start(py.b, cb, ub);
-    py.say("CONTINUE");
-    let rest: usize = py.wait_count("READY ");
-    wait_snapshot(&a, "A's store", |s| s.store.entries >= phase1 + rest);
-    wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
-    let sb = send_block(&mut py, &b);
-    assert!(sb.stats.tx_requests_sent >= 1);
-    assert!(sb.stats.txs_requested as usize >= phase1, "{:?}", sb.stats);
+    let (_b, phase1, _) = send_split_block(&mut py, &a, |node| gb.start(node, cb, ub));
     let sa = a.snapshot();
     assert!(sa.stats.tx_requests_served as usize >= phase1);
     r.stop().unwrap();
@@ -78,19 +56,13 @@ fn block_with_a_tenth_unknown_is_completed_by_tx_requests() {
 /// The relay dies in the middle of a block: A sends it to its peer B directly.
 #[test]
 fn relay_killed_mid_block_falls_back_to_the_direct_peer_link() {
-    let height = 227836; // 39 kB
     let r = relay(200);
-    let mut py = PyNodes::start(height, "none");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let (ua, ub) = (free_udp(), free_udp());
-    let mut ca = core(&[&r], &[gb.key()]);
-    ca.peers.push(peer(gb.key(), ub));
+    let (mut py, ga, gb) = nodes(227836, "none"); // 39 kB
+    let ((mut ca, ua), (cb, ub)) = peered(&[&r], &ga, &gb);
     // 1 Mbit/s: the block's ~37 datagrams take ~0.35 s, long enough to kill the relay inside.
     ca.uplink_bytes_per_sec = 125_000;
     ca.burst = 1;
     ca.peer_fallback = Duration::from_millis(400);
-    let mut cb = core(&[&r], &[ga.key()]);
-    cb.peers.push(peer(ga.key(), ua));
     let a = ga.start(py.a, ca, ua);
     let b = gb.start(py.b, cb, ub);
     py.wait_for("READY ");
@@ -126,10 +98,8 @@ fn relay_killed_mid_block_falls_back_to_the_direct_peer_link() {
 /// The origin withholds the key: B decodes the sealed block but cannot produce it.
 #[test]
 fn withheld_key_no_receiver_produces_the_block_and_junk_is_dropped() {
-    let height = 367891;
     let r = relay(200);
-    let mut py = PyNodes::start(height, "none");
-    let (ga, gb) = (Gw::new(), Gw::new());
+    let (mut py, ga, gb) = nodes(367891, "none");
     let mut ca = core(&[&r], &[gb.key()]);
     ca.key_release = KeyReleasePolicy::Receipts {
         share: 1.0,
@@ -178,10 +148,7 @@ fn withheld_key_no_receiver_produces_the_block_and_junk_is_dropped() {
 fn first_relay_quiet_gateways_fail_over_to_the_second() {
     let height = 363703;
     let (r1, r2) = (relay(100), relay(100));
-    let mut py = PyNodes::start(height, "none");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let a = ga.start(py.a, core(&[&r1, &r2], &[gb.key()]), free_udp());
-    let b = gb.start(py.b, core(&[&r1, &r2], &[ga.key()]), free_udp());
+    let (mut py, a, b) = nodes_and_gateways(height, "none", &[&r1, &r2], &[&r1, &r2], |c| c);
     py.wait_for("READY ");
     wait_snapshot(&a, "A on both relays", links_up);
     wait_snapshot(&b, "B on both relays", links_up);

@@ -5,7 +5,7 @@
 //! transactions with the short IDs relay 1 assigns, the block's fragments, B's receipt back to
 //! A and A's key release to B, and (second test) B's tx requests for what it never saw.
 //!
-//! Helpers copied from e2e_relay.rs. Needs `/usr/bin/python3` with python-bitcoinlib
+//! Harness in tests/common. Needs `/usr/bin/python3` with python-bitcoinlib
 //! (scripts/setup.sh).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -99,17 +99,10 @@ fn control(r: &RunningRelay, c: ControlCounter) -> u64 {
 /// key is released on B's receipt, which crossed relay 2 and relay 1.
 #[test]
 fn block_with_all_txs_known_crosses_two_peered_relays() {
-    let height = 702861;
     let (r1, r2) = relay_pair();
-    let mut py = PyNodes::start(height, "all");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let a = ga.start(py.a, core(&[&r1], &[gb.key()]), free_udp());
-    let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
-    let n = py.wait_count("READY ");
+    let (mut py, a, b) = nodes_and_gateways(702861, "all", &[&r1], &[&r2], |c| c);
     // Both stores hold every transaction under relay 1's short IDs (B's came via relay 2).
-    wait_stores(&a, &b, n);
-    let sb = send_block(&mut py, &b);
-    assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
+    let (n, sb) = send_known_block(&mut py, &a, &b);
     assert_eq!(sb.stats.txs_from_network as usize, n);
     assert_eq!(sb.stats.key_releases_received, 1, "{:?}", sb.stats);
     let sa = wait_snapshot(&a, "A's receipt", |s| s.stats.receipts_received >= 1);
@@ -143,21 +136,11 @@ fn block_with_all_txs_known_crosses_two_peered_relays() {
 /// requests are answered through the relays, and it still delivers.
 #[test]
 fn block_with_a_tenth_unknown_is_completed_through_two_relays() {
-    let height = 556977;
     let (r1, r2) = relay_pair();
-    let mut py = PyNodes::start(height, "split");
-    let (ga, gb) = (Gw::new(), Gw::new());
+    let (mut py, ga, gb) = nodes(556977, "split");
     let a = ga.start(py.a, core(&[&r1], &[gb.key()]), free_udp());
-    let phase1: usize = py.wait_count("PHASE1 ");
-    wait_snapshot(&a, "A's store after phase 1", |s| s.store.entries >= phase1);
-    let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
-    py.say("CONTINUE");
-    let rest: usize = py.wait_count("READY ");
-    wait_snapshot(&a, "A's store", |s| s.store.entries >= phase1 + rest);
-    wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
-    let sb = send_block(&mut py, &b);
-    assert!(sb.stats.tx_requests_sent >= 1);
-    assert!(sb.stats.txs_requested as usize >= phase1, "{:?}", sb.stats);
+    let start_b = |node| gb.start(node, core(&[&r2], &[ga.key()]), free_udp());
+    let (_b, _, sb) = send_split_block(&mut py, &a, start_b);
     assert_eq!(sb.stats.key_releases_received, 1, "{:?}", sb.stats);
     std::thread::sleep(Duration::from_millis(100)); // counters published
     assert!(
@@ -228,10 +211,7 @@ fn fragments_lost_between_the_relays_are_repaired_through_both() {
     let quit = Arc::new(AtomicBool::new(false));
     let (via, lost) = lossy_link(a2, quit.clone());
     let (r1, r2) = relay_pair_at(a1, a2, via);
-    let mut py = PyNodes::start(height, "none");
-    let (ga, gb) = (Gw::new(), Gw::new());
-    let a = ga.start(py.a, core(&[&r1], &[gb.key()]), free_udp());
-    let b = gb.start(py.b, core(&[&r2], &[ga.key()]), free_udp());
+    let (mut py, a, b) = nodes_and_gateways(height, "none", &[&r1], &[&r2], |c| c);
     py.wait_for("READY ");
     wait_snapshot(&a, "A's relay link up", links_up);
     wait_snapshot(&b, "B's relay link up", links_up);

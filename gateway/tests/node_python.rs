@@ -103,6 +103,11 @@ impl Drop for PyNode {
     }
 }
 
+/// A connection to a Bitcoin mainnet node at `addr`.
+fn connect_mainnet(addr: SocketAddr, backoff: Backoff) -> NodeConnection {
+    NodeConnection::connect(addr, NodeConfig::new(Network::Bitcoin), backoff)
+}
+
 /// Next node event, skipping connection-life events; panics after [`WAIT`].
 fn next_node_event(conn: &NodeConnection) -> NodeEvent {
     let deadline = Instant::now() + WAIT;
@@ -120,11 +125,7 @@ fn next_node_event(conn: &NodeConnection) -> NodeEvent {
 #[test]
 fn relay_with_a_bitcoinlib_node() {
     let py = PyNode::start("relay");
-    let conn = NodeConnection::connect(
-        py.addr,
-        NodeConfig::new(Network::Bitcoin),
-        Backoff::default(),
-    );
+    let conn = connect_mainnet(py.addr, Backoff::default());
 
     let NodeEvent::Handshaken(info) = next_node_event(&conn) else {
         panic!("first event is not Handshaken")
@@ -198,9 +199,8 @@ fn relay_with_a_bitcoinlib_node() {
 #[test]
 fn reconnects_after_the_node_drops_it() {
     let py = PyNode::start("reconnect");
-    let conn = NodeConnection::connect(
+    let conn = connect_mainnet(
         py.addr,
-        NodeConfig::new(Network::Bitcoin),
         Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
     );
     let mut seen = Vec::new();
@@ -244,9 +244,8 @@ fn backoff_grows_while_nobody_listens() {
         .local_addr()
         .unwrap()
         .port();
-    let conn = NodeConnection::connect(
+    let conn = connect_mainnet(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        NodeConfig::new(Network::Bitcoin),
         Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
     );
     let mut delays = Vec::new();

@@ -28,6 +28,24 @@ pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigErro
     }
 }
 
+/// Unless `value` lies in `range`: an [`invalid`] `key`, "`value` is not in `start..=end`"
+/// followed by `note` (what the range means, or nothing).
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    note: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    let (start, end) = range.into_inner();
+    Err(invalid(
+        key,
+        format!("{value} is not in {start}..={end}{note}"),
+    ))
+}
+
 /// Parses TOML `text` (from the file `path`, if it came from one) into `T`; a parse error
 /// names the file and the `section.key` it points at, even when toml's own text only quotes
 /// the line.

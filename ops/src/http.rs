@@ -4,10 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::threads::StopThreads;
 
 /// Why the metrics endpoint did not start.
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +21,8 @@ pub struct MetricsError {
 /// The `/metrics` HTTP responder on its own thread.
 #[derive(Debug)]
 pub struct MetricsServer {
+    thread: StopThreads,
     addr: SocketAddr,
-    quit: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// What a scrape answers: the OpenMetrics text.
@@ -36,12 +36,11 @@ impl MetricsServer {
         let listener = TcpListener::bind(addr).map_err(err)?;
         let addr = listener.local_addr().map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
-        let quit = Arc::new(AtomicBool::new(false));
-        let q = quit.clone();
-        let thread = std::thread::Builder::new()
-            .name("photon-metrics".into())
-            .spawn(move || {
-                while !q.load(Ordering::Relaxed) {
+        let mut thread = StopThreads::new();
+        let quit = thread.flag();
+        thread
+            .spawn("photon-metrics", move || {
+                while !quit.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => serve(stream, &*render),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -52,11 +51,7 @@ impl MetricsServer {
                 }
             })
             .map_err(err)?;
-        Ok(MetricsServer {
-            addr,
-            quit,
-            thread: Some(thread),
-        })
+        Ok(MetricsServer { thread, addr })
     }
 
     /// The address it listens on.
@@ -66,20 +61,7 @@ impl MetricsServer {
 
     /// Stops the thread.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.quit.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::config::ConfigError;
+
 /// `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -10,6 +12,36 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// A binary's `[log]` configuration section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// An `EnvFilter` directive (`info`, `photon_relay=debug`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl LogSection {
+    /// Checks that `level` parses as a filter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
+                key: "log.level".into(),
+                message: format!("{:?} is not a tracing filter: {e}", self.level),
+            })
+    }
 }
 
 /// Installs the global subscriber (a second call changes nothing). `level` is an `EnvFilter`

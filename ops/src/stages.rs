@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{invalid, ConfigError};
+
 /// The stages a block's stream passes, in order. Other stage names are accepted and reported
 /// after these.
 pub const STAGES: [&str; 15] = [
@@ -89,6 +91,37 @@ pub fn valid_node_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['"', '\\']) && !name.chars().any(char::is_control)
 }
 
+/// A binary's `[perf]` configuration section: stage records for the propagation report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerfSection {
+    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none.
+    pub stage_log: Option<PathBuf>,
+    /// The `node` field of the records; absent: the binary's name.
+    pub node_name: Option<String>,
+}
+
+impl PerfSection {
+    /// Refuses a `node_name` that would break the records' JSON ([`valid_node_name`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.node_name {
+            Some(name) if !valid_node_name(name) => Err(invalid(
+                "perf.node_name",
+                "must be non-empty, without quotes, backslashes or control characters",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// When records are asked for: the file (`stage_log` joined to `base`, so that a relative
+    /// path is relative to it) and the node name (`default_node` if none is set).
+    pub fn stage_log(&self, base: &Path, default_node: &str) -> Option<(PathBuf, String)> {
+        let path = base.join(self.stage_log.as_ref()?);
+        let name = (self.node_name.clone()).unwrap_or_else(|| default_node.into());
+        Some((path, name))
+    }
+}
+
 /// Unix time in nanoseconds from the system clock.
 pub fn unix_ns() -> u64 {
     SystemTime::now()
@@ -161,17 +194,21 @@ impl Drop for StageFile {
 mod tests {
     use super::*;
 
+    /// A relay's line: about a stream, no block.
+    fn relay_line(t_ns: u64, stage: &str, stream: u64, bytes: Option<u64>) -> StageLine<'_> {
+        StageLine {
+            t_ns,
+            stage,
+            block: None,
+            stream: Some(stream),
+            bytes,
+        }
+    }
+
     #[test]
     fn written_lines_read_back_as_records() {
         let mut out = String::new();
-        StageLine {
-            t_ns: 5,
-            stage: "relay",
-            block: None::<&str>,
-            stream: Some(7),
-            bytes: None,
-        }
-        .format("relay0", &mut out);
+        relay_line(5, "relay", 7, None).format("relay0", &mut out);
         StageLine {
             t_ns: 6,
             stage: "deliver",
@@ -202,22 +239,8 @@ mod tests {
     #[test]
     fn relay_lines_are_the_exact_json() {
         let mut s = String::new();
-        StageLine {
-            t_ns: 1_732_412_345_123_500_000,
-            stage: "relay",
-            block: None::<&str>,
-            stream: Some(7),
-            bytes: None,
-        }
-        .format("relay0", &mut s);
-        StageLine {
-            t_ns: 2,
-            stage: "relay_last",
-            block: None::<&str>,
-            stream: Some(u64::MAX),
-            bytes: Some(52310),
-        }
-        .format("relay0", &mut s);
+        relay_line(1_732_412_345_123_500_000, "relay", 7, None).format("relay0", &mut s);
+        relay_line(2, "relay_last", u64::MAX, Some(52310)).format("relay0", &mut s);
         assert_eq!(
             s,
             "{\"t_ns\":1732412345123500000,\"node\":\"relay0\",\"stage\":\"relay\",\"stream\":7}\n\

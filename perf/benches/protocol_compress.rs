@@ -4,12 +4,12 @@
 //!
 //! cargo bench -p photon-perf --bench protocol_compress -- --warm-up-time 1 --measurement-time 3
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use photon_protocol::chain::{Bitcoin, ChainAdapter};
-use photon_protocol::compress::model::ArrivalModel;
+use photon_protocol::chain::{raw_block_files, Bitcoin, ChainAdapter};
+use photon_protocol::compress::model::{in_block_parents, ArrivalModel};
 use photon_protocol::compress::{compress, decompress, Decompressed};
 use photon_protocol::shortid::{TxStore, TxStoreConfig};
 use rand::{RngCore, SeedableRng};
@@ -17,34 +17,16 @@ use rand_chacha::ChaCha8Rng;
 
 fn blocks() -> Vec<(u64, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/bitcoin/mainnet");
-    let mut out: Vec<(u64, Vec<u8>)> = std::fs::read_dir(dir)
+    raw_block_files(Path::new(dir))
         .expect("data/bitcoin/mainnet")
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            let height = path.file_stem()?.to_str()?.parse().ok()?;
-            (path.extension()? == "raw").then(|| (height, std::fs::read(&path).unwrap()))
-        })
-        .collect();
-    out.sort();
-    out
+        .into_iter()
+        .map(|(height, path)| (height, std::fs::read(&path).unwrap()))
+        .collect()
 }
 
 fn store_for(block: &<Bitcoin as ChainAdapter>::Block, seed: u64) -> TxStore {
     let txs = Bitcoin::transactions(block);
-    let pos: HashMap<[u8; 32], usize> = txs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (Bitcoin::tx_ids(t).txid, i))
-        .collect();
-    let parents: Vec<Vec<usize>> = txs
-        .iter()
-        .map(|t| {
-            Bitcoin::parent_txids(t)
-                .iter()
-                .filter_map(|p| pos.get(p).copied())
-                .collect()
-        })
-        .collect();
+    let parents = in_block_parents::<Bitcoin>(block);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids = ArrivalModel::BASELINE.assign(&parents, &mut || rng.next_u64());
     let mut store = TxStore::new(TxStoreConfig::default());

@@ -9,17 +9,12 @@ use photon_protocol::integrity::{
 };
 use photon_protocol::wire;
 
-fn block() -> Vec<u8> {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/bitcoin/mainnet/702861.raw"
-    ))
-    .expect("mainnet block 702861");
-    raw[..1_000_000].to_vec()
-}
+mod common;
+
+use common::block_1mb;
 
 fn benches(c: &mut Criterion) {
-    let block = block();
+    let block = block_1mb();
     let shard = fec::shard_size_for(wire::max_fragment_payload(), 0).unwrap();
     let policy = RepairPolicy::DEFAULT;
     let enc = Encoded::encode(&block, shard, &policy).unwrap();

@@ -14,6 +14,10 @@ use ring::aead;
 use ring::hmac;
 use ring::rand::SystemRandom;
 
+mod common;
+
+use common::block_1mb;
+
 fn full_shard_datagram() -> Vec<u8> {
     let payload = vec![0xa5u8; wire::max_fragment_payload()];
     let f = FragmentRepr {
@@ -158,28 +162,21 @@ fn arrive<'a>(
     p
 }
 
-fn block_1mb() -> Vec<u8> {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/bitcoin/mainnet/702861.raw"
-    ))
-    .expect("mainnet block 702861");
-    raw[..1_000_000].to_vec()
-}
-
 fn seal_benches(c: &mut Criterion) {
     let block = block_1mb();
     let rng = SystemRandom::new();
     let mut g = c.benchmark_group("seal_1MB");
     g.throughput(Throughput::Bytes(block.len() as u64));
     g.sample_size(30);
+    // Each seal's input: the block, with room for the 16-byte tag.
+    let with_tag_room = || {
+        let mut v = block.clone();
+        v.reserve(16);
+        v
+    };
     g.bench_function("aes256gcm_seal(keygen+seal)", |b| {
         b.iter_batched(
-            || {
-                let mut v = block.clone();
-                v.reserve(16);
-                v
-            },
+            with_tag_room,
             |mut v| {
                 SealKey::generate(&rng)
                     .unwrap()
@@ -211,11 +208,7 @@ fn seal_benches(c: &mut Criterion) {
     );
     g.bench_function("chacha20poly1305_seal", |b| {
         b.iter_batched(
-            || {
-                let mut v = block.clone();
-                v.reserve(16);
-                v
-            },
+            with_tag_room,
             |mut v| {
                 let n = aead::Nonce::assume_unique_for_key([0; 12]);
                 chacha

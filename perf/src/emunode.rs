@@ -23,7 +23,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bitcoin::consensus::encode::serialize;
@@ -33,6 +32,7 @@ use bitcoin::p2p::message_blockdata::Inventory;
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
 use bitcoin::{Block, BlockHash, Network, Transaction, Txid, Wtxid};
+use photon_ops::threads::{nothing_read, StopThreads};
 
 use crate::replay::p2p::{Frame, StreamDecoder};
 use crate::report::{NodeEventKind, NodeRecord};
@@ -371,13 +371,12 @@ enum Command {
 
 /// The driver: listens for its gateway and runs an [`EmuPeer`] on a thread.
 pub struct EmuNode {
+    thread: StopThreads,
     name: String,
     local_addr: SocketAddr,
     commands: Sender<Command>,
     records: Arc<Mutex<Vec<NodeRecord>>>,
     handshaken: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// How long the thread waits in one read (how soon it takes calls and notices stop).
@@ -393,7 +392,7 @@ impl EmuNode {
         let (tx, rx) = mpsc::channel();
         let records = Arc::new(Mutex::new(Vec::new()));
         let handshaken = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
+        let mut thread = StopThreads::new();
         let nonce = unix_ns() ^ u64::from(local_addr.port()).rotate_left(48);
         let looper = Loop {
             listener,
@@ -401,19 +400,16 @@ impl EmuNode {
             commands: rx,
             records: records.clone(),
             handshaken: handshaken.clone(),
-            stop: stop.clone(),
+            stop: thread.flag(),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("emunode-{}", config.name))
-            .spawn(move || looper.run())?;
+        thread.spawn(format!("emunode-{}", config.name), move || looper.run())?;
         Ok(EmuNode {
+            thread,
             name: config.name,
             local_addr,
             commands: tx,
             records,
             handshaken,
-            stop,
-            thread: Some(thread),
         })
     }
 
@@ -499,20 +495,7 @@ impl EmuNode {
 
     /// Stops the thread (closing the connection) and waits for it.
     pub fn shutdown(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for EmuNode {
-    fn drop(&mut self) {
-        self.halt();
+        self.thread.stop();
     }
 }
 
@@ -570,13 +553,7 @@ impl Loop {
                                 });
                                 lost = self.write(stream).is_err();
                             }
-                            Err(e)
-                                if matches!(
-                                    e.kind(),
-                                    io::ErrorKind::WouldBlock
-                                        | io::ErrorKind::TimedOut
-                                        | io::ErrorKind::Interrupted
-                                ) => {}
+                            Err(e) if nothing_read(&e) => {}
                             Err(_) => lost = true,
                         }
                     }

@@ -19,9 +19,9 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use photon_ops::threads::{nothing_read, StopThreads};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -180,9 +180,8 @@ impl Impairer {
 /// `forward`; replies from `forward` go back to the last address that sent to `listen`.
 /// One thread per direction; [`UdpImpairer::stop`] (or drop) ends them.
 pub struct UdpImpairer {
+    threads: StopThreads,
     listen_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
     stats: [Arc<Mutex<ImpairStats>>; 2],
 }
 
@@ -210,7 +209,8 @@ impl UdpImpairer {
         back.connect(forward)?;
         let listen_addr = front.local_addr()?;
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = StopThreads::new();
+        let stop = threads.flag();
         let stats = [
             Arc::new(Mutex::new(ImpairStats::default())),
             Arc::new(Mutex::new(ImpairStats::default())),
@@ -233,18 +233,12 @@ impl UdpImpairer {
             stop: stop.clone(),
             stats: stats[1].clone(),
         };
-        let mut threads = Vec::new();
         for (name, d) in [("impair-fwd", there), ("impair-back", back_again)] {
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name.into())
-                    .spawn(move || d.run())?,
-            );
+            threads.spawn(name, move || d.run())?;
         }
         Ok(UdpImpairer {
-            listen_addr,
-            stop,
             threads,
+            listen_addr,
             stats,
         })
     }
@@ -263,21 +257,8 @@ impl UdpImpairer {
 
     /// Stops both threads and waits for them; returns the final counters.
     pub fn stop(mut self) -> (ImpairStats, ImpairStats) {
-        self.halt();
+        self.threads.stop();
         self.stats()
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for UdpImpairer {
-    fn drop(&mut self) {
-        self.halt();
     }
 }
 
@@ -318,13 +299,7 @@ impl Direction {
                     *self.stats.lock().unwrap_or_else(PoisonError::into_inner) =
                         self.impairer.stats().clone();
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if nothing_read(&e) => {}
                 // ICMP port unreachable from a peer not up yet: keep going.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                 Err(_) => break,

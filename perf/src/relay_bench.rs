@@ -167,6 +167,29 @@ fn table(mac: [u8; 6], fanout: usize) -> Table {
 
 /// Builds frames from the sender to the relay: a template plus per-frame stream, index, stamp,
 /// hop tag and incrementally updated UDP checksum.
+/// The generators' fragment (here and in [`crate::veth_bench`]): a source shard of a stream that
+/// never completes (count = K = 32768, R = 0); [`set_seq`] gives each datagram its own stream
+/// and index, so that none is a duplicate.
+pub(crate) fn generator_fragment(payload: &[u8]) -> FragmentRepr<'_> {
+    FragmentRepr {
+        kind: FragmentKind::Source,
+        stream: 0,
+        index: 0,
+        count: 32768,
+        k: 32768,
+        r: 0,
+        payload,
+    }
+}
+
+/// Writes datagram `seq`'s stream (`seq / 32768`) and index (`seq % 32768`) into the Photon
+/// header `h` of a [`generator_fragment`].
+#[inline]
+pub(crate) fn set_seq(h: &mut [u8], seq: u64) {
+    h[8..16].copy_from_slice(&(seq >> 15).to_be_bytes());
+    h[20..22].copy_from_slice(&((seq & 0x7fff) as u16).to_be_bytes());
+}
+
 struct Generator {
     frame: Vec<u8>,
     key: HopKey,
@@ -177,15 +200,7 @@ struct Generator {
 impl Generator {
     fn new(relay_mac: [u8; 6]) -> Generator {
         let payload = vec![0u8; PAYLOAD];
-        let f = FragmentRepr {
-            kind: FragmentKind::Source,
-            stream: 0,
-            index: 0,
-            count: 32768,
-            k: 32768,
-            r: 0,
-            payload: &payload,
-        };
+        let f = generator_fragment(&payload);
         let src = [10, 0, 1, SENDER as u8];
         let t = HeaderTemplate::new(
             [2, 0, 0, 0, 1, SENDER as u8],
@@ -221,12 +236,9 @@ impl Generator {
     #[inline]
     fn next(&mut self, out: &mut [u8], stamp: u64) {
         out.copy_from_slice(&self.frame);
-        let stream = self.seq >> 15;
-        let index = (self.seq & 0x7fff) as u16;
-        self.seq += 1;
         let h = 42;
-        out[h + 8..h + 16].copy_from_slice(&stream.to_be_bytes());
-        out[h + 20..h + 22].copy_from_slice(&index.to_be_bytes());
+        set_seq(&mut out[h..h + HEADER_LEN], self.seq);
+        self.seq += 1;
         out[h + HEADER_LEN..h + HEADER_LEN + 8].copy_from_slice(&stamp.to_be_bytes());
         let _ = self.key.sign_header(&mut out[h..h + HEADER_LEN]);
         let changed = [

@@ -224,6 +224,28 @@ pub struct CaptureBlockRow {
     pub photon_t90_ms: Option<f64>,
 }
 
+/// Appends a markdown table to `s`: the `columns` and `alignment` rows as given, then one line a
+/// row, its cells between `|`.
+fn md_table(
+    s: &mut String,
+    columns: &str,
+    alignment: &str,
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(s, "{columns}\n{alignment}");
+    for row in rows {
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+}
+
+/// A block hash as the markdown tables show it: block hashes start with a run of zeros, so the
+/// 12 digits after it, which tell them apart.
+fn short_hash(hash: &str) -> &str {
+    let h = hash.trim_start_matches('0');
+    h.get(..12).unwrap_or(h)
+}
+
 impl Report {
     /// Builds the report from a run's records.
     pub fn build(samples: &Samples, description: &str) -> Report {
@@ -491,43 +513,35 @@ impl Report {
             f(self.mean_wire_bytes).replace(".000", "")
         );
         if !self.blocks.is_empty() {
-            let _ = writeln!(
-                s,
-                "| block | bytes | wire bytes | receivers | p50 ms | max ms | to 90% ms |"
-            );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
-            for b in &self.blocks {
-                let _ = writeln!(
-                    s,
-                    "| …{}… | {} | {} | {} | {} | {} | {} |",
-                    // Block hashes start with a run of zeros: show the digits that tell them apart.
-                    {
-                        let h = b.hash.trim_start_matches('0');
-                        h.get(..12).unwrap_or(h)
-                    },
-                    b.bytes,
+            let rows = self.blocks.iter().map(|b| {
+                vec![
+                    format!("…{}…", short_hash(&b.hash)),
+                    b.bytes.to_string(),
                     b.wire_bytes.map_or("-".into(), |w| w.to_string()),
-                    b.receivers,
+                    b.receivers.to_string(),
                     f(b.p50_ms),
                     f(b.max_ms),
-                    f(b.t90_ms)
-                );
-            }
+                    f(b.t90_ms),
+                ]
+            });
+            let columns =
+                "| block | bytes | wire bytes | receivers | p50 ms | max ms | to 90% ms |";
+            md_table(&mut s, columns, "|---|---:|---:|---:|---:|---:|---:|", rows);
         }
         if !self.stages.is_empty() {
             let _ = writeln!(
                 s,
                 "\n## Stages (offset from the block's arrival at the source gateway)\n"
             );
-            let _ = writeln!(s, "| stage | records | p50 ms | p90 ms | max ms |");
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-            for st in &self.stages {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {:.3} | {:.3} | {:.3} |",
-                    st.stage, st.count, st.p50_ms, st.p90_ms, st.max_ms
-                );
-            }
+            let rows = self.stages.iter().map(|st| {
+                let ms = [st.p50_ms, st.p90_ms, st.max_ms].map(|t| format!("{t:.3}"));
+                [st.stage.to_string(), st.count.to_string()]
+                    .into_iter()
+                    .chain(ms)
+                    .collect()
+            });
+            let columns = "| stage | records | p50 ms | p90 ms | max ms |";
+            md_table(&mut s, columns, "|---|---:|---:|---:|---:|", rows);
         }
         if !self.capture_blocks.is_empty() {
             let _ = writeln!(
@@ -540,28 +554,25 @@ impl Report {
                  the capture, were not replayed; blocks sent whole without an announcement have \
                  no announcers).\n"
             );
-            let _ = writeln!(
-                s,
-                "| block | announcers | median announcer ms | last announcer ms | replayed | Photon p50 ms | Photon to 90% ms | Photon max ms |"
-            );
-            let _ = writeln!(s, "|---|---:|---:|---:|---|---:|---:|---:|");
-            for b in &self.capture_blocks {
-                let _ = writeln!(
-                    s,
-                    "| …{}… | {} | {} | {} | {} | {} | {} | {} |",
-                    {
-                        let h = b.hash.trim_start_matches('0');
-                        h.get(..12).unwrap_or(h)
-                    },
-                    b.announcers,
+            let rows = self.capture_blocks.iter().map(|b| {
+                vec![
+                    format!("…{}…", short_hash(&b.hash)),
+                    b.announcers.to_string(),
                     f(b.announce_median_ms),
                     f(b.announce_spread_ms),
-                    if b.replayed { "yes" } else { "no" },
+                    (if b.replayed { "yes" } else { "no" }).to_string(),
                     f(b.photon_p50_ms),
                     f(b.photon_t90_ms),
-                    f(b.photon_max_ms)
-                );
-            }
+                    f(b.photon_max_ms),
+                ]
+            });
+            let columns = "| block | announcers | median announcer ms | last announcer ms | replayed | Photon p50 ms | Photon to 90% ms | Photon max ms |";
+            md_table(
+                &mut s,
+                columns,
+                "|---|---:|---:|---:|---|---:|---:|---:|",
+                rows,
+            );
         }
         if self.negative_intervals > 0 || self.unparsed_lines > 0 {
             let _ = writeln!(

@@ -26,8 +26,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use photon_protocol::hopauth::HopKey;
-use photon_protocol::wire::{FragmentKind, FragmentRepr, HEADER_LEN};
+use photon_protocol::wire::HEADER_LEN;
 use photon_udp::BatchSend;
+
+use crate::relay_bench::{generator_fragment, set_seq};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -115,17 +117,9 @@ pub fn run_gen(args: &GenArgs) -> Result<(), String> {
             .clamp(1, photon_protocol::wire::max_fragment_payload())
     ];
     let mut template = vec![0u8; HEADER_LEN + payload.len()];
-    let len = FragmentRepr {
-        kind: FragmentKind::Source,
-        stream: 0,
-        index: 0,
-        count: 32768,
-        k: 32768,
-        r: 0,
-        payload: &payload,
-    }
-    .emit(args.sender, 0, 0, &mut template)
-    .map_err(|e| format!("emit: {e}"))?;
+    let len = generator_fragment(&payload)
+        .emit(args.sender, 0, 0, &mut template)
+        .map_err(|e| format!("emit: {e}"))?;
     let mut batch = BatchSend::new();
     let mut seq: u64 = 0;
     let mut sent: u64 = 0;
@@ -135,11 +129,8 @@ pub fn run_gen(args: &GenArgs) -> Result<(), String> {
         while let Some(slot) = batch.slot() {
             let out = &mut slot[..len];
             out.copy_from_slice(&template[..len]);
-            let stream = seq >> 15;
-            let index = (seq & 0x7fff) as u16;
+            set_seq(out, seq);
             seq += 1;
-            out[8..16].copy_from_slice(&stream.to_be_bytes());
-            out[20..22].copy_from_slice(&index.to_be_bytes());
             key.sign_header(&mut out[..HEADER_LEN])
                 .map_err(|e| format!("sign: {e}"))?;
             batch.commit(len, args.to);

@@ -14,11 +14,11 @@ use std::time::Duration;
 use bitcoin::consensus::encode::serialize;
 use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::message_blockdata::Inventory;
-use bitcoin::p2p::Magic;
 use common::*;
 use etherparse::{LinuxSllPacketType, PacketBuilder, VlanId};
 use pcap_parser::Linktype;
 use photon_perf::capture_feed::{CaptureFeed, FeedConfig, FeedItem};
+use photon_perf::replay::p2p::legacy_frame;
 use photon_perf::replay::write::{pcap_bytes, pcapng_bytes, Packet};
 use photon_perf::replay::{read_capture_bytes, CaptureFault, CapturedMessage, TcpConfig};
 use photon_perf::trace::Event;
@@ -146,14 +146,19 @@ fn linktype(link: Link) -> Linktype {
 /// The one Ethernet/IPv4 connection most tests use: node 10.0.0.1:8333 to 10.0.0.2:40000,
 /// 1400-byte segments from t = 1 s.
 fn ethernet_connection(stream: &[u8]) -> Vec<Packet> {
+    ethernet_connection_to(40_000, stream, 1_400, 1_000_000_000)
+}
+
+/// As [`ethernet_connection`], to port `dst_port`, in segments of `mss`, starting at `t0` (ns).
+fn ethernet_connection_to(dst_port: u16, stream: &[u8], mss: usize, t0: u64) -> Vec<Packet> {
     connection(
         Link::Ethernet,
         0,
         v4([10, 0, 0, 1], 8333),
-        v4([10, 0, 0, 2], 40_000),
+        v4([10, 0, 0, 2], dst_port),
         stream,
-        1_400,
-        1_000_000_000,
+        mss,
+        t0,
     )
 }
 
@@ -233,34 +238,18 @@ fn pcapng_with_interfaces_of_different_link_types() {
     let convo = conversation(4, &b);
     let stream = wire(&convo);
     // Interface 0: Ethernet with a VLAN tag, IPv4; interface 1: SLL2, IPv6; interface 2:
-    // Ethernet again, another connection. Packets interleaved in time.
-    let mut packets = connection(
-        Link::Vlan,
-        0,
-        v4([10, 1, 0, 1], 50_000),
-        v4([10, 1, 0, 2], 8333),
-        &stream,
-        1_200,
-        1_000_000_000,
-    );
-    packets.extend(connection(
-        Link::Sll2,
-        1,
-        v6(7, 50_001),
-        v6(8, 8333),
-        &stream,
-        900,
-        1_000_500_000,
-    ));
-    packets.extend(connection(
-        Link::Ethernet,
-        2,
-        v4([10, 2, 0, 1], 50_002),
-        v4([10, 2, 0, 2], 8333),
-        &stream,
-        1_460,
-        1_000_700_000,
-    ));
+    // Ethernet again, another connection: (link, source, destination, MSS, first packet's time
+    // in ns). Packets interleaved in time.
+    #[rustfmt::skip]
+    let connections = [
+        (Link::Vlan, v4([10, 1, 0, 1], 50_000), v4([10, 1, 0, 2], 8333), 1_200, 1_000_000_000),
+        (Link::Sll2, v6(7, 50_001), v6(8, 8333), 900, 1_000_500_000),
+        (Link::Ethernet, v4([10, 2, 0, 1], 50_002), v4([10, 2, 0, 2], 8333), 1_460, 1_000_700_000),
+    ];
+    let mut packets = Vec::new();
+    for (interface, (link, src, dst, mss, t0)) in (0..).zip(connections) {
+        packets.extend(connection(link, interface, src, dst, &stream, mss, t0));
+    }
     packets.sort_by_key(|p| p.ts_ns);
     let file = pcapng_bytes(
         &[Linktype::ETHERNET, Linktype::LINUX_SLL2, Linktype::ETHERNET],
@@ -367,15 +356,7 @@ fn the_first_event_comes_before_the_file_is_read() {
         msgs.push(NetworkMessage::Tx(tx.clone()));
     }
     let stream = wire(&msgs);
-    let packets = connection(
-        Link::Ethernet,
-        0,
-        v4([10, 0, 0, 1], 8333),
-        v4([10, 0, 0, 2], 40_000),
-        &stream,
-        600,
-        1_000_000_000,
-    );
+    let packets = ethernet_connection_to(40_000, &stream, 600, 1_000_000_000);
     let dir = tmp_dir("stream");
     let path = dir.join("txs.pcap");
     let file = pcap_bytes(Linktype::ETHERNET, &packets).unwrap();
@@ -438,31 +419,14 @@ fn pre_2012_handshake_in_a_capture() {
     };
     let mut payload = serialize(&v);
     payload.pop();
-    let legacy = |cmd: &str, p: &[u8]| {
-        let mut out = Magic::BITCOIN.to_bytes().to_vec();
-        let mut c = [0u8; 12];
-        c[..cmd.len()].copy_from_slice(cmd.as_bytes());
-        out.extend(c);
-        out.extend((p.len() as u32).to_le_bytes());
-        out.extend(p);
-        out
-    };
     let b = block(227835);
-    let mut stream = legacy("version", &payload);
-    stream.extend(legacy("verack", &[]));
+    let mut stream = legacy_frame("version", &payload);
+    stream.extend(legacy_frame("verack", &[]));
     stream.extend(wire(&[
         NetworkMessage::Inv(vec![Inventory::Block(b.block_hash())]),
         NetworkMessage::Block(b.clone()),
     ]));
-    let packets = connection(
-        Link::Ethernet,
-        0,
-        v4([10, 0, 0, 1], 8333),
-        v4([10, 0, 0, 2], 50_123),
-        &stream,
-        1_448,
-        1_301_328_472_000_000_000,
-    );
+    let packets = ethernet_connection_to(50_123, &stream, 1_448, 1_301_328_472_000_000_000);
     let (msgs, stats) = read(&pcap_bytes(Linktype::ETHERNET, &packets).unwrap());
     let cmds: Vec<&str> = msgs.iter().map(|m| m.message.cmd()).collect();
     assert_eq!(cmds, ["version", "inv", "block"]);

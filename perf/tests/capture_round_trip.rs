@@ -10,12 +10,12 @@
 
 mod common;
 
-use common::{await_tcpdump, stop_tcpdump};
+use common::{await_tcpdump, stop_tcpdump, tcpdump_on_lo};
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash, Network, Txid};
@@ -68,21 +68,10 @@ fn wait_delivered(
 
 /// tcpdump on `lo` for `port`, writing `file`; returns once it captures.
 fn tcpdump(file: &Path, port: u16) -> Child {
-    let mut child = Command::new("tcpdump")
-        .args([
-            "-i",
-            "lo",
-            "-U",
-            "--immediate-mode",
-            "-n",
-            "-B",
-            "16384",
-            "-w",
-        ])
+    let mut child = tcpdump_on_lo()
+        .arg("-w")
         .arg(file)
         .arg(format!("tcp port {port}"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("this test needs tcpdump (apt-get install tcpdump): {e}"));
     await_tcpdump(

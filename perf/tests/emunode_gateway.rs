@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bitcoin::{Block, Network};
 use photon_gateway::node::{Backoff, ConnectionEvent, NodeConfig, NodeConnection, NodeEvent};
 use photon_perf::emunode::{BlockDelivery, EmuNode, EmuNodeConfig};
-use photon_perf::report::NodeEventKind;
+use photon_perf::report::{NodeEventKind, NodeRecord};
 
 fn block(height: u32) -> Block {
     let path =
@@ -31,6 +31,11 @@ fn wait_event<T>(
         }
     }
     None
+}
+
+/// The node's first record of `kind`, waiting up to 10 s.
+fn first_record(node: &EmuNode, kind: NodeEventKind) -> Option<NodeRecord> {
+    node.wait_record(Duration::from_secs(10), |r| r.event == kind)
 }
 
 #[test]
@@ -77,20 +82,13 @@ fn gateway_and_emulated_node_exchange_txs_and_blocks() {
     // Gateway to node: a block from the network, and a transaction announced.
     let from_network = block(300025);
     gw.send_block(from_network.clone());
-    let r = node
-        .wait_record(Duration::from_secs(10), |r| {
-            r.event == NodeEventKind::BlockReceived
-        })
-        .expect("block reached the emulated node");
+    let r =
+        first_record(&node, NodeEventKind::BlockReceived).expect("block reached the emulated node");
     assert_eq!(r.id, from_network.block_hash().to_string());
     assert_eq!(r.bytes as usize, from_network.total_size());
     let tx2 = from_network.txdata[1].clone();
     gw.announce_tx(tx2.clone());
-    let r = node
-        .wait_record(Duration::from_secs(10), |r| {
-            r.event == NodeEventKind::TxReceived
-        })
-        .expect("tx reached the emulated node");
+    let r = first_record(&node, NodeEventKind::TxReceived).expect("tx reached the emulated node");
     assert_eq!(r.id, tx2.compute_txid().to_string());
 
     let sent: Vec<NodeEventKind> = node

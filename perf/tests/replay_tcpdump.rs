@@ -8,7 +8,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bitcoin::Block;
@@ -24,25 +23,10 @@ fn record_loopback(dir: &Path, b: &Block) -> Option<PathBuf> {
     let listener = TcpListener::bind("127.0.0.1:0").ok()?;
     let port = listener.local_addr().ok()?.port();
     let file = dir.join("lo.pcap");
-    let mut dump = match Command::new("tcpdump")
-        .args([
-            "-i",
-            "lo",
-            "-U",
-            "--immediate-mode",
-            "-n",
-            // A 16 MiB kernel buffer (the default is 2 MiB): with the default, the second
-            // connection's burst was lost when tcpdump lost the CPU to a loaded machine.
-            "-B",
-            "16384",
-            "--time-stamp-precision",
-            "nano",
-            "-w",
-        ])
+    let mut dump = match tcpdump_on_lo()
+        .args(["--time-stamp-precision", "nano", "-w"])
         .arg(&file)
         .arg(format!("port {port}"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
         .spawn()
     {
         Ok(c) => c,

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use bitcoin::bip152::HeaderAndShortIds;
 use bitcoin::consensus::serialize;
-use photon_protocol::chain::{Bitcoin, ChainAdapter};
-use photon_protocol::compress::model::ArrivalModel;
+use photon_protocol::chain::{raw_block_files, Bitcoin, ChainAdapter};
+use photon_protocol::compress::model::{in_block_parents, ArrivalModel};
 use photon_protocol::compress::{
     compress, compress_as, decompress, BlockEncoding, CompressStats, Decompressed,
 };
@@ -66,28 +66,10 @@ fn models() -> [Named; 4] {
     ]
 }
 
-/// Positions of each transaction's in-block parents.
-fn in_block_parents(block: &bitcoin::Block) -> Vec<Vec<usize>> {
-    let txs = Bitcoin::transactions(block);
-    let position: std::collections::HashMap<[u8; 32], usize> = txs
-        .iter()
-        .enumerate()
-        .map(|(i, tx)| (Bitcoin::tx_ids(tx).txid, i))
-        .collect();
-    txs.iter()
-        .map(|tx| {
-            Bitcoin::parent_txids(tx)
-                .iter()
-                .filter_map(|t| position.get(t).copied())
-                .collect()
-        })
-        .collect()
-}
-
 /// The sender's store after the model's announcements (the receiver's is the same here).
 fn store_for(block: &bitcoin::Block, model: &ArrivalModel, seed: u64) -> TxStore {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let ids = model.assign(&in_block_parents(block), &mut || rng.next_u64());
+    let ids = model.assign(&in_block_parents::<Bitcoin>(block), &mut || rng.next_u64());
     let mut store = TxStore::new(TxStoreConfig::default());
     let now = Instant::now();
     for (tx, id) in Bitcoin::transactions(block).iter().zip(ids) {
@@ -114,10 +96,7 @@ fn bound_bits(stats: &CompressStats) -> f64 {
 /// Bytes of every datagram of the first pass of `payload` (unpaced, one destination).
 fn wire_bytes(payload_len: usize, key: &Identity) -> (usize, usize) {
     let payload = vec![0u8; payload_len];
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     let now = Instant::now();
     let mut s = Sender::new(cfg, 1, &payload, key.key_pair(), now).expect("sender");
     let mut buf = vec![0u8; photon_protocol::wire::MAX_DATAGRAM];
@@ -187,15 +166,7 @@ fn encodings_table(files: &[(u64, std::path::PathBuf)], model: &ArrivalModel) {
 
 fn main() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/bitcoin/mainnet");
-    let mut files: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
-        .expect("data/bitcoin/mainnet")
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            let height = path.file_stem()?.to_str()?.parse().ok()?;
-            (path.extension()? == "raw").then_some((height, path))
-        })
-        .collect();
-    files.sort();
+    let files = raw_block_files(std::path::Path::new(dir)).expect("data/bitcoin/mainnet");
     let models = models();
 
     println!("Models (seeded ChaCha8, seed = height * 16 + model):");

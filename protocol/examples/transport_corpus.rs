@@ -17,10 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let key = Ed25519KeyPair::from_seed_unchecked(&[0x5a; 32]).map_err(|e| format!("{e}"))?;
     let t0 = Instant::now();
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     for (name, len) in [("small", 3000usize), ("medium", 40_000)] {
         let block: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let mut s = Sender::new(cfg, 0x77, &block, &key, t0)?;

@@ -8,7 +8,7 @@ mod bitcoin;
 #[cfg(test)]
 pub(crate) use bitcoin::{altered_witness, corrupt_witness_commitment, witness_tx};
 
-pub use self::bitcoin::Bitcoin;
+pub use self::bitcoin::{raw_block_files, Bitcoin};
 
 pub use crate::shortid::TxIds;
 

@@ -55,6 +55,17 @@ impl Default for SenderConfig {
     }
 }
 
+impl SenderConfig {
+    /// The defaults, unpaced: every datagram goes as soon as it is polled (simulations, tests,
+    /// and tools that pace elsewhere).
+    pub fn unpaced() -> SenderConfig {
+        SenderConfig {
+            rate_bytes_per_sec: 0,
+            ..SenderConfig::default()
+        }
+    }
+}
+
 /// Why a sender could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SenderError {
@@ -388,9 +399,8 @@ mod tests {
     fn repair_requests_are_bounded() {
         let t0 = Instant::now();
         let cfg = SenderConfig {
-            rate_bytes_per_sec: 0,
             max_retransmit_queue: 2,
-            ..SenderConfig::default()
+            ..SenderConfig::unpaced()
         };
         let mut s = Sender::new(cfg, 5, &[1u8; 5000], &key(), t0).unwrap();
         let mut buf = [0u8; wire::MAX_DATAGRAM];
@@ -413,10 +423,7 @@ mod tests {
     #[test]
     fn senders_of_one_encoded_stream_send_what_new_sends() {
         let t0 = Instant::now();
-        let cfg = SenderConfig {
-            rate_bytes_per_sec: 0,
-            ..SenderConfig::default()
-        };
+        let cfg = SenderConfig::unpaced();
         let block = vec![7u8; 30_000];
         let shared = Arc::new(EncodedStream::new(9, &block, &cfg.repair, &key()).unwrap());
         let mut a = Sender::for_stream(cfg, Arc::clone(&shared), t0);

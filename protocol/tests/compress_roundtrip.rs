@@ -2,11 +2,12 @@
 //! byte-identical when the receiver knows every transaction; a "missing short IDs [..]" result
 //! when it does not, completed once they are supplied; typed errors for wrong supplies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::Instant;
 
-use photon_protocol::chain::{Bitcoin, ChainAdapter, ChainError};
-use photon_protocol::compress::model::ArrivalModel;
+use photon_protocol::chain::{raw_block_files, Bitcoin, ChainAdapter, ChainError};
+use photon_protocol::compress::model::{in_block_parents, ArrivalModel};
 use photon_protocol::compress::{compress, decompress, Compressed, DecompressError, Decompressed};
 use photon_protocol::shortid::{ShortId, TxStore, TxStoreConfig};
 use rand::{Rng, RngCore, SeedableRng};
@@ -14,43 +15,17 @@ use rand_chacha::ChaCha8Rng;
 
 fn real_blocks() -> Vec<(u64, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/bitcoin/mainnet");
-    let mut out: Vec<(u64, Vec<u8>)> = std::fs::read_dir(dir)
+    let out: Vec<(u64, Vec<u8>)> = raw_block_files(Path::new(dir))
         .expect("data/bitcoin/mainnet")
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            if path.extension()? != "raw" {
-                return None;
-            }
-            let height = path.file_stem()?.to_str()?.parse().ok()?;
-            Some((height, std::fs::read(&path).ok()?))
-        })
+        .into_iter()
+        .filter_map(|(height, path)| Some((height, std::fs::read(&path).ok()?)))
         .collect();
-    out.sort();
     assert_eq!(
         out.len(),
         16,
         "the 16 shared blocks of data/bitcoin/SOURCES.md"
     );
     out
-}
-
-fn parents(block: &bitcoin::Block) -> Vec<Vec<usize>> {
-    let pos: HashMap<[u8; 32], usize> = block
-        .txdata
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (Bitcoin::tx_ids(t).txid, i))
-        .collect();
-    block
-        .txdata
-        .iter()
-        .map(|t| {
-            Bitcoin::parent_txids(t)
-                .iter()
-                .filter_map(|p| pos.get(p).copied())
-                .collect()
-        })
-        .collect()
 }
 
 /// The store of a gateway that saw the model's announcements, minus `skip`.
@@ -88,7 +63,7 @@ fn store(block: &bitcoin::Block, ids: &[Option<ShortId>], skip: &HashSet<ShortId
 
 fn assign(block: &bitcoin::Block, seed: u64) -> Vec<Option<ShortId>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    ArrivalModel::BASELINE.assign(&parents(block), &mut || rng.next_u64())
+    ArrivalModel::BASELINE.assign(&in_block_parents::<Bitcoin>(block), &mut || rng.next_u64())
 }
 
 #[test]

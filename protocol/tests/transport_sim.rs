@@ -26,6 +26,17 @@ struct LinkModel {
     forge: f64,
 }
 
+impl LinkModel {
+    /// No loss, duplication, corruption, jitter or forgery.
+    const PERFECT: LinkModel = LinkModel {
+        loss: 0.0,
+        duplicate: 0.0,
+        corrupt: 0.0,
+        jitter: Duration::ZERO,
+        forge: 0.0,
+    };
+}
+
 struct Link {
     rng: ChaCha8Rng,
     model: LinkModel,
@@ -222,6 +233,18 @@ fn mainnet(height: u32) -> Vec<u8> {
     .unwrap()
 }
 
+/// [`small_blocks`] of `seed` through `model`: every one must be delivered intact. Returns the
+/// outcome, the receiver's assembler and how many blocks were sent.
+fn small_blocks_arrive(seed: u64, model: LinkModel) -> (Outcome, Assembler, usize) {
+    let blocks = small_blocks(seed);
+    let (out, asm) = run(seed, model, &blocks);
+    for (i, b) in blocks.iter().enumerate() {
+        let stream = i as u64 + 1;
+        assert_eq!(&out.delivered[&stream], b, "seed {seed} stream {stream}");
+    }
+    (out, asm, blocks.len())
+}
+
 fn small_blocks(seed: u64) -> Vec<Vec<u8>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..3)
@@ -231,15 +254,8 @@ fn small_blocks(seed: u64) -> Vec<Vec<u8>> {
 
 #[test]
 fn clean_link_delivers_without_repair() {
-    let model = LinkModel {
-        loss: 0.0,
-        duplicate: 0.0,
-        corrupt: 0.0,
-        jitter: Duration::ZERO,
-        forge: 0.0,
-    };
     let blocks = vec![mainnet(702861)];
-    let (out, asm) = run(1, model, &blocks);
+    let (out, asm) = run(1, LinkModel::PERFECT, &blocks);
     assert_eq!(out.delivered[&1], blocks[0]);
     assert_eq!(out.receipts, 1);
     assert_eq!(out.repair_requests, 0);
@@ -257,23 +273,14 @@ fn lossy_reordering_duplicating_corrupting_link() {
         duplicate: 0.02,
         corrupt: 0.01,
         jitter: Duration::from_millis(15),
-        forge: 0.0,
+        ..LinkModel::PERFECT
     };
     for seed in 0..12 {
-        let blocks = small_blocks(seed);
-        let (out, asm) = run(seed, model, &blocks);
-        for (i, b) in blocks.iter().enumerate() {
-            assert_eq!(
-                &out.delivered[&(i as u64 + 1)],
-                b,
-                "seed {seed} stream {}",
-                i + 1
-            );
-        }
+        let (out, asm, sent) = small_blocks_arrive(seed, model);
         let st = asm.stats();
         // Corrupted payload bytes surface as hash failures, corrupted headers as wire or
         // mismatch drops: all counted, none delivered.
-        assert_eq!(out.receipts, blocks.len());
+        assert_eq!(out.receipts, sent);
         assert!(st.datagrams > 0);
     }
 }
@@ -285,7 +292,7 @@ fn real_block_through_eight_percent_loss_and_corruption() {
         duplicate: 0.01,
         corrupt: 0.005,
         jitter: Duration::from_millis(5),
-        forge: 0.0,
+        ..LinkModel::PERFECT
     };
     let blocks = vec![mainnet(574200)];
     let (out, asm) = run(7, model, &blocks);
@@ -309,17 +316,12 @@ fn forged_shards_are_rejected_without_poisoning_the_block() {
     // payload, sometimes arriving before the genuine one and before the manifest.
     let model = LinkModel {
         loss: 0.02,
-        duplicate: 0.0,
-        corrupt: 0.0,
         jitter: Duration::from_millis(10),
         forge: 0.2,
+        ..LinkModel::PERFECT
     };
     for seed in 100..106 {
-        let blocks = small_blocks(seed);
-        let (out, asm) = run(seed, model, &blocks);
-        for (i, b) in blocks.iter().enumerate() {
-            assert_eq!(&out.delivered[&(i as u64 + 1)], b, "seed {seed}");
-        }
+        let (out, asm, _) = small_blocks_arrive(seed, model);
         let st = asm.stats();
         assert!(
             st.rejected_bad_shard + st.rejected_manifest > 0,
@@ -333,10 +335,7 @@ fn forged_shards_are_rejected_without_poisoning_the_block() {
 fn untrusted_origin_is_never_delivered() {
     let key = Ed25519KeyPair::from_seed_unchecked(&[99; 32]).unwrap();
     let t0 = Instant::now();
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     let mut s = Sender::new(cfg, 5, &[1u8; 20_000], &key, t0).unwrap();
     let mut asm = Assembler::new(AssemblerConfig {
         trusted_origins: vec![public_key(

@@ -43,19 +43,13 @@ fn payload(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 1..=max)
 }
 
-/// Owned form of a message, for strategies (reprs borrow their byte payloads).
+/// Owned form of a message, for strategies: fragments and transactions own the payload their
+/// reprs borrow; every other message borrows nothing.
 #[derive(Debug, Clone)]
 enum Owned {
     Fragment((FragmentKind, u64, u16, u16, u16, u16), Vec<u8>),
     Transaction(u64, u16, u16, Option<u32>, u32, u32, Vec<u8>),
-    ShortIdAssign(ShortIdAssignRepr),
-    TxRequest(TxRequestRepr),
-    Receipt(ReceiptRepr),
-    KeyRelease(KeyReleaseRepr),
-    RepairRequest(RepairRequestRepr),
-    Register(RegisterRepr),
-    RegisterAck(RegisterAckRepr),
-    Keepalive(KeepaliveRepr),
+    Other(Message<'static>),
 }
 
 impl Owned {
@@ -83,14 +77,7 @@ impl Owned {
                     data,
                 })
             }
-            Owned::ShortIdAssign(m) => Message::ShortIdAssign(m.clone()),
-            Owned::TxRequest(m) => Message::TxRequest(m.clone()),
-            Owned::Receipt(m) => Message::Receipt(*m),
-            Owned::KeyRelease(m) => Message::KeyRelease(*m),
-            Owned::RepairRequest(m) => Message::RepairRequest(m.clone()),
-            Owned::Register(m) => Message::Register(*m),
-            Owned::RegisterAck(m) => Message::RegisterAck(*m),
-            Owned::Keepalive(m) => Message::Keepalive(*m),
+            Owned::Other(m) => m.clone(),
         }
     }
 }
@@ -130,7 +117,9 @@ fn repair_request() -> impl Strategy<Value = Owned> {
                 .collect::<Vec<_>>()
         });
     (any::<u64>(), kind(), prop_oneof![sparse, dense]).prop_map(|(stream, kind, missing)| {
-        Owned::RepairRequest(RepairRequestRepr::new(stream, kind, missing))
+        Owned::Other(Message::RepairRequest(RepairRequestRepr::new(
+            stream, kind, missing,
+        )))
     })
 }
 
@@ -139,13 +128,16 @@ fn owned() -> impl Strategy<Value = Owned> {
         (fragment_fields(), payload(wire::max_fragment_payload()))
             .prop_map(|(f, p)| Owned::Fragment(f, p)),
         transaction(),
-        prop::collection::vec(any::<([u8; 32], u32)>(), 0..=MAX_SHORT_ID_ASSIGNMENTS)
-            .prop_map(|entries| Owned::ShortIdAssign(ShortIdAssignRepr { entries })),
+        prop::collection::vec(any::<([u8; 32], u32)>(), 0..=MAX_SHORT_ID_ASSIGNMENTS).prop_map(
+            |entries| Owned::Other(Message::ShortIdAssign(ShortIdAssignRepr { entries }))
+        ),
         (
             any::<u64>(),
             prop::collection::vec(any::<u32>(), 1..=MAX_TX_REQUEST_IDS)
         )
-            .prop_map(|(stream, short_ids)| Owned::TxRequest(TxRequestRepr { stream, short_ids })),
+            .prop_map(|(stream, short_ids)| Owned::Other(Message::TxRequest(
+                TxRequestRepr { stream, short_ids }
+            ))),
         (
             any::<u64>(),
             any::<[u8; 32]>(),
@@ -160,11 +152,11 @@ fn owned() -> impl Strategy<Value = Owned> {
                     signature[32..].copy_from_slice(&s2);
                     (receiver, signature)
                 });
-                Owned::Receipt(ReceiptRepr {
+                Owned::Other(Message::Receipt(ReceiptRepr {
                     stream,
                     manifest_hash,
                     signed,
-                })
+                }))
             }),
         (
             any::<u64>(),
@@ -176,11 +168,11 @@ fn owned() -> impl Strategy<Value = Owned> {
                 let mut signature = [0u8; 64];
                 signature[..32].copy_from_slice(&s1);
                 signature[32..].copy_from_slice(&s2);
-                Owned::KeyRelease(KeyReleaseRepr {
+                Owned::Other(Message::KeyRelease(KeyReleaseRepr {
                     stream,
                     key,
                     signature,
-                })
+                }))
             }),
         repair_request(),
         (
@@ -193,13 +185,13 @@ fn owned() -> impl Strategy<Value = Owned> {
             .prop_map(|(identity, ephemeral, nonce, timestamp_ms, s)| {
                 let mut signature = [0u8; 64];
                 signature[..32].copy_from_slice(&s);
-                Owned::Register(RegisterRepr {
+                Owned::Other(Message::Register(RegisterRepr {
                     identity,
                     ephemeral,
                     nonce,
                     timestamp_ms,
                     signature,
-                })
+                }))
             }),
         (
             any::<(u8, u32)>(),
@@ -213,7 +205,7 @@ fn owned() -> impl Strategy<Value = Owned> {
                 |((status, node_id), identity, ephemeral, nonce, (ts, ka), s)| {
                     let mut signature = [0u8; 64];
                     signature[32..].copy_from_slice(&s);
-                    Owned::RegisterAck(RegisterAckRepr {
+                    Owned::Other(Message::RegisterAck(RegisterAckRepr {
                         status,
                         node_id,
                         identity,
@@ -222,10 +214,11 @@ fn owned() -> impl Strategy<Value = Owned> {
                         timestamp_ms: ts,
                         keepalive_ms: ka,
                         signature,
-                    })
+                    }))
                 }
             ),
-        any::<(u32, u32)>().prop_map(|(seq, echo)| Owned::Keepalive(KeepaliveRepr { seq, echo })),
+        any::<(u32, u32)>()
+            .prop_map(|(seq, echo)| Owned::Other(Message::Keepalive(KeepaliveRepr { seq, echo }))),
     ]
 }
 

@@ -25,7 +25,7 @@ use crate::forward::write_copy_photon;
 use crate::ops::counters::{CoreCounters, Counter, DropReason, LocalCounters};
 use crate::ops::stages::StageLog;
 use crate::packet::{classify_photon, ForwardHeader, FragmentInfo, UdpPlace};
-use photon_ops::config::ConfigError;
+use photon_ops::config::{in_range, ConfigError};
 use serde::Deserialize;
 
 /// Largest receive batch.
@@ -64,19 +64,8 @@ impl Default for SocketConfig {
 impl SocketConfig {
     /// Checks; errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(ConfigError::Invalid {
-                key: "socket.batch".into(),
-                message: format!("{} is not in 1..={}", self.batch, MAX_BATCH),
-            });
-        }
-        if self.tick_ms == 0 || self.tick_ms > 10_000 {
-            return Err(ConfigError::Invalid {
-                key: "socket.tick_ms".into(),
-                message: format!("{} is not in 1..=10000", self.tick_ms),
-            });
-        }
-        Ok(())
+        in_range("socket.batch", self.batch, 1..=MAX_BATCH, "")?;
+        in_range("socket.tick_ms", self.tick_ms, 1..=10_000, "")
     }
 }
 
@@ -276,6 +265,29 @@ struct SocketIo<'a> {
     rx: &'a BatchRecv,
     got: &'a [Datagram],
     tx: &'a mut GatherSend,
+}
+
+impl<'a> SocketIo<'a> {
+    /// The I/O over the relay's buffers, control path and socket and this poll's `io`;
+    /// `received`: whether the poll's received datagrams may be referred to (not when held
+    /// streams expire: released frames are held copies).
+    #[inline]
+    fn new(
+        bufs: &'a mut Buffers,
+        control: &'a mut Control,
+        socket: &'a UdpSocket,
+        io: &'a mut Mmsg,
+        received: bool,
+    ) -> SocketIo<'a> {
+        SocketIo {
+            bufs,
+            control,
+            socket,
+            rx: &io.rx,
+            got: if received { &io.got } else { &[] },
+            tx: &mut io.tx,
+        }
+    }
 }
 
 impl std::fmt::Debug for SocketRelay {
@@ -508,14 +520,7 @@ impl SocketRelay {
         let now = self.held_clock();
         let table: Arc<Table> = self.control.table().clone();
         // Nothing received is referred to: released frames are held copies.
-        let mut sio = SocketIo {
-            bufs: &mut self.bufs,
-            control: &mut self.control,
-            socket: &self.socket,
-            rx: &io.rx,
-            got: &[],
-            tx: &mut io.tx,
-        };
+        let mut sio = SocketIo::new(&mut self.bufs, &mut self.control, &self.socket, io, false);
         if self.seq.expire(&mut sio, &table, now, &mut self.counters) > 0 {
             self.end_of_poll(io);
         }
@@ -593,14 +598,8 @@ impl SocketRelay {
             }
             DatagramAction::Fragment(info) => {
                 let table: Arc<Table> = self.control.table().clone();
-                let mut sio = SocketIo {
-                    bufs: &mut self.bufs,
-                    control: &mut self.control,
-                    socket: &self.socket,
-                    rx: &io.rx,
-                    got: &io.got,
-                    tx: &mut io.tx,
-                };
+                let mut sio =
+                    SocketIo::new(&mut self.bufs, &mut self.control, &self.socket, io, true);
                 let frame = SocketFrame::Rx(i);
                 self.seq.fragment(
                     &mut sio,

@@ -28,7 +28,15 @@ fn local() -> LocalSpec {
     }
 }
 
-fn control_with(settings: ControlSettings) -> (Control, PublicKey) {
+/// A control path with a fresh identity and the default settings; with its public key.
+fn control() -> (Control, PublicKey) {
+    control_tuned(|_| {})
+}
+
+/// [`control`], with `tune` applied to the settings.
+fn control_tuned(tune: impl FnOnce(&mut ControlSettings)) -> (Control, PublicKey) {
+    let mut settings = ControlSettings::default();
+    tune(&mut settings);
     let rng = SystemRandom::new();
     let id = Identity::generate(&rng).unwrap();
     let pk = id.public_key();
@@ -133,7 +141,7 @@ fn to_port(o: &Outgoing) -> u16 {
 
 #[test]
 fn registration_is_accepted_and_keepalives_answered() {
-    let (mut c, pk) = control_with(ControlSettings::default());
+    let (mut c, pk) = control();
     let mut g = Gw::new(5001);
     let ack = g.register(&mut c, &pk, 1);
     assert!(ack.node_id >= 1000);
@@ -177,7 +185,7 @@ fn registration_is_accepted_and_keepalives_answered() {
 
 #[test]
 fn bad_signature_stale_replayed_and_unknown_registrations_are_refused() {
-    let (mut c, pk) = control_with(ControlSettings::default());
+    let (mut c, pk) = control();
     let g = Gw::new(5002);
     let mut out = Vec::new();
 
@@ -214,11 +222,9 @@ fn bad_signature_stale_replayed_and_unknown_registrations_are_refused() {
 
     // Not on the allow list.
     let allowed = Gw::new(1);
-    let settings = ControlSettings {
-        allowed_gateways: Some([allowed.identity.public_key().0].into_iter().collect()),
-        ..ControlSettings::default()
-    };
-    let (mut c2, _) = control_with(settings);
+    let (mut c2, _) = control_tuned(|s| {
+        s.allowed_gateways = Some([allowed.identity.public_key().0].into_iter().collect())
+    });
     let (d, _, _) = g.register_msg([4; 16], NOW);
     c2.handle(NOW, src(5002), &d, &mut out);
     assert_eq!(
@@ -236,7 +242,7 @@ fn bad_signature_stale_replayed_and_unknown_registrations_are_refused() {
 
 #[test]
 fn silent_gateways_expire_and_re_registration_keeps_the_node_id() {
-    let (mut c, pk) = control_with(ControlSettings::default());
+    let (mut c, pk) = control();
     let mut a = Gw::new(5003);
     let mut b = Gw::new(5004);
     a.register(&mut c, &pk, 1);
@@ -299,11 +305,7 @@ fn three(c: &mut Control, pk: &PublicKey) -> Vec<Gw> {
 
 /// A control path handing out the 1000 short IDs from `first`, with [`three`] gateways.
 fn three_with_ids(first: u32) -> (Control, Vec<Gw>) {
-    let settings = ControlSettings {
-        short_ids: ShortIdRange::new(first, 1000).unwrap(),
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
+    let (mut c, pk) = control_tuned(|s| s.short_ids = ShortIdRange::new(first, 1000).unwrap());
     let gws = three(&mut c, &pk);
     (c, gws)
 }
@@ -383,7 +385,7 @@ fn fragment(stream: u64, index: u16, sender: u32) -> Vec<u8> {
 
 #[test]
 fn repair_requests_are_served_from_the_cache_with_retransmit() {
-    let (mut c, pk) = control_with(ControlSettings::default());
+    let (mut c, pk) = control();
     let gws = three(&mut c, &pk);
     for i in 0..10 {
         c.record_fragment(&fragment(9, i, gws[0].node));
@@ -413,21 +415,13 @@ fn repair_requests_are_served_from_the_cache_with_retransmit() {
 
 #[test]
 fn repair_cache_is_bounded() {
-    let settings = ControlSettings {
-        repair_cache_fragments: 4,
-        ..ControlSettings::default()
-    };
-    let (mut c, _) = control_with(settings);
+    let (mut c, _) = control_tuned(|s| s.repair_cache_fragments = 4);
     for i in 0..10 {
         c.record_fragment(&fragment(1, i, 1000));
     }
     assert_eq!(c.cache().len(), 4);
     assert_eq!(c.cache().evicted(), 6);
-    let settings = ControlSettings {
-        repair_cache_bytes: 3 * fragment(1, 0, 1000).len(),
-        ..ControlSettings::default()
-    };
-    let (mut c, _) = control_with(settings);
+    let (mut c, _) = control_tuned(|s| s.repair_cache_bytes = 3 * fragment(1, 0, 1000).len());
     for i in 0..10 {
         c.record_fragment(&fragment(1, i, 1000));
     }
@@ -436,7 +430,7 @@ fn repair_cache_is_bounded() {
 
 #[test]
 fn receipts_fan_out_and_key_releases_pass_once() {
-    let (mut c, pk) = control_with(ControlSettings::default());
+    let (mut c, pk) = control();
     let gws = three(&mut c, &pk);
     let mut out = Vec::new();
     // A signed receipt (§2.5): the relay passes the receiver's key and signature on intact.
@@ -474,7 +468,7 @@ fn receipts_fan_out_and_key_releases_pass_once() {
 
 #[test]
 fn unknown_senders_and_bad_tags_are_counted_drops() {
-    let (mut c, pk) = control_with(ControlSettings::default());
+    let (mut c, pk) = control();
     let gws = three(&mut c, &pk);
     let mut out = Vec::new();
     let mut ka = gws[0].signed(Repr::new(
@@ -601,11 +595,9 @@ fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
 
 #[test]
 fn tx_cache_is_bounded_in_bytes_and_can_be_disabled() {
-    let settings = ControlSettings {
-        tx_cache_bytes: 4 * (300 + photon_relay::control::TX_FRAGMENT_OVERHEAD),
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
+    let (mut c, pk) = control_tuned(|s| {
+        s.tx_cache_bytes = 4 * (300 + photon_relay::control::TX_FRAGMENT_OVERHEAD)
+    });
     let gws = three(&mut c, &pk);
     let mut out = Vec::new();
     for transfer in 0..10 {
@@ -620,11 +612,7 @@ fn tx_cache_is_bounded_in_bytes_and_can_be_disabled() {
     assert_eq!(c.tx_cache().len(), 4);
     assert_eq!(c.tx_cache().evicted(), 6);
 
-    let settings = ControlSettings {
-        tx_cache_bytes: 0,
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
+    let (mut c, pk) = control_tuned(|s| s.tx_cache_bytes = 0);
     let gws = three(&mut c, &pk);
     c.handle(NOW, src(5100), &tx_msg(&gws[0], 1, 0, 1, None), &mut out);
     assert!(c.tx_cache().is_empty());
@@ -746,11 +734,7 @@ fn repair_misses_are_asked_of_peer_relays_and_their_answers_reach_the_gateway() 
 fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     use photon_relay::control::{ArpQuery, ArpResolver};
     use photon_relay::forward::table::{PeerKind, PeerSpec};
-    let settings = ControlSettings {
-        first_gateway_node_id: 7,
-        ..ControlSettings::default()
-    };
-    let (mut c, pk) = control_with(settings);
+    let (mut c, pk) = control_tuned(|s| s.first_gateway_node_id = 7);
     let hop = Ipv4Addr::new(10, 0, 0, 7);
     let spec = PeerSpec {
         node_id: 7,

@@ -31,6 +31,7 @@ use photon_protocol::wire::{
 
 use super::links::Links;
 use super::stages::StageLog;
+use super::stats::InStats;
 use super::{GatewayEvent, InTimings, LinkId, LinkKind, Stage};
 
 /// Most inbound streams tracked (keys and sealed blocks waiting, pending transactions).
@@ -58,21 +59,6 @@ pub(super) struct InboundBlock {
     pub(super) timings: InTimings,
     /// When the block was decoded (the caller's `now` or later, see [`Inbound::poll_block`]).
     pub(super) at: Instant,
-}
-
-/// Counters of the inbound side (folded into [`super::GatewayStats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct InStats {
-    pub(super) receipts_sent: u64,
-    pub(super) key_releases_received: u64,
-    pub(super) key_releases_bad: u64,
-    pub(super) repair_requests_sent: u64,
-    pub(super) tx_requests_sent: u64,
-    pub(super) txs_requested: u64,
-    pub(super) open_failed: u64,
-    pub(super) decompress_failed: u64,
-    pub(super) blocks_in_unsealed: u64,
-    pub(super) blocks_given_up: u64,
 }
 
 /// The inbound streams and the assembler that verifies and decodes their fragments.
@@ -281,13 +267,8 @@ impl Inbound {
 
     /// `message` to `link`, signed with its hop key; `false` when the link has no session.
     fn send(&mut self, links: &Links, link: LinkId, message: Message<'_>) -> bool {
-        match links.sign(link, message, 0) {
-            Some(d) => {
-                self.transmits.push_back(d);
-                true
-            }
-            None => false,
-        }
+        let signed = links.sign(link, message, 0);
+        signed.map(|d| self.transmits.push_back(d)).is_some()
     }
 
     fn in_stream(&mut self, stream: u64, link: LinkId, now: Instant) -> &mut InStream {

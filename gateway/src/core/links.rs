@@ -19,6 +19,7 @@ use photon_protocol::wire::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::stats::LinkStats;
 use super::{CoreConfig, GatewayEvent, LinkId};
 
 /// What a link leads to.
@@ -140,16 +141,6 @@ impl Link {
     }
 }
 
-/// Counters of the links (folded into [`super::GatewayStats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct LinkStats {
-    pub(super) dropped_malformed: u64,
-    pub(super) dropped_unknown_peer: u64,
-    pub(super) dropped_register: u64,
-    pub(super) registrations: u64,
-    pub(super) failovers: u64,
-}
-
 /// What the links need from the gateway for a registration: who we are, randomness for
 /// ephemeral keys and nonces, and the wall clock (Unix ms) at `now`.
 pub(super) struct Credentials<'a> {
@@ -173,6 +164,21 @@ pub(super) struct Links {
     stats: LinkStats,
 }
 
+/// The datagram of `message` from node `sender`, at no hops, unsigned; `None` if it does not
+/// fit a datagram.
+fn datagram(sender: u32, flags: u8, message: Message<'_>) -> Option<Vec<u8>> {
+    let repr = Repr {
+        sender,
+        hops: 0,
+        flags,
+        message,
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = repr.emit(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 impl Index<LinkId> for Links {
     type Output = Link;
 
@@ -183,29 +189,18 @@ impl Index<LinkId> for Links {
 
 impl Links {
     pub(super) fn new(config: &CoreConfig, our_key: PublicKey, now: Instant) -> Self {
-        let mut table = Vec::new();
-        for (i, r) in config.relays.iter().enumerate() {
-            table.push(Link::new(
-                LinkKind::Relay(i),
-                r.addr,
-                r.public_key,
-                true,
-                now,
-                config,
-            ));
-        }
-        for (i, p) in config.peers.iter().enumerate() {
-            // The smaller key registers: one session per pair, no race.
+        // (kind, address, key, whether we register): we register with every relay; with a
+        // peer, the smaller key registers (one session per pair, no race).
+        let relays = (config.relays.iter().enumerate())
+            .map(|(i, r)| (LinkKind::Relay(i), r.addr, r.public_key, true));
+        let peers = (config.peers.iter().enumerate()).map(|(i, p)| {
             let initiator = our_key.0 < p.public_key.0;
-            table.push(Link::new(
-                LinkKind::Peer(i),
-                p.addr,
-                p.public_key,
-                initiator,
-                now,
-                config,
-            ));
-        }
+            (LinkKind::Peer(i), p.addr, p.public_key, initiator)
+        });
+        let table: Vec<Link> = relays
+            .chain(peers)
+            .map(|(kind, addr, key, initiator)| Link::new(kind, addr, key, initiator, now, config))
+            .collect();
         let by_addr = table.iter().enumerate().map(|(i, l)| (l.addr, i)).collect();
         Links {
             table,
@@ -272,15 +267,7 @@ impl Links {
     ) -> Option<(SocketAddr, Vec<u8>)> {
         let l = self.table.get(link)?;
         let session = l.session.as_ref()?;
-        let repr = Repr {
-            sender: session.our_id,
-            hops: 0,
-            flags,
-            message,
-        };
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let n = repr.emit(&mut buf).ok()?;
-        buf.truncate(n);
+        let mut buf = datagram(session.our_id, flags, message)?;
         session.keys.send.sign_header(&mut buf).ok()?;
         Some((l.addr, buf))
     }
@@ -388,17 +375,9 @@ impl Links {
             return;
         }
         let request = identity::register(creds.identity, &ephemeral, nonce, creds.unix_ms);
-        let repr = Repr {
-            sender: 0,
-            hops: 0,
-            flags: 0,
-            message: Message::Register(request),
-        };
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let Ok(n) = repr.emit(&mut buf) else {
+        let Some(buf) = datagram(0, 0, Message::Register(request)) else {
             return;
         };
-        buf.truncate(n);
         let l = &mut self.table[link];
         l.pending = Some(PendingRegister { ephemeral, request });
         self.transmits.push_back((l.addr, buf));
@@ -415,11 +394,7 @@ impl Links {
             self.stats.dropped_unknown_peer += 1;
             return;
         };
-        let Ok(Repr {
-            message: Message::RegisterAck(ack),
-            ..
-        }) = Repr::parse(packet)
-        else {
+        let Ok(Message::RegisterAck(ack)) = Repr::parse(packet).map(|r| r.message) else {
             self.stats.dropped_malformed += 1;
             return;
         };
@@ -478,11 +453,7 @@ impl Links {
         packet: &Packet<T>,
         creds: &Credentials<'_>,
     ) {
-        let Ok(Repr {
-            message: Message::Register(req),
-            ..
-        }) = Repr::parse(packet)
-        else {
+        let Ok(Message::Register(req)) = Repr::parse(packet).map(|r| r.message) else {
             self.stats.dropped_malformed += 1;
             return;
         };
@@ -522,17 +493,9 @@ impl Links {
             self.stats.dropped_register += 1;
             return;
         };
-        let repr = Repr {
-            sender: PEER_RESPONDER_ID,
-            hops: 0,
-            flags: 0,
-            message: Message::RegisterAck(ack),
-        };
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let Ok(n) = repr.emit(&mut buf) else {
+        let Some(buf) = datagram(PEER_RESPONDER_ID, 0, Message::RegisterAck(ack)) else {
             return;
         };
-        buf.truncate(n);
         // The peer may have moved (NAT rebinding): follow its address.
         let old = self.table[id].addr;
         if old != from {

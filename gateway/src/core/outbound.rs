@@ -31,6 +31,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::links::Links;
 use super::stages::StageLog;
+use super::stats::OutStats;
 use super::{
     CoreConfig, GatewayEvent, KeyReleasePolicy, LinkId, LinkKind, OutTimings, ReleaseReason, Stage,
     Transmit,
@@ -126,24 +127,6 @@ struct OutConfig {
     stage_records: bool,
 }
 
-/// Counters of the outbound side (folded into [`super::GatewayStats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct OutStats {
-    pub(super) block_bytes_out: u64,
-    pub(super) compressed_bytes_out: u64,
-    pub(super) blocks_out_unsealed: u64,
-    pub(super) receipts_received: u64,
-    pub(super) receipts_mismatched: u64,
-    pub(super) receipts_unsigned: u64,
-    pub(super) receipts_bad_signature: u64,
-    pub(super) receipts_duplicate: u64,
-    pub(super) key_releases_sent: u64,
-    pub(super) repair_requests_received: u64,
-    pub(super) peer_fallbacks: u64,
-    /// Receipts and repair requests for streams that are not (or no longer) ours.
-    pub(super) dropped_unexpected: u64,
-}
-
 /// Our outbound streams and the fan-out of their fragments.
 pub(super) struct Outbound {
     config: OutConfig,
@@ -219,13 +202,8 @@ impl Outbound {
     }
 
     fn send(&mut self, links: &Links, link: LinkId, message: Message<'_>) -> bool {
-        match links.sign(link, message, 0) {
-            Some(d) => {
-                self.control.push_back(d);
-                true
-            }
-            None => false,
-        }
+        let signed = links.sign(link, message, 0);
+        signed.map(|d| self.control.push_back(d)).is_some()
     }
 
     /// Sends `block` to the network as a new stream.

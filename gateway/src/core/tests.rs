@@ -28,6 +28,16 @@ fn addr(i: usize) -> SocketAddr {
 /// What the network does to one datagram: deliver these (possibly altered or extra) copies.
 type Filter = Box<dyn FnMut(usize, &[u8]) -> Vec<Vec<u8>>>;
 
+/// The key goes only once all `receivers` answered, and never for lack of them (the timeout is
+/// an hour away).
+fn every_receiver(receivers: u32) -> KeyReleasePolicy {
+    KeyReleasePolicy::Receipts {
+        share: 1.0,
+        receivers,
+        timeout: Duration::from_secs(3600),
+    }
+}
+
 struct Sim {
     gws: Vec<Gateway>,
     now: Instant,
@@ -114,6 +124,13 @@ impl Sim {
         false
     }
 
+    /// [`Sim::peers`], run until every link is up (which must take under 2 s).
+    fn peers_up(n: usize, tune: impl Fn(usize, &mut CoreConfig)) -> Sim {
+        let mut sim = Sim::peers(n, tune);
+        assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+        sim
+    }
+
     fn all_up(&self) -> bool {
         self.gws
             .iter()
@@ -180,8 +197,7 @@ fn peers_register_and_deliver_a_real_block_byte_identical() {
 /// the block as soon as it decodes: no key wait.
 #[test]
 fn a_key_before_the_manifest_waits_for_the_origin_then_opens_at_once() {
-    let mut sim = Sim::peers(2, |_, c| c.key_release = KeyReleasePolicy::Immediate);
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(2, |_, c| c.key_release = KeyReleasePolicy::Immediate);
     let b = block(702861);
     sim.block_from_node(0, &b);
     assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
@@ -209,14 +225,7 @@ fn a_key_before_the_manifest_waits_for_the_origin_then_opens_at_once() {
 #[test]
 fn withheld_key_means_no_receiver_has_the_block() {
     // Five receivers expected, all must answer, and a timeout far away: the key never goes.
-    let mut sim = Sim::peers(3, |_, c| {
-        c.key_release = KeyReleasePolicy::Receipts {
-            share: 1.0,
-            receivers: 5,
-            timeout: Duration::from_secs(3600),
-        };
-    });
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(3, |_, c| c.key_release = every_receiver(5));
     let b = block(574200);
     sim.block_from_node(0, &b);
     assert!(sim.run_until(Duration::from_secs(3), |s| {
@@ -234,8 +243,7 @@ fn withheld_key_means_no_receiver_has_the_block() {
 
 #[test]
 fn spliced_and_tampered_fragments_are_rejected_and_the_block_still_arrives() {
-    let mut sim = Sim::peers(2, |_, _| {});
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(2, |_, _| {});
     let mut n = 0u32;
     // On-path attacker between A and B: for every 5th block fragment, a copy with a garbled
     // payload goes first (the hop tag does not cover the payload, §4.2.4); for every 7th, a
@@ -296,8 +304,7 @@ fn key_release_policy_counts() {
 
 #[test]
 fn garbage_and_strangers_are_counted_drops() {
-    let mut sim = Sim::peers(2, |_, _| {});
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(2, |_, _| {});
     let now = sim.now;
     let g = &mut sim.gws[0];
     g.handle_datagram(now, addr(1), b"not photon at all");
@@ -314,8 +321,7 @@ fn garbage_and_strangers_are_counted_drops() {
 
 #[test]
 fn stage_records_follow_a_block_from_origin_to_receiver() {
-    let mut sim = Sim::peers(2, |_, c| c.stage_records = true);
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(2, |_, c| c.stage_records = true);
     let b = block(702861);
     sim.block_from_node(0, &b);
     assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
@@ -383,8 +389,7 @@ fn stage_records_follow_a_block_from_origin_to_receiver() {
 
 #[test]
 fn no_stage_records_unless_asked() {
-    let mut sim = Sim::peers(2, |_, _| {});
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(2, |_, _| {});
     sim.block_from_node(0, &block(574200));
     assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
     assert!(sim.gws[0].poll_stage().is_none());
@@ -430,14 +435,13 @@ fn every_encoding_with_and_without_sealing_delivers_the_block() {
     for encoding in BlockEncoding::ALL {
         for encrypt in [true, false] {
             let what = format!("{encoding:?}, encrypt {encrypt}");
-            let mut sim = Sim::peers(2, |i, c| {
+            let mut sim = Sim::peers_up(2, |i, c| {
                 c.stage_records = true;
                 if i == 0 {
                     c.block_encoding = encoding;
                     c.encrypt = encrypt;
                 }
             });
-            assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
             // The receiver lacks every tenth transaction: compact and BIP152-sized ask the
             // origin for them over the peer link, full needs nothing.
             share_txs(&mut sim, &b, &[0], |_| false);
@@ -544,10 +548,7 @@ fn every_encoding_with_and_without_sealing_delivers_the_block() {
 fn inject_stream(sim: &mut Sim, stream: u64, payload: &[u8]) {
     use photon_protocol::sender::{Sender, SenderConfig};
     let now = sim.now;
-    let cfg = SenderConfig {
-        rate_bytes_per_sec: 0,
-        ..SenderConfig::default()
-    };
+    let cfg = SenderConfig::unpaced();
     let mut sender =
         Sender::new(cfg, stream, payload, sim.gws[0].identity.key_pair(), now).expect("sender");
     let session = sim.gws[0].links[0].session.as_ref().expect("link up");
@@ -569,8 +570,7 @@ fn inject_stream(sim: &mut Sim, stream: u64, payload: &[u8]) {
 #[test]
 fn undecodable_payloads_are_counted_failures_never_blocks() {
     use photon_protocol::compress::envelope::wrap_plain;
-    let mut sim = Sim::peers(2, |_, _| {});
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(2, |_, _| {});
     let raw = Bitcoin::encode_block(&block(227836));
     let mut unknown = vec![9u8, 0];
     unknown.extend_from_slice(&raw);
@@ -615,11 +615,7 @@ fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instan
         public_key: peer.public_key(),
         originate_for: false,
     });
-    c.key_release = KeyReleasePolicy::Receipts {
-        share: 1.0,
-        receivers,
-        timeout: Duration::from_secs(3600),
-    };
+    c.key_release = every_receiver(receivers);
     let now = Instant::now();
     let mut g = Gateway::new(c, Identity::generate(&rng).unwrap(), now, 1_700_000_000_000);
     let b = block(227836);
@@ -762,14 +758,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
 fn quorum_of_distinct_receivers_over_peer_links_end_to_end() {
     // Four gateways, all peers; the origin waits for all three receivers: each sends one signed
     // receipt over its peer link, and the key goes out on the third.
-    let mut sim = Sim::peers(4, |_, c| {
-        c.key_release = KeyReleasePolicy::Receipts {
-            share: 1.0,
-            receivers: 3,
-            timeout: Duration::from_secs(3600),
-        };
-    });
-    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let mut sim = Sim::peers_up(4, |_, c| c.key_release = every_receiver(3));
     let b = block(227836);
     sim.block_from_node(0, &b);
     assert!(sim.run_until(Duration::from_secs(5), |s| (1..4)

@@ -19,6 +19,7 @@ use photon_protocol::wire::{
 };
 
 use super::links::Links;
+use super::stats::TxStats;
 use super::{LinkId, LinkKind};
 
 /// Partial multi-datagram transactions kept at once, and their bytes together.
@@ -50,20 +51,6 @@ const TX_RESEND_AFTER: Duration = Duration::from_millis(400);
 const TX_TRIES: u32 = 4;
 /// Resends per timer run, so a burst of losses is spread out.
 const TX_RESENDS_PER_RUN: usize = 256;
-
-/// Counters of the transaction side (folded into [`super::GatewayStats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct TxStats {
-    pub(super) txs_from_node: u64,
-    pub(super) txs_from_network: u64,
-    pub(super) txs_duplicate: u64,
-    pub(super) txs_bad: u64,
-    pub(super) short_ids_assigned: u64,
-    pub(super) tx_resends: u64,
-    pub(super) tx_requests_served: u64,
-    /// A peer's transaction without a short ID.
-    pub(super) dropped_unexpected: u64,
-}
 
 pub(super) struct Txs {
     store: TxStore,

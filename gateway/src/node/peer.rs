@@ -311,9 +311,7 @@ impl NodePeer {
     /// batched into one `inv` at the next [`Self::poll_transmit`]. Returns `Ok(false)` if the
     /// node already has it or it was already announced.
     pub fn announce_tx(&mut self, tx: Transaction) -> Result<bool, NodeError> {
-        if !self.hs.done {
-            return Err(NodeError::NotHandshaken);
-        }
+        self.handshaken()?;
         let ids = Bitcoin::tx_ids(&tx);
         if self.node_knows_tx.contains(&ids.wtxid)
             || self.node_knows_tx.contains(&ids.txid)
@@ -507,6 +505,15 @@ impl NodePeer {
         self.out.len() - self.out_start
     }
 
+    /// Calls that send to the node need the handshake done.
+    fn handshaken(&self) -> Result<(), NodeError> {
+        if self.hs.done {
+            Ok(())
+        } else {
+            Err(NodeError::NotHandshaken)
+        }
+    }
+
     fn check_send_buffer(&mut self) -> Result<(), NodeError> {
         if self.queued() > self.config.max_send_buffer {
             self.stats.send_buffer_full += 1;
@@ -566,6 +573,16 @@ impl NodePeer {
         self.queue_unchecked(NetworkMessage::Version(msg));
     }
 
+    /// Whether a handshake-only message (`wtxidrelay`, `sendaddrv2`) came in its window, after
+    /// their `version` and before their `verack`; one outside it is counted as ignored.
+    fn in_handshake_window(&mut self) -> bool {
+        let inside = self.hs.their_version.is_some() && !self.hs.their_verack;
+        if !inside {
+            self.stats.ignored_messages += 1;
+        }
+        inside
+    }
+
     fn handle_message(&mut self, msg: NetworkMessage, now: Instant) -> Result<(), NodeError> {
         // Handshake messages first; anything else before the handshake is ignored (as Core
         // does with messages before verack).
@@ -573,17 +590,13 @@ impl NodePeer {
             NetworkMessage::Version(v) => return self.on_version(v),
             NetworkMessage::Verack => return self.on_verack(),
             NetworkMessage::WtxidRelay => {
-                if self.hs.their_version.is_none() || self.hs.their_verack {
-                    self.stats.ignored_messages += 1;
-                } else {
+                if self.in_handshake_window() {
                     self.hs.they_sent_wtxidrelay = true;
                 }
                 return Ok(());
             }
             NetworkMessage::SendAddrV2 => {
-                if self.hs.their_version.is_none() || self.hs.their_verack {
-                    self.stats.ignored_messages += 1;
-                } else {
+                if self.in_handshake_window() {
                     self.hs.they_sent_addrv2 = true;
                 }
                 return Ok(());

@@ -209,6 +209,43 @@ pub fn core(relays: &[&RunningRelay], trusted: &[PublicKey]) -> CoreConfig {
     c
 }
 
+/// Nodes A and B for the block at `height` (`txs`: which transactions they announce first, as
+/// tests/py/gateway_e2e.py takes them) and fresh identities for gateways A and B.
+pub fn nodes(height: u32, txs: &str) -> (PyNodes, Gw, Gw) {
+    (PyNodes::start(height, txs), Gw::new(), Gw::new())
+}
+
+/// Nodes A and B for the block at `height` (`txs`: which transactions they announce first, as
+/// tests/py/gateway_e2e.py takes them) and their gateways on free ports, A on `relays_a` and B
+/// on `relays_b`, each trusting the other's blocks; `mode` adjusts both configs.
+pub fn nodes_and_gateways(
+    height: u32,
+    txs: &str,
+    relays_a: &[&RunningRelay],
+    relays_b: &[&RunningRelay],
+    mode: impl Fn(CoreConfig) -> CoreConfig,
+) -> (PyNodes, GatewayHandle, GatewayHandle) {
+    let (py, ga, gb) = nodes(height, txs);
+    let a = ga.start(py.a, mode(core(relays_a, &[gb.key()])), free_udp());
+    let b = gb.start(py.b, mode(core(relays_b, &[ga.key()])), free_udp());
+    (py, a, b)
+}
+
+/// Configs of gateways A and B on `relays` that are also each other's direct peer, each with
+/// the free port the other's peer link expects it on.
+pub fn peered(
+    relays: &[&RunningRelay],
+    ga: &Gw,
+    gb: &Gw,
+) -> ((CoreConfig, SocketAddr), (CoreConfig, SocketAddr)) {
+    let (ua, ub) = (free_udp(), free_udp());
+    let mut ca = core(relays, &[gb.key()]);
+    ca.peers.push(peer(gb.key(), ub));
+    let mut cb = core(relays, &[ga.key()]);
+    cb.peers.push(peer(ga.key(), ua));
+    ((ca, ua), (cb, ub))
+}
+
 pub fn peer(key: PublicKey, addr: SocketAddr) -> PeerEndpoint {
     PeerEndpoint {
         addr,
@@ -244,6 +281,43 @@ pub fn send_block(py: &mut PyNodes, b: &GatewayHandle) -> Snapshot {
     py.say("SEND_BLOCK");
     py.pass();
     wait_snapshot(b, "B delivered", |s| s.stats.blocks_from_network == 1)
+}
+
+/// Every transaction announced beforehand: waits for the nodes' `READY n` and both stores
+/// holding the n transactions, then [`send_block`], which must need no round trip. Returns n and
+/// B's snapshot.
+pub fn send_known_block(
+    py: &mut PyNodes,
+    a: &GatewayHandle,
+    b: &GatewayHandle,
+) -> (usize, Snapshot) {
+    let n = py.wait_count("READY ");
+    wait_stores(a, b, n);
+    let sb = send_block(py, b);
+    assert_eq!(sb.stats.tx_requests_sent, 0, "no round trip");
+    (n, sb)
+}
+
+/// The "split" script: node A announces a first part of the block's transactions (`PHASE1 n`)
+/// before gateway B runs, so B never sees them; `start_b` starts B for node B's address, then
+/// both nodes announce the rest (`READY m`). Sends the block, which B completes by tx requests
+/// for the first part. Returns B, n and B's snapshot.
+pub fn send_split_block(
+    py: &mut PyNodes,
+    a: &GatewayHandle,
+    start_b: impl FnOnce(SocketAddr) -> GatewayHandle,
+) -> (GatewayHandle, usize, Snapshot) {
+    let phase1: usize = py.wait_count("PHASE1 ");
+    wait_snapshot(a, "A's store after phase 1", |s| s.store.entries >= phase1);
+    let b = start_b(py.b);
+    py.say("CONTINUE");
+    let rest: usize = py.wait_count("READY ");
+    wait_snapshot(a, "A's store", |s| s.store.entries >= phase1 + rest);
+    wait_snapshot(&b, "B's store", |s| s.store.entries >= rest);
+    let sb = send_block(py, &b);
+    assert!(sb.stats.tx_requests_sent >= 1);
+    assert!(sb.stats.txs_requested as usize >= phase1, "{:?}", sb.stats);
+    (b, phase1, sb)
 }
 
 /// Every link of the gateway is up (a [`wait_snapshot`] condition).

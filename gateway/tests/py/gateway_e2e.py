@@ -25,8 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from node_peer import (MSG_WTX, Node, check, fail, fetch_block, handshake, inv,  # noqa: E402
-                       load_block,
-                       msg_inv_of, msg_raw, sha256d)
+                       load_block, msg_inv_of, msg_raw, run, sha256d)
 
 import bitcoin  # noqa: E402
 from bitcoin.core import b2lx  # noqa: E402
@@ -109,7 +108,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except socket.timeout:
-        fail("timed out waiting for a gateway")
+    run(main, "a gateway")

@@ -51,6 +51,14 @@ def check(cond, what):
     print("ok: " + what, flush=True)
 
 
+def run(main, peer):
+    """Runs a script's main; a socket timeout fails the run, naming the `peer` waited for."""
+    try:
+        main()
+    except socket.timeout:
+        fail("timed out waiting for " + peer)
+
+
 def sha256d(b):
     return hashlib.sha256(hashlib.sha256(b).digest()).digest()
 
@@ -343,7 +351,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except socket.timeout:
-        fail("timed out waiting for the gateway")
+    run(main, "the gateway")

@@ -358,6 +358,18 @@ fn check_header(h: &[u8]) -> Result<usize, ()> {
     Ok(len)
 }
 
+/// A mainnet message `cmd` in the pre-2012 framing: the 20-byte header (no checksum) Bitcoin
+/// 0.3-0.5 sent `version` and `verack` with. For test captures: `cmd` is at most 12 bytes.
+pub fn legacy_frame(cmd: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Magic::BITCOIN.to_bytes().to_vec();
+    let mut c = [0u8; 12];
+    c[..cmd.len()].copy_from_slice(cmd.as_bytes());
+    out.extend(c);
+    out.extend((payload.len() as u32).to_le_bytes());
+    out.extend(payload);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,18 +448,6 @@ mod tests {
         assert_eq!(dec.stats().resyncs, 1);
     }
 
-    /// A 2011 `version` (protocol 32200, no BIP 37 `relay` byte) and `verack` with the 20-byte
-    /// header (no checksum), as Bitcoin 0.3-0.5 sent them.
-    fn legacy(cmd: &str, payload: &[u8]) -> Vec<u8> {
-        let mut out = Magic::BITCOIN.to_bytes().to_vec();
-        let mut c = [0u8; 12];
-        c[..cmd.len()].copy_from_slice(cmd.as_bytes());
-        out.extend(c);
-        out.extend((payload.len() as u32).to_le_bytes());
-        out.extend(payload);
-        out
-    }
-
     fn old_version() -> (bitcoin::p2p::message_network::VersionMessage, Vec<u8>) {
         use bitcoin::p2p::address::Address;
         use bitcoin::p2p::ServiceFlags;
@@ -470,8 +470,9 @@ mod tests {
 
     fn legacy_stream() -> (Vec<u8>, Vec<NetworkMessage>) {
         let (v, payload) = old_version();
-        let mut bytes = legacy("version", &payload);
-        bytes.extend(legacy("verack", &[]));
+        // A 2011 `version` (protocol 32200, no BIP 37 `relay` byte) and `verack`.
+        let mut bytes = legacy_frame("version", &payload);
+        bytes.extend(legacy_frame("verack", &[]));
         bytes.extend(frame(NetworkMessage::Ping(5)));
         let want = vec![
             NetworkMessage::Version(v),

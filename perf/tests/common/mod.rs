@@ -87,6 +87,19 @@ pub fn check_loopback_capture(msgs: &[CapturedMessage], b: &Block) {
     }
 }
 
+/// tcpdump capturing on `lo`, each packet written at once (`-U --immediate-mode`), numeric, with
+/// a 16 MiB kernel buffer (the default is 2 MiB: with it, a connection's burst was lost when
+/// tcpdump lost the CPU to a loaded machine); stderr piped (for [`await_tcpdump`]). The caller
+/// adds the output options and the filter.
+pub fn tcpdump_on_lo() -> std::process::Command {
+    use std::process::{Command, Stdio};
+    let mut c = Command::new("tcpdump");
+    c.args(["-i", "lo", "-U", "--immediate-mode", "-n", "-B", "16384"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    c
+}
+
 /// Waits until the tcpdump `child` (stderr piped) says it captures ("listening on", after a
 /// "data link type" line with -y); panics with `needs` and tcpdump's words if it does not.
 pub fn await_tcpdump(child: &mut std::process::Child, needs: &str) {

@@ -1,6 +1,8 @@
 //! The Bitcoin adapter: the `bitcoin` crate's consensus encoding, txid/wtxid, merkle root and
 //! witness commitment checks.
 
+use std::path::{Path, PathBuf};
+
 use ::bitcoin::block::Header;
 use ::bitcoin::consensus::{deserialize, serialize};
 use ::bitcoin::hashes::{sha256d, Hash};
@@ -8,6 +10,22 @@ use ::bitcoin::merkle_tree::calculate_root_inline;
 use ::bitcoin::{Block, Transaction, TxMerkleNode, WitnessCommitment, WitnessMerkleNode};
 
 use super::{ChainAdapter, ChainError, TxIds};
+
+/// The blocks stored as `<height>.raw` files (bare consensus encoding, as in
+/// `data/bitcoin/mainnet`) in `dir`: (height, path), lowest height first. Other files, and
+/// entries that cannot be read, are passed over.
+pub fn raw_block_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let height = path.file_stem().and_then(|s| s.to_str()?.parse().ok());
+        if let (Some(height), true) = (height, path.extension() == Some("raw".as_ref())) {
+            out.push((height, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// Bitcoin mainnet (and its test networks: the encoding is the same).
 #[derive(Debug, Clone, Copy, Default)]

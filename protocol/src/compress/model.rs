@@ -20,9 +20,29 @@
 //! Randomness comes from the caller (`rng` returns uniform `u64`s), so runs are reproducible
 //! with a seeded generator and this library needs no RNG dependency.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use crate::chain::ChainAdapter;
 use crate::shortid::{OnExhaustion, ShortId, ShortIdAllocator, ShortIdRange};
+
+/// The block positions of each transaction's in-block parents: the `parents` that
+/// [`ArrivalModel::assign`] takes.
+pub fn in_block_parents<C: ChainAdapter>(block: &C::Block) -> Vec<Vec<usize>> {
+    let txs = C::transactions(block);
+    let position: HashMap<[u8; 32], usize> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| (C::tx_ids(tx).txid, i))
+        .collect();
+    txs.iter()
+        .map(|tx| {
+            C::parent_txids(tx)
+                .iter()
+                .filter_map(|t| position.get(t).copied())
+                .collect()
+        })
+        .collect()
+}
 
 /// Parameters of the model.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -86,7 +86,10 @@ trait Body<'a>: Sized {
     const TYPE: MessageType;
     const NAME: &'static str;
     fn from_parts(header: &HeaderRepr, payload: &'a [u8]) -> Result<Self>;
-    fn fields(&self) -> Fields;
+    /// The header's stream, index and count it sets; all zero by default.
+    fn fields(&self) -> Fields {
+        Fields::default()
+    }
     /// Payload length; errors if this repr cannot fit a datagram.
     fn payload_len(&self) -> Result<usize>;
     /// Writes exactly `payload_len()` bytes.
@@ -305,9 +308,6 @@ impl<'a> Body<'a> for ShortIdAssignRepr {
             entries.push((r.array()?, r.u32()?));
         }
         Ok(ShortIdAssignRepr { entries })
-    }
-    fn fields(&self) -> Fields {
-        Fields::default()
     }
     fn payload_len(&self) -> Result<usize> {
         if self.entries.len() > MAX_SHORT_ID_ASSIGNMENTS {
@@ -710,9 +710,6 @@ impl<'a> Body<'a> for RegisterRepr {
             signature: r.array()?,
         })
     }
-    fn fields(&self) -> Fields {
-        Fields::default()
-    }
     fn payload_len(&self) -> Result<usize> {
         Ok(REGISTER_LEN)
     }
@@ -797,9 +794,6 @@ impl<'a> Body<'a> for RegisterAckRepr {
             signature: r.array()?,
         })
     }
-    fn fields(&self) -> Fields {
-        Fields::default()
-    }
     fn payload_len(&self) -> Result<usize> {
         Ok(REGISTER_ACK_LEN)
     }
@@ -835,9 +829,6 @@ impl<'a> Body<'a> for KeepaliveRepr {
             seq: r.u32()?,
             echo: r.u32()?,
         })
-    }
-    fn fields(&self) -> Fields {
-        Fields::default()
     }
     fn payload_len(&self) -> Result<usize> {
         Ok(8)

@@ -20,7 +20,7 @@ use crate::ops::stages::StageLog;
 /// Errors say what to change.
 pub fn run(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), String> {
     // Opened first: a bad path fails before the EAL and the ports start.
-    let mut stages = match cfg.perf.stage_log() {
+    let mut stages = match cfg.stage_log() {
         Some((path, node)) => Some(
             StageLog::open(&path, &node)
                 .map_err(|e| format!("cannot open perf.stage_log {}: {e}", path.display()))?,

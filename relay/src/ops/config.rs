@@ -15,8 +15,9 @@ use crate::forward::hold::{Forwarding, HoldLimits};
 use crate::forward::table::{LocalSpec, PeerKind, PeerSpec};
 use crate::socket::{SocketConfig, SocketRelayConfig};
 
-pub use photon_ops::config::{invalid, ConfigError};
-pub use photon_ops::log::LogFormat;
+pub use photon_ops::config::{in_range, invalid, ConfigError};
+pub use photon_ops::log::{LogFormat, LogSection};
+pub use photon_ops::stages::PerfSection;
 
 /// A MAC address written `02:00:00:00:00:01`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,30 +110,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[log]`: log format and filter ([`crate::ops::metrics`]).
     #[serde(default)]
-    pub log: LogConfig,
+    pub log: LogSection,
     /// `[perf]`: stage records for the propagation report ([`crate::ops::stages`]).
     #[serde(default)]
-    pub perf: PerfConfig,
-}
-
-/// `[perf]`: measurement output for the testbed's propagation report.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerfConfig {
-    /// JSON-lines stage records (`perf/README.md`) appended here; absent: none. Relative to
-    /// the configuration file's folder ([`Config::load`]).
-    pub stage_log: Option<PathBuf>,
-    /// The `node` field of the records. Default "relay".
-    pub node_name: Option<String>,
-}
-
-impl PerfConfig {
-    /// The stage-record file and the node name, when records are asked for.
-    pub fn stage_log(&self) -> Option<(PathBuf, String)> {
-        let path = self.stage_log.clone()?;
-        let name = self.node_name.clone().unwrap_or_else(|| "relay".into());
-        Some((path, name))
-    }
+    pub perf: PerfSection,
 }
 
 /// `[relay]`: who the relay is.
@@ -329,19 +310,19 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The stage-record file (`perf.stage_log`, made relative to the configuration file's
+    /// folder by [`Config::load`]) and the node name (default "relay"), when records are asked
+    /// for.
+    pub fn stage_log(&self) -> Option<(PathBuf, String)> {
+        self.perf.stage_log(Path::new(""), "relay")
+    }
+
     /// Cross-field checks; each error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.control.validate()?;
         self.socket.validate()?;
         self.log.validate()?;
-        if let Some(name) = &self.perf.node_name {
-            if !crate::ops::stages::valid_node_name(name) {
-                return Err(invalid(
-                    "perf.node_name",
-                    "must be non-empty, without quotes, backslashes or control characters",
-                ));
-            }
-        }
+        self.perf.validate()?;
         if self
             .perf
             .stage_log
@@ -397,37 +378,30 @@ impl Config {
         if r.max_hops == 0 {
             return Err(invalid("relay.max_hops", "0 would forward nothing"));
         }
-        if r.hold_max_streams == 0 || r.hold_max_streams > 1 << 16 {
-            return Err(invalid(
-                "relay.hold_max_streams",
-                format!("{} is not in 1..=65536", r.hold_max_streams),
-            ));
-        }
-        if r.hold_max_bytes < 1 << 16 || r.hold_max_bytes > 1 << 32 {
-            return Err(invalid(
-                "relay.hold_max_bytes",
-                format!(
-                    "{} is not in 65536..=4294967296 (64 KiB to 4 GiB)",
-                    r.hold_max_bytes
-                ),
-            ));
-        }
-        if r.hold_timeout_ms == 0 || r.hold_timeout_ms > 60_000 {
-            return Err(invalid(
-                "relay.hold_timeout_ms",
-                format!("{} is not in 1..=60000", r.hold_timeout_ms),
-            ));
-        }
+        in_range(
+            "relay.hold_max_streams",
+            r.hold_max_streams,
+            1..=1 << 16,
+            "",
+        )?;
+        let bytes = 1 << 16..=1 << 32;
+        in_range(
+            "relay.hold_max_bytes",
+            r.hold_max_bytes,
+            bytes,
+            " (64 KiB to 4 GiB)",
+        )?;
+        in_range("relay.hold_timeout_ms", r.hold_timeout_ms, 1..=60_000, "")?;
         let d = &self.dataplane;
         if d.drain_us == 0 {
             return Err(invalid("dataplane.drain_us", "must be at least 1"));
         }
-        if d.idle_sleep_us > 100_000 {
-            return Err(invalid(
-                "dataplane.idle_sleep_us",
-                format!("{} is not in 0..=100000 (0: busy-poll)", d.idle_sleep_us),
-            ));
-        }
+        in_range(
+            "dataplane.idle_sleep_us",
+            d.idle_sleep_us,
+            0..=100_000,
+            " (0: busy-poll)",
+        )?;
         if d.dedup_entries == 0 {
             return Err(invalid("dataplane.dedup_entries", "must be at least 1"));
         }
@@ -632,37 +606,6 @@ impl Default for MetricsConfig {
     }
 }
 
-/// `[log]`: structured logs (`tracing`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter (`info`, `photon_relay=debug`); the `RUST_LOG` environment variable
-    /// overrides it.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
-    }
-}
-
-impl LogConfig {
-    /// Checks the filter parses.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(&self.level)
-            .map(|_| ())
-            .map_err(|e| ConfigError::Invalid {
-                key: "log.level".into(),
-                message: format!("{:?} is not a tracing filter: {e}", self.level),
-            })
-    }
-}
-
 impl Config {
     /// The socket backend's settings from this configuration (`[relay]`, `[dataplane].dedup_entries`,
     /// `[[peer]]`, `[control]`, `[socket]`).
@@ -706,7 +649,7 @@ impl Config {
             forwarding: cfg.relay.forwarding,
             hold: cfg.relay.hold_limits(),
             control: cfg.control.settings()?,
-            stage_log: cfg.perf.stage_log(),
+            stage_log: cfg.stage_log(),
         })
     }
 }
@@ -814,7 +757,7 @@ mod tests {
     #[test]
     fn perf_stage_log_resolves_beside_the_config() {
         let c = Config::from_toml(MINIMAL).unwrap();
-        assert_eq!(c.perf.stage_log(), None, "absent: no records");
+        assert_eq!(c.stage_log(), None, "absent: no records");
         let text = format!("{MINIMAL}\n[perf]\nstage_log = \"s.jsonl\"\nnode_name = \"relay3\"\n");
         let dir =
             std::env::temp_dir().join(format!("photon-relay-perf-cfg-{}", std::process::id()));
@@ -824,14 +767,14 @@ mod tests {
         let c = Config::load(&file).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
-            c.perf.stage_log(),
+            c.stage_log(),
             Some((dir.join("s.jsonl"), "relay3".to_string()))
         );
         let abs = text.replace("\"s.jsonl\"", "\"/tmp/x.jsonl\"");
         let c = Config::from_toml(&abs).unwrap();
-        assert_eq!(c.perf.stage_log().unwrap().0, PathBuf::from("/tmp/x.jsonl"));
+        assert_eq!(c.stage_log().unwrap().0, PathBuf::from("/tmp/x.jsonl"));
         let c = Config::from_toml(&format!("{MINIMAL}\n[perf]\nstage_log = \"s\"\n")).unwrap();
-        assert_eq!(c.perf.stage_log().unwrap().1, "relay", "default name");
+        assert_eq!(c.stage_log().unwrap().1, "relay", "default name");
         let e = err(&text.replace("relay3", "a\\\"b"));
         assert!(e.contains("perf.node_name"), "{e}");
         let e = err(&format!("{MINIMAL}\n[perf]\nstage_logg = \"s\"\n"));

@@ -206,13 +206,20 @@ mod tests {
             .collect()
     }
 
+    /// [`StageRecorder::new`]`(memory, quiet_ns)` after `fragments` (time, stream, bytes), in
+    /// this order.
+    fn recorder(memory: usize, quiet_ns: u64, fragments: &[(u64, u64, u64)]) -> StageRecorder {
+        let mut r = StageRecorder::new(memory, quiet_ns);
+        for &(t_ns, stream, bytes) in fragments {
+            r.fragment(t_ns, stream, bytes);
+        }
+        r
+    }
+
     #[test]
     fn one_relay_line_per_stream_at_its_first_fragment() {
-        let mut r = StageRecorder::new(16, 1000);
-        r.fragment(100, 7, 1000);
-        r.fragment(105, 7, 1000);
-        r.fragment(110, 9, 500);
-        r.fragment(120, 7, 200);
+        let fragments = [(100, 7, 1000), (105, 7, 1000), (110, 9, 500), (120, 7, 200)];
+        let mut r = recorder(16, 1000, &fragments);
         assert_eq!(
             stages(&mut r),
             [(STAGE_RELAY, 7, 100, None), (STAGE_RELAY, 9, 110, None)]
@@ -235,11 +242,8 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_forgotten_open_streams_are_closed() {
-        let mut r = StageRecorder::new(2, 1000);
-        r.fragment(1, 1, 10);
-        r.fragment(2, 2, 10);
-        r.fragment(3, 1, 10);
-        r.fragment(4, 3, 10); // forgets stream 1 (the oldest), which is still open
+        // The fourth forgets stream 1 (the oldest), which is still open.
+        let mut r = recorder(2, 1000, &[(1, 1, 10), (2, 2, 10), (3, 1, 10), (4, 3, 10)]);
         assert_eq!(
             stages(&mut r),
             [
@@ -263,9 +267,8 @@ mod tests {
 
     #[test]
     fn out_of_order_times_keep_the_latest_as_last() {
-        let mut r = StageRecorder::new(4, 10);
-        r.fragment(50, 1, 1);
-        r.fragment(40, 1, 1); // another core's batch, stamped earlier
+        // The second from another core's batch, stamped earlier.
+        let mut r = recorder(4, 10, &[(50, 1, 1), (40, 1, 1)]);
         r.finish();
         assert_eq!(
             stages(&mut r),

@@ -16,18 +16,9 @@ fn real_block(height: u64) -> Block {
 
 fn all_real_blocks() -> Vec<Block> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/bitcoin/mainnet");
-    let mut out: Vec<(u64, Block)> = std::fs::read_dir(dir)
-        .expect("data/bitcoin/mainnet")
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            (path.extension()? == "raw").then_some(())?;
-            let height = path.file_stem()?.to_str()?.parse().ok()?;
-            Some((height, real_block(height)))
-        })
-        .collect();
-    out.sort_by_key(|(h, _)| *h);
-    assert_eq!(out.len(), 16);
-    out.into_iter().map(|(_, b)| b).collect()
+    let files = super::raw_block_files(std::path::Path::new(dir)).expect("data/bitcoin/mainnet");
+    assert_eq!(files.len(), 16);
+    files.into_iter().map(|(h, _)| real_block(h)).collect()
 }
 
 fn header(block: &Block) -> Vec<u8> {

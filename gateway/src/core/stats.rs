@@ -1,0 +1,143 @@
+//! The gateway's counters: [`GatewayStats`], and the counters each part of the core keeps (links,
+//! transactions, inbound and outbound streams), which [`super::Gateway::stats`] adds to the
+//! router's own.
+
+/// Counters (drops are counted, never logged per datagram).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Not a Photon datagram (§1.5 errors).
+    pub dropped_malformed: u64,
+    /// From an address that is none of our links.
+    pub dropped_unknown_peer: u64,
+    /// Hop tag did not verify, or no session yet.
+    pub dropped_bad_tag: u64,
+    /// Registrations refused (bad signature, stale, unknown identity, replay).
+    pub dropped_register: u64,
+    /// Messages we do not expect on that link.
+    pub dropped_unexpected: u64,
+    pub blocks_from_node: u64,
+    pub blocks_from_network: u64,
+    /// Blocks already known (delivered or seen from the node) when they came again.
+    pub blocks_duplicate: u64,
+    pub txs_from_node: u64,
+    pub txs_from_network: u64,
+    pub txs_duplicate: u64,
+    pub txs_bad: u64,
+    /// Block bytes (chain encoding) and compressed bytes, out and in.
+    pub block_bytes_out: u64,
+    pub compressed_bytes_out: u64,
+    pub block_bytes_in: u64,
+    pub compressed_bytes_in: u64,
+    pub receipts_sent: u64,
+    pub receipts_received: u64,
+    pub receipts_mismatched: u64,
+    /// Receipts for our streams through a relay without a signature (§2.5): they name no
+    /// receiver, so they do not count toward the key release.
+    pub receipts_unsigned: u64,
+    /// Signed receipts whose signature does not verify (forged or altered): not counted.
+    pub receipts_bad_signature: u64,
+    /// Receipts from a receiver already counted for the stream (sent twice, replayed, or both
+    /// over a peer link and through a relay), or naming our own key: not counted again.
+    pub receipts_duplicate: u64,
+    pub key_releases_sent: u64,
+    pub key_releases_received: u64,
+    pub key_releases_bad: u64,
+    pub repair_requests_sent: u64,
+    pub repair_requests_received: u64,
+    pub tx_requests_sent: u64,
+    pub txs_requested: u64,
+    pub tx_requests_served: u64,
+    /// Our node's transactions (or their short IDs) that came back to us with an ID.
+    pub short_ids_assigned: u64,
+    /// Transactions sent to the relay again because their ID did not come back.
+    pub tx_resends: u64,
+    pub open_failed: u64,
+    /// Payloads that did not decode: unknown format byte (§6.8), bad encoding, wrong chain,
+    /// merkle or witness commitment mismatch.
+    pub decompress_failed: u64,
+    /// Our blocks sent unsealed (`encrypt = false`), and unsealed blocks received.
+    pub blocks_out_unsealed: u64,
+    pub blocks_in_unsealed: u64,
+    pub blocks_given_up: u64,
+    pub peer_fallbacks: u64,
+    pub registrations: u64,
+    pub failovers: u64,
+}
+
+/// Defines the parts' counter structs: `u64` fields, each one also a field of [`GatewayStats`],
+/// and `add_to`, which adds them there.
+macro_rules! part_counters {
+    ($($(#[doc = $doc:literal])* $name:ident { $($(#[doc = $fdoc:literal])* $field:ident,)* })*) => {$(
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub(super) struct $name {
+            $($(#[doc = $fdoc])* pub(super) $field: u64,)*
+        }
+
+        impl $name {
+            /// Adds these counts to `total`'s fields of the same names.
+            pub(super) fn add_to(&self, total: &mut GatewayStats) {
+                $(total.$field += self.$field;)*
+            }
+        }
+    )*};
+}
+
+part_counters! {
+    /// Counters of the links ([`super::links`]).
+    LinkStats {
+        dropped_malformed,
+        dropped_unknown_peer,
+        dropped_register,
+        registrations,
+        failovers,
+    }
+
+    /// Counters of the transaction side ([`super::txs`]).
+    TxStats {
+        txs_from_node,
+        txs_from_network,
+        txs_duplicate,
+        txs_bad,
+        short_ids_assigned,
+        tx_resends,
+        tx_requests_served,
+        /// A peer's transaction without a short ID.
+        dropped_unexpected,
+    }
+
+    /// Counters of the inbound side ([`super::inbound`]).
+    InStats {
+        receipts_sent,
+        key_releases_received,
+        key_releases_bad,
+        repair_requests_sent,
+        tx_requests_sent,
+        txs_requested,
+        open_failed,
+        decompress_failed,
+        blocks_in_unsealed,
+        blocks_given_up,
+    }
+
+    /// Counters of the outbound side ([`super::outbound`]).
+    OutStats {
+        block_bytes_out,
+        compressed_bytes_out,
+        blocks_out_unsealed,
+        receipts_received,
+        receipts_mismatched,
+        receipts_unsigned,
+        receipts_bad_signature,
+        receipts_duplicate,
+        key_releases_sent,
+        repair_requests_received,
+        peer_fallbacks,
+        /// Receipts and repair requests for streams that are not (or no longer) ours.
+        dropped_unexpected,
+    }
+}
