@@ -283,6 +283,7 @@ fn run(
     let mut busy = false;
     let mut next_publish = start;
     let mut published = GatewayStats::default();
+    let mut published_node = NodeStats::default();
     let mut down_since: Vec<Option<Instant>> = vec![Some(start); core.links().len()];
     let mut warned = vec![false; down_since.len()];
     let offer_events = config.event_queue > 0;
@@ -301,7 +302,10 @@ fn run(
         while let Ok(ev) = node.events().try_recv() {
             match ev {
                 ConnectionEvent::Node(NodeEvent::BlockSent { hash, message }) => {
-                    tracing::info!(%hash, message = message.name(), "block delivered to node")
+                    tracing::info!(%hash, message = message.name(), "block delivered to node");
+                    if let Some(m) = &metrics {
+                        m.node_block_delivered(message.name());
+                    }
                 }
                 ConnectionEvent::Node(NodeEvent::DeliveryFallback { mode, used, reason }) => {
                     tracing::warn!(mode, used, reason, "node.delivery: the node does not take \
@@ -316,7 +320,10 @@ fn run(
                     retry_ms = reconnect_in.as_millis() as u64,
                     "node unreachable or connection lost (check node.address)"),
                 ConnectionEvent::CallRefused { call, error } => {
-                    tracing::warn!(call, %error, "node refused a call")
+                    tracing::warn!(call, %error, "node side refused a call");
+                    if let Some(m) = &metrics {
+                        m.node_refused(call, error.reason());
+                    }
                 }
             }
         }
@@ -381,22 +388,25 @@ fn run(
             }
             let stats = core.stats();
             let store = core.tx_store_stats();
+            let node_stats = node.stats();
             if let Some(m) = &metrics {
                 let up = links.iter().filter(|l| l.2 == LinkState::Up).count() as i64;
                 m.publish(&published, &stats, up, store.bytes);
+                m.publish_node(&published_node, &node_stats);
             }
             let snap = Snapshot {
                 stats: stats.clone(),
                 assembler: *core.assembler_stats(),
                 store,
                 links,
-                node: node.stats(),
+                node: node_stats.clone(),
                 blocks_waiting_for_key: core.blocks_waiting_for_key(),
                 arena: Some(rx.arena_pages()),
                 send_dropped: tx.dropped,
             };
             *snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snap;
             published = stats;
+            published_node = node_stats;
         }
         let next = core
             .poll_timeout()

@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::core::{GatewayEvent, GatewayStats};
+use crate::node::NodeStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
@@ -42,6 +43,19 @@ pub struct StageLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabel {
+    /// `block` or `cmpctblock`.
+    pub message: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabel {
+    /// `announce_tx`, `send_block`, `announce_block`, `send_cmpct_block`.
+    pub call: &'static str,
     pub reason: &'static str,
 }
 
@@ -119,6 +133,15 @@ metrics! {
     links_up: Gauge = "links_up";
     /// Bytes accounted by the transaction store
     tx_store_bytes: Gauge = "tx_store_bytes";
+    /// Blocks from the network handed to the node (pushed, or sent on its getdata), by message
+    node_blocks_delivered: Family<MessageLabel, Counter> = "node_blocks_delivered";
+    /// Calls to the node side not carried out, by call and reason (not_handshaken,
+    /// send_buffer_full, compact_block)
+    node_refusals: Family<CallLabel, Counter> = "node_refusals";
+    /// Blocks announced to the node because it does not take what node.delivery sends
+    node_delivery_fallbacks: Counter = "node_delivery_fallbacks";
+    /// Items of the node's getdata we did not have (answered notfound)
+    node_getdata_not_found: Counter = "node_getdata_not_found";
 }
 
 impl Metrics {
@@ -226,6 +249,32 @@ impl Metrics {
         self.tx_store_bytes.set(store_bytes as i64);
     }
 
+    /// A block from the network went to the node as `message`.
+    pub fn node_block_delivered(&self, message: &'static str) {
+        self.node_blocks_delivered
+            .get_or_create(&MessageLabel { message })
+            .inc();
+    }
+
+    /// A call to the node side was refused.
+    pub fn node_refused(&self, call: &'static str, reason: &'static str) {
+        self.node_refusals
+            .get_or_create(&CallLabel { call, reason })
+            .inc();
+    }
+
+    /// Publishes the node side's counters that grew between two snapshots.
+    pub fn publish_node(&self, old: &NodeStats, new: &NodeStats) {
+        let add = |c: &Counter, field: fn(&NodeStats) -> u64| {
+            let (a, b) = (field(old), field(new));
+            if b > a {
+                c.inc_by(b - a);
+            }
+        };
+        add(&self.node_delivery_fallbacks, |s| s.delivery_fallbacks);
+        add(&self.node_getdata_not_found, |s| s.getdata_not_found);
+    }
+
     /// Serves `GET /metrics` on `addr` (port 0: any) from a thread of its own
     /// (`photon_ops::http`); the responder stops when the returned server is dropped.
     pub fn serve(&self, addr: SocketAddr) -> Result<MetricsServer, MetricsError> {
@@ -299,5 +348,29 @@ mod tests {
         assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"unsigned\"} 2"));
         assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"duplicate\"} 1"));
         assert!(get("/other").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn node_side_deliveries_refusals_and_fallbacks_are_counted() {
+        let m = Metrics::new();
+        m.node_block_delivered("cmpctblock");
+        m.node_block_delivered("cmpctblock");
+        m.node_refused("announce_tx", "not_handshaken");
+        let new = NodeStats {
+            delivery_fallbacks: 3,
+            getdata_not_found: 1,
+            ..NodeStats::default()
+        };
+        m.publish_node(&NodeStats::default(), &new);
+        m.publish_node(&new, &new);
+        let body = m.encode();
+        for line in [
+            "photon_gateway_node_blocks_delivered_total{message=\"cmpctblock\"} 2",
+            "photon_gateway_node_refusals_total{call=\"announce_tx\",reason=\"not_handshaken\"} 1",
+            "photon_gateway_node_delivery_fallbacks_total 3",
+            "photon_gateway_node_getdata_not_found_total 1",
+        ] {
+            assert!(body.contains(line), "{line} not in\n{body}");
+        }
     }
 }

@@ -220,6 +220,20 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// A short name, for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NodeError::Frame(_) => "framing",
+            NodeError::VersionTooOld { .. } => "version_too_old",
+            NodeError::SelfConnection => "self_connection",
+            NodeError::HandshakeTimeout(_) => "handshake_timeout",
+            NodeError::Idle(_) => "idle",
+            NodeError::NotHandshaken => "not_handshaken",
+            NodeError::SendBufferFull { .. } => "send_buffer_full",
+            NodeError::CompactBlock(_) => "compact_block",
+        }
+    }
+
     /// True when the connection must be closed; false for a refused call.
     pub fn is_fatal(&self) -> bool {
         !matches!(
