@@ -37,8 +37,13 @@ use super::{
     Transmit,
 };
 
-/// Our outbound streams kept at once (the oldest is dropped first).
+/// Our outbound streams kept once they are out and released, for repairs and late
+/// fallbacks (the oldest such is dropped first).
 const MAX_OUT_STREAMS: usize = 16;
+/// Our outbound streams kept at most: past it, the oldest is dropped even if it is still under
+/// way (counted). A burst of blocks from the node (a node catching up, a reorganisation) is
+/// sent whole up to this many.
+const MAX_ACTIVE_OUT_STREAMS: usize = 256;
 
 pub(super) struct OutStream {
     stream: u64,
@@ -95,6 +100,11 @@ impl OutStream {
         self.receivers.len() as u32
     }
 
+    /// Out (the first pass's last fragment sent) and nothing left to release.
+    fn is_done(&self) -> bool {
+        self.last_out && (self.key.is_none() || self.released)
+    }
+
     #[cfg(test)]
     pub(super) fn manifest_hash(&self) -> [u8; 32] {
         self.manifest_hash
@@ -130,7 +140,7 @@ struct OutConfig {
 /// Our outbound streams and the fan-out of their fragments.
 pub(super) struct Outbound {
     config: OutConfig,
-    /// Oldest first; at most `MAX_OUT_STREAMS`.
+    /// Oldest first; at most `MAX_OUT_STREAMS` finished ones, `MAX_ACTIVE_OUT_STREAMS` in all.
     pub(super) streams: Vec<OutStream>,
     fanout: Option<Fanout>,
     frag_buf: Vec<u8>,
@@ -326,7 +336,18 @@ impl Outbound {
         self.stats.block_bytes_out += block_bytes as u64;
         self.stats.compressed_bytes_out += compressed.bytes.len() as u64;
         if self.streams.len() >= MAX_OUT_STREAMS {
-            self.streams.remove(0);
+            // A stream still going out (or waiting for receipts) is never dropped for a newer
+            // one while a finished one can go.
+            match self.streams.iter().position(OutStream::is_done) {
+                Some(i) => {
+                    self.streams.remove(i);
+                }
+                None if self.streams.len() >= MAX_ACTIVE_OUT_STREAMS => {
+                    self.streams.remove(0);
+                    self.stats.out_streams_dropped += 1;
+                }
+                None => {}
+            }
         }
         self.streams.push(out);
         self.events.push_back(GatewayEvent::BlockOriginated {

@@ -48,6 +48,9 @@ pub struct GatewayStats {
     pub key_releases_bad: u64,
     pub repair_requests_sent: u64,
     pub repair_requests_received: u64,
+    /// Our blocks dropped before they were out and released, because
+    /// `MAX_ACTIVE_OUT_STREAMS` of them were under way at once.
+    pub out_streams_dropped: u64,
     pub tx_requests_sent: u64,
     pub txs_requested: u64,
     pub tx_requests_served: u64,
@@ -137,6 +140,7 @@ part_counters! {
         key_releases_sent,
         repair_requests_received,
         peer_fallbacks,
+        out_streams_dropped,
         /// Receipts and repair requests for streams that are not (or no longer) ours.
         dropped_unexpected,
     }

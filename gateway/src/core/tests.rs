@@ -192,6 +192,37 @@ fn peers_register_and_deliver_a_real_block_byte_identical() {
     assert!(sim.delivered(0).is_empty());
 }
 
+/// A burst of blocks from the node at one instant (a node catching up, a reorganisation):
+/// every one goes out and arrives, none is dropped for a newer one while still under way.
+#[test]
+fn a_burst_of_blocks_from_the_node_all_arrive() {
+    let mut sim = Sim::peers_up(2, |_, _| {});
+    let base = block(227836);
+    let blocks: Vec<Block> = (0..40u32)
+        .map(|i| {
+            // One coinbase-only block each (distinct by lock time), merkle root its txid.
+            let mut cb = base.txdata[0].clone();
+            cb.lock_time = bitcoin::absolute::LockTime::from_consensus(i);
+            let mut header = base.header;
+            header.merkle_root = bitcoin::TxMerkleNode::from_raw_hash(cb.compute_txid().into());
+            Block {
+                header,
+                txdata: vec![cb],
+            }
+        })
+        .collect();
+    for b in &blocks {
+        sim.block_from_node(0, b);
+    }
+    assert!(sim.run_until(Duration::from_secs(10), |s| s.delivered(1).len() == 40));
+    let mut got: Vec<_> = sim.delivered(1).iter().map(|b| b.block_hash()).collect();
+    let mut want: Vec<_> = blocks.iter().map(Block::block_hash).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(sim.gws[0].stats().out_streams_dropped, 0);
+}
+
 /// With `Immediate` the key leaves before the first fragment, so the receiver holds it
 /// unverified (origin not bound yet), checks it when the assembler binds the origin, and opens
 /// the block as soon as it decodes: no key wait.
