@@ -44,8 +44,10 @@
 # each filled with PHOTON_DEMO_BCOIN_TXS (280, ~1 MB) wallet transactions made at node 0 and
 # carried to every mempool through Photon first; each block's arrival is read from each node's
 # own chain. Then the same nodes' network without Photon: the same testbed links, the nodes
-# each other's peers (each connects out to the next 4: degree 8, or all where fewer), the same
-# kind of blocks; the report puts both side by side. `photon-perf bcoin-net`).
+# each other's peers in a ring of PHOTON_DEMO_P2P_DEGREE (2: each node's peers are its two
+# neighbours, so 8 nodes are up to 4 hops apart, as mainnet's ~10,000 nodes of degree 8 are
+# about 4-5; degree 8 on 8 nodes would join every node to node 0 directly), the same kind of
+# blocks; the report puts both side by side. `photon-perf bcoin-net`).
 set -euo pipefail
 CAPTURE=${PHOTON_DEMO_CAPTURE:-}
 if [ -n "$CAPTURE" ]; then
@@ -72,6 +74,7 @@ IDLE_SLEEP_US=${PHOTON_DEMO_IDLE_SLEEP_US:-20}
 NODE_KIND=${PHOTON_DEMO_NODE:-emunode}
 BCOIN_BLOCKS=${PHOTON_DEMO_BCOIN_BLOCKS:-3}
 BCOIN_TXS=${PHOTON_DEMO_BCOIN_TXS:-280}
+P2P_DEGREE=${PHOTON_DEMO_P2P_DEGREE:-2}
 PREFIX=phdemo
 case "$NODE_KIND" in emunode|bcoin) ;; *) echo "demo: PHOTON_DEMO_NODE must be emunode or bcoin (got $NODE_KIND)" >&2; exit 2 ;; esac
 if [ "$NODE_KIND" = bcoin ] && [ -n "$CAPTURE" ]; then
@@ -367,7 +370,7 @@ PIDS=()
 if [ "$NODE_KIND" = bcoin ]; then
   echo "== the same: $GATEWAYS bcoin nodes as a P2P network on the same links, no Photon"
   ip netns exec "$(ns g0)" "$BIN/photon-perf" bcoin-net --nodes "$(bcoin_nodes)" --dir "$WORK/bcoin-p2p" \
-    --mode p2p --degree 8 --blocks "$BCOIN_BLOCKS" --txs-per-block "$BCOIN_TXS" \
+    --mode p2p --degree "$P2P_DEGREE" --blocks "$BCOIN_BLOCKS" --txs-per-block "$BCOIN_TXS" \
     --records "$WORK/bcoin-p2p.jsonl" --summary "$WORK/bcoin-p2p.json" \
     2> >(tee "$WORK/logs/bcoin-p2p.log" >&2) &
   SRC=$!
@@ -390,7 +393,7 @@ if [ "$NODE_KIND" = bcoin ]; then
 import json, sys
 ph, p2p = (json.load(open(p)) for p in sys.argv[1:3])
 print("\n## bcoin through Photon vs the same nodes as a P2P network (same run, same links)\n")
-print("Time to 90%% of the %d receiving nodes, from node 0's `generatetoaddress` to each node's own best block (RPC, polled every 5 ms); P2P: each node connects out to the next %d.\n" % (ph["nodes"] - 1, p2p["degree"] // 2))
+print("Time to 90%% of the %d receiving nodes, from node 0's `generatetoaddress` returning (the block mined) to each node's own best block being it (RPC, polled every 5 ms). P2P: a ring, each node connecting out to the next %d (degree %d).\n" % (ph["nodes"] - 1, p2p["degree"] // 2, p2p["degree"]))
 print("| block | size (B) | txs | Photon t90 (ms) | P2P t90 (ms) | Photon / P2P |")
 print("|---|---|---|---|---|---|")
 tp, tq = [], []
