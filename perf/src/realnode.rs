@@ -209,10 +209,10 @@ impl Bcoin {
             "--log-level=debug".into(),
             "--log-console=true".into(),
         ];
-        if config.connect.is_empty() {
-            // Regtest's seed is 127.0.0.1:48444: no outbound connections at all.
-            args.push("--max-outbound=0".into());
-        } else {
+        // Without `--only`, bcoin dials regtest's seed, 127.0.0.1:48444 (nobody there: our
+        // nodes listen on other ports, or on their namespace's address); it takes no
+        // `--max-outbound=0`.
+        if !config.connect.is_empty() {
             let peers: Vec<String> = config.connect.iter().map(|a| a.to_string()).collect();
             args.push(format!("--only={}", peers.join(",")));
         }
