@@ -83,6 +83,10 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub perf: PerfSection,
+    /// The deployment's signed membership roster (optional): trusted origins, the receipt
+    /// signers and the receiver count default from it (`photon_ops::roster`).
+    #[serde(default)]
+    pub roster: photon_ops::roster::RosterSection,
 }
 
 /// Measurement output for the testbed's propagation report.
@@ -162,7 +166,8 @@ pub struct KeyReleaseSection {
     pub policy: KeyReleaseKind,
     /// With `receipts`: share of `receivers` whose receipts release the key, and the timeout.
     pub share: f64,
-    pub receivers: u32,
+    /// Default: the roster's gateways minus one, else the core's default (1).
+    pub receivers: Option<u32>,
     pub timeout_ms: u64,
 }
 
@@ -176,14 +181,14 @@ impl Default for KeyReleaseSection {
             } => KeyReleaseSection {
                 policy: KeyReleaseKind::Receipts,
                 share,
-                receivers,
+                receivers: Some(receivers),
                 timeout_ms: ms(timeout),
             },
             // Not the core's default; the receipt settings are then unused.
             KeyReleasePolicy::Immediate => KeyReleaseSection {
                 policy: KeyReleaseKind::Immediate,
                 share: 0.0,
-                receivers: 0,
+                receivers: Some(0),
                 timeout_ms: 0,
             },
         }
@@ -385,6 +390,16 @@ impl Config {
                 k,
             )?);
         }
+        let roster = self
+            .roster
+            .load(base, photon_ops::roster::unix_now_s())?
+            .map(std::sync::Arc::new);
+        if let Some(r) = &roster {
+            // Without an explicit list, every gateway of the roster is a trusted origin.
+            if n.trusted_origins.is_empty() {
+                core.trusted_origins.extend(r.gateways());
+            }
+        }
         core.uplink_bytes_per_sec = (n.uplink_mbps * 1e6 / 8.0) as u64;
         core.repair = RepairPolicy {
             overhead_permille: (n.repair_percent * 10.0).round() as u32,
@@ -409,15 +424,31 @@ impl Config {
                 if !(0.0..=1.0).contains(&k.share) {
                     return Err(invalid("key_release.share", "must be within 0.0..=1.0"));
                 }
+                let default_receivers = match (&roster, CoreConfig::new().key_release) {
+                    (Some(r), _) => (r.gateways().count() as u32).saturating_sub(1),
+                    (None, KeyReleasePolicy::Receipts { receivers, .. }) => receivers,
+                    (None, KeyReleasePolicy::Immediate) => 0,
+                };
                 KeyReleasePolicy::Receipts {
                     share: k.share,
-                    receivers: k.receivers,
+                    receivers: k.receivers.unwrap_or(default_receivers),
                     timeout: Duration::from_millis(k.timeout_ms),
                 }
             }
         };
         core.block_encoding = self.block.encoding;
         core.encrypt = self.block.encrypt;
+        if let Some(r) = &roster {
+            for (i, relay) in core.relays.iter().enumerate() {
+                if !r.is_relay(&relay.public_key) {
+                    return Err(invalid(
+                        format!("relays[{i}].public_key"),
+                        "is not a relay of the roster (roster.file): add it to the roster",
+                    ));
+                }
+            }
+        }
+        core.roster = roster;
         if self.tx_store.max_mb == 0 {
             return Err(invalid("tx_store.max_mb", "must be at least 1"));
         }

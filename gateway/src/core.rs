@@ -19,6 +19,7 @@ mod txs;
 use photon_protocol::fifo::FifoSet;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash, Transaction};
@@ -26,6 +27,7 @@ use photon_protocol::assembler::{AssemblerConfig, AssemblerStats};
 pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::roster::Roster;
 use photon_protocol::shortid::{TxStoreConfig, TxStoreStats};
 use photon_protocol::wire::{Message, MessageType, Packet, ReceiptRepr, Repr};
 use ring::rand::SystemRandom;
@@ -176,6 +178,10 @@ pub struct CoreConfig {
     pub max_awaiting_ids: usize,
     /// Keep [`StageRecord`]s for [`Gateway::poll_stage`] (the perf report's stage log).
     pub stage_records: bool,
+    /// The deployment's verified roster (`photon_protocol::roster`). With it, only its
+    /// gateways' receipts count toward a key release; without it, only those of
+    /// `trusted_origins` and `peers` (docs/protocol/8-threat-model.md).
+    pub roster: Option<Arc<Roster>>,
 }
 
 impl CoreConfig {
@@ -207,6 +213,7 @@ impl CoreConfig {
             outbound_linger: Duration::from_secs(30),
             max_awaiting_ids: 100_000,
             stage_records: false,
+            roster: None,
         }
     }
 }
@@ -351,6 +358,9 @@ pub struct GatewayStats {
     /// Receipts from a receiver already counted for the stream (sent twice, replayed, or both
     /// over a peer link and through a relay), or naming our own key: not counted again.
     pub receipts_duplicate: u64,
+    /// Receipts whose receiver is not a member gateway (the roster's, else the trusted origins
+    /// and peers): a made-up key, not counted (F1).
+    pub receipts_not_member: u64,
     pub key_releases_sent: u64,
     pub key_releases_received: u64,
     pub key_releases_bad: u64,
@@ -361,6 +371,10 @@ pub struct GatewayStats {
     pub tx_requests_served: u64,
     /// Our node's transactions (or their short IDs) that came back to us with an ID.
     pub short_ids_assigned: u64,
+    /// Short-ID bindings refused because the ID is held for another transaction (F2).
+    pub short_id_conflicts: u64,
+    /// Short IDs named by a peer gateway (only relays assign): bound nowhere (F2).
+    pub short_id_not_from_relay: u64,
     /// Transactions sent to the relay again because their ID did not come back.
     pub tx_resends: u64,
     pub open_failed: u64,
@@ -484,6 +498,8 @@ impl Gateway {
         s.tx_resends += t.tx_resends;
         s.tx_requests_served += t.tx_requests_served;
         s.dropped_unexpected += t.dropped_unexpected;
+        s.short_id_conflicts += t.short_id_conflicts;
+        s.short_id_not_from_relay += t.short_id_not_from_relay;
         let i = self.inbound.stats();
         s.receipts_sent += i.receipts_sent;
         s.key_releases_received += i.key_releases_received;
@@ -504,6 +520,7 @@ impl Gateway {
         s.receipts_unsigned += o.receipts_unsigned;
         s.receipts_bad_signature += o.receipts_bad_signature;
         s.receipts_duplicate += o.receipts_duplicate;
+        s.receipts_not_member += o.receipts_not_member;
         s.key_releases_sent += o.key_releases_sent;
         s.repair_requests_received += o.repair_requests_received;
         s.peer_fallbacks += o.peer_fallbacks;
@@ -634,11 +651,11 @@ impl Gateway {
         match repr.message {
             Message::Keepalive(k) => self.links.handle_keepalive(link, &k),
             Message::Transaction(t) => {
-                self.txs.handle_transaction(now, link, &t);
+                self.txs.handle_transaction(now, &self.links, link, &t);
                 self.drain_txs(now);
             }
             Message::ShortIdAssign(a) => {
-                self.txs.handle_short_id_assign(now, &a);
+                self.txs.handle_short_id_assign(now, &self.links, link, &a);
                 self.drain_txs(now);
             }
             Message::TxRequest(r) => {

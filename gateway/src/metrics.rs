@@ -312,6 +312,16 @@ impl Metrics {
         );
         add(&d("bad_tx"), old.txs_bad, new.txs_bad);
         add(
+            &d("short_id_conflict"),
+            old.short_id_conflicts,
+            new.short_id_conflicts,
+        );
+        add(
+            &d("short_id_not_from_relay"),
+            old.short_id_not_from_relay,
+            new.short_id_not_from_relay,
+        );
+        add(
             &d("bad_key_release"),
             old.key_releases_bad,
             new.key_releases_bad,
@@ -342,6 +352,11 @@ impl Metrics {
             &r("duplicate"),
             old.receipts_duplicate,
             new.receipts_duplicate,
+        );
+        add(
+            &r("not_member"),
+            old.receipts_not_member,
+            new.receipts_not_member,
         );
         self.links_up.set(links_up);
         self.tx_store_bytes.set(store_bytes as i64);

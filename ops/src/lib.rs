@@ -7,4 +7,5 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod log;
+pub mod roster;
 pub mod stages;

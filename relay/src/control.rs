@@ -91,6 +91,8 @@ control_counters! {
     Receipts => "receipts", "receipts passed on";
     KeyReleases => "key_releases", "key releases passed on";
     KeyReleaseDuplicates => "key_release_duplicates", "key releases seen before (dropped)";
+    ShortIdFromGateway => "short_id_from_gateway", "short IDs a gateway supplied that nobody asked for: not passed on, the relay assigned its own (F2)";
+    TxAnswerRelayed => "tx_answer_relayed", "transaction fragments answering a passed-on tx request, with the answering gateway's short ID, sent only to the links that asked";
     RepairRequests => "repair_requests", "repair requests received";
     RepairServed => "repair_served", "fragments retransmitted from the cache";
     RepairMissed => "repair_missed", "requested fragments not in the cache";
@@ -215,8 +217,11 @@ pub struct Control {
     /// (identity, nonce) → timestamp_ms + window: until when the nonce must be refused.
     replay: FifoMap<([u8; 32], [u8; 16]), u64>,
     short_ids: ShortIdAllocator,
-    /// (origin node, origin transfer) → (short ID, relay transfer id).
-    txs: FifoMap<(u32, u64), (Option<u32>, u64)>,
+    /// (origin node, origin transfer) → (short ID, relay transfer id, how it goes on).
+    txs: FifoMap<(u32, u64), (Option<u32>, u64, TxRoute)>,
+    /// Short ID → node ids (at most [`TX_WANTERS`]) whose tx request for it was passed on to
+    /// the gateways: the only links a gateway's answer under that ID goes to.
+    tx_wanted: FifoMap<u32, Vec<u32>>,
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
     /// Stream → gateways (node ids, at most [`REPAIR_WAITERS`]) whose repair request was
@@ -262,12 +267,19 @@ impl Control {
         rng: Arc<dyn SecureRandom + Send + Sync>,
     ) -> Result<Control, TableError> {
         let table = Arc::new(Table::new(local.clone(), static_peers.clone())?);
+        // A roster names this relay's short-ID range: it wins over the configured one.
+        let short_id_range = settings
+            .roster
+            .as_ref()
+            .and_then(|r| r.relay_range(&identity.public_key()))
+            .unwrap_or(settings.short_ids);
         Ok(Control {
             identity,
             next_node: settings.first_gateway_node_id,
             replay: FifoMap::new(settings.replay_cache),
-            short_ids: ShortIdAllocator::new(settings.short_ids, settings.on_exhaustion),
+            short_ids: ShortIdAllocator::new(short_id_range, settings.on_exhaustion),
             txs: FifoMap::new(settings.tx_memory),
+            tx_wanted: FifoMap::new(TX_WANTED_IDS),
             // Relay transfer ids: the relay's node id in the top 32 bits keeps them apart
             // from other relays' (and gateways') ids at a receiver that sees several.
             next_transfer: u64::from(local.node_id) << 32,
@@ -546,48 +558,7 @@ impl Control {
         }
         match repr.message {
             Message::Keepalive(ka) => self.keepalive(sender, src, ka, out),
-            Message::Transaction(mut tx) => {
-                self.counters.inc(ControlCounter::Transactions);
-                let key = (sender, tx.transfer);
-                let (short_id, transfer) = match self.txs.get(&key) {
-                    Some(&v) => v,
-                    None => {
-                        let id = match tx.short_id {
-                            Some(id) => Some(id),
-                            None => match self.short_ids.next_id() {
-                                Ok(id) => {
-                                    self.counters.inc(ControlCounter::ShortIdsAssigned);
-                                    Some(id.0)
-                                }
-                                Err(_) => {
-                                    self.counters.inc(ControlCounter::ShortIdExhausted);
-                                    None
-                                }
-                            },
-                        };
-                        self.next_transfer = self.next_transfer.wrapping_add(1);
-                        let v = (id, self.next_transfer);
-                        self.txs.insert(key, v);
-                        v
-                    }
-                };
-                // The origin gets its transaction back only when the relay just gave it an ID.
-                let include_origin = tx.short_id.is_none() && short_id.is_some();
-                tx.short_id = short_id;
-                tx.transfer = transfer;
-                if let Some(id) = short_id {
-                    if self.tx_cache.record(id, transfer, &tx) {
-                        self.counters.inc(ControlCounter::TxCached);
-                    }
-                }
-                let repr = Repr {
-                    sender: self.local.node_id,
-                    hops: repr.hops.saturating_add(1),
-                    flags: repr.flags,
-                    message: Message::Transaction(tx),
-                };
-                self.fan_out(&repr, slot, from_kind, include_origin, out);
-            }
+            Message::Transaction(tx) => self.transaction(sender, slot, from_kind, &repr, tx, out),
             Message::Receipt(_) => {
                 self.counters.inc(ControlCounter::Receipts);
                 self.pass_on(&repr, slot, from_kind, out);
@@ -624,6 +595,84 @@ impl Control {
                 self.counters.inc(ControlCounter::Unsupported)
             }
         }
+    }
+
+    /// A transaction fragment (§2.2, §2.3; F2 in docs/protocol/8-threat-model.md). Only relays
+    /// assign short IDs: a gateway's transaction gets the next ID of this relay's range (the
+    /// same one for every fragment of one (origin, transfer)), whatever ID the gateway wrote,
+    /// and is fanned out with it, back to the origin too. The one exception is a gateway's
+    /// answer to a tx request this relay passed on: its ID goes on unchanged, but only to the
+    /// links that asked for that ID, and it is not cached (the relay cannot check the binding,
+    /// so it must not serve it to others). An ID from a peer relay (its own range) goes on as
+    /// it came, by split horizon.
+    fn transaction(
+        &mut self,
+        sender: u32,
+        slot: usize,
+        from_kind: PeerKind,
+        repr: &Repr<'_>,
+        mut tx: photon_protocol::wire::TransactionRepr<'_>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.counters.inc(ControlCounter::Transactions);
+        let key = (sender, tx.transfer);
+        let (short_id, transfer, route) = match self.txs.get(&key) {
+            Some(&v) => v,
+            None => {
+                let (id, route) = match (tx.short_id, from_kind) {
+                    (Some(id), PeerKind::Relay) => (Some(id), TxRoute::Passed),
+                    (Some(id), PeerKind::Gateway) if self.tx_wanted.contains(&id) => {
+                        (Some(id), TxRoute::Answer)
+                    }
+                    (supplied, _) => {
+                        if supplied.is_some() {
+                            self.counters.inc(ControlCounter::ShortIdFromGateway);
+                        }
+                        match self.short_ids.next_id() {
+                            Ok(id) => {
+                                self.counters.inc(ControlCounter::ShortIdsAssigned);
+                                (Some(id.0), TxRoute::Assigned)
+                            }
+                            Err(_) => {
+                                self.counters.inc(ControlCounter::ShortIdExhausted);
+                                (None, TxRoute::Passed)
+                            }
+                        }
+                    }
+                };
+                self.next_transfer = self.next_transfer.wrapping_add(1);
+                let v = (id, self.next_transfer, route);
+                self.txs.insert(key, v);
+                v
+            }
+        };
+        tx.short_id = short_id;
+        tx.transfer = transfer;
+        let fwd = Repr {
+            sender: self.local.node_id,
+            hops: repr.hops.saturating_add(1),
+            flags: repr.flags,
+            message: Message::Transaction(tx),
+        };
+        if route == TxRoute::Answer {
+            let wanted = short_id
+                .and_then(|id| self.tx_wanted.get(&id))
+                .cloned()
+                .unwrap_or_default();
+            self.counters.inc(ControlCounter::TxAnswerRelayed);
+            self.send_to_slots(&fwd, out, |to, peer| {
+                to != slot && peer.spec.keys.is_some() && wanted.contains(&peer.spec.node_id)
+            });
+            return;
+        }
+        if let (Some(id), Message::Transaction(t)) = (short_id, &fwd.message) {
+            if self.tx_cache.record(id, transfer, t) {
+                self.counters.inc(ControlCounter::TxCached);
+            }
+        }
+        // The origin gets its transaction back only when this relay just gave it an ID.
+        let include_origin = route == TxRoute::Assigned;
+        self.fan_out(&fwd, slot, from_kind, include_origin, out);
     }
 
     fn register<T: AsRef<[u8]>>(
@@ -941,6 +990,20 @@ impl Control {
         }
         self.counters
             .add(ControlCounter::TxRequestPassedOn, missing.len() as u64);
+        // Who asked: the answers under these IDs go back to them only.
+        let asker = repr.sender;
+        for &id in &missing {
+            match self.tx_wanted.get_mut(&id) {
+                Some(w) => {
+                    if !w.contains(&asker) && w.len() < TX_WANTERS {
+                        w.push(asker);
+                    }
+                }
+                None => {
+                    self.tx_wanted.insert(id, vec![asker]);
+                }
+            }
+        }
         let fwd = Repr {
             sender: self.local.node_id,
             hops: repr.hops.saturating_add(1),
@@ -1095,6 +1158,20 @@ impl Control {
 
 /// Streams whose passed-on repair requests are remembered (oldest forgotten first).
 const REPAIR_WAITING_STREAMS: usize = 4096;
+/// Short IDs whose tx request was passed on, remembered at most, and askers kept per ID.
+const TX_WANTED_IDS: usize = 16_384;
+const TX_WANTERS: usize = 16;
+
+/// How a transaction goes on from this relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxRoute {
+    /// This relay gave it an ID from its range: to everyone, the origin included.
+    Assigned,
+    /// With a peer relay's ID, or without an ID (range exhausted): to everyone but the sender.
+    Passed,
+    /// A gateway's answer to a passed-on tx request: only to the links that asked.
+    Answer,
+}
 /// Gateways remembered per such stream.
 const REPAIR_WAITERS: usize = 16;
 

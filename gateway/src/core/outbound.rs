@@ -124,6 +124,11 @@ struct OutConfig {
     encrypt: bool,
     outbound_linger: Duration,
     stage_records: bool,
+    /// The gateways whose receipts may count toward a key release (F1,
+    /// docs/protocol/8-threat-model.md): the roster's gateways, or without a roster the
+    /// configured trusted origins and peers. Any other key, however well signed, is a key a
+    /// relay or gateway made up.
+    receipt_signers: HashSet<PublicKey>,
 }
 
 /// Counters of the outbound side (folded into [`super::GatewayStats`]).
@@ -137,6 +142,8 @@ pub(super) struct OutStats {
     pub(super) receipts_unsigned: u64,
     pub(super) receipts_bad_signature: u64,
     pub(super) receipts_duplicate: u64,
+    /// Receipts signed by (or, over a peer link, from) a key that is not a member gateway.
+    pub(super) receipts_not_member: u64,
     pub(super) key_releases_sent: u64,
     pub(super) repair_requests_received: u64,
     pub(super) peer_fallbacks: u64,
@@ -179,6 +186,15 @@ impl Outbound {
                 encrypt: config.encrypt,
                 outbound_linger: config.outbound_linger,
                 stage_records: config.stage_records,
+                receipt_signers: match &config.roster {
+                    Some(r) => r.gateways().collect(),
+                    None => config
+                        .trusted_origins
+                        .iter()
+                        .copied()
+                        .chain(config.peers.iter().map(|p| p.public_key))
+                        .collect(),
+                },
             },
             streams: Vec::new(),
             fanout: None,
@@ -496,7 +512,9 @@ impl Outbound {
     ///   `receipts_unsigned`, not toward the quorum (a relay could forge or replay it).
     ///
     /// A receiver already counted for the stream, or our own key, is `receipts_duplicate`; a
-    /// signature that does not verify `receipts_bad_signature`. Once the key is out, receipts
+    /// signature that does not verify `receipts_bad_signature`; a receiver that is not a member
+    /// gateway (the roster's, else the trusted origins and peers) `receipts_not_member`: a
+    /// relay that signs receipts with keys it made up gets nothing released (F1). Once the key is out, receipts
     /// only mark peers for the fallback (no signature is checked).
     pub(super) fn handle_receipt(
         &mut self,
@@ -537,7 +555,15 @@ impl Outbound {
             self.stats.receipts_unsigned += 1;
             return;
         };
-        if receiver == our_key || !s.receivers.insert(receiver) {
+        if receiver == our_key {
+            self.stats.receipts_duplicate += 1;
+            return;
+        }
+        if !self.config.receipt_signers.contains(&receiver) {
+            self.stats.receipts_not_member += 1;
+            return;
+        }
+        if !s.receivers.insert(receiver) {
             self.stats.receipts_duplicate += 1;
             return;
         }

@@ -599,9 +599,24 @@ fn undecodable_payloads_are_counted_failures_never_blocks() {
 
 /// An origin gateway with one relay link (link 0) and one peer link (link 1, the peer `peer`),
 /// neither up, that has just sent a real block as a sealed stream; the key waits for receipts
-/// from all of `receivers` gateways (no timeout in sight). Returns it with the stream and its
-/// manifest hash.
-fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instant, u64, [u8; 32]) {
+/// from all of `receivers` gateways (no timeout in sight). `members` are its other known
+/// gateways (trusted origins: without a roster the only receipt signers besides the peer).
+/// Returns it with the stream and its manifest hash.
+fn origin_awaiting_receipts(
+    receivers: u32,
+    peer: &Identity,
+    members: &[&Identity],
+) -> (Gateway, Instant, u64, [u8; 32]) {
+    origin_awaiting_receipts_with(receivers, peer, |c| {
+        c.trusted_origins = members.iter().map(|m| m.public_key()).collect();
+    })
+}
+
+fn origin_awaiting_receipts_with(
+    receivers: u32,
+    peer: &Identity,
+    tune: impl FnOnce(&mut CoreConfig),
+) -> (Gateway, Instant, u64, [u8; 32]) {
     let rng = SystemRandom::new();
     let mut c = CoreConfig::new();
     c.relays.push(RelayEndpoint {
@@ -618,6 +633,7 @@ fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instan
         receivers,
         timeout: Duration::from_secs(3600),
     };
+    tune(&mut c);
     let now = Instant::now();
     let mut g = Gateway::new(c, Identity::generate(&rng).unwrap(), now, 1_700_000_000_000);
     let b = block(227836);
@@ -653,7 +669,7 @@ const PEER_LINK: LinkId = 1;
 fn signed_receipts_through_a_relay_count_once_per_receiver() {
     let rng = SystemRandom::new();
     let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&rng).unwrap()).collect();
-    let (mut g, now, stream, hash) = origin_awaiting_receipts(3, &ids[3]);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(3, &ids[3], &[&ids[0], &ids[1], &ids[2]]);
     let receipt = |i: usize| wire::ReceiptRepr::sign(stream, hash, &ids[i]);
 
     // Receiver 0 twice (sent twice, or replayed by a relay): one receiver.
@@ -717,7 +733,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
     let rng = SystemRandom::new();
     let peer = Identity::generate(&rng).unwrap();
     let other = Identity::generate(&rng).unwrap();
-    let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer, &[&other]);
     // Over the direct link the hop tag names the peer: an unsigned receipt counts for it.
     g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
     assert_eq!(g.outbound.streams[0].receipts(), 1);
@@ -793,4 +809,190 @@ fn quorum_of_distinct_receivers_over_peer_links_end_to_end() {
     for i in 1..4 {
         assert_eq!(sim.gws[i].stats().receipts_sent, 1);
     }
+}
+
+/// A deployment roster of `gateways` (and one relay per key of `relays`), signed by `operator`.
+fn roster_of(operator: &Identity, gateways: &[&Identity], relays: &[PublicKey]) -> Arc<Roster> {
+    use photon_protocol::roster::{Member, MemberRole};
+    use photon_protocol::shortid::ShortIdRange;
+    let mut members: Vec<Member> = gateways
+        .iter()
+        .map(|g| Member {
+            key: g.public_key(),
+            role: MemberRole::Gateway,
+        })
+        .collect();
+    for (i, r) in relays.iter().enumerate() {
+        members.push(Member {
+            key: *r,
+            role: MemberRole::Relay {
+                short_ids: ShortIdRange::new(i as u32 * 1000, 1000).unwrap(),
+            },
+        });
+    }
+    let mut r = Roster::new(1, u64::MAX, members).unwrap();
+    r.sign(operator).unwrap();
+    Arc::new(r)
+}
+
+#[test]
+fn attack_relay_forges_receipts_with_made_up_keys() {
+    // F1: a hostile relay sees the cleartext manifest, so it can sign a receipt for the stream
+    // with any key it makes up. Without a roster the origin counts only its known gateways
+    // (trusted origins and peers): fifty forged receivers release nothing.
+    let rng = SystemRandom::new();
+    let (peer, honest) = (
+        Identity::generate(&rng).unwrap(),
+        Identity::generate(&rng).unwrap(),
+    );
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(1, &peer, &[&honest]);
+    for _ in 0..50 {
+        let sybil = Identity::generate(&rng).unwrap();
+        g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &sybil));
+    }
+    assert!(key_released(&mut g).is_none(), "no key for made-up receivers");
+    assert_eq!(g.stats().receipts_not_member, 50);
+    assert_eq!(g.outbound.streams[0].receipts(), 0);
+    // The honest receiver's receipt, through the same relay, still releases it.
+    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &honest));
+    assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
+}
+
+#[test]
+fn attack_relay_forges_receipts_against_a_roster() {
+    // With a roster, only its gateways count: not a trusted origin outside it, not the relay's
+    // own key (a roster relay), not made-up keys; the origin itself never.
+    let rng = SystemRandom::new();
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&rng).unwrap()).collect();
+    let operator = Identity::generate(&rng).unwrap();
+    let relay = Identity::generate(&rng).unwrap();
+    let outsider = Identity::generate(&rng).unwrap();
+    let roster = roster_of(&operator, &[&ids[0], &ids[1], &ids[2]], &[relay.public_key()]);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts_with(2, &ids[2], |c| {
+        c.trusted_origins = vec![outsider.public_key()];
+        c.roster = Some(roster);
+    });
+    for forger in [&relay, &outsider, &ids[3]] {
+        g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, forger));
+    }
+    assert_eq!(g.stats().receipts_not_member, 3);
+    assert!(key_released(&mut g).is_none());
+    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &ids[0]));
+    assert!(key_released(&mut g).is_none(), "one roster gateway of two");
+    // The peer (a roster gateway) over its direct link completes it.
+    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    assert_eq!(key_released(&mut g), Some((2, ReleaseReason::Receipts)));
+}
+
+#[test]
+fn attack_peer_not_in_roster_gets_no_receipt_counted() {
+    // A configured peer that the roster does not list is no receiver either: its hop tag
+    // authenticates the link, not membership.
+    let rng = SystemRandom::new();
+    let (peer, member) = (
+        Identity::generate(&rng).unwrap(),
+        Identity::generate(&rng).unwrap(),
+    );
+    let operator = Identity::generate(&rng).unwrap();
+    let roster = roster_of(&operator, &[&member], &[]);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts_with(1, &peer, |c| {
+        c.roster = Some(roster);
+    });
+    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::sign(stream, hash, &peer));
+    assert_eq!(g.stats().receipts_not_member, 2);
+    assert!(key_released(&mut g).is_none());
+    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &member));
+    assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
+}
+
+/// A whole transaction message for `tx` under `short_id`.
+fn tx_message<'a>(
+    tx: &bitcoin::Transaction,
+    short_id: u32,
+    bytes: &'a mut Vec<u8>,
+) -> wire::TransactionRepr<'a> {
+    *bytes = Bitcoin::encode_tx(tx);
+    wire::TransactionRepr {
+        transfer: 77,
+        index: 0,
+        count: 1,
+        short_id: Some(short_id),
+        tx_len: bytes.len() as u32,
+        offset: 0,
+        data: bytes,
+    }
+}
+
+#[test]
+fn attack_member_rebinds_held_short_ids_to_junk() {
+    // F2: a hostile relay or peer gateway sends other (valid) transactions under short IDs
+    // the receivers already hold, so that blocks rebuild with the wrong transactions. The
+    // gateway never rebinds a held ID and binds nothing a peer names; the honest block still
+    // decodes from the bindings it had.
+    let (origin, receiver) = (0, 1);
+    let mut sim = Sim::peers(2, |_, c| {
+        c.key_release = KeyReleasePolicy::Immediate;
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    share_txs(&mut sim, &b, &[origin, receiver], |_| false);
+    let other = block(227835);
+    let g = &mut sim.gws[receiver];
+    let now = sim.now;
+    let peer_link = 0; // Sim::peers: link 0 is the other gateway, the attacker here
+    let mut buf = Vec::new();
+    // Through the peer link: the ID binds nothing, the held one is not offered other bytes.
+    let t = tx_message(&other.txdata[0], 5001, &mut buf);
+    g.txs.handle_transaction(now, &g.links, peer_link, &t);
+    // A junk binding for an ID not held: still not bound (only relays assign).
+    let t = tx_message(&other.txdata[0], 9_999_999, &mut buf);
+    g.txs.handle_transaction(now, &g.links, peer_link, &t);
+    let s = g.stats();
+    assert_eq!(s.short_id_not_from_relay, 2);
+    assert_eq!(s.short_id_conflicts, 1);
+    assert!(g.txs.store().get(photon_protocol::shortid::ShortId(9_999_999)).is_none());
+    let held = g.txs.store().ids(photon_protocol::shortid::ShortId(5001)).unwrap();
+    assert_eq!(held.wtxid, Bitcoin::tx_ids(&b.txdata[1]).wtxid);
+    // A peer's ShortIdAssign is refused too.
+    g.txs.handle_short_id_assign(
+        now,
+        &g.links,
+        peer_link,
+        &wire::ShortIdAssignRepr {
+            entries: vec![([7; 32], 5002)],
+        },
+    );
+    assert_eq!(g.stats().short_id_not_from_relay, 3);
+    // The honest block still arrives, byte-identical.
+    sim.block_from_node(origin, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(receiver).is_empty()));
+    assert_eq!(sim.delivered(receiver)[0], &b);
+}
+
+#[test]
+fn attack_relay_rebinds_a_held_short_id() {
+    // The same through a relay link: a binding from a relay for an ID already held for other
+    // bytes is a counted conflict, the store keeps the first binding.
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let (mut g, now, _, _) = origin_awaiting_receipts(1, &peer, &[]);
+    let b = block(227836);
+    let id = photon_protocol::shortid::ShortId(42);
+    g.txs
+        .store_mut()
+        .insert(id, Bitcoin::tx_ids(&b.txdata[1]), &Bitcoin::encode_tx(&b.txdata[1]), now)
+        .unwrap();
+    let mut buf = Vec::new();
+    let t = tx_message(&b.txdata[2], 42, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(g.stats().short_id_conflicts, 1);
+    assert_eq!(
+        g.txs.store().ids(id).unwrap().wtxid,
+        Bitcoin::tx_ids(&b.txdata[1]).wtxid
+    );
+    // The same binding again is a duplicate, not a conflict.
+    let t = tx_message(&b.txdata[1], 42, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(g.stats().short_id_conflicts, 1);
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bitcoin::Transaction;
 use photon_protocol::chain::{Bitcoin, ChainAdapter, TxIds};
-use photon_protocol::shortid::{Inserted, ShortId, TxStore, TxStoreConfig, TxStoreStats};
+use photon_protocol::shortid::{
+    Inserted, ShortId, TxStore, TxStoreConfig, TxStoreError, TxStoreStats,
+};
 use photon_protocol::wire::{
     Message, ShortIdAssignRepr, TransactionRepr, TxRequestRepr, MAX_TX_LEN,
 };
@@ -63,6 +65,11 @@ pub(super) struct TxStats {
     pub(super) tx_requests_served: u64,
     /// A peer's transaction without a short ID.
     pub(super) dropped_unexpected: u64,
+    /// Bindings refused: the short ID is held for another transaction (F2).
+    pub(super) short_id_conflicts: u64,
+    /// Short IDs named by a peer gateway (not a relay): never bound in the store, the
+    /// transaction only offered to the blocks waiting for that ID (F2).
+    pub(super) short_id_not_from_relay: u64,
 }
 
 pub(super) struct Txs {
@@ -274,6 +281,7 @@ impl Txs {
     pub(super) fn handle_transaction(
         &mut self,
         now: Instant,
+        links: &Links,
         link: LinkId,
         t: &TransactionRepr<'_>,
     ) {
@@ -297,12 +305,24 @@ impl Txs {
             return;
         };
         let ids = Bitcoin::tx_ids(&tx);
+        if matches!(links[link].kind, LinkKind::Peer(_)) {
+            // Only relays assign IDs (§6.1): a peer's answer to our tx request may complete a
+            // waiting block (whose merkle root checks it), but it binds nothing, and an ID we
+            // hold is never offered other bytes.
+            self.stats.short_id_not_from_relay += 1;
+            match self.store.ids(ShortId(id)) {
+                Some(held) if held.wtxid == ids.wtxid => self.stats.txs_duplicate += 1,
+                Some(_) => self.stats.short_id_conflicts += 1,
+                None => self.arrived.push_back((ShortId(id), bytes)),
+            }
+            return;
+        }
         let ours = self.awaiting.remove(&ids.txid).is_some();
         if ours {
             self.stats.short_ids_assigned += 1;
         }
         match self.store.insert(ShortId(id), ids, &bytes, now) {
-            Ok(Inserted::New) | Ok(Inserted::ReplacedId) => {
+            Ok(Inserted::New) => {
                 if !ours {
                     self.stats.txs_from_network += 1;
                     self.announce.push_back(tx);
@@ -310,7 +330,8 @@ impl Txs {
                 self.arrived.push_back((ShortId(id), bytes));
             }
             Ok(Inserted::AlreadyKnown(_)) => self.stats.txs_duplicate += 1,
-            Err(_) => self.stats.txs_bad += 1,
+            Err(TxStoreError::IdTaken { .. }) => self.stats.short_id_conflicts += 1,
+            Err(TxStoreError::TooLarge { .. }) => self.stats.txs_bad += 1,
         }
     }
 
@@ -357,14 +378,31 @@ impl Txs {
         Some((p.short_id, p.data))
     }
 
-    pub(super) fn handle_short_id_assign(&mut self, now: Instant, a: &ShortIdAssignRepr) {
+    /// A relay's short-ID assignment (§2.3); from a peer gateway it is refused (only relays
+    /// assign, F2).
+    pub(super) fn handle_short_id_assign(
+        &mut self,
+        now: Instant,
+        links: &Links,
+        link: LinkId,
+        a: &ShortIdAssignRepr,
+    ) {
+        if !matches!(links[link].kind, LinkKind::Relay(_)) {
+            self.stats.short_id_not_from_relay += 1;
+            return;
+        }
         for (txid, id) in &a.entries {
             let Some(a) = self.awaiting.remove(txid) else {
                 continue;
             };
-            if self.store.insert(ShortId(*id), a.ids, &a.tx, now).is_ok() {
-                self.stats.short_ids_assigned += 1;
-                self.arrived.push_back((ShortId(*id), a.tx));
+            match self.store.insert(ShortId(*id), a.ids, &a.tx, now) {
+                Ok(Inserted::New) => {
+                    self.stats.short_ids_assigned += 1;
+                    self.arrived.push_back((ShortId(*id), a.tx));
+                }
+                Ok(Inserted::AlreadyKnown(_)) => self.stats.txs_duplicate += 1,
+                Err(TxStoreError::IdTaken { .. }) => self.stats.short_id_conflicts += 1,
+                Err(TxStoreError::TooLarge { .. }) => self.stats.txs_bad += 1,
             }
         }
     }

@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use photon_protocol::identity::PublicKey;
+use photon_protocol::roster::Roster;
 use photon_protocol::shortid::{OnExhaustion, ShortIdRange};
 use serde::Deserialize;
 
@@ -104,14 +106,31 @@ impl ControlConfig {
         Ok(())
     }
 
-    /// The resolved settings (after [`ControlConfig::validate`]).
+    /// The resolved settings (after [`ControlConfig::validate`]), without a roster.
     pub fn settings(&self) -> Result<ControlSettings, ConfigError> {
+        self.settings_with_roster(None)
+    }
+
+    /// The resolved settings with the deployment's verified roster: unless `gateways` lists
+    /// keys (or `allow_any_gateway` is set), the allow list is the roster's gateways; the
+    /// relay's short-ID range is its roster range ([`crate::control::Control::new`]).
+    pub fn settings_with_roster(
+        &self,
+        roster: Option<Arc<Roster>>,
+    ) -> Result<ControlSettings, ConfigError> {
         self.validate()?;
         let short_ids = ShortIdRange::new(self.short_id_first, self.short_id_count)
             .map_err(|e| invalid("short_id_count", e.to_string()))?;
+        let allowed_gateways = match (&roster, self.allow_any_gateway) {
+            (_, true) => None,
+            (Some(r), false) if self.gateways.is_empty() => {
+                Some(r.gateways().map(|k| k.0).collect())
+            }
+            _ => Some(self.gateways.iter().map(|k| k.0).collect()),
+        };
         Ok(ControlSettings {
-            allowed_gateways: (!self.allow_any_gateway)
-                .then(|| self.gateways.iter().map(|k| k.0).collect()),
+            allowed_gateways,
+            roster,
             register_window_ms: self.register_window_ms,
             keepalive_ms: self.keepalive_ms,
             expiry_keepalives: self.expiry_keepalives,
@@ -136,6 +155,8 @@ impl ControlConfig {
 pub struct ControlSettings {
     /// Gateway identities allowed to register; `None`: anyone with a valid signature.
     pub allowed_gateways: Option<HashSet<[u8; 32]>>,
+    /// The deployment's verified roster, if one is configured.
+    pub roster: Option<Arc<Roster>>,
     pub register_window_ms: u64,
     pub keepalive_ms: u32,
     pub expiry_keepalives: u32,
@@ -163,6 +184,7 @@ impl Default for ControlSettings {
     fn default() -> Self {
         ControlSettings {
             allowed_gateways: None,
+            roster: None,
             register_window_ms: 30_000,
             keepalive_ms: 5_000,
             expiry_keepalives: 3,

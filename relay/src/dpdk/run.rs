@@ -63,7 +63,7 @@ pub fn run(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), St
              (they join the forwarding table when the next hop answers)"
         );
     }
-    let mut settings = cfg.control.settings().map_err(|e| e.to_string())?;
+    let mut settings = cfg.control_settings().map_err(|e| e.to_string())?;
     // Cached fragments pin pool mbufs here: the pools were sized for dataplane.repair_mbufs.
     settings.repair_cache_fragments = settings
         .repair_cache_fragments

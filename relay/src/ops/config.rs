@@ -101,6 +101,10 @@ pub struct Config {
     /// `[control]`: registration, keepalives, short IDs, repair cache ([`crate::control`]).
     #[serde(default)]
     pub control: crate::control::ControlConfig,
+    /// `[roster]`: the deployment's signed membership roster (optional; `photon_ops::roster`):
+    /// the allow list and this relay's short-ID range default from it.
+    #[serde(default)]
+    pub roster: photon_ops::roster::RosterSection,
     /// `[socket]`: the kernel-socket backend ([`crate::socket`]).
     #[serde(default)]
     pub socket: SocketConfig,
@@ -322,6 +326,11 @@ impl Config {
         let text = photon_ops::config::read(path)?;
         let mut cfg = Config::from_toml(&text)?;
         if let Some(p) = &mut cfg.perf.stage_log {
+            if p.is_relative() {
+                *p = path.parent().unwrap_or(Path::new(".")).join(&*p);
+            }
+        }
+        if let Some(p) = &mut cfg.roster.file {
             if p.is_relative() {
                 *p = path.parent().unwrap_or(Path::new(".")).join(&*p);
             }
@@ -664,6 +673,16 @@ impl LogConfig {
 }
 
 impl Config {
+    /// `[control]` resolved with the roster of `[roster]` (read and verified now, against
+    /// the wall clock), if one is configured.
+    pub fn control_settings(&self) -> Result<crate::control::ControlSettings, ConfigError> {
+        let roster = self
+            .roster
+            .load(Path::new("."), photon_ops::roster::unix_now_s())?
+            .map(std::sync::Arc::new);
+        self.control.settings_with_roster(roster)
+    }
+
     /// The socket backend's settings from this configuration (`[relay]`, `[dataplane].dedup_entries`,
     /// `[[peer]]`, `[control]`, `[socket]`).
     pub fn socket_relay(&self) -> Result<SocketRelayConfig, ConfigError> {
@@ -705,7 +724,7 @@ impl Config {
             peers,
             forwarding: cfg.relay.forwarding,
             hold: cfg.relay.hold_limits(),
-            control: cfg.control.settings()?,
+            control: cfg.control_settings()?,
             stage_log: cfg.perf.stage_log(),
         })
     }
