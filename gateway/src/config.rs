@@ -174,14 +174,11 @@ pub struct KeyReleaseSection {
 impl Default for KeyReleaseSection {
     fn default() -> Self {
         match CoreConfig::new().key_release {
-            KeyReleasePolicy::Receipts {
-                share,
-                receivers,
-                timeout,
-            } => KeyReleaseSection {
+            KeyReleasePolicy::Receipts { share, timeout, .. } => KeyReleaseSection {
                 policy: KeyReleaseKind::Receipts,
                 share,
-                receivers: Some(receivers),
+                // Resolved later: from the roster, else the core's default.
+                receivers: None,
                 timeout_ms: ms(timeout),
             },
             // Not the core's default; the receipt settings are then unused.
@@ -546,6 +543,64 @@ mod tests {
         let r = c.resolve(Path::new("/etc/photon")).expect("and resolves");
         assert_eq!(r.core.relays.len(), 2);
         assert_eq!(r.core.key_release.receipts_needed(), 2);
+    }
+
+    #[test]
+    fn a_roster_gives_trusted_origins_receivers_and_checks_relays() {
+        use photon_protocol::identity::Identity;
+        use photon_protocol::roster::{Member, MemberRole, Roster};
+        use photon_protocol::shortid::ShortIdRange;
+        let rng = ring::rand::SystemRandom::new();
+        let op = Identity::generate(&rng).unwrap();
+        let gws: Vec<PublicKey> = (0..5)
+            .map(|_| Identity::generate(&rng).unwrap().public_key())
+            .collect();
+        let mut members: Vec<Member> = gws
+            .iter()
+            .map(|&key| Member {
+                key,
+                role: MemberRole::Gateway,
+            })
+            .collect();
+        members.push(Member {
+            key: KEY.parse().unwrap(),
+            role: MemberRole::Relay {
+                short_ids: ShortIdRange::new(0, 1 << 20).unwrap(),
+            },
+        });
+        let mut roster = Roster::new(4, u64::MAX, members).unwrap();
+        roster.sign(&op).unwrap();
+        let dir = std::env::temp_dir().join(format!("photon-gw-roster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("d.roster"), roster.emit()).unwrap();
+        let text = format!(
+            "{}[roster]\nfile = \"d.roster\"\noperators = [\"{}\"]\n",
+            minimal(),
+            op.public_key()
+        );
+        let r = Config::from_toml(Path::new("x.toml"), &text)
+            .unwrap()
+            .resolve(&dir)
+            .unwrap();
+        assert_eq!(r.core.trusted_origins, gws, "every roster gateway");
+        // Five gateways: four receivers, half of them release the key.
+        assert_eq!(r.core.key_release.receipts_needed(), 2);
+        assert_eq!(r.core.roster.as_deref(), Some(&roster));
+        // A relay the roster does not list is a config error naming the key.
+        let other = text.replace(KEY, &"02".repeat(32));
+        let e = Config::from_toml(Path::new("x.toml"), &other)
+            .unwrap()
+            .resolve(&dir)
+            .unwrap_err();
+        assert!(e.to_string().contains("relays[0].public_key"), "{e}");
+        // A roster signed by someone else is refused.
+        let wrong = text.replace(&op.public_key().to_string(), &gws[0].to_string());
+        let e = Config::from_toml(Path::new("x.toml"), &wrong)
+            .unwrap()
+            .resolve(&dir)
+            .unwrap_err();
+        assert!(e.to_string().contains("roster.file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -351,18 +351,47 @@ fn transactions_get_short_ids_from_the_range_and_reach_the_origin_too() {
         .iter()
         .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)));
     assert_eq!(c.counters().get(ControlCounter::ShortIdsAssigned), 2);
-    // A transaction that already has an ID does not go back to its sender.
+}
+
+#[test]
+fn attack_gateway_supplies_its_own_short_id() {
+    // F2: a registered gateway writes a short ID of its choice (one the others already hold,
+    // for other bytes) into its transaction. The relay never passes a gateway's ID on: the
+    // transaction gets the relay's next ID, to everyone and the sender too.
+    let (mut c, gws) = three_with_ids(0x0100_0000);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 0, 1, None), &mut out);
+    assert!(out.iter().all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0000)));
     out.clear();
     c.handle(
         NOW,
         src(5102),
-        &tx_msg(&gws[2], 5, 0, 1, Some(42)),
+        &tx_msg(&gws[2], 5, 0, 1, Some(0x0100_0000)),
         &mut out,
     );
     let mut ports: Vec<u16> = out.iter().map(to_port).collect();
     ports.sort();
-    assert_eq!(ports, [5100, 5101]);
-    assert!(out.iter().all(|o| parse_tx(&o.datagram).2 == Some(42)));
+    assert_eq!(ports, [5100, 5101, 5102], "fanned out as a new transaction");
+    assert!(
+        out.iter()
+            .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)),
+        "the relay's own next ID, not the gateway's"
+    );
+    assert_eq!(c.counters().get(ControlCounter::ShortIdFromGateway), 1);
+    assert_eq!(c.counters().get(ControlCounter::ShortIdsAssigned), 2);
+    // Its later fragments follow the same (origin, transfer): same relay ID.
+    out.clear();
+    c.handle(
+        NOW,
+        src(5102),
+        &tx_msg(&gws[2], 5, 0, 1, Some(7)),
+        &mut out,
+    );
+    assert!(out
+        .iter()
+        .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)));
+    // The cache holds the relay's binding only.
+    assert!(c.tx_cache().get_complete(0x0100_0000).is_some());
 }
 
 fn fragment(stream: u64, index: u16, sender: u32) -> Vec<u8> {
@@ -582,8 +611,9 @@ fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
     assert_eq!(c.counters().get(ControlCounter::TxRequestPassedOn), 2);
     assert_eq!(c.counters().get(ControlCounter::Unsupported), 0);
 
-    // The origin answers the passed-on request through the relay: fanned out with its ID
-    // (to the requester among others) and cached, so the next request is served directly.
+    // The origin answers the passed-on request through the relay: with its ID, but only to
+    // the requester (F2: a gateway's ID goes to nobody who did not ask for it) and not cached
+    // (the relay cannot check the binding), so the next request is passed on again.
     out.clear();
     c.handle(
         NOW,
@@ -591,12 +621,16 @@ fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
         &tx_msg(&gws[0], 50, 0, 1, Some(5)),
         &mut out,
     );
-    assert!(out.iter().any(|o| to_port(o) == 5102));
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5102);
+    assert_eq!(parse_tx_full(&out[0].datagram).1.short_id, Some(5));
+    assert_eq!(c.counters().get(ControlCounter::TxAnswerRelayed), 1);
+    assert_eq!(c.counters().get(ControlCounter::ShortIdFromGateway), 0);
     out.clear();
     c.handle(NOW, src(5101), &tx_request(&gws[1], 99, vec![5]), &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(to_port(&out[0]), 5101);
-    assert_eq!(parse_tx_full(&out[0].datagram).1.short_id, Some(5));
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(ports, [5100, 5102], "not served from the cache: passed on");
 }
 
 #[test]
@@ -815,4 +849,54 @@ fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     assert_eq!(t.peer(slot).unwrap().spec.next_hop_mac, [2, 0, 0, 0, 1, 7]);
     assert_eq!(c.counters().get(ControlCounter::ArpRepliesLearned), 2);
     assert_eq!(c.pending_peers().count(), 0);
+}
+
+/// A relay whose `[control]` names no gateways, with a signed roster listing `members` as
+/// gateways and the relay itself with short IDs `0x0300_0000 .. + 10`.
+fn control_with_roster(members: &[&Gw]) -> (Control, PublicKey) {
+    use photon_protocol::roster::{Member, MemberRole, Roster};
+    let rng = SystemRandom::new();
+    let id = Identity::generate(&rng).unwrap();
+    let pk = id.public_key();
+    let operator = Identity::generate(&rng).unwrap();
+    let mut list: Vec<Member> = members
+        .iter()
+        .map(|g| Member {
+            key: g.identity.public_key(),
+            role: MemberRole::Gateway,
+        })
+        .collect();
+    list.push(Member {
+        key: pk,
+        role: MemberRole::Relay {
+            short_ids: ShortIdRange::new(0x0300_0000, 10).unwrap(),
+        },
+    });
+    let mut roster = Roster::new(1, u64::MAX, list).unwrap();
+    roster.sign(&operator).unwrap();
+    let settings = photon_relay::control::ControlConfig::default()
+        .settings_with_roster(Some(Arc::new(roster)))
+        .unwrap();
+    let c = Control::new(id, local(), Vec::new(), settings, Arc::new(rng)).unwrap();
+    (c, pk)
+}
+
+#[test]
+fn attack_gateway_outside_the_roster_cannot_register() {
+    // The allow list defaults from the roster: a gateway it does not list is refused (and
+    // counted), a listed one registers and gets IDs from the relay's roster range.
+    let mut member = Gw::new(5300);
+    let outsider = Gw::new(5301);
+    let (mut c, pk) = control_with_roster(&[&member]);
+    let (d, _, _) = outsider.register_msg([9; 16], NOW);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5301), &d, &mut out);
+    assert_eq!(c.counters().get(ControlCounter::RegisterUnknownIdentity), 1);
+    assert_eq!(c.gateway_count(), 0);
+    member.register(&mut c, &pk, 1);
+    assert_eq!(c.gateway_count(), 1);
+    out.clear();
+    c.handle(NOW, src(5300), &tx_msg(&member, 1, 0, 1, None), &mut out);
+    assert_eq!(out.len(), 1, "back to the origin");
+    assert_eq!(parse_tx(&out[0].datagram).2, Some(0x0300_0000), "the roster range");
 }
