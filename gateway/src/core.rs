@@ -364,6 +364,10 @@ pub struct GatewayStats {
     pub key_releases_sent: u64,
     pub key_releases_received: u64,
     pub key_releases_bad: u64,
+    /// Key releases held apart because their stream or origin was not known yet (F8).
+    pub key_releases_held: u64,
+    /// Held key releases dropped (too many for one stream, or the early store full).
+    pub key_releases_dropped: u64,
     pub repair_requests_sent: u64,
     pub repair_requests_received: u64,
     pub tx_requests_sent: u64,
@@ -504,6 +508,8 @@ impl Gateway {
         s.receipts_sent += i.receipts_sent;
         s.key_releases_received += i.key_releases_received;
         s.key_releases_bad += i.key_releases_bad;
+        s.key_releases_held += i.key_releases_held;
+        s.key_releases_dropped += i.key_releases_dropped;
         s.repair_requests_sent += i.repair_requests_sent;
         s.tx_requests_sent += i.tx_requests_sent;
         s.txs_requested += i.txs_requested;

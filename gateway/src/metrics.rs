@@ -327,6 +327,11 @@ impl Metrics {
             new.key_releases_bad,
         );
         add(
+            &d("key_release_dropped"),
+            old.key_releases_dropped,
+            new.key_releases_dropped,
+        );
+        add(
             &self.tx_requests,
             old.tx_requests_sent,
             new.tx_requests_sent,

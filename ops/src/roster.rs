@@ -119,7 +119,10 @@ impl RosterSection {
         if self.threshold == Some(0) || self.threshold.unwrap_or(1) > self.operators.len() {
             return Err(invalid(
                 "roster.threshold",
-                format!("must be 1..={} (the operators listed)", self.operators.len()),
+                format!(
+                    "must be 1..={} (the operators listed)",
+                    self.operators.len()
+                ),
             ));
         }
         let path = base.join(file);
@@ -228,8 +231,12 @@ mod tests {
     fn create_sign_inspect_verify_load() {
         let dir = std::env::temp_dir().join(format!("photon-roster-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let g = Identity::generate(&SystemRandom::new()).unwrap().public_key();
-        let r = Identity::generate(&SystemRandom::new()).unwrap().public_key();
+        let g = Identity::generate(&SystemRandom::new())
+            .unwrap()
+            .public_key();
+        let r = Identity::generate(&SystemRandom::new())
+            .unwrap()
+            .public_key();
         let spec = dir.join("spec.toml");
         std::fs::write(
             &spec,
@@ -251,8 +258,14 @@ mod tests {
         let text = describe(&roster);
         let back: RosterSpec = toml::from_str(&text).unwrap();
         assert_eq!(back.roster().unwrap().members, roster.members);
-        assert!(verify(&file, &[op], 1, 4_000_000_000, None).is_err(), "expired");
-        assert!(verify(&file, &[op], 1, 0, Some(&file)).is_err(), "same serial");
+        assert!(
+            verify(&file, &[op], 1, 4_000_000_000, None).is_err(),
+            "expired"
+        );
+        assert!(
+            verify(&file, &[op], 1, 0, Some(&file)).is_err(),
+            "same serial"
+        );
 
         let section = RosterSection {
             file: Some("deploy.roster".into()),

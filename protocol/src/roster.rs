@@ -262,11 +262,7 @@ impl Roster {
     }
 
     /// Parses and verifies in one step: what a node does with a roster file or message.
-    pub fn open(
-        bytes: &[u8],
-        trust: &RosterTrust,
-        now_unix_s: u64,
-    ) -> Result<Roster, RosterError> {
+    pub fn open(bytes: &[u8], trust: &RosterTrust, now_unix_s: u64) -> Result<Roster, RosterError> {
         let r = Roster::parse(bytes)?;
         r.verify(trust, now_unix_s)?;
         Ok(r)
@@ -598,7 +594,13 @@ mod tests {
         two.sign(&other).unwrap();
         two.verify(&trust(&[&op, &other], 2), 0).unwrap();
         assert_eq!(
-            r.verify(&RosterTrust { operators: vec![], threshold: 1 }, 0),
+            r.verify(
+                &RosterTrust {
+                    operators: vec![],
+                    threshold: 1
+                },
+                0
+            ),
             Err(RosterError::NoOperators)
         );
     }
@@ -614,7 +616,10 @@ mod tests {
         let older = signed(&op, 4);
         assert_eq!(
             older.check_replaces(&r),
-            Err(RosterError::NotNewer { serial: 4, current: 5 })
+            Err(RosterError::NotNewer {
+                serial: 4,
+                current: 5
+            })
         );
         assert!(signed(&op, 5).check_replaces(&r).is_err());
         signed(&op, 6).check_replaces(&r).unwrap();
@@ -626,7 +631,10 @@ mod tests {
         let good = signed(&op, 1).emit();
         for cut in 0..good.len() {
             assert!(
-                matches!(Roster::parse(&good[..cut]), Err(RosterError::Truncated { .. })),
+                matches!(
+                    Roster::parse(&good[..cut]),
+                    Err(RosterError::Truncated { .. })
+                ),
                 "cut at {cut}"
             );
         }
@@ -656,7 +664,10 @@ mod tests {
         b[21..23].copy_from_slice(&4000u16.to_be_bytes());
         assert!(matches!(
             Roster::parse(&b),
-            Err(RosterError::Truncated { what: "members", .. })
+            Err(RosterError::Truncated {
+                what: "members",
+                ..
+            })
         ));
         let mut b = good.clone();
         b[21..23].copy_from_slice(&5000u16.to_be_bytes());

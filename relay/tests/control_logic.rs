@@ -361,7 +361,9 @@ fn attack_gateway_supplies_its_own_short_id() {
     let (mut c, gws) = three_with_ids(0x0100_0000);
     let mut out = Vec::new();
     c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 0, 1, None), &mut out);
-    assert!(out.iter().all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0000)));
+    assert!(out
+        .iter()
+        .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0000)));
     out.clear();
     c.handle(
         NOW,
@@ -381,12 +383,7 @@ fn attack_gateway_supplies_its_own_short_id() {
     assert_eq!(c.counters().get(ControlCounter::ShortIdsAssigned), 2);
     // Its later fragments follow the same (origin, transfer): same relay ID.
     out.clear();
-    c.handle(
-        NOW,
-        src(5102),
-        &tx_msg(&gws[2], 5, 0, 1, Some(7)),
-        &mut out,
-    );
+    c.handle(NOW, src(5102), &tx_msg(&gws[2], 5, 0, 1, Some(7)), &mut out);
     assert!(out
         .iter()
         .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)));
@@ -898,5 +895,9 @@ fn attack_gateway_outside_the_roster_cannot_register() {
     out.clear();
     c.handle(NOW, src(5300), &tx_msg(&member, 1, 0, 1, None), &mut out);
     assert_eq!(out.len(), 1, "back to the origin");
-    assert_eq!(parse_tx(&out[0].datagram).2, Some(0x0300_0000), "the roster range");
+    assert_eq!(
+        parse_tx(&out[0].datagram).2,
+        Some(0x0300_0000),
+        "the roster range"
+    );
 }

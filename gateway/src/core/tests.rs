@@ -669,7 +669,8 @@ const PEER_LINK: LinkId = 1;
 fn signed_receipts_through_a_relay_count_once_per_receiver() {
     let rng = SystemRandom::new();
     let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&rng).unwrap()).collect();
-    let (mut g, now, stream, hash) = origin_awaiting_receipts(3, &ids[3], &[&ids[0], &ids[1], &ids[2]]);
+    let (mut g, now, stream, hash) =
+        origin_awaiting_receipts(3, &ids[3], &[&ids[0], &ids[1], &ids[2]]);
     let receipt = |i: usize| wire::ReceiptRepr::sign(stream, hash, &ids[i]);
 
     // Receiver 0 twice (sent twice, or replayed by a relay): one receiver.
@@ -848,13 +849,24 @@ fn attack_relay_forges_receipts_with_made_up_keys() {
     let (mut g, now, stream, hash) = origin_awaiting_receipts(1, &peer, &[&honest]);
     for _ in 0..50 {
         let sybil = Identity::generate(&rng).unwrap();
-        g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &sybil));
+        g.handle_receipt(
+            now,
+            RELAY_LINK,
+            &wire::ReceiptRepr::sign(stream, hash, &sybil),
+        );
     }
-    assert!(key_released(&mut g).is_none(), "no key for made-up receivers");
+    assert!(
+        key_released(&mut g).is_none(),
+        "no key for made-up receivers"
+    );
     assert_eq!(g.stats().receipts_not_member, 50);
     assert_eq!(g.outbound.streams[0].receipts(), 0);
     // The honest receiver's receipt, through the same relay, still releases it.
-    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &honest));
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &honest),
+    );
     assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
 }
 
@@ -867,17 +879,29 @@ fn attack_relay_forges_receipts_against_a_roster() {
     let operator = Identity::generate(&rng).unwrap();
     let relay = Identity::generate(&rng).unwrap();
     let outsider = Identity::generate(&rng).unwrap();
-    let roster = roster_of(&operator, &[&ids[0], &ids[1], &ids[2]], &[relay.public_key()]);
+    let roster = roster_of(
+        &operator,
+        &[&ids[0], &ids[1], &ids[2]],
+        &[relay.public_key()],
+    );
     let (mut g, now, stream, hash) = origin_awaiting_receipts_with(2, &ids[2], |c| {
         c.trusted_origins = vec![outsider.public_key()];
         c.roster = Some(roster);
     });
     for forger in [&relay, &outsider, &ids[3]] {
-        g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, forger));
+        g.handle_receipt(
+            now,
+            RELAY_LINK,
+            &wire::ReceiptRepr::sign(stream, hash, forger),
+        );
     }
     assert_eq!(g.stats().receipts_not_member, 3);
     assert!(key_released(&mut g).is_none());
-    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &ids[0]));
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &ids[0]),
+    );
     assert!(key_released(&mut g).is_none(), "one roster gateway of two");
     // The peer (a roster gateway) over its direct link completes it.
     g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
@@ -899,10 +923,18 @@ fn attack_peer_not_in_roster_gets_no_receipt_counted() {
         c.roster = Some(roster);
     });
     g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
-    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::sign(stream, hash, &peer));
+    g.handle_receipt(
+        now,
+        PEER_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &peer),
+    );
     assert_eq!(g.stats().receipts_not_member, 2);
     assert!(key_released(&mut g).is_none());
-    g.handle_receipt(now, RELAY_LINK, &wire::ReceiptRepr::sign(stream, hash, &member));
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &member),
+    );
     assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
 }
 
@@ -951,8 +983,16 @@ fn attack_member_rebinds_held_short_ids_to_junk() {
     let s = g.stats();
     assert_eq!(s.short_id_not_from_relay, 2);
     assert_eq!(s.short_id_conflicts, 1);
-    assert!(g.txs.store().get(photon_protocol::shortid::ShortId(9_999_999)).is_none());
-    let held = g.txs.store().ids(photon_protocol::shortid::ShortId(5001)).unwrap();
+    assert!(g
+        .txs
+        .store()
+        .get(photon_protocol::shortid::ShortId(9_999_999))
+        .is_none());
+    let held = g
+        .txs
+        .store()
+        .ids(photon_protocol::shortid::ShortId(5001))
+        .unwrap();
     assert_eq!(held.wtxid, Bitcoin::tx_ids(&b.txdata[1]).wtxid);
     // A peer's ShortIdAssign is refused too.
     g.txs.handle_short_id_assign(
@@ -966,7 +1006,9 @@ fn attack_member_rebinds_held_short_ids_to_junk() {
     assert_eq!(g.stats().short_id_not_from_relay, 3);
     // The honest block still arrives, byte-identical.
     sim.block_from_node(origin, &b);
-    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(receiver).is_empty()));
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s
+        .delivered(receiver)
+        .is_empty()));
     assert_eq!(sim.delivered(receiver)[0], &b);
 }
 
@@ -981,7 +1023,12 @@ fn attack_relay_rebinds_a_held_short_id() {
     let id = photon_protocol::shortid::ShortId(42);
     g.txs
         .store_mut()
-        .insert(id, Bitcoin::tx_ids(&b.txdata[1]), &Bitcoin::encode_tx(&b.txdata[1]), now)
+        .insert(
+            id,
+            Bitcoin::tx_ids(&b.txdata[1]),
+            &Bitcoin::encode_tx(&b.txdata[1]),
+            now,
+        )
         .unwrap();
     let mut buf = Vec::new();
     let t = tx_message(&b.txdata[2], 42, &mut buf);
@@ -995,4 +1042,56 @@ fn attack_relay_rebinds_a_held_short_id() {
     let t = tx_message(&b.txdata[1], 42, &mut buf);
     g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
     assert_eq!(g.stats().short_id_conflicts, 1);
+}
+
+#[test]
+fn attack_key_releases_for_made_up_streams_evict_nothing() {
+    // F8: a hostile member sends key releases for thousands of random streams. They are held
+    // apart (bounded) and never evict the inbound stream waiting for its key; a bogus release
+    // for the real stream is refused against its origin (F4) and the origin's own still opens
+    // the block, not earlier than the origin released it.
+    let mut sim = Sim::peers(2, |_, c| {
+        c.key_release = KeyReleasePolicy::Receipts {
+            share: 1.0,
+            receivers: 5,
+            timeout: Duration::from_secs(10),
+        };
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.gws[1]
+        .blocks_waiting_for_key()
+        == 1));
+    let stream = sim.gws[0].outbound_stream_ids()[0];
+    let attacker = Identity::generate(&SystemRandom::new()).unwrap();
+    let now = sim.now;
+    let g = &mut sim.gws[1];
+    for n in 0..3000u64 {
+        let k = photon_protocol::seal::BlockKey::from_bytes([n as u8; 32]);
+        let release = k.release(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, &attacker);
+        g.inbound
+            .handle_key_release(now, 0, &release, &mut in_cx!(g));
+    }
+    let bogus = photon_protocol::seal::BlockKey::from_bytes([0xee; 32]).release(stream, &attacker);
+    g.inbound.handle_key_release(now, 0, &bogus, &mut in_cx!(g));
+    let s = g.stats();
+    assert_eq!(s.key_releases_held, 3000);
+    assert!(
+        s.key_releases_dropped >= 3000 - 1024,
+        "the early store is bounded"
+    );
+    assert_eq!(
+        s.key_releases_bad, 1,
+        "the bogus release for the real stream"
+    );
+    assert_eq!(g.blocks_waiting_for_key(), 1, "the real stream still waits");
+    assert!(
+        sim.delivered(1).is_empty(),
+        "no key before the origin releases it"
+    );
+    // The origin's timeout releases the real key: the block arrives.
+    assert!(sim.run_until(Duration::from_secs(15), |s| !s.delivered(1).is_empty()));
+    assert_eq!(sim.delivered(1)[0], &b);
+    assert_eq!(sim.gws[0].stats().key_releases_sent, 1);
 }
