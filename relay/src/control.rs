@@ -19,6 +19,8 @@ use std::sync::Arc;
 use photon_protocol::fifo::FifoMap;
 use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
+use photon_protocol::integrity::ManifestFragmentRepr;
+use photon_protocol::seal::BlockKey;
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
     flags, register_status, FragmentKind, KeepaliveRepr, Message, MessageType, Packet,
@@ -91,6 +93,10 @@ control_counters! {
     Receipts => "receipts", "receipts passed on";
     KeyReleases => "key_releases", "key releases passed on";
     KeyReleaseDuplicates => "key_release_duplicates", "key releases seen before (dropped)";
+    KeyReleaseBadSignature => "key_release_bad_signature", "key releases whose signature does not verify under the stream's origin (dropped, nothing marked)";
+    KeyReleaseUnverified => "key_release_unverified", "key releases of streams whose origin is not known here: passed on once per (stream, key), nothing marked";
+    OriginsLearned => "origins_learned", "streams bound to their origin by a forwarded manifest fragment whose signature verifies";
+    ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
     ShortIdFromGateway => "short_id_from_gateway", "short IDs a gateway supplied that nobody asked for: not passed on, the relay assigned its own (F2)";
     TxAnswerRelayed => "tx_answer_relayed", "transaction fragments answering a passed-on tx request, with the answering gateway's short ID, sent only to the links that asked";
     RepairRequests => "repair_requests", "repair requests received";
@@ -224,6 +230,12 @@ pub struct Control {
     tx_wanted: FifoMap<u32, Vec<u32>>,
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
+    /// Stream → its origin's key, from a forwarded manifest fragment whose signature verifies
+    /// (§4.1): key releases are checked against it before anything is marked (F4).
+    stream_origins: FifoMap<u64, [u8; 32]>,
+    /// Key releases of streams whose origin is not known here, passed on once per (stream,
+    /// key): a bogus one never suppresses the origin's.
+    unverified_releases: FifoMap<(u64, [u8; 32]), ()>,
     /// Stream → gateways (node ids, at most [`REPAIR_WAITERS`]) whose repair request was
     /// passed on to the peer relays: who gets the RETRANSMIT answers.
     repair_waiting: FifoMap<u64, Vec<u32>>,
@@ -284,6 +296,8 @@ impl Control {
             // from other relays' (and gateways') ids at a receiver that sees several.
             next_transfer: u64::from(local.node_id) << 32,
             key_releases: FifoMap::new(settings.key_release_memory),
+            stream_origins: FifoMap::new(settings.key_release_memory),
+            unverified_releases: FifoMap::new(settings.key_release_memory),
             repair_waiting: FifoMap::new(REPAIR_WAITING_STREAMS),
             cache: RepairCache::new(settings.repair_cache_fragments, settings.repair_cache_bytes),
             tx_cache: TxCache::new(settings.tx_cache_bytes),
@@ -474,7 +488,49 @@ impl Control {
     /// Keeps a copy of a fragment the data path forwarded, for repair requests.
     #[inline]
     pub fn record_fragment(&mut self, datagram: &[u8]) {
+        if let Some(key) = RepairCache::<Stored>::key_of(datagram) {
+            if key.kind == FragmentKind::Manifest && !self.stream_origins.contains(&key.stream) {
+                self.learn_origin(datagram);
+            }
+        }
         self.cache.insert_datagram(datagram);
+    }
+
+    /// Binds a stream to its origin from a forwarded manifest fragment (§4.1: each carries
+    /// the origin key, the signed metadata and a Merkle proof of its chunk, so one fragment
+    /// proves the origin signed a manifest for the stream). Only a member gateway's key (the
+    /// allow list, when there is one) binds. Called once per stream until it binds.
+    fn learn_origin(&mut self, datagram: &[u8]) {
+        let bound = (|| {
+            let p = Packet::new_checked(datagram).ok()?;
+            let repr = Repr::parse(&p).ok()?;
+            let Message::Fragment(f) = repr.message else {
+                return None;
+            };
+            let m = ManifestFragmentRepr::parse(f.payload).ok()?;
+            if m.meta.stream != f.stream {
+                return None;
+            }
+            if let Some(allowed) = &self.settings.allowed_gateways {
+                if !allowed.contains(&m.meta.origin) {
+                    return None;
+                }
+            }
+            m.verify(&m.root()).ok()?;
+            Some((f.stream, m.meta.origin))
+        })();
+        match bound {
+            Some((stream, origin)) => {
+                self.stream_origins.insert(stream, origin);
+                self.counters.inc(ControlCounter::OriginsLearned);
+            }
+            None => self.counters.inc(ControlCounter::ManifestUnverified),
+        }
+    }
+
+    /// The origin this relay bound `stream` to, if any.
+    pub fn stream_origin(&self, stream: u64) -> Option<PublicKey> {
+        self.stream_origins.get(&stream).map(|k| PublicKey(*k))
     }
 
     /// Keeps a fragment a DPDK data core forwarded and handed over without copying: an mbuf
@@ -484,6 +540,12 @@ impl Control {
     #[cfg(feature = "dpdk")]
     #[inline]
     pub fn record_fragment_mbuf(&mut self, m: photon_dpdk::Mbuf) -> bool {
+        if let Some(key) = RepairCache::<Stored>::key_of_header(m.data()) {
+            if key.kind == FragmentKind::Manifest && !self.stream_origins.contains(&key.stream) {
+                // Once per stream until it binds: a copy out of the chain is cheap enough.
+                self.learn_origin(&m.to_vec());
+            }
+        }
         self.cache.insert_mbuf(m)
     }
 
@@ -568,7 +630,25 @@ impl Control {
                     self.counters.inc(ControlCounter::KeyReleaseDuplicates);
                     return;
                 }
-                self.key_releases.insert(kr.stream, ());
+                // Checked against the stream's origin before anything is marked (F4): a
+                // release from anyone else can neither pass nor suppress the origin's.
+                match self.stream_origins.get(&kr.stream) {
+                    Some(origin) => {
+                        if BlockKey::from_release(kr, &PublicKey(*origin)).is_err() {
+                            self.counters.inc(ControlCounter::KeyReleaseBadSignature);
+                            return;
+                        }
+                        self.key_releases.insert(kr.stream, ());
+                    }
+                    None => {
+                        if self.unverified_releases.contains(&(kr.stream, kr.key)) {
+                            self.counters.inc(ControlCounter::KeyReleaseDuplicates);
+                            return;
+                        }
+                        self.unverified_releases.insert((kr.stream, kr.key), ());
+                        self.counters.inc(ControlCounter::KeyReleaseUnverified);
+                    }
+                }
                 self.counters.inc(ControlCounter::KeyReleases);
                 self.pass_on(&repr, slot, from_kind, out);
             }

@@ -901,3 +901,86 @@ fn attack_gateway_outside_the_roster_cannot_register() {
         "the roster range"
     );
 }
+
+/// The first datagram (manifest fragment 0) of a real stream `stream` signed by `origin`.
+fn manifest_fragment(stream: u64, origin: &Identity) -> Vec<u8> {
+    use photon_protocol::sender::{Sender, SenderConfig};
+    let block: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let now = std::time::Instant::now();
+    let config = SenderConfig {
+        rate_bytes_per_sec: 0,
+        ..SenderConfig::default()
+    };
+    let mut s = Sender::new(config, stream, &block, origin.key_pair(), now).unwrap();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = s.poll_transmit(now, &mut buf).unwrap();
+    buf.truncate(n);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert!(matches!(
+        Repr::parse(&p).unwrap().message,
+        Message::Fragment(FragmentRepr {
+            kind: FragmentKind::Manifest,
+            ..
+        })
+    ));
+    buf
+}
+
+#[test]
+fn attack_bogus_key_release_cannot_suppress_the_origins() {
+    // F4: a registered gateway sends a key release for another gateway's stream. The relay
+    // learnt the stream's origin from the manifest it forwarded: the bogus release is dropped
+    // (counted) and marks nothing, the origin's own goes through once.
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let stream = 0x5151;
+    c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
+    assert_eq!(c.counters().get(ControlCounter::OriginsLearned), 1);
+    assert_eq!(c.stream_origin(stream), Some(gws[0].identity.public_key()));
+    let release = |g: &Gw, key: [u8; 32]| {
+        let kr = photon_protocol::seal::BlockKey::from_bytes(key).release(stream, &g.identity);
+        g.signed(Repr::new(g.node, Message::KeyRelease(kr)))
+    };
+    let mut out = Vec::new();
+    c.handle(NOW, src(5101), &release(&gws[1], [0xbb; 32]), &mut out);
+    assert!(out.is_empty(), "the bogus release goes nowhere");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseBadSignature), 1);
+    c.handle(NOW, src(5100), &release(&gws[0], [0xaa; 32]), &mut out);
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(ports, [5101, 5102], "the origin's release reaches everyone");
+    c.handle(NOW, src(5100), &release(&gws[0], [0xaa; 32]), &mut out);
+    assert_eq!(out.len(), 2, "and only once");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseDuplicates), 1);
+    // A manifest fragment forged by a member for the bound stream changes nothing.
+    c.record_fragment(&manifest_fragment(stream, &gws[1].identity));
+    assert_eq!(c.stream_origin(stream), Some(gws[0].identity.public_key()));
+}
+
+#[test]
+fn attack_release_first_for_an_unknown_stream_does_not_suppress_the_real_one() {
+    // Without the manifest (not forwarded here), the relay cannot check: each distinct
+    // (stream, key) goes on once and the gateways check it against the origin.
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let stream = 0x6262;
+    let release = |g: &Gw, key: [u8; 32]| {
+        let kr = photon_protocol::seal::BlockKey::from_bytes(key).release(stream, &g.identity);
+        g.signed(Repr::new(g.node, Message::KeyRelease(kr)))
+    };
+    let mut out = Vec::new();
+    c.handle(NOW, src(5101), &release(&gws[1], [0xbb; 32]), &mut out);
+    c.handle(NOW, src(5100), &release(&gws[0], [0xaa; 32]), &mut out);
+    assert_eq!(out.len(), 4, "both passed on, the real one not suppressed");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseUnverified), 2);
+    // A forged manifest from a gateway not on the allow list binds nothing.
+    let settings = ControlSettings {
+        allowed_gateways: Some(gws.iter().map(|g| g.identity.public_key().0).collect()),
+        ..ControlSettings::default()
+    };
+    let (mut c2, _) = control_with(settings);
+    let outsider = Identity::generate(&SystemRandom::new()).unwrap();
+    c2.record_fragment(&manifest_fragment(stream, &outsider));
+    assert_eq!(c2.counters().get(ControlCounter::ManifestUnverified), 1);
+    assert_eq!(c2.stream_origin(stream), None);
+}
