@@ -142,6 +142,16 @@ pub struct NetworkSection {
     pub recv_batch: usize,
     #[serde(default = "default_recv_buffer")]
     pub recv_buffer_kb: usize,
+    /// Per destination: KiB of transactions (and tx answers) queued at most, and KiB of
+    /// control messages; more is dropped and counted (F7).
+    #[serde(default = "default_paced_queue")]
+    pub paced_queue_kb: usize,
+    #[serde(default = "default_control_queue")]
+    pub control_queue_kb: usize,
+    /// A tx request for an ID answered on the same link within this long is not answered
+    /// again.
+    #[serde(default = "default_tx_answer_repeat")]
+    pub tx_answer_repeat_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +301,15 @@ fn default_batch() -> usize {
 fn default_recv_buffer() -> usize {
     8192
 }
+fn default_paced_queue() -> usize {
+    CoreConfig::new().paced_queue_bytes / 1024
+}
+fn default_control_queue() -> usize {
+    CoreConfig::new().control_queue_bytes / 1024
+}
+fn default_tx_answer_repeat() -> u64 {
+    ms(CoreConfig::new().tx_answer_repeat)
+}
 fn default_level() -> String {
     "info".into()
 }
@@ -407,6 +426,15 @@ impl Config {
         core.register_retry = Duration::from_millis(n.register_retry_ms.max(10));
         core.peer_fallback = Duration::from_millis(n.peer_fallback_ms);
         core.originate_via_peers = n.originate_via_peers;
+        if n.paced_queue_kb == 0 || n.control_queue_kb == 0 {
+            return Err(invalid(
+                "network.paced_queue_kb",
+                "paced_queue_kb and control_queue_kb must be at least 1",
+            ));
+        }
+        core.paced_queue_bytes = n.paced_queue_kb.saturating_mul(1024);
+        core.control_queue_bytes = n.control_queue_kb.saturating_mul(1024);
+        core.tx_answer_repeat = Duration::from_millis(n.tx_answer_repeat_ms);
         if n.originate_via_peers && core.peers.is_empty() {
             return Err(invalid(
                 "network.originate_via_peers",

@@ -17,7 +17,7 @@ mod stages;
 mod txs;
 
 use photon_protocol::fifo::FifoSet;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,6 +178,13 @@ pub struct CoreConfig {
     pub max_awaiting_ids: usize,
     /// Keep [`StageRecord`]s for [`Gateway::poll_stage`] (the perf report's stage log).
     pub stage_records: bool,
+    /// Bytes queued at most per destination in the paced queue (transactions, tx answers)
+    /// and in the control queue (receipts, key releases, requests); more is dropped, counted.
+    pub paced_queue_bytes: usize,
+    pub control_queue_bytes: usize,
+    /// A tx request for an ID we answered on the same link within this long is not answered
+    /// again (F7: answered once per ID; a lost answer is asked again after it).
+    pub tx_answer_repeat: Duration,
     /// The deployment's verified roster (`photon_protocol::roster`). With it, only its
     /// gateways' receipts count toward a key release; without it, only those of
     /// `trusted_origins` and `peers` (docs/protocol/8-threat-model.md).
@@ -213,6 +220,9 @@ impl CoreConfig {
             outbound_linger: Duration::from_secs(30),
             max_awaiting_ids: 100_000,
             stage_records: false,
+            paced_queue_bytes: 16 << 20,
+            control_queue_bytes: 4 << 20,
+            tx_answer_repeat: Duration::from_millis(400),
             roster: None,
         }
     }
@@ -334,6 +344,10 @@ pub struct GatewayStats {
     pub dropped_register: u64,
     /// Messages we do not expect on that link.
     pub dropped_unexpected: u64,
+    /// Datagrams not queued: their destination's paced (transactions) or control queue was
+    /// at its byte limit (F7).
+    pub dropped_paced_full: u64,
+    pub dropped_control_full: u64,
     pub blocks_from_node: u64,
     pub blocks_from_network: u64,
     /// Blocks already known (delivered or seen from the node) when they came again.
@@ -375,6 +389,9 @@ pub struct GatewayStats {
     pub tx_requests_served: u64,
     /// Our node's transactions (or their short IDs) that came back to us with an ID.
     pub short_ids_assigned: u64,
+    /// IDs of tx requests not answered: named twice in one request, or answered on that
+    /// link within `tx_answer_repeat` (F7).
+    pub tx_request_ids_refused: u64,
     /// Short-ID bindings refused because the ID is held for another transaction (F2).
     pub short_id_conflicts: u64,
     /// Short IDs named by a peer gateway (only relays assign): bound nowhere (F2).
@@ -421,16 +438,61 @@ pub struct Gateway {
     /// Blocks delivered to or received from the node, to drop duplicates and echoes.
     known_blocks: FifoSet<BlockHash>,
 
-    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    control: LinkQueue,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
     /// relay's socket buffer).
-    paced: VecDeque<(SocketAddr, Vec<u8>)>,
+    paced: LinkQueue,
     paced_next: Instant,
     node_actions: VecDeque<NodeAction>,
     events: VecDeque<GatewayEvent>,
     stages: StageLog,
     next_housekeeping: Instant,
     stats: GatewayStats,
+}
+
+/// A FIFO of datagrams bounded in bytes per destination (F7): a datagram that would pass its
+/// destination's budget is refused (the caller counts it), so no peer's requests can make us
+/// queue without bound, and one slow destination cannot starve the others' budget.
+struct LinkQueue {
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    bytes: HashMap<SocketAddr, usize>,
+    limit: usize,
+}
+
+impl LinkQueue {
+    fn new(limit: usize) -> Self {
+        LinkQueue {
+            queue: VecDeque::new(),
+            bytes: HashMap::new(),
+            limit,
+        }
+    }
+
+    /// Queues `d`; `false` (dropped) when its destination's budget would be passed.
+    fn push(&mut self, d: (SocketAddr, Vec<u8>)) -> bool {
+        let held = self.bytes.entry(d.0).or_insert(0);
+        if *held + d.1.len() > self.limit {
+            return false;
+        }
+        *held += d.1.len();
+        self.queue.push_back(d);
+        true
+    }
+
+    fn pop(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let d = self.queue.pop_front()?;
+        if let Some(held) = self.bytes.get_mut(&d.0) {
+            *held = held.saturating_sub(d.1.len());
+            if *held == 0 {
+                self.bytes.remove(&d.0);
+            }
+        }
+        Some(d)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// Block hashes remembered to drop duplicates and echoes from the node.
@@ -452,6 +514,8 @@ impl Gateway {
         config.assembler.trusted_origins = trusted;
         let links = Links::new(&config, identity.public_key(), now);
         let stages = StageLog::new(config.stage_records);
+        let control = LinkQueue::new(config.control_queue_bytes);
+        let paced = LinkQueue::new(config.paced_queue_bytes);
         let outbound = Outbound::new(&config);
         let inbound = Inbound::new(
             config.assembler.clone(),
@@ -460,7 +524,11 @@ impl Gateway {
         );
         Gateway {
             inbound,
-            txs: Txs::new(config.tx_store, config.max_awaiting_ids),
+            txs: Txs::new(
+                config.tx_store,
+                config.max_awaiting_ids,
+                config.tx_answer_repeat,
+            ),
             config,
             identity,
             rng: SystemRandom::new(),
@@ -469,8 +537,8 @@ impl Gateway {
             links,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
             outbound,
-            control: VecDeque::new(),
-            paced: VecDeque::new(),
+            control,
+            paced,
             paced_next: now,
             node_actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -503,6 +571,7 @@ impl Gateway {
         s.tx_requests_served += t.tx_requests_served;
         s.dropped_unexpected += t.dropped_unexpected;
         s.short_id_conflicts += t.short_id_conflicts;
+        s.tx_request_ids_refused += t.tx_request_ids_refused;
         s.short_id_not_from_relay += t.short_id_not_from_relay;
         let i = self.inbound.stats();
         s.receipts_sent += i.receipts_sent;
@@ -666,7 +735,7 @@ impl Gateway {
             }
             Message::TxRequest(r) => {
                 let ours = self.outbound.is_ours(r.stream);
-                self.txs.handle_tx_request(&self.links, link, &r, ours);
+                self.txs.handle_tx_request(now, &self.links, link, &r, ours);
                 self.drain_txs(now);
             }
             Message::Receipt(r) => self.handle_receipt(now, link, &r),
@@ -733,9 +802,9 @@ impl Gateway {
         let from_paced =
             self.control.is_empty() && !self.paced.is_empty() && now >= self.paced_next;
         let queued = if from_paced {
-            self.paced.pop_front()
+            self.paced.pop()
         } else {
-            self.control.pop_front()
+            self.control.pop()
         };
         let t = if let Some((dst, bytes)) = queued {
             let len = bytes.len().min(buf.len());
@@ -760,7 +829,9 @@ impl Gateway {
     /// blocks, in that order.
     fn drain_txs(&mut self, now: Instant) {
         while let Some(d) = self.txs.poll_transmit() {
-            self.paced.push_back(d);
+            if !self.paced.push(d) {
+                self.stats.dropped_paced_full += 1;
+            }
         }
         while let Some(tx) = self.txs.poll_announce() {
             self.node_actions.push_back(NodeAction::AnnounceTx(tx));
@@ -787,7 +858,9 @@ impl Gateway {
     /// What the outbound streams want sent (key releases) and reported.
     fn drain_outbound(&mut self) {
         while let Some(d) = self.outbound.poll_control() {
-            self.control.push_back(d);
+            if !self.control.push(d) {
+                self.stats.dropped_control_full += 1;
+            }
         }
         while let Some(ev) = self.outbound.poll_event() {
             self.event(ev);
@@ -802,7 +875,9 @@ impl Gateway {
     /// What the inbound streams want sent and reported, and the blocks they decoded.
     fn drain_inbound(&mut self) {
         while let Some(d) = self.inbound.poll_transmit() {
-            self.control.push_back(d);
+            if !self.control.push(d) {
+                self.stats.dropped_control_full += 1;
+            }
         }
         while let Some(ev) = self.inbound.poll_event() {
             self.event(ev);
@@ -860,7 +935,9 @@ impl Gateway {
     /// What the links want sent and reported, in order.
     fn drain_links(&mut self) {
         while let Some(d) = self.links.poll_transmit() {
-            self.control.push_back(d);
+            if !self.control.push(d) {
+                self.stats.dropped_control_full += 1;
+            }
         }
         while let Some(ev) = self.links.poll_event() {
             self.event(ev);

@@ -312,6 +312,21 @@ impl Metrics {
         );
         add(&d("bad_tx"), old.txs_bad, new.txs_bad);
         add(
+            &d("paced_queue_full"),
+            old.dropped_paced_full,
+            new.dropped_paced_full,
+        );
+        add(
+            &d("control_queue_full"),
+            old.dropped_control_full,
+            new.dropped_control_full,
+        );
+        add(
+            &d("tx_request_repeat"),
+            old.tx_request_ids_refused,
+            new.tx_request_ids_refused,
+        );
+        add(
             &d("short_id_conflict"),
             old.short_id_conflicts,
             new.short_id_conflicts,

@@ -1,4 +1,4 @@
-//! The membership roster (`docs/protocol/8-threat-model.md`, "The roster"; wire format in
+//! The membership roster (`docs/protocol/8-threat-model.md`; wire format in
 //! `docs/protocol/2-messages.md` §2.11): which gateways and relays make up a deployment, signed
 //! by the deployment's operator key(s).
 //!

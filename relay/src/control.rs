@@ -97,6 +97,8 @@ control_counters! {
     KeyReleaseUnverified => "key_release_unverified", "key releases of streams whose origin is not known here: passed on once per (stream, key), nothing marked";
     OriginsLearned => "origins_learned", "streams bound to their origin by a forwarded manifest fragment whose signature verifies";
     ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
+    TxRequestRefused => "tx_request_refused", "tx-request IDs not answered or passed on: named twice in one request, or answered to that node within tx_answer_repeat_ms (F7)";
+    TxRequestToOrigin => "tx_request_to_origin", "tx requests passed on toward the block's known origin only, not to every gateway";
     ShortIdFromGateway => "short_id_from_gateway", "short IDs a gateway supplied that nobody asked for: not passed on, the relay assigned its own (F2)";
     TxAnswerRelayed => "tx_answer_relayed", "transaction fragments answering a passed-on tx request, with the answering gateway's short ID, sent only to the links that asked";
     RepairRequests => "repair_requests", "repair requests received";
@@ -228,6 +230,8 @@ pub struct Control {
     /// Short ID → node ids (at most [`TX_WANTERS`]) whose tx request for it was passed on to
     /// the gateways: the only links a gateway's answer under that ID goes to.
     tx_wanted: FifoMap<u32, Vec<u32>>,
+    /// (asking node, short ID) → when its request was last served or passed on (ms).
+    tx_answered: FifoMap<(u32, u32), u64>,
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
     /// Stream → its origin's key, from a forwarded manifest fragment whose signature verifies
@@ -292,6 +296,7 @@ impl Control {
             short_ids: ShortIdAllocator::new(short_id_range, settings.on_exhaustion),
             txs: FifoMap::new(settings.tx_memory),
             tx_wanted: FifoMap::new(TX_WANTED_IDS),
+            tx_answered: FifoMap::new(TX_WANTED_IDS),
             // Relay transfer ids: the relay's node id in the top 32 bits keeps them apart
             // from other relays' (and gateways') ids at a receiver that sees several.
             next_transfer: u64::from(local.node_id) << 32,
@@ -669,7 +674,7 @@ impl Control {
             }
             Message::TxRequest(ref req) => {
                 self.counters.inc(ControlCounter::TxRequests);
-                self.serve_tx_request(&repr, req, slot, from_kind, out);
+                self.serve_tx_request(now_ms, &repr, req, slot, from_kind, out);
             }
             Message::ShortIdAssign(_) | Message::RegisterAck(_) | Message::Register(_) => {
                 self.counters.inc(ControlCounter::Unsupported)
@@ -1033,8 +1038,15 @@ impl Control {
     /// the requester (one transaction message per fragment, with its short ID, under the
     /// requester's hop key); the IDs it does not hold are passed on in one request like a
     /// receipt (to everyone but the sender), where the block's origin answers.
+    ///
+    /// F7: each ID is answered once to the asker: named twice in one request, or answered to
+    /// that node within `tx_answer_repeat_ms`, it is not answered or passed on again
+    /// (`tx_request_refused`). The rest goes toward the block's origin when this relay knows
+    /// it (the manifest it forwarded): to that gateway alone if it is registered here, else to
+    /// the peer relays; to everyone only when the origin is unknown.
     fn serve_tx_request(
         &mut self,
+        now_ms: u64,
         repr: &Repr<'_>,
         req: &TxRequestRepr,
         slot: usize,
@@ -1042,7 +1054,21 @@ impl Control {
         out: &mut Vec<Outgoing>,
     ) {
         let mut missing = Vec::new();
-        for &id in &req.short_ids {
+        let asker = repr.sender;
+        for (i, &id) in req.short_ids.iter().enumerate() {
+            // A peer relay's request gathers many gateways' (split horizon): only a gateway's
+            // own repeats are refused.
+            let recent = from_kind == PeerKind::Gateway
+                && self
+                    .tx_answered
+                    .get(&(asker, id))
+                    .is_some_and(|&t| now_ms.saturating_sub(t) < self.settings.tx_answer_repeat_ms);
+            if recent || req.short_ids[..i].contains(&id) {
+                self.counters.inc(ControlCounter::TxRequestRefused);
+                continue;
+            }
+            self.tx_answered.remove(&(asker, id));
+            self.tx_answered.insert((asker, id), now_ms);
             let Some(tx) = self.tx_cache.get_complete(id) else {
                 missing.push(id);
                 continue;
@@ -1093,7 +1119,30 @@ impl Control {
                 short_ids: missing,
             }),
         };
-        self.fan_out(&fwd, slot, from_kind, false, out);
+        let origin = self.stream_origins.get(&req.stream).copied();
+        let origin_node = origin.and_then(|o| self.by_identity.get(&o).copied());
+        match (origin, origin_node) {
+            (Some(_), Some(node)) => {
+                self.counters.inc(ControlCounter::TxRequestToOrigin);
+                self.send_to_slots(&fwd, out, |to, peer| {
+                    to != slot && peer.spec.node_id == node && peer.spec.keys.is_some()
+                });
+            }
+            (Some(_), None) => {
+                // The origin is registered elsewhere: only the peer relays can reach it (and
+                // a request from a peer relay goes no further, split horizon).
+                self.counters.inc(ControlCounter::TxRequestToOrigin);
+                if from_kind == PeerKind::Gateway {
+                    self.send_to_slots(&fwd, out, |to, peer| {
+                        to != slot
+                            && peer.spec.kind == PeerKind::Relay
+                            && peer.fans_out
+                            && peer.spec.keys.is_some()
+                    });
+                }
+            }
+            (None, _) => self.fan_out(&fwd, slot, from_kind, false, out),
+        }
     }
 
     /// Signs an emitted datagram for the peer in `slot` and queues it.

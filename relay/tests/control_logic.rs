@@ -984,3 +984,63 @@ fn attack_release_first_for_an_unknown_stream_does_not_suppress_the_real_one() {
     assert_eq!(c2.counters().get(ControlCounter::ManifestUnverified), 1);
     assert_eq!(c2.stream_origin(stream), None);
 }
+
+#[test]
+fn attack_tx_request_amplification_at_the_relay() {
+    // F7: a registered gateway asks for one cached transaction 298 times in one request, then
+    // again at once, and asks for unknown IDs of a stream whose origin the relay knows.
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 1, 0, 1, None), &mut out);
+    let id = parse_tx(&out[0].datagram).2.unwrap();
+    out.clear();
+    c.handle(
+        NOW,
+        src(5102),
+        &tx_request(&gws[2], 0, vec![id; 298]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "answered once, not 298 times");
+    assert_eq!(c.counters().get(ControlCounter::TxRequestRefused), 297);
+    out.clear();
+    c.handle(
+        NOW + 10,
+        src(5102),
+        &tx_request(&gws[2], 0, vec![id]),
+        &mut out,
+    );
+    assert!(out.is_empty(), "asked again at once: refused");
+    // After the repeat interval, a lost answer can be asked for again.
+    c.handle(
+        NOW + 1000,
+        src(5102),
+        &tx_request(&gws[2], 0, vec![id]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    // IDs the cache lacks, for a stream whose origin (gateway 0) the relay bound: the request
+    // goes to the origin alone, not to every gateway.
+    let stream = 0x7373;
+    c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
+    out.clear();
+    c.handle(
+        NOW + 2000,
+        src(5102),
+        &tx_request(&gws[2], stream, vec![0x0abc_0000]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5100, "only the origin");
+    assert_eq!(c.counters().get(ControlCounter::TxRequestToOrigin), 1);
+    // The origin's answer goes back to the asker only.
+    out.clear();
+    c.handle(
+        NOW + 2001,
+        src(5100),
+        &tx_msg(&gws[0], 9, 0, 1, Some(0x0abc_0000)),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5102);
+}

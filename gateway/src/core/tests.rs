@@ -1095,3 +1095,58 @@ fn attack_key_releases_for_made_up_streams_evict_nothing() {
     assert_eq!(sim.delivered(1)[0], &b);
     assert_eq!(sim.gws[0].stats().key_releases_sent, 1);
 }
+
+#[test]
+fn attack_tx_request_amplification_is_bounded() {
+    // F7: a member's 1.2 KB tx request names the same big transactions over and over, and
+    // asks again at once. Each ID is answered once per link (and again only after
+    // tx_answer_repeat), and the paced queue to that link is bounded in bytes.
+    let mut sim = Sim::peers(2, |_, c| {
+        c.paced_queue_bytes = 16 << 10;
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    share_txs(&mut sim, &b, &[1], |_| false);
+    let now = sim.now;
+    let g = &mut sim.gws[1];
+    let peer_link = 0;
+    let ids: Vec<u32> = (0..298).map(|i| 5001 + (i % 3)).collect();
+    let r = wire::TxRequestRepr {
+        stream: 0,
+        short_ids: ids,
+    };
+    g.txs.handle_tx_request(now, &g.links, peer_link, &r, false);
+    g.drain_txs(now);
+    assert_eq!(
+        g.stats().tx_requests_served,
+        3,
+        "three distinct IDs, once each"
+    );
+    assert_eq!(g.stats().tx_request_ids_refused, 295);
+    g.txs.handle_tx_request(now, &g.links, peer_link, &r, false);
+    assert_eq!(
+        g.stats().tx_requests_served,
+        3,
+        "asked again at once: not answered"
+    );
+    // Every transaction of the block, asked for: only 16 KiB are queued for that link.
+    let all = wire::TxRequestRepr {
+        stream: 0,
+        short_ids: (5004..5004 + 298).collect(),
+    };
+    g.txs
+        .handle_tx_request(now, &g.links, peer_link, &all, false);
+    g.drain_txs(now);
+    let s = g.stats();
+    assert!(s.dropped_paced_full > 0, "{s:?}");
+    assert!(g.paced.bytes.values().all(|&b| b <= 16 << 10));
+    // After the repeat interval an ID is answered again (a lost answer can be asked for).
+    let later = now + Duration::from_secs(1);
+    let one = wire::TxRequestRepr {
+        stream: 0,
+        short_ids: vec![5001],
+    };
+    g.txs
+        .handle_tx_request(later, &g.links, peer_link, &one, false);
+    assert_eq!(g.stats().tx_requests_served, s.tx_requests_served + 1);
+}

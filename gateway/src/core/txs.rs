@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::Transaction;
 use photon_protocol::chain::{Bitcoin, ChainAdapter, TxIds};
+use photon_protocol::fifo::FifoMap;
 use photon_protocol::shortid::{
     Inserted, ShortId, TxStore, TxStoreConfig, TxStoreError, TxStoreStats,
 };
@@ -23,6 +24,8 @@ use photon_protocol::wire::{
 use super::links::Links;
 use super::{LinkId, LinkKind};
 
+/// (link, short ID) pairs answered recently, remembered at most.
+const ANSWERED_MEMORY: usize = 16_384;
 /// Partial multi-datagram transactions kept at once, and their bytes together.
 const MAX_PARTIALS: usize = 64;
 const MAX_PARTIAL_BYTES: usize = 16 << 20;
@@ -65,6 +68,9 @@ pub(super) struct TxStats {
     pub(super) tx_requests_served: u64,
     /// A peer's transaction without a short ID.
     pub(super) dropped_unexpected: u64,
+    /// Tx-request IDs not answered: repeated within a request, or answered on that link
+    /// within `answer_repeat` (F7).
+    pub(super) tx_request_ids_refused: u64,
     /// Bindings refused: the short ID is held for another transaction (F2).
     pub(super) short_id_conflicts: u64,
     /// Short IDs named by a peer gateway (not a relay): never bound in the store, the
@@ -83,13 +89,16 @@ pub(super) struct Txs {
     next_transfer: u64,
     next_resend: Option<Instant>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// (link, short ID) → when we last answered it there (F7: once per ID per link).
+    answered: FifoMap<(LinkId, u32), Instant>,
+    answer_repeat: Duration,
     announce: VecDeque<Transaction>,
     arrived: VecDeque<(ShortId, Vec<u8>)>,
     stats: TxStats,
 }
 
 impl Txs {
-    pub(super) fn new(store: TxStoreConfig, max_awaiting: usize) -> Self {
+    pub(super) fn new(store: TxStoreConfig, max_awaiting: usize, answer_repeat: Duration) -> Self {
         Txs {
             store: TxStore::new(store),
             awaiting: HashMap::new(),
@@ -100,6 +109,8 @@ impl Txs {
             next_transfer: 1,
             next_resend: None,
             transmits: VecDeque::new(),
+            answered: FifoMap::new(ANSWERED_MEMORY),
+            answer_repeat,
             announce: VecDeque::new(),
             arrived: VecDeque::new(),
             stats: TxStats::default(),
@@ -410,8 +421,13 @@ impl Txs {
     /// Someone asks for transactions of a block. Over a direct peer link we answer whatever
     /// we hold; over a relay only for our own streams (`ours`: the relay passes the request
     /// to every gateway, and one answer, the origin's, is enough).
+    ///
+    /// Each ID is answered once, to the asking link only: an ID named twice in one request,
+    /// or answered on this link within `answer_repeat`, is not answered again (counted
+    /// `tx_request_ids_refused`); the paced queue's per-link byte limit bounds the rest (F7).
     pub(super) fn handle_tx_request(
         &mut self,
+        now: Instant,
         links: &Links,
         link: LinkId,
         r: &TxRequestRepr,
@@ -420,13 +436,23 @@ impl Txs {
         if matches!(links[link].kind, LinkKind::Relay(_)) && !ours {
             return;
         }
-        for &id in &r.short_ids {
+        for (i, &id) in r.short_ids.iter().enumerate() {
+            let recent = self
+                .answered
+                .get(&(link, id))
+                .is_some_and(|&t| now.saturating_duration_since(t) < self.answer_repeat);
+            if recent || r.short_ids[..i].contains(&id) {
+                self.stats.tx_request_ids_refused += 1;
+                continue;
+            }
             let Some(tx) = self.store.get(ShortId(id)).map(<[u8]>::to_vec) else {
                 continue;
             };
             let transfer = self.next_transfer;
             self.next_transfer += 1;
             self.send_tx(links, link, transfer, Some(id), &tx);
+            self.answered.remove(&(link, id));
+            self.answered.insert((link, id), now);
             self.stats.tx_requests_served += 1;
         }
     }

@@ -44,6 +44,9 @@ pub struct ControlConfig {
     /// by short ID, to answer tx requests at the relay (§2.4). 0 disables it: every request
     /// is passed on to the gateways.
     pub tx_cache_bytes: usize,
+    /// A tx request naming an ID served to (or passed on for) the same node within this many
+    /// ms is not answered again (F7).
+    pub tx_answer_repeat_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -63,6 +66,7 @@ impl Default for ControlConfig {
             repair_cache_fragments: 65_536,
             repair_cache_bytes: 64 << 20,
             tx_cache_bytes: 32 << 20,
+            tx_answer_repeat_ms: 400,
         }
     }
 }
@@ -145,6 +149,7 @@ impl ControlConfig {
             repair_cache_fragments: self.repair_cache_fragments,
             repair_cache_bytes: self.repair_cache_bytes,
             tx_cache_bytes: self.tx_cache_bytes,
+            tx_answer_repeat_ms: self.tx_answer_repeat_ms,
             ..ControlSettings::default()
         })
     }
@@ -168,6 +173,8 @@ pub struct ControlSettings {
     pub repair_cache_bytes: usize,
     /// Bound of the transaction cache that answers tx requests (0: pass every request on).
     pub tx_cache_bytes: usize,
+    /// A tx request for an ID served to the same node within this many ms is refused.
+    pub tx_answer_repeat_ms: u64,
     /// Registration nonces remembered at most (a full replay cache refuses registrations as
     /// busy rather than forget a nonce still inside the window).
     pub replay_cache: usize,
@@ -195,6 +202,7 @@ impl Default for ControlSettings {
             repair_cache_fragments: 65_536,
             repair_cache_bytes: 64 << 20,
             tx_cache_bytes: 32 << 20,
+            tx_answer_repeat_ms: 400,
             replay_cache: 65_536,
             tx_memory: 16_384,
             key_release_memory: 4_096,
