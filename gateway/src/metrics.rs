@@ -414,6 +414,9 @@ mod tests {
             receipts_received: 7,
             receipts_unsigned: 2,
             receipts_duplicate: 1,
+            receipts_not_member: 3,
+            short_id_conflicts: 4,
+            dropped_paced_full: 5,
             ..GatewayStats::default()
         };
         m.publish(&GatewayStats::default(), &new, 2, 1234);
@@ -454,6 +457,12 @@ mod tests {
         assert!(body.contains("photon_gateway_receipts_total 7"), "{body}");
         assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"unsigned\"} 2"));
         assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"duplicate\"} 1"));
+        assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"not_member\"} 3"));
+        assert!(
+            body.contains("photon_gateway_dropped_total{reason=\"short_id_conflict\"} 4"),
+            "{body}"
+        );
+        assert!(body.contains("photon_gateway_dropped_total{reason=\"paced_queue_full\"} 5"));
         assert!(get("/other").starts_with("HTTP/1.1 404"));
     }
 }
