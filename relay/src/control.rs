@@ -82,6 +82,7 @@ control_counters! {
     RegisterBusy => "register_busy", "registrations refused: too many gateways or replay cache full";
     Keepalives => "keepalives", "keepalives received";
     NatRebinds => "nat_rebinds", "peers whose source address changed";
+    KeepaliveStale => "keepalive_stale", "keepalives whose seq is not newer than the session's last (replayed): dropped, no address change (F5)";
     Expired => "expired", "gateways removed after missing keepalives";
     Transactions => "transactions", "transaction fragments passed on";
     ShortIdsAssigned => "short_ids_assigned", "short IDs assigned";
@@ -205,6 +206,9 @@ struct Gateway {
     port: u16,
     keys: HopKeys,
     last_seen_ms: u64,
+    /// The highest keepalive `seq` of this session (gateways count up from 1 and never go
+    /// back): only a fresh one may move the gateway's address (F5).
+    last_keepalive_seq: u32,
 }
 
 /// The relay's control path. See the module documentation.
@@ -848,6 +852,7 @@ impl Control {
                 port: src.port,
                 keys,
                 last_seen_ms: now_ms,
+                last_keepalive_seq: 0,
             },
         );
         self.rebuild_table();
@@ -895,6 +900,14 @@ impl Control {
     fn keepalive(&mut self, sender: u32, src: Source, ka: KeepaliveRepr, out: &mut Vec<Outgoing>) {
         self.counters.inc(ControlCounter::Keepalives);
         if let Some(g) = self.gateways.get_mut(&sender) {
+            // The hop tag authenticates the keepalive, its seq makes it fresh: a captured one
+            // replayed (from any address) is dropped, so it cannot point the gateway's fan-out
+            // elsewhere (F5).
+            if ka.seq <= g.last_keepalive_seq {
+                self.counters.inc(ControlCounter::KeepaliveStale);
+                return;
+            }
+            g.last_keepalive_seq = ka.seq;
             if g.addr != src.addr || g.port != src.port {
                 // NAT rebinding (or the gateway moved): follow it, authenticated by the tag.
                 g.addr = src.addr;

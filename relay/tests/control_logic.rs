@@ -163,8 +163,12 @@ fn registration_is_accepted_and_keepalives_answered() {
         "same address: no new table"
     );
 
-    // NAT rebinding: the same gateway, authenticated, from another port.
+    // NAT rebinding: the same gateway, authenticated and fresh, from another port.
     out.clear();
+    let ka = g.signed(Repr::new(
+        g.node,
+        Message::Keepalive(KeepaliveRepr { seq: 8, echo: 0 }),
+    ));
     c.handle(NOW + 20, src(6001), &ka, &mut out);
     assert_eq!(to_port(&out[0]), 6001);
     assert_eq!(c.counters().get(ControlCounter::NatRebinds), 1);
@@ -1043,4 +1047,34 @@ fn attack_tx_request_amplification_at_the_relay() {
     );
     assert_eq!(out.len(), 1);
     assert_eq!(to_port(&out[0]), 5102);
+}
+
+#[test]
+fn attack_replayed_keepalive_cannot_move_a_gateway() {
+    // F5: an attacker captured a gateway's keepalive (hop tag and all) and replays it from its
+    // own address, to point the relay's fan-out for that gateway at a victim. The seq is not
+    // fresh: dropped, counted, the address stays; the gateway's next keepalive still works.
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let mut g = Gw::new(5001);
+    g.register(&mut c, &pk, 1);
+    c.take_table_update();
+    let ka = |seq| {
+        g.signed(Repr::new(
+            g.node,
+            Message::Keepalive(KeepaliveRepr { seq, echo: 0 }),
+        ))
+    };
+    let captured = ka(3);
+    let mut out = Vec::new();
+    c.handle(NOW + 10, src(5001), &captured, &mut out);
+    assert_eq!(out.len(), 1);
+    out.clear();
+    c.handle(NOW + 20, src(6666), &captured, &mut out);
+    assert!(out.is_empty(), "no answer to a replay");
+    assert_eq!(c.counters().get(ControlCounter::KeepaliveStale), 1);
+    assert_eq!(c.counters().get(ControlCounter::NatRebinds), 0);
+    assert!(c.take_table_update().is_none(), "the address did not move");
+    c.handle(NOW + 30, src(5001), &ka(4), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5001);
 }
