@@ -78,8 +78,9 @@ control_counters! {
     RegisterUnknownIdentity => "register_unknown_identity", "registrations refused: identity not on the allow list";
     RegisterBadSignature => "register_bad_signature", "registrations dropped: bad signature";
     RegisterStale => "register_stale", "registrations refused: timestamp outside the window";
-    RegisterReplay => "register_replay", "registrations refused: nonce seen before";
-    RegisterBusy => "register_busy", "registrations refused: too many gateways or replay cache full";
+    RegisterReplay => "register_replay", "registrations dropped unanswered: nonce seen before (a replay)";
+    RegisterBusy => "register_busy", "registrations refused: too many gateways, replay cache full, or this identity holds too many of its nonces";
+    RegisterRefusalSuppressed => "register_refusal_suppressed", "registration refusals not sent: more than 64 a second (F11)";
     Keepalives => "keepalives", "keepalives received";
     NatRebinds => "nat_rebinds", "peers whose source address changed";
     KeepaliveStale => "keepalive_stale", "keepalives whose seq is not newer than the session's last (replayed): dropped, no address change (F5)";
@@ -228,6 +229,11 @@ pub struct Control {
     next_node: u32,
     /// (identity, nonce) → timestamp_ms + window: until when the nonce must be refused.
     replay: FifoMap<([u8; 32], [u8; 16]), u64>,
+    /// Nonces of the replay cache per identity: one allowlisted key cannot fill it (F11).
+    replay_per_identity: HashMap<[u8; 32], u32>,
+    /// The second (Unix) of the refusal budget and the refusals sent in it.
+    refusal_second: u64,
+    refusals_this_second: u32,
     short_ids: ShortIdAllocator,
     /// (origin node, origin transfer) → (short ID, relay transfer id, how it goes on).
     txs: FifoMap<(u32, u64), (Option<u32>, u64, TxRoute)>,
@@ -297,6 +303,9 @@ impl Control {
             identity,
             next_node: settings.first_gateway_node_id,
             replay: FifoMap::new(settings.replay_cache),
+            replay_per_identity: HashMap::new(),
+            refusal_second: 0,
+            refusals_this_second: 0,
             short_ids: ShortIdAllocator::new(short_id_range, settings.on_exhaustion),
             txs: FifoMap::new(settings.tx_memory),
             tx_wanted: FifoMap::new(TX_WANTED_IDS),
@@ -581,7 +590,14 @@ impl Control {
             if until >= now_ms {
                 break;
             }
-            self.replay.pop_oldest();
+            if let Some(((identity, _), _)) = self.replay.pop_oldest() {
+                if let Some(n) = self.replay_per_identity.get_mut(&identity) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.replay_per_identity.remove(&identity);
+                    }
+                }
+            }
         }
     }
 
@@ -775,13 +791,8 @@ impl Control {
             self.counters.inc(ControlCounter::Malformed);
             return;
         };
-        if let Some(allowed) = &self.settings.allowed_gateways {
-            if !allowed.contains(&reg.identity) {
-                self.counters.inc(ControlCounter::RegisterUnknownIdentity);
-                self.refuse(now_ms, src, &reg, register_status::UNKNOWN_IDENTITY, out);
-                return;
-            }
-        }
+        // The signature first (F11): a datagram that does not prove its identity gets no
+        // answer, so spoofed registrations cost us one verification and reflect nothing.
         match identity::verify_register(&reg, now_ms, self.settings.register_window_ms) {
             Ok(_) => {}
             Err(IdentityError::Stale { .. }) => {
@@ -794,15 +805,28 @@ impl Control {
                 return;
             }
         }
+        if let Some(allowed) = &self.settings.allowed_gateways {
+            if !allowed.contains(&reg.identity) {
+                self.counters.inc(ControlCounter::RegisterUnknownIdentity);
+                self.refuse(now_ms, src, &reg, register_status::UNKNOWN_IDENTITY, out);
+                return;
+            }
+        }
         let nonce_key = (reg.identity, reg.nonce);
         if self.replay.contains(&nonce_key) {
+            // A replayed capture (possibly from a spoofed source): no answer at all.
             self.counters.inc(ControlCounter::RegisterReplay);
-            self.refuse(now_ms, src, &reg, register_status::STALE, out);
             return;
         }
         let known = self.by_identity.get(&reg.identity).copied();
+        let held = self
+            .replay_per_identity
+            .get(&reg.identity)
+            .copied()
+            .unwrap_or(0);
         if (known.is_none() && self.gateways.len() >= self.settings.max_gateways)
             || self.replay.len() >= self.replay.capacity()
+            || held >= REPLAY_PER_IDENTITY
         {
             self.counters.inc(ControlCounter::RegisterBusy);
             self.refuse(now_ms, src, &reg, register_status::BUSY, out);
@@ -837,6 +861,7 @@ impl Control {
             reg.timestamp_ms
                 .saturating_add(self.settings.register_window_ms),
         );
+        *self.replay_per_identity.entry(reg.identity).or_insert(0) += 1;
         let repr = Repr::new(self.local.node_id, Message::RegisterAck(ack));
         let Some(datagram) = self.emit_signed(&repr, Some(&keys)) else {
             return;
@@ -869,6 +894,17 @@ impl Control {
         status: u8,
         out: &mut Vec<Outgoing>,
     ) {
+        // At most MAX_REFUSALS_PER_SEC signed refusals a second (F11): each costs a key and a
+        // signature, and a verified request may still be a replay of a stale capture.
+        if now_ms / 1000 != self.refusal_second {
+            self.refusal_second = now_ms / 1000;
+            self.refusals_this_second = 0;
+        }
+        if self.refusals_this_second >= MAX_REFUSALS_PER_SEC {
+            self.counters.inc(ControlCounter::RegisterRefusalSuppressed);
+            return;
+        }
+        self.refusals_this_second += 1;
         let Ok(eph) = EphemeralKey::generate(&*self.rng) else {
             return;
         };
@@ -1300,6 +1336,11 @@ impl Control {
 
 /// Streams whose passed-on repair requests are remembered (oldest forgotten first).
 const REPAIR_WAITING_STREAMS: usize = 4096;
+/// Registration nonces one identity may hold in the replay cache (a gateway registers every
+/// few seconds at most: 64 within the 30 s window is far beyond an honest one).
+const REPLAY_PER_IDENTITY: u32 = 64;
+/// Signed registration refusals sent per second at most.
+const MAX_REFUSALS_PER_SEC: u32 = 64;
 /// Short IDs whose tx request was passed on, remembered at most, and askers kept per ID.
 const TX_WANTED_IDS: usize = 16_384;
 const TX_WANTERS: usize = 16;
