@@ -396,6 +396,8 @@ pub struct GatewayStats {
     pub short_id_conflicts: u64,
     /// Short IDs named by a peer gateway (only relays assign): bound nowhere (F2).
     pub short_id_not_from_relay: u64,
+    /// Short IDs from a relay in no roster relay's range: bound nowhere (F2).
+    pub short_id_out_of_range: u64,
     /// Transactions sent to the relay again because their ID did not come back.
     pub tx_resends: u64,
     pub open_failed: u64,
@@ -528,6 +530,7 @@ impl Gateway {
                 config.tx_store,
                 config.max_awaiting_ids,
                 config.tx_answer_repeat,
+                config.roster.as_deref(),
             ),
             config,
             identity,
@@ -573,6 +576,7 @@ impl Gateway {
         s.short_id_conflicts += t.short_id_conflicts;
         s.tx_request_ids_refused += t.tx_request_ids_refused;
         s.short_id_not_from_relay += t.short_id_not_from_relay;
+        s.short_id_out_of_range += t.short_id_out_of_range;
         let i = self.inbound.stats();
         s.receipts_sent += i.receipts_sent;
         s.key_releases_received += i.key_releases_received;

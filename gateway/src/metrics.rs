@@ -337,6 +337,11 @@ impl Metrics {
             new.short_id_not_from_relay,
         );
         add(
+            &d("short_id_out_of_range"),
+            old.short_id_out_of_range,
+            new.short_id_out_of_range,
+        );
+        add(
             &d("bad_key_release"),
             old.key_releases_bad,
             new.key_releases_bad,

@@ -1150,3 +1150,31 @@ fn attack_tx_request_amplification_is_bounded() {
         .handle_tx_request(later, &g.links, peer_link, &one, false);
     assert_eq!(g.stats().tx_requests_served, s.tx_requests_served + 1);
 }
+
+#[test]
+fn attack_relay_assigns_outside_every_roster_range() {
+    // With a roster, a relay's IDs come from its range: a binding from a relay for an ID in
+    // no roster relay's range is refused (a hostile relay squatting other IDs), one inside a
+    // range is bound.
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let operator = Identity::generate(&rng).unwrap();
+    let relays = [PublicKey([0x71; 32]), PublicKey([0x72; 32])];
+    let roster = roster_of(&operator, &[&peer], &relays); // ranges 0..1000, 1000..2000
+    let (mut g, now, _, _) = origin_awaiting_receipts_with(1, &peer, |c| {
+        c.roster = Some(roster);
+    });
+    let b = block(227836);
+    let mut buf = Vec::new();
+    let t = tx_message(&b.txdata[1], 5000, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(g.stats().short_id_out_of_range, 1);
+    assert!(g.txs.store().is_empty());
+    let t = tx_message(&b.txdata[1], 1500, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(
+        g.txs.store().len(),
+        1,
+        "in relay 2's range, passed on by relay 1"
+    );
+}

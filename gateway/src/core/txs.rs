@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use bitcoin::Transaction;
 use photon_protocol::chain::{Bitcoin, ChainAdapter, TxIds};
 use photon_protocol::fifo::FifoMap;
+use photon_protocol::roster::Roster;
 use photon_protocol::shortid::{
-    Inserted, ShortId, TxStore, TxStoreConfig, TxStoreError, TxStoreStats,
+    Inserted, ShortId, ShortIdRange, TxStore, TxStoreConfig, TxStoreError, TxStoreStats,
 };
 use photon_protocol::wire::{
     Message, ShortIdAssignRepr, TransactionRepr, TxRequestRepr, MAX_TX_LEN,
@@ -76,6 +77,8 @@ pub(super) struct TxStats {
     /// Short IDs named by a peer gateway (not a relay): never bound in the store, the
     /// transaction only offered to the blocks waiting for that ID (F2).
     pub(super) short_id_not_from_relay: u64,
+    /// Short IDs from a relay that lie in no roster relay's range: not bound (F2).
+    pub(super) short_id_out_of_range: u64,
 }
 
 pub(super) struct Txs {
@@ -92,13 +95,20 @@ pub(super) struct Txs {
     /// (link, short ID) → when we last answered it there (F7: once per ID per link).
     answered: FifoMap<(LinkId, u32), Instant>,
     answer_repeat: Duration,
+    /// With a roster, the relays' short-ID ranges: an ID outside all of them is no relay's.
+    ranges: Option<Vec<ShortIdRange>>,
     announce: VecDeque<Transaction>,
     arrived: VecDeque<(ShortId, Vec<u8>)>,
     stats: TxStats,
 }
 
 impl Txs {
-    pub(super) fn new(store: TxStoreConfig, max_awaiting: usize, answer_repeat: Duration) -> Self {
+    pub(super) fn new(
+        store: TxStoreConfig,
+        max_awaiting: usize,
+        answer_repeat: Duration,
+        roster: Option<&Roster>,
+    ) -> Self {
         Txs {
             store: TxStore::new(store),
             awaiting: HashMap::new(),
@@ -111,6 +121,7 @@ impl Txs {
             transmits: VecDeque::new(),
             answered: FifoMap::new(ANSWERED_MEMORY),
             answer_repeat,
+            ranges: roster.map(|r| r.relays().map(|(_, range)| range).collect()),
             announce: VecDeque::new(),
             arrived: VecDeque::new(),
             stats: TxStats::default(),
@@ -327,6 +338,14 @@ impl Txs {
                 None => self.arrived.push_back((ShortId(id), bytes)),
             }
             return;
+        }
+        if let Some(ranges) = &self.ranges {
+            // Every relay assigns from its roster range; a relay passes on its peers' IDs, so
+            // the ID must lie in some relay's range (not necessarily this one's).
+            if !ranges.iter().any(|r| r.contains(ShortId(id))) {
+                self.stats.short_id_out_of_range += 1;
+                return;
+            }
         }
         let ours = self.awaiting.remove(&ids.txid).is_some();
         if ours {
