@@ -474,6 +474,7 @@ impl Config {
             }
         }
         core.roster = roster;
+        core.network = network;
         if self.tx_store.max_mb == 0 {
             return Err(invalid("tx_store.max_mb", "must be at least 1"));
         }

@@ -15,6 +15,7 @@ mod links;
 mod outbound;
 mod stages;
 mod txs;
+pub mod validity;
 
 use photon_protocol::fifo::FifoSet;
 use std::collections::{HashMap, VecDeque};
@@ -189,6 +190,8 @@ pub struct CoreConfig {
     /// gateways' receipts count toward a key release; without it, only those of
     /// `trusted_origins` and `peers` (docs/protocol/8-threat-model.md).
     pub roster: Option<Arc<Roster>>,
+    /// The chain's network: blocks from the network must meet its proof-of-work limit.
+    pub network: bitcoin::Network,
 }
 
 impl CoreConfig {
@@ -224,6 +227,7 @@ impl CoreConfig {
             control_queue_bytes: 4 << 20,
             tx_answer_repeat: Duration::from_millis(400),
             roster: None,
+            network: bitcoin::Network::Bitcoin,
         }
     }
 }
@@ -408,6 +412,11 @@ pub struct GatewayStats {
     pub blocks_out_unsealed: u64,
     pub blocks_in_unsealed: u64,
     pub blocks_given_up: u64,
+    /// Decoded blocks not handed to the node (F6): proof of work, duplicate-transaction
+    /// mutation, weight.
+    pub blocks_invalid_pow: u64,
+    pub blocks_invalid_mutated: u64,
+    pub blocks_invalid_size: u64,
     pub peer_fallbacks: u64,
     pub registrations: u64,
     pub failovers: u64,
@@ -439,6 +448,8 @@ pub struct Gateway {
     inbound: Inbound,
     /// Blocks delivered to or received from the node, to drop duplicates and echoes.
     known_blocks: FifoSet<BlockHash>,
+    /// The easiest target a block from the network may claim (`CoreConfig::network`).
+    pow_limit: bitcoin::Target,
 
     control: LinkQueue,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
@@ -518,6 +529,7 @@ impl Gateway {
         let stages = StageLog::new(config.stage_records);
         let control = LinkQueue::new(config.control_queue_bytes);
         let paced = LinkQueue::new(config.paced_queue_bytes);
+        let pow_limit = crate::node::pow::pow_limit(config.network);
         let outbound = Outbound::new(&config);
         let inbound = Inbound::new(
             config.assembler.clone(),
@@ -539,6 +551,7 @@ impl Gateway {
             epoch_unix_ms: unix_ms,
             links,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
+            pow_limit,
             outbound,
             control,
             paced,
@@ -895,10 +908,26 @@ impl Gateway {
     /// relays as ours), unless the node has it already.
     fn deliver(&mut self, b: InboundBlock) {
         let hash = b.block.block_hash();
-        if !self.known_blocks.insert(hash) {
+        if self.known_blocks.contains(&hash) {
             self.stats.blocks_duplicate += 1;
             return;
         }
+        // F6: nothing the node would reject goes to it (a trusted origin may still send junk).
+        if let Err(e) = validity::check_block(&b.block, self.pow_limit) {
+            match e {
+                validity::BlockInvalid::Pow(_) => self.stats.blocks_invalid_pow += 1,
+                validity::BlockInvalid::Mutated => self.stats.blocks_invalid_mutated += 1,
+                validity::BlockInvalid::TooHeavy { .. } | validity::BlockInvalid::Empty => {
+                    self.stats.blocks_invalid_size += 1
+                }
+            }
+            self.event(GatewayEvent::BlockFailed {
+                stream: b.stream,
+                reason: format!("invalid block: {e}"),
+            });
+            return;
+        }
+        self.known_blocks.insert(hash);
         let (now, stream) = (b.at, b.stream);
         self.stages
             .record(now, Stage::Decode, Some(stream), Some(hash), None);

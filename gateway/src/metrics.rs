@@ -312,6 +312,21 @@ impl Metrics {
         );
         add(&d("bad_tx"), old.txs_bad, new.txs_bad);
         add(
+            &d("block_bad_pow"),
+            old.blocks_invalid_pow,
+            new.blocks_invalid_pow,
+        );
+        add(
+            &d("block_mutated"),
+            old.blocks_invalid_mutated,
+            new.blocks_invalid_mutated,
+        );
+        add(
+            &d("block_too_big"),
+            old.blocks_invalid_size,
+            new.blocks_invalid_size,
+        );
+        add(
             &d("paced_queue_full"),
             old.dropped_paced_full,
             new.dropped_paced_full,

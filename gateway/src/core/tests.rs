@@ -1178,3 +1178,50 @@ fn attack_relay_assigns_outside_every_roster_range() {
         "in relay 2's range, passed on by relay 1"
     );
 }
+
+#[test]
+fn attack_trusted_origin_sends_invalid_blocks() {
+    // F6: a trusted origin (a member, or a hostile one) sends merkle-consistent blocks its
+    // receivers' nodes would reject: a header whose hash misses its target, and the
+    // CVE-2012-2459 duplicate-transaction mutation. Neither reaches the node (counted); the
+    // honest block after them does.
+    let mut sim = Sim::peers(2, |_, c| {
+        c.key_release = KeyReleasePolicy::Immediate;
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    let mut bad_pow = b.clone();
+    bad_pow.header.nonce ^= 1;
+    sim.block_from_node(0, &bad_pow);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.gws[1]
+        .stats()
+        .blocks_invalid_pow
+        == 1));
+    // The honest block (same transactions, valid header) still arrives.
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
+    assert_eq!(sim.delivered(1), vec![&b]);
+    // A mutation of another block (same header hash as the real one, so it is sent before
+    // the real one here).
+    let other = block(227835);
+    let mutated = (0..12)
+        .map(|k| {
+            let mut m = other.clone();
+            let n = m.txdata.len();
+            m.txdata
+                .extend_from_slice(&other.txdata[n.saturating_sub(1 << k)..]);
+            m
+        })
+        .find(|m| m.check_merkle_root())
+        .unwrap();
+    sim.block_from_node(0, &mutated);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.gws[1]
+        .stats()
+        .blocks_invalid_mutated
+        == 1));
+    assert_eq!(
+        sim.delivered(1).len(),
+        1,
+        "nothing invalid reached the node"
+    );
+}
