@@ -346,6 +346,8 @@ pub struct Resolved {
     pub log: LogSection,
     /// Where stage records go, and the node name they carry.
     pub stage_log: Option<(PathBuf, String)>,
+    /// Watches `[roster] file` for a newer roster while running.
+    pub roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
 impl Config {
@@ -410,12 +412,6 @@ impl Config {
             .roster
             .load(base, photon_ops::roster::unix_now_s())?
             .map(std::sync::Arc::new);
-        if let Some(r) = &roster {
-            // Without an explicit list, every gateway of the roster is a trusted origin.
-            if n.trusted_origins.is_empty() {
-                core.trusted_origins.extend(r.gateways());
-            }
-        }
         core.uplink_bytes_per_sec = (n.uplink_mbps * 1e6 / 8.0) as u64;
         core.repair = RepairPolicy {
             overhead_permille: (n.repair_percent * 10.0).round() as u32,
@@ -473,6 +469,8 @@ impl Config {
                 }
             }
         }
+        let roster_watch =
+            photon_ops::roster::RosterWatcher::new(&self.roster, base, roster.clone());
         core.roster = roster;
         core.network = network;
         if self.tx_store.max_mb == 0 {
@@ -514,6 +512,7 @@ impl Config {
             metrics_listen,
             log: self.log.clone(),
             stage_log,
+            roster_watch,
         })
     }
 }
@@ -611,7 +610,17 @@ mod tests {
             .unwrap()
             .resolve(&dir)
             .unwrap();
-        assert_eq!(r.core.trusted_origins, gws, "every roster gateway");
+        // No list in the config: the core trusts the roster's gateways (Gateway::new).
+        assert!(r.core.trusted_origins.is_empty());
+        assert_eq!(
+            r.core
+                .roster
+                .as_ref()
+                .unwrap()
+                .gateways()
+                .collect::<Vec<_>>(),
+            gws
+        );
         // Five gateways: four receivers, half of them release the key.
         assert_eq!(r.core.key_release.receipts_needed(), 2);
         assert_eq!(r.core.roster.as_deref(), Some(&roster));

@@ -28,7 +28,7 @@ use photon_protocol::assembler::{AssemblerConfig, AssemblerStats};
 pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
-use photon_protocol::roster::Roster;
+use photon_protocol::roster::{Roster, RosterError};
 use photon_protocol::shortid::{TxStoreConfig, TxStoreStats};
 use photon_protocol::wire::{Message, MessageType, Packet, ReceiptRepr, Repr};
 use ring::rand::SystemRandom;
@@ -140,7 +140,8 @@ pub enum Delivery {
 pub struct CoreConfig {
     pub relays: Vec<RelayEndpoint>,
     pub peers: Vec<PeerEndpoint>,
-    /// Origins whose blocks we accept (peers are added automatically).
+    /// Origins whose blocks we accept (peers are added automatically). Empty with a roster:
+    /// the roster's gateways.
     pub trusted_origins: Vec<PublicKey>,
     /// Uplink budget for block fragments, bytes per second, all destinations together.
     pub uplink_bytes_per_sec: u64,
@@ -420,6 +421,10 @@ pub struct GatewayStats {
     pub peer_fallbacks: u64,
     pub registrations: u64,
     pub failovers: u64,
+    /// Newer rosters taken while running ([`Gateway::replace_roster`]), and roster files
+    /// refused (kept the one in force).
+    pub roster_updates: u64,
+    pub roster_refused: u64,
 }
 
 /// A datagram to send.
@@ -450,6 +455,9 @@ pub struct Gateway {
     known_blocks: FifoSet<BlockHash>,
     /// The easiest target a block from the network may claim (`CoreConfig::network`).
     pow_limit: bitcoin::Target,
+    /// The trusted origins are the roster's gateways (none were configured, or the config's
+    /// came from the roster): a newer roster replaces them.
+    trusted_from_roster: bool,
 
     control: LinkQueue,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
@@ -520,7 +528,12 @@ const MAX_EVENTS: usize = 4096;
 impl Gateway {
     /// A gateway with `identity`, started at `now` which is `unix_ms` on the wall clock.
     pub fn new(mut config: CoreConfig, identity: Identity, now: Instant, unix_ms: u64) -> Self {
-        let mut trusted: Vec<[u8; 32]> = config.trusted_origins.iter().map(|k| k.0).collect();
+        // Without a configured list, the roster's gateways are the trusted origins.
+        let trusted_from_roster = config.trusted_origins.is_empty() && config.roster.is_some();
+        let mut trusted: Vec<[u8; 32]> = match &config.roster {
+            Some(r) if trusted_from_roster => r.gateways().map(|k| k.0).collect(),
+            _ => config.trusted_origins.iter().map(|k| k.0).collect(),
+        };
         trusted.extend(config.peers.iter().map(|p| p.public_key.0));
         trusted.sort_unstable();
         trusted.dedup();
@@ -552,6 +565,7 @@ impl Gateway {
             links,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
             pow_limit,
+            trusted_from_roster,
             outbound,
             control,
             paced,
@@ -566,6 +580,40 @@ impl Gateway {
 
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    /// Takes a newer roster (already verified by the caller against the operators' keys, e.g.
+    /// `photon_ops::roster::RosterWatcher`): refused unless its serial is above the one held.
+    /// From now on its gateways are the receipt signers and (when the config listed no trusted
+    /// origins) the trusted origins, and its relays' ranges bound short IDs. Streams already
+    /// bound keep their origin.
+    pub fn replace_roster(&mut self, roster: Arc<Roster>) -> Result<(), RosterError> {
+        if let Some(current) = &self.config.roster {
+            roster.check_replaces(current)?;
+        }
+        self.outbound.set_receipt_signers(&roster);
+        self.txs.set_roster(&roster);
+        if self.config.trusted_origins.is_empty() {
+            self.trusted_from_roster = true;
+        }
+        if self.trusted_from_roster {
+            let mut trusted: Vec<[u8; 32]> = roster.gateways().map(|k| k.0).collect();
+            trusted.extend(self.config.peers.iter().map(|p| p.public_key.0));
+            self.inbound.set_trusted_origins(trusted);
+        }
+        self.config.roster = Some(roster);
+        self.stats.roster_updates += 1;
+        Ok(())
+    }
+
+    /// Counts a roster the driver refused (expired, badly signed, not newer, unreadable).
+    pub fn note_roster_refused(&mut self) {
+        self.stats.roster_refused += 1;
+    }
+
+    /// The roster in force, if any.
+    pub fn roster(&self) -> Option<&Arc<Roster>> {
+        self.config.roster.as_ref()
     }
 
     /// Counters of the gateway and its parts, as one snapshot.

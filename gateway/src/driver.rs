@@ -55,6 +55,9 @@ pub struct DriverConfig {
     /// Stage records (JSON lines, `perf/README.md`) appended to this file under this node
     /// name; needs `core.stage_records`.
     pub stage_log: Option<(std::path::PathBuf, String)>,
+    /// Watches the roster file: a newer signed roster replaces the one in force
+    /// ([`Gateway::replace_roster`]) at the next publish, without a restart.
+    pub roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
 /// The driver's published state.
@@ -298,6 +301,7 @@ fn run(
     // The last receive filled its batch: more is probably queued, so do not wait.
     let mut busy = false;
     let mut next_publish = start;
+    let mut roster_watch = config.roster_watch.clone();
     let mut published = GatewayStats::default();
     let mut down_since: Vec<Option<Instant>> = vec![Some(start); core.links().len()];
     let mut warned = vec![false; down_since.len()];
@@ -369,6 +373,25 @@ fn run(
         }
         if now >= next_publish {
             next_publish = now + PUBLISH_EVERY;
+            if let Some(w) = &mut roster_watch {
+                match w.poll(unix_ms() / 1000) {
+                    None => {}
+                    Some(Ok(r)) => {
+                        let serial = r.serial;
+                        match core.replace_roster(r) {
+                            Ok(()) => tracing::info!(serial, "newer roster in force"),
+                            Err(e) => {
+                                core.note_roster_refused();
+                                tracing::warn!(error = %e, "roster refused");
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        core.note_roster_refused();
+                        tracing::warn!(error = %e, "roster file refused; the roster in force stays");
+                    }
+                }
+            }
             if let Some(log) = &mut stage_log {
                 log.flush();
             }

@@ -149,6 +149,7 @@ fn run(config_path: &Path) -> Result<(), String> {
             hugepages: true,
             recv_buffer: r.recv_buffer,
             stage_log: r.stage_log,
+            roster_watch: r.roster_watch,
         },
         identity,
         Some(metrics),

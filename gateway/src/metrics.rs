@@ -66,6 +66,7 @@ pub struct Metrics {
     tx_requests: Counter,
     key_releases: Family<ReasonLabel, Counter>,
     peer_fallbacks: Counter,
+    roster_updates: Counter,
     receipts: Counter,
     receipts_not_counted: Family<ReasonLabel, Counter>,
     links_up: Gauge,
@@ -130,6 +131,12 @@ impl Metrics {
             "Keys of our blocks released, by reason",
             key_releases.clone(),
         );
+        let roster_updates = Counter::default();
+        r.register(
+            "roster_updates",
+            "Newer membership rosters taken while running",
+            roster_updates.clone(),
+        );
         let peer_fallbacks = Counter::default();
         r.register(
             "peer_fallbacks",
@@ -174,6 +181,7 @@ impl Metrics {
             tx_requests,
             key_releases,
             peer_fallbacks,
+            roster_updates,
             receipts,
             receipts_not_counted,
             links_up,
@@ -311,6 +319,8 @@ impl Metrics {
             new.dropped_unexpected,
         );
         add(&d("bad_tx"), old.txs_bad, new.txs_bad);
+        add(&d("roster_refused"), old.roster_refused, new.roster_refused);
+        add(&self.roster_updates, old.roster_updates, new.roster_updates);
         add(
             &d("block_bad_pow"),
             old.blocks_invalid_pow,

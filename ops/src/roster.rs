@@ -136,6 +136,68 @@ impl RosterSection {
     }
 }
 
+/// Watches a roster file for a newer roster (the operator replaces the file; nodes pick it up
+/// on their housekeeping, no restart): when the file's modification time or length changed,
+/// it is read and verified, and a roster that is valid and newer than the one held is
+/// returned. Everything else is an error the caller counts (and logs once): the file is
+/// then not read again until it changes.
+#[derive(Debug, Clone)]
+pub struct RosterWatcher {
+    path: PathBuf,
+    trust: RosterTrust,
+    stamp: Option<(std::time::SystemTime, u64)>,
+    current: Option<std::sync::Arc<Roster>>,
+}
+
+impl RosterWatcher {
+    /// A watcher of the file of `section` (relative to `base`), holding `current` (the
+    /// roster loaded at start); `None` without a configured file.
+    pub fn new(
+        section: &RosterSection,
+        base: &Path,
+        current: Option<std::sync::Arc<Roster>>,
+    ) -> Option<RosterWatcher> {
+        let path = base.join(section.file.as_ref()?);
+        let stamp = Self::stamp_of(&path);
+        Some(RosterWatcher {
+            path,
+            trust: section.trust(),
+            stamp,
+            current,
+        })
+    }
+
+    fn stamp_of(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    /// `None` while the file is unchanged; else the newer roster, or why the new file was
+    /// refused (expired, badly signed, not newer, unreadable).
+    pub fn poll(&mut self, now_unix_s: u64) -> Option<Result<std::sync::Arc<Roster>, String>> {
+        let stamp = Self::stamp_of(&self.path);
+        if stamp == self.stamp {
+            return None;
+        }
+        self.stamp = stamp;
+        let checked = std::fs::read(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+            .and_then(|bytes| {
+                let r = Roster::open(&bytes, &self.trust, now_unix_s)
+                    .map_err(|e| format!("{}: {e}", self.path.display()))?;
+                if let Some(c) = &self.current {
+                    r.check_replaces(c)
+                        .map_err(|e| format!("{}: {e}", self.path.display()))?;
+                }
+                Ok(std::sync::Arc::new(r))
+            });
+        if let Ok(r) = &checked {
+            self.current = Some(std::sync::Arc::clone(r));
+        }
+        Some(checked)
+    }
+}
+
 /// Seconds since the Unix epoch on the wall clock (0 if the clock is before 1970).
 pub fn unix_now_s() -> u64 {
     std::time::SystemTime::now()
@@ -288,6 +350,33 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("roster.file"), "{e}");
         assert_eq!(RosterSection::default().load(&dir, 0).unwrap(), None);
+
+        // A watcher: nothing while the file is unchanged; a newer signed roster is taken, an
+        // older one (or a badly signed one) refused.
+        let current = section.load(&dir, 0).unwrap().map(std::sync::Arc::new);
+        let mut w = RosterWatcher::new(&section, &dir, current).unwrap();
+        assert!(w.poll(0).is_none());
+        let write = |serial: u64, signer: &Path| {
+            let mut spec_v: RosterSpec = crate::config::load(&spec).unwrap();
+            spec_v.serial = serial;
+            std::fs::write(&file, spec_v.roster().unwrap().emit()).unwrap();
+            sign(&file, signer).unwrap();
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(3, &op_key);
+        let got = w.poll(0).expect("changed").unwrap();
+        assert_eq!(got.serial, 3);
+        assert!(w.poll(0).is_none());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(1, &op_key);
+        let e = w.poll(0).expect("changed").unwrap_err();
+        assert!(e.contains("not newer"), "{e}");
+        let other_key = dir.join("other.key");
+        crate::keys::keygen(&other_key, true).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(9, &other_key);
+        let e = w.poll(0).expect("changed").unwrap_err();
+        assert!(e.contains("valid signatures"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

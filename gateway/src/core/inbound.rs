@@ -202,6 +202,11 @@ impl Inbound {
         }
     }
 
+    /// The origins whose streams bind from now on (a newer roster).
+    pub(super) fn set_trusted_origins(&mut self, keys: impl IntoIterator<Item = [u8; 32]>) {
+        self.asm.set_trusted_origins(keys);
+    }
+
     pub(super) fn stats(&self) -> &InStats {
         &self.stats
     }

@@ -21,6 +21,7 @@ use photon_protocol::compress::BlockEncoding;
 use photon_protocol::compress::{compress_as, envelope};
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::roster::Roster;
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::sender::{EncodedStream, Sender, SenderConfig};
 use photon_protocol::shortid::TxStore;
@@ -208,6 +209,11 @@ impl Outbound {
 
     pub(super) fn stats(&self) -> &OutStats {
         &self.stats
+    }
+
+    /// A newer roster: its gateways are the receipt signers from now on.
+    pub(super) fn set_receipt_signers(&mut self, roster: &Roster) {
+        self.config.receipt_signers = roster.gateways().collect();
     }
 
     /// Whether `stream` is one of ours.

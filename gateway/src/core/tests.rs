@@ -1225,3 +1225,46 @@ fn attack_trusted_origin_sends_invalid_blocks() {
         "nothing invalid reached the node"
     );
 }
+
+#[test]
+fn attack_replayed_older_roster_is_refused_and_a_newer_one_takes_effect() {
+    // The operator adds gateway `late` in roster 2. Before it, `late`'s receipts do not count;
+    // after, they do. An older roster (a replay of roster 1, or a hostile party's stale copy)
+    // is refused and changes nothing.
+    let rng = SystemRandom::new();
+    let (peer, late) = (
+        Identity::generate(&rng).unwrap(),
+        Identity::generate(&rng).unwrap(),
+    );
+    let operator = Identity::generate(&rng).unwrap();
+    let first = roster_of(&operator, &[&peer], &[]);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts_with(1, &peer, |c| {
+        c.roster = Some(first.clone());
+    });
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &late),
+    );
+    assert_eq!(g.stats().receipts_not_member, 1);
+    let mut second = (*roster_of(&operator, &[&peer, &late], &[])).clone();
+    second.serial = 2;
+    second.signatures.clear();
+    second.sign(&operator).unwrap();
+    g.replace_roster(Arc::new(second)).unwrap();
+    assert_eq!(g.stats().roster_updates, 1);
+    assert_eq!(
+        g.replace_roster(first),
+        Err(photon_protocol::roster::RosterError::NotNewer {
+            serial: 1,
+            current: 2
+        })
+    );
+    assert_eq!(g.roster().unwrap().serial, 2);
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &late),
+    );
+    assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
+}

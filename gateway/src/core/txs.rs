@@ -128,6 +128,11 @@ impl Txs {
         }
     }
 
+    /// A newer roster: its relays' ranges from now on.
+    pub(super) fn set_roster(&mut self, roster: &Roster) {
+        self.ranges = Some(roster.relays().map(|(_, range)| range).collect());
+    }
+
     /// The short-ID store blocks are compressed against and decompressed from.
     pub(super) fn store(&self) -> &TxStore {
         &self.store
