@@ -20,6 +20,7 @@ use photon_protocol::fifo::FifoMap;
 use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
 use photon_protocol::integrity::ManifestFragmentRepr;
+use photon_protocol::roster::{Roster, RosterError};
 use photon_protocol::seal::BlockKey;
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
@@ -101,6 +102,9 @@ control_counters! {
     ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
     TxRequestRefused => "tx_request_refused", "tx-request IDs not answered or passed on: named twice in one request, or answered to that node within tx_answer_repeat_ms (F7)";
     TxRequestToOrigin => "tx_request_to_origin", "tx requests passed on toward the block's known origin only, not to every gateway";
+    RosterUpdates => "roster_updates", "newer membership rosters taken while running";
+    RosterRefused => "roster_refused", "roster files refused (expired, badly signed, not newer, unreadable): the roster in force stays";
+    RosterRemoved => "roster_removed", "registered gateways removed because a newer roster no longer lists them";
     ShortIdFromGateway => "short_id_from_gateway", "short IDs a gateway supplied that nobody asked for: not passed on, the relay assigned its own (F2)";
     TxAnswerRelayed => "tx_answer_relayed", "transaction fragments answering a passed-on tx request, with the answering gateway's short ID, sent only to the links that asked";
     RepairRequests => "repair_requests", "repair requests received";
@@ -544,6 +548,55 @@ impl Control {
             }
             None => self.counters.inc(ControlCounter::ManifestUnverified),
         }
+    }
+
+    /// Takes a newer roster (verified by the caller against the operators' keys,
+    /// `photon_ops::roster::RosterWatcher`): refused unless its serial is above the one held.
+    /// When the allow list came from the roster it is replaced, and registered gateways the
+    /// new roster no longer lists are removed at once (a new table). The short-ID range stays
+    /// the one the relay started with (an allocator is not moved while running: restart to
+    /// change it).
+    pub fn replace_roster(&mut self, roster: Arc<Roster>) -> Result<(), RosterError> {
+        if let Some(current) = &self.settings.roster {
+            if let Err(e) = roster.check_replaces(current) {
+                self.counters.inc(ControlCounter::RosterRefused);
+                return Err(e);
+            }
+        }
+        if self.settings.allow_from_roster {
+            let allowed: std::collections::HashSet<[u8; 32]> =
+                roster.gateways().map(|k| k.0).collect();
+            let before = self.gateways.len();
+            let by_identity = &mut self.by_identity;
+            self.gateways.retain(|_, g| {
+                let keep = allowed.contains(&g.identity.0);
+                if !keep {
+                    by_identity.remove(&g.identity.0);
+                }
+                keep
+            });
+            if self.gateways.len() != before {
+                self.counters.add(
+                    ControlCounter::RosterRemoved,
+                    (before - self.gateways.len()) as u64,
+                );
+                self.rebuild_table();
+            }
+            self.settings.allowed_gateways = Some(allowed);
+        }
+        self.settings.roster = Some(roster);
+        self.counters.inc(ControlCounter::RosterUpdates);
+        Ok(())
+    }
+
+    /// Counts a roster file the driver refused (expired, badly signed, unreadable).
+    pub fn note_roster_refused(&mut self) {
+        self.counters.inc(ControlCounter::RosterRefused);
+    }
+
+    /// The roster in force, if any.
+    pub fn roster(&self) -> Option<&Arc<Roster>> {
+        self.settings.roster.as_ref()
     }
 
     /// The origin this relay bound `stream` to, if any.

@@ -1121,3 +1121,53 @@ fn attack_spoofed_and_flooding_registrations_are_not_answered() {
     honest.register(&mut c, &pk, 9);
     assert_eq!(c.gateway_count(), 2);
 }
+
+#[test]
+fn attack_older_roster_is_refused_and_a_removed_gateway_is_cut_off() {
+    // The operator removes a compromised gateway in roster 2: the relay drops its session at
+    // once and refuses its registrations; an older roster (a replay of roster 1) is refused
+    // and changes nothing.
+    use photon_protocol::roster::{Member, MemberRole, Roster, RosterError};
+    let mut keep = Gw::new(5500);
+    let mut cut = Gw::new(5501);
+    let (mut c, pk) = control_with_roster(&[&keep, &cut]);
+    keep.register(&mut c, &pk, 1);
+    cut.register(&mut c, &pk, 2);
+    assert_eq!(c.gateway_count(), 2);
+    let first = c.roster().unwrap().clone();
+    let operator = Identity::generate(&SystemRandom::new()).unwrap();
+    let mut second = Roster::new(
+        2,
+        u64::MAX,
+        vec![Member {
+            key: keep.identity.public_key(),
+            role: MemberRole::Gateway,
+        }],
+    )
+    .unwrap();
+    second.sign(&operator).unwrap();
+    c.replace_roster(Arc::new(second)).unwrap();
+    assert_eq!(c.gateway_count(), 1);
+    assert_eq!(c.counters().get(ControlCounter::RosterRemoved), 1);
+    assert!(
+        c.take_table_update().is_some(),
+        "the fan-out no longer has it"
+    );
+    let (d, _, _) = cut.register_msg([7; 16], NOW);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5501), &d, &mut out);
+    assert_eq!(c.counters().get(ControlCounter::RegisterUnknownIdentity), 1);
+    assert!(matches!(
+        c.replace_roster(first),
+        Err(RosterError::NotNewer {
+            serial: 1,
+            current: 2
+        })
+    ));
+    assert_eq!(c.counters().get(ControlCounter::RosterRefused), 1);
+    assert_eq!(c.roster().unwrap().serial, 2);
+    // The kept gateway goes on working.
+    out.clear();
+    c.handle(NOW, src(5500), &tx_msg(&keep, 1, 0, 1, None), &mut out);
+    assert_eq!(out.len(), 1);
+}

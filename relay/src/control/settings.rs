@@ -125,6 +125,8 @@ impl ControlConfig {
         self.validate()?;
         let short_ids = ShortIdRange::new(self.short_id_first, self.short_id_count)
             .map_err(|e| invalid("short_id_count", e.to_string()))?;
+        let allow_from_roster =
+            roster.is_some() && !self.allow_any_gateway && self.gateways.is_empty();
         let allowed_gateways = match (&roster, self.allow_any_gateway) {
             (_, true) => None,
             (Some(r), false) if self.gateways.is_empty() => {
@@ -135,6 +137,7 @@ impl ControlConfig {
         Ok(ControlSettings {
             allowed_gateways,
             roster,
+            allow_from_roster,
             register_window_ms: self.register_window_ms,
             keepalive_ms: self.keepalive_ms,
             expiry_keepalives: self.expiry_keepalives,
@@ -162,6 +165,9 @@ pub struct ControlSettings {
     pub allowed_gateways: Option<HashSet<[u8; 32]>>,
     /// The deployment's verified roster, if one is configured.
     pub roster: Option<Arc<Roster>>,
+    /// `allowed_gateways` are the roster's gateways (no list in the config): a newer roster
+    /// replaces them.
+    pub allow_from_roster: bool,
     pub register_window_ms: u64,
     pub keepalive_ms: u32,
     pub expiry_keepalives: u32,
@@ -192,6 +198,7 @@ impl Default for ControlSettings {
         ControlSettings {
             allowed_gateways: None,
             roster: None,
+            allow_from_roster: false,
             register_window_ms: 30_000,
             keepalive_ms: 5_000,
             expiry_keepalives: 3,

@@ -712,6 +712,7 @@ impl Config {
                 subscribed: p.subscribed,
             })
             .collect();
+        let control = cfg.control_settings()?;
         Ok(SocketRelayConfig {
             bind,
             node_id: cfg.relay.node_id,
@@ -724,7 +725,12 @@ impl Config {
             peers,
             forwarding: cfg.relay.forwarding,
             hold: cfg.relay.hold_limits(),
-            control: cfg.control_settings()?,
+            roster_watch: photon_ops::roster::RosterWatcher::new(
+                &cfg.roster,
+                Path::new("."),
+                control.roster.clone(),
+            ),
+            control,
             stage_log: cfg.perf.stage_log(),
         })
     }
