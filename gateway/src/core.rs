@@ -403,6 +403,8 @@ pub struct GatewayStats {
     pub short_id_not_from_relay: u64,
     /// Short IDs from a relay in no roster relay's range: bound nowhere (F2).
     pub short_id_out_of_range: u64,
+    /// Partial multi-datagram transactions evicted, oldest first, for newer ones (F9).
+    pub partials_evicted: u64,
     /// Transactions sent to the relay again because their ID did not come back.
     pub tx_resends: u64,
     pub open_failed: u64,
@@ -638,6 +640,7 @@ impl Gateway {
         s.tx_request_ids_refused += t.tx_request_ids_refused;
         s.short_id_not_from_relay += t.short_id_not_from_relay;
         s.short_id_out_of_range += t.short_id_out_of_range;
+        s.partials_evicted += t.partials_evicted;
         let i = self.inbound.stats();
         s.receipts_sent += i.receipts_sent;
         s.key_releases_received += i.key_releases_received;

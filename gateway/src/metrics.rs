@@ -319,6 +319,11 @@ impl Metrics {
             new.dropped_unexpected,
         );
         add(&d("bad_tx"), old.txs_bad, new.txs_bad);
+        add(
+            &d("partial_tx_evicted"),
+            old.partials_evicted,
+            new.partials_evicted,
+        );
         add(&d("roster_refused"), old.roster_refused, new.roster_refused);
         add(&self.roster_updates, old.roster_updates, new.roster_updates);
         add(

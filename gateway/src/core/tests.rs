@@ -1268,3 +1268,52 @@ fn attack_replayed_older_roster_is_refused_and_a_newer_one_takes_effect() {
     );
     assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
 }
+
+#[test]
+fn attack_junk_first_fragments_do_not_block_honest_transactions() {
+    // F9: a member sends first fragments of 4 MB "transactions" that never complete, 200 of
+    // them, to fill the partial-transaction slots and budget. They hold only the bytes that
+    // came, the oldest are evicted, and an honest two-fragment transaction still completes.
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let (mut g, now, _, _) = origin_awaiting_receipts(1, &peer, &[]);
+    let junk = [0x5au8; 1000];
+    for n in 0..200u64 {
+        let t = wire::TransactionRepr {
+            transfer: 1_000 + n,
+            index: 0,
+            count: 4000,
+            short_id: Some(7),
+            tx_len: 4_000_000,
+            offset: 0,
+            data: &junk,
+        };
+        g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    }
+    assert!(g.stats().partials_evicted >= 200 - 64);
+    assert!(g.txs.partial_bytes() <= 64 * 1000);
+    // An honest transaction in two fragments, bound by the relay.
+    let b = block(227836);
+    let bytes = Bitcoin::encode_tx(&b.txdata[1]);
+    let half = bytes.len() / 2;
+    for (i, (offset, data)) in [(0, &bytes[..half]), (half, &bytes[half..])]
+        .into_iter()
+        .enumerate()
+    {
+        let t = wire::TransactionRepr {
+            transfer: 5,
+            index: i as u16,
+            count: 2,
+            short_id: Some(900),
+            tx_len: bytes.len() as u32,
+            offset: offset as u32,
+            data,
+        };
+        g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    }
+    let held = g.txs.store().ids(photon_protocol::shortid::ShortId(900));
+    assert_eq!(
+        held.map(|i| i.wtxid),
+        Some(Bitcoin::tx_ids(&b.txdata[1]).wtxid)
+    );
+}

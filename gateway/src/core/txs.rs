@@ -34,10 +34,14 @@ const MAX_PARTIAL_BYTES: usize = 16 << 20;
 const PARTIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Partial {
+    /// The bytes so far, up to the furthest fragment that came.
     data: Vec<u8>,
+    tx_len: u32,
     got: Vec<bool>,
     short_id: Option<u32>,
     started: Instant,
+    /// Creation order, to evict the oldest first.
+    seq: u64,
 }
 
 /// A transaction of our node sent to the relay, waiting for its short ID.
@@ -72,6 +76,8 @@ pub(super) struct TxStats {
     /// Tx-request IDs not answered: repeated within a request, or answered on that link
     /// within `answer_repeat` (F7).
     pub(super) tx_request_ids_refused: u64,
+    /// Partial transactions evicted (oldest first) to make room for a new one (F9).
+    pub(super) partials_evicted: u64,
     /// Bindings refused: the short ID is held for another transaction (F2).
     pub(super) short_id_conflicts: u64,
     /// Short IDs named by a peer gateway (not a relay): never bound in the store, the
@@ -89,6 +95,7 @@ pub(super) struct Txs {
     max_awaiting: usize,
     partials: HashMap<(LinkId, u64), Partial>,
     partial_bytes: usize,
+    next_partial_seq: u64,
     next_transfer: u64,
     next_resend: Option<Instant>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -116,6 +123,7 @@ impl Txs {
             max_awaiting: max_awaiting.max(1),
             partials: HashMap::new(),
             partial_bytes: 0,
+            next_partial_seq: 0,
             next_transfer: 1,
             next_resend: None,
             transmits: VecDeque::new(),
@@ -131,6 +139,12 @@ impl Txs {
     /// A newer roster: its relays' ranges from now on.
     pub(super) fn set_roster(&mut self, roster: &Roster) {
         self.ranges = Some(roster.relays().map(|(_, range)| range).collect());
+    }
+
+    /// Bytes held by partial transactions now.
+    #[cfg(test)]
+    pub(super) fn partial_bytes(&self) -> usize {
+        self.partial_bytes
     }
 
     /// The short-ID store blocks are compressed against and decompressed from.
@@ -370,6 +384,11 @@ impl Txs {
         }
     }
 
+    /// Reassembles a multi-datagram transaction by (link, transfer) (F9): a partial holds
+    /// only the bytes that came (its buffer grows to the furthest fragment, not to the length
+    /// the first fragment claims), and when the slots or the byte budget are full the oldest
+    /// partial is evicted (counted `partials_evicted`) rather than the new one refused, so a
+    /// few junk first fragments cannot keep honest transactions out.
     fn reassemble(
         &mut self,
         now: Instant,
@@ -377,40 +396,84 @@ impl Txs {
         t: &TransactionRepr<'_>,
     ) -> Option<(Option<u32>, Vec<u8>)> {
         let key = (link, t.transfer);
-        if !self.partials.contains_key(&key) {
-            let len = t.tx_len as usize;
-            if self.partials.len() >= MAX_PARTIALS || self.partial_bytes + len > MAX_PARTIAL_BYTES {
-                self.stats.txs_bad += 1;
-                return None;
-            }
-            self.partial_bytes += len;
-            self.partials.insert(
-                key,
-                Partial {
-                    data: vec![0; len],
-                    got: vec![false; usize::from(t.count)],
-                    short_id: t.short_id,
-                    started: now,
-                },
-            );
-        }
-        let p = self.partials.get_mut(&key)?;
         let at = t.offset as usize;
-        if p.data.len() != t.tx_len as usize
-            || p.got.len() != usize::from(t.count)
-            || at + t.data.len() > p.data.len()
-        {
+        let end = at + t.data.len();
+        if end > t.tx_len as usize || usize::from(t.index) >= usize::from(t.count) {
             self.stats.txs_bad += 1;
             return None;
         }
-        p.data[at..at + t.data.len()].copy_from_slice(t.data);
+        if !self.partials.contains_key(&key) {
+            while self.partials.len() >= MAX_PARTIALS {
+                if !self.evict_oldest_partial() {
+                    break;
+                }
+            }
+            self.partials.insert(
+                key,
+                Partial {
+                    data: Vec::new(),
+                    tx_len: t.tx_len,
+                    got: vec![false; usize::from(t.count)],
+                    short_id: t.short_id,
+                    started: now,
+                    seq: self.next_partial_seq,
+                },
+            );
+            self.next_partial_seq += 1;
+        }
+        let p = self.partials.get(&key)?;
+        if p.tx_len != t.tx_len || p.got.len() != usize::from(t.count) {
+            self.stats.txs_bad += 1;
+            return None;
+        }
+        let grow = end.saturating_sub(p.data.len());
+        while self.partial_bytes + grow > MAX_PARTIAL_BYTES && self.partials.len() > 1 {
+            if !self.evict_oldest_partial_except(key) {
+                break;
+            }
+        }
+        if self.partial_bytes + grow > MAX_PARTIAL_BYTES {
+            self.stats.txs_bad += 1;
+            if let Some(p) = self.partials.remove(&key) {
+                self.partial_bytes -= p.data.len();
+            }
+            return None;
+        }
+        let p = self.partials.get_mut(&key)?;
+        if p.data.len() < end {
+            p.data.resize(end, 0);
+            self.partial_bytes += grow;
+        }
+        p.data[at..end].copy_from_slice(t.data);
         p.got[usize::from(t.index)] = true;
-        if !p.got.iter().all(|&g| g) {
+        if !p.got.iter().all(|&g| g) || p.data.len() != p.tx_len as usize {
             return None;
         }
         let p = self.partials.remove(&key)?;
         self.partial_bytes -= p.data.len();
         Some((p.short_id, p.data))
+    }
+
+    fn evict_oldest_partial(&mut self) -> bool {
+        self.evict_oldest_partial_except((usize::MAX, u64::MAX))
+    }
+
+    /// Drops the oldest partial other than `keep`; `false` if there is none.
+    fn evict_oldest_partial_except(&mut self, keep: (LinkId, u64)) -> bool {
+        let Some(oldest) = self
+            .partials
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .min_by_key(|(_, p)| p.seq)
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        if let Some(p) = self.partials.remove(&oldest) {
+            self.partial_bytes -= p.data.len();
+            self.stats.partials_evicted += 1;
+        }
+        true
     }
 
     /// A relay's short-ID assignment (§2.3); from a peer gateway it is refused (only relays
