@@ -99,6 +99,7 @@ control_counters! {
     KeyReleaseBadSignature => "key_release_bad_signature", "key releases whose signature does not verify under the stream's origin (dropped, nothing marked)";
     KeyReleaseUnverified => "key_release_unverified", "key releases of streams whose origin is not known here: passed on once per (stream, key), nothing marked";
     OriginsLearned => "origins_learned", "streams bound to their origin by a forwarded manifest fragment whose signature verifies";
+    OriginCheckSkipped => "origin_check_skipped", "manifest fragments of unbound streams not checked: the per-tick budget of signature checks was spent";
     ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
     TxRequestRefused => "tx_request_refused", "tx-request IDs not answered or passed on: named twice in one request, or answered to that node within tx_answer_repeat_ms (F7)";
     TxRequestToOrigin => "tx_request_to_origin", "tx requests passed on toward the block's known origin only, not to every gateway";
@@ -254,6 +255,8 @@ pub struct Control {
     /// Key releases of streams whose origin is not known here, passed on once per (stream,
     /// key): a bogus one never suppresses the origin's.
     unverified_releases: FifoMap<(u64, [u8; 32]), ()>,
+    /// Manifest signature checks left until the next tick.
+    origin_checks_left: u32,
     /// Stream → gateways (node ids, at most [`REPAIR_WAITERS`]) whose repair request was
     /// passed on to the peer relays: who gets the RETRANSMIT answers.
     repair_waiting: FifoMap<u64, Vec<u32>>,
@@ -320,6 +323,7 @@ impl Control {
             key_releases: FifoMap::new(settings.key_release_memory),
             stream_origins: FifoMap::new(settings.key_release_memory),
             unverified_releases: FifoMap::new(settings.key_release_memory),
+            origin_checks_left: ORIGIN_CHECKS_PER_TICK,
             repair_waiting: FifoMap::new(REPAIR_WAITING_STREAMS),
             cache: RepairCache::new(settings.repair_cache_fragments, settings.repair_cache_bytes),
             tx_cache: TxCache::new(settings.tx_cache_bytes),
@@ -523,6 +527,13 @@ impl Control {
     /// proves the origin signed a manifest for the stream). Only a member gateway's key (the
     /// allow list, when there is one) binds. Called once per stream until it binds.
     fn learn_origin(&mut self, datagram: &[u8]) {
+        // A signature check per unbound stream's manifest fragment: bounded per tick, so junk
+        // manifest fragments for made-up streams cannot eat the forwarding thread.
+        if self.origin_checks_left == 0 {
+            self.counters.inc(ControlCounter::OriginCheckSkipped);
+            return;
+        }
+        self.origin_checks_left -= 1;
         let bound = (|| {
             let p = Packet::new_checked(datagram).ok()?;
             let repr = Repr::parse(&p).ok()?;
@@ -623,6 +634,7 @@ impl Control {
     /// Housekeeping: removes gateways silent for too long and forgets registration nonces
     /// whose window has passed.
     pub fn tick(&mut self, now_ms: u64) {
+        self.origin_checks_left = ORIGIN_CHECKS_PER_TICK;
         let limit =
             u64::from(self.settings.keepalive_ms) * u64::from(self.settings.expiry_keepalives);
         let before = self.gateways.len();
@@ -1392,6 +1404,9 @@ const REPAIR_WAITING_STREAMS: usize = 4096;
 /// Registration nonces one identity may hold in the replay cache (a gateway registers every
 /// few seconds at most: 64 within the 30 s window is far beyond an honest one).
 const REPLAY_PER_IDENTITY: u32 = 64;
+/// Manifest signature checks (stream origin binding) per tick at most (ticks are 20-100 ms:
+/// thousands of new streams a second, far above any block rate).
+const ORIGIN_CHECKS_PER_TICK: u32 = 256;
 /// Signed registration refusals sent per second at most.
 const MAX_REFUSALS_PER_SEC: u32 = 64;
 /// Short IDs whose tx request was passed on, remembered at most, and askers kept per ID.

@@ -1171,3 +1171,25 @@ fn attack_older_roster_is_refused_and_a_removed_gateway_is_cut_off() {
     c.handle(NOW, src(5500), &tx_msg(&keep, 1, 0, 1, None), &mut out);
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn attack_junk_manifests_cannot_eat_the_control_path() {
+    // A member floods manifest fragments for made-up streams (validly signed by keys it made
+    // up, or junk): each unbound stream costs a signature check, so the checks are budgeted
+    // per tick; the rest are skipped (counted), and after the tick an honest origin's stream
+    // binds as usual.
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let junk = manifest_fragment(1, &Identity::generate(&SystemRandom::new()).unwrap());
+    for stream in 0..300u64 {
+        let mut d = junk.clone();
+        // Another stream id in the header: the payload's signed stream no longer matches.
+        d[photon_protocol::wire::field::STREAM].copy_from_slice(&(stream + 10).to_be_bytes());
+        c.record_fragment(&d);
+    }
+    assert_eq!(c.counters().get(ControlCounter::ManifestUnverified), 256);
+    assert_eq!(c.counters().get(ControlCounter::OriginCheckSkipped), 44);
+    c.tick(NOW);
+    c.record_fragment(&manifest_fragment(0x8888, &gws[0].identity));
+    assert_eq!(c.stream_origin(0x8888), Some(gws[0].identity.public_key()));
+}
