@@ -752,6 +752,47 @@ mod tests {
     "#;
 
     #[test]
+    fn a_roster_file_sets_the_allow_list_and_is_watched() {
+        use photon_protocol::identity::Identity;
+        use photon_protocol::roster::{Member, MemberRole, Roster};
+        let rng = ring::rand::SystemRandom::new();
+        let op = Identity::generate(&rng).unwrap();
+        let g = Identity::generate(&rng).unwrap().public_key();
+        let mut roster = Roster::new(
+            3,
+            u64::MAX,
+            vec![Member {
+                key: g,
+                role: MemberRole::Gateway,
+            }],
+        )
+        .unwrap();
+        roster.sign(&op).unwrap();
+        let dir = std::env::temp_dir().join(format!("photon-relay-roster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("d.roster"), roster.emit()).unwrap();
+        let text = format!(
+            "{MINIMAL}\n[roster]\nfile = \"d.roster\"\noperators = [\"{}\"]\n",
+            op.public_key()
+        );
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let s = c.control_settings().unwrap();
+        assert_eq!(s.allowed_gateways, Some([g.0].into_iter().collect()));
+        assert!(s.allow_from_roster);
+        assert_eq!(s.roster.as_ref().map(|r| r.serial), Some(3));
+        let socket = c.socket_relay().unwrap();
+        assert!(socket.roster_watch.is_some());
+        // Signed by another key: refused, naming the key to fix.
+        let wrong = text.replace(&op.public_key().to_string(), &g.to_string());
+        std::fs::write(&path, wrong).unwrap();
+        let e = Config::load(&path).unwrap().control_settings().unwrap_err();
+        assert!(e.to_string().contains("roster.file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(c.relay.prefix_len, 24);
