@@ -420,6 +420,9 @@ pub struct GatewayStats {
     pub blocks_invalid_pow: u64,
     pub blocks_invalid_mutated: u64,
     pub blocks_invalid_size: u64,
+    /// Invalid blocks by origin key (hex): which trusted origin sends junk. Bounded by the
+    /// trusted origins (only their streams decode).
+    pub invalid_blocks_by_origin: std::collections::BTreeMap<String, u64>,
     pub peer_fallbacks: u64,
     pub registrations: u64,
     pub failovers: u64,
@@ -972,9 +975,20 @@ impl Gateway {
                     self.stats.blocks_invalid_size += 1
                 }
             }
+            if let Some(origin) = b.origin {
+                let n = self
+                    .stats
+                    .invalid_blocks_by_origin
+                    .entry(origin.to_string())
+                    .or_insert(0);
+                *n += 1;
+            }
+            let origin = b
+                .origin
+                .map_or_else(|| "unknown".to_string(), |o| o.to_string());
             self.event(GatewayEvent::BlockFailed {
                 stream: b.stream,
-                reason: format!("invalid block: {e}"),
+                reason: format!("invalid block from origin {origin}: {e}"),
             });
             return;
         }

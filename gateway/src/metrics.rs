@@ -41,6 +41,12 @@ pub struct StageLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabel {
+    /// An origin gateway's public key, 64 hex digits.
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -67,6 +73,7 @@ pub struct Metrics {
     key_releases: Family<ReasonLabel, Counter>,
     peer_fallbacks: Counter,
     roster_updates: Counter,
+    invalid_blocks: Family<OriginLabel, Counter>,
     receipts: Counter,
     receipts_not_counted: Family<ReasonLabel, Counter>,
     links_up: Gauge,
@@ -131,6 +138,12 @@ impl Metrics {
             "Keys of our blocks released, by reason",
             key_releases.clone(),
         );
+        let invalid_blocks = Family::<OriginLabel, Counter>::default();
+        r.register(
+            "invalid_blocks",
+            "Decoded blocks not handed to the node (bad proof of work, mutation, weight), by origin",
+            invalid_blocks.clone(),
+        );
         let roster_updates = Counter::default();
         r.register(
             "roster_updates",
@@ -182,6 +195,7 @@ impl Metrics {
             key_releases,
             peer_fallbacks,
             roster_updates,
+            invalid_blocks,
             receipts,
             receipts_not_counted,
             links_up,
@@ -326,6 +340,20 @@ impl Metrics {
         );
         add(&d("roster_refused"), old.roster_refused, new.roster_refused);
         add(&self.roster_updates, old.roster_updates, new.roster_updates);
+        for (origin, &n) in &new.invalid_blocks_by_origin {
+            let before = old
+                .invalid_blocks_by_origin
+                .get(origin)
+                .copied()
+                .unwrap_or(0);
+            add(
+                &self.invalid_blocks.get_or_create(&OriginLabel {
+                    origin: origin.clone(),
+                }),
+                before,
+                n,
+            );
+        }
         add(
             &d("block_bad_pow"),
             old.blocks_invalid_pow,
@@ -452,6 +480,7 @@ mod tests {
             receipts_not_member: 3,
             short_id_conflicts: 4,
             dropped_paced_full: 5,
+            invalid_blocks_by_origin: [("ab".repeat(32), 2)].into_iter().collect(),
             ..GatewayStats::default()
         };
         m.publish(&GatewayStats::default(), &new, 2, 1234);
@@ -498,6 +527,10 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("photon_gateway_dropped_total{reason=\"paced_queue_full\"} 5"));
+        assert!(body.contains(&format!(
+            "photon_gateway_invalid_blocks_total{{origin=\"{}\"}} 2",
+            "ab".repeat(32)
+        )));
         assert!(get("/other").starts_with("HTTP/1.1 404"));
     }
 }

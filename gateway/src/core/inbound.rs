@@ -63,6 +63,8 @@ pub(super) struct InboundBlock {
     pub(super) timings: InTimings,
     /// When the block was decoded (the caller's `now` or later, see [`Inbound::poll_block`]).
     pub(super) at: Instant,
+    /// The origin the stream's manifest was signed by.
+    pub(super) origin: Option<PublicKey>,
 }
 
 /// Counters of the inbound side (folded into [`super::GatewayStats`]).
@@ -682,6 +684,7 @@ impl Inbound {
         // decompressing took time since (the stage records read the clock the same way).
         let now = now.max(Instant::now());
         let via = cx.links[s.first_link].kind;
+        let origin = s.origin;
         let keyed = o.key_at.map_or(o.ready_at, |k| k.max(o.ready_at));
         let timings = InTimings {
             assemble: o.ready_at - s.first_at,
@@ -700,6 +703,7 @@ impl Inbound {
             compressed_bytes: o.compressed_len,
             timings,
             at: now,
+            origin,
         });
     }
 }

@@ -1224,6 +1224,11 @@ fn attack_trusted_origin_sends_invalid_blocks() {
         1,
         "nothing invalid reached the node"
     );
+    let by_origin = &sim.gws[1].stats().invalid_blocks_by_origin;
+    assert_eq!(
+        by_origin.get(&sim.gws[0].public_key().to_string()),
+        Some(&2)
+    );
 }
 
 #[test]
