@@ -102,7 +102,7 @@ control_counters! {
     OriginCheckSkipped => "origin_check_skipped", "manifest fragments of unbound streams not checked: the per-tick budget of signature checks was spent";
     ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
     TxRequestRefused => "tx_request_refused", "tx-request IDs not answered or passed on: named twice in one request, or answered to that node within tx_answer_repeat_ms (F7)";
-    TxRequestToOrigin => "tx_request_to_origin", "tx requests passed on toward the block's known origin only, not to every gateway";
+    ToOrigin => "to_origin", "receipts and tx requests passed on toward the stream's known origin only, not to every gateway";
     RosterUpdates => "roster_updates", "newer membership rosters taken while running";
     RosterRefused => "roster_refused", "roster files refused (expired, badly signed, not newer, unreadable): the roster in force stays";
     RosterRemoved => "roster_removed", "registered gateways removed because a newer roster no longer lists them";
@@ -711,9 +711,15 @@ impl Control {
         match repr.message {
             Message::Keepalive(ka) => self.keepalive(sender, src, ka, out),
             Message::Transaction(tx) => self.transaction(sender, slot, from_kind, &repr, tx, out),
-            Message::Receipt(_) => {
+            Message::Receipt(ref r) => {
                 self.counters.inc(ControlCounter::Receipts);
-                self.pass_on(&repr, slot, from_kind, out);
+                let fwd = Repr {
+                    sender: self.local.node_id,
+                    hops: repr.hops.saturating_add(1),
+                    flags: repr.flags,
+                    message: repr.message.clone(),
+                };
+                self.toward_origin(r.stream, &fwd, slot, from_kind, out);
             }
             Message::KeyRelease(ref kr) => {
                 if self.key_releases.contains(&kr.stream) {
@@ -1233,29 +1239,37 @@ impl Control {
                 short_ids: missing,
             }),
         };
-        let origin = self.stream_origins.get(&req.stream).copied();
-        let origin_node = origin.and_then(|o| self.by_identity.get(&o).copied());
-        match (origin, origin_node) {
-            (Some(_), Some(node)) => {
-                self.counters.inc(ControlCounter::TxRequestToOrigin);
-                self.send_to_slots(&fwd, out, |to, peer| {
-                    to != slot && peer.spec.node_id == node && peer.spec.keys.is_some()
-                });
-            }
-            (Some(_), None) => {
-                // The origin is registered elsewhere: only the peer relays can reach it (and
-                // a request from a peer relay goes no further, split horizon).
-                self.counters.inc(ControlCounter::TxRequestToOrigin);
-                if from_kind == PeerKind::Gateway {
-                    self.send_to_slots(&fwd, out, |to, peer| {
-                        to != slot
-                            && peer.spec.kind == PeerKind::Relay
-                            && peer.fans_out
-                            && peer.spec.keys.is_some()
-                    });
-                }
-            }
-            (None, _) => self.fan_out(&fwd, slot, from_kind, false, out),
+        self.toward_origin(req.stream, &fwd, slot, from_kind, out);
+    }
+
+    /// Sends what only the origin of `stream` needs (a receipt, the IDs of a tx request) toward
+    /// it when this relay bound the stream to an origin: to that gateway alone if it is
+    /// registered here, else to the peer relays (a peer relay's message goes no further, split
+    /// horizon); to everyone but the sender only when the origin is unknown. Counted
+    /// `to_origin`: nothing a member sends for another's stream is multiplied by the fan-out.
+    fn toward_origin(
+        &mut self,
+        stream: u64,
+        fwd: &Repr<'_>,
+        slot: usize,
+        from_kind: PeerKind,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(origin) = self.stream_origins.get(&stream).copied() else {
+            return self.fan_out(fwd, slot, from_kind, false, out);
+        };
+        self.counters.inc(ControlCounter::ToOrigin);
+        match self.by_identity.get(&origin).copied() {
+            Some(node) => self.send_to_slots(fwd, out, |to, peer| {
+                to != slot && peer.spec.node_id == node && peer.spec.keys.is_some()
+            }),
+            None if from_kind == PeerKind::Gateway => self.send_to_slots(fwd, out, |to, peer| {
+                to != slot
+                    && peer.spec.kind == PeerKind::Relay
+                    && peer.fans_out
+                    && peer.spec.keys.is_some()
+            }),
+            None => {}
         }
     }
 

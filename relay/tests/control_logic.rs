@@ -1034,7 +1034,7 @@ fn attack_tx_request_amplification_at_the_relay() {
     );
     assert_eq!(out.len(), 1);
     assert_eq!(to_port(&out[0]), 5100, "only the origin");
-    assert_eq!(c.counters().get(ControlCounter::TxRequestToOrigin), 1);
+    assert_eq!(c.counters().get(ControlCounter::ToOrigin), 1);
     // The origin's answer goes back to the asker only.
     out.clear();
     c.handle(
@@ -1192,4 +1192,29 @@ fn attack_junk_manifests_cannot_eat_the_control_path() {
     c.tick(NOW);
     c.record_fragment(&manifest_fragment(0x8888, &gws[0].identity));
     assert_eq!(c.stream_origin(0x8888), Some(gws[0].identity.public_key()));
+}
+
+#[test]
+fn attack_forged_receipts_are_not_fanned_out_to_every_gateway() {
+    // A member floods receipts for another gateway's stream: once the relay knows the
+    // stream's origin, each receipt goes to the origin alone (which refuses the forged ones),
+    // not to every gateway.
+    let (mut c, pk) = control_with(ControlSettings::default());
+    let gws = three(&mut c, &pk);
+    let stream = 0x9191;
+    c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        let sybil = Identity::generate(&SystemRandom::new()).unwrap();
+        let r = ReceiptRepr::sign(stream, [1; 32], &sybil);
+        c.handle(
+            NOW,
+            src(5102),
+            &gws[2].signed(Repr::new(gws[2].node, Message::Receipt(r))),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 10, "one copy each, not two");
+    assert!(out.iter().all(|o| to_port(o) == 5100), "only to the origin");
+    assert_eq!(c.counters().get(ControlCounter::ToOrigin), 10);
 }
