@@ -148,8 +148,8 @@ pub struct NetworkSection {
     pub paced_queue_kb: usize,
     #[serde(default = "default_control_queue")]
     pub control_queue_kb: usize,
-    /// A tx request for an ID answered on the same link within this long is not answered
-    /// again.
+    /// A tx request for an ID answered on the same direct peer link within this long is not
+    /// answered again.
     #[serde(default = "default_tx_answer_repeat")]
     pub tx_answer_repeat_ms: u64,
 }

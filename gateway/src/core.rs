@@ -184,8 +184,9 @@ pub struct CoreConfig {
     /// and in the control queue (receipts, key releases, requests); more is dropped, counted.
     pub paced_queue_bytes: usize,
     pub control_queue_bytes: usize,
-    /// A tx request for an ID we answered on the same link within this long is not answered
-    /// again (F7: answered once per ID; a lost answer is asked again after it).
+    /// A tx request for an ID we answered on the same direct peer link within this long is not
+    /// answered again (F7: answered once per ID; a lost answer is asked again after it). Over
+    /// a relay link the relay refuses each asker's repeats.
     pub tx_answer_repeat: Duration,
     /// The deployment's verified roster (`photon_protocol::roster`). With it, only its
     /// gateways' receipts count toward a key release; without it, only those of

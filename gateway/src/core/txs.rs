@@ -510,8 +510,9 @@ impl Txs {
     /// to every gateway, and one answer, the origin's, is enough).
     ///
     /// Each ID is answered once, to the asking link only: an ID named twice in one request,
-    /// or answered on this link within `answer_repeat`, is not answered again (counted
-    /// `tx_request_ids_refused`); the paced queue's per-link byte limit bounds the rest (F7).
+    /// or answered on this direct peer link within `answer_repeat`, is not answered again
+    /// (counted `tx_request_ids_refused`; over a relay link the relay refuses each asker's
+    /// repeats); the paced queue's per-link byte limit bounds the rest (F7).
     pub(super) fn handle_tx_request(
         &mut self,
         now: Instant,
@@ -523,11 +524,15 @@ impl Txs {
         if matches!(links[link].kind, LinkKind::Relay(_)) && !ours {
             return;
         }
+        // Behind a relay link are many askers (the relay refuses each one's own repeats and
+        // sends the answer only to them): the repeat window is per direct peer only.
+        let peer = matches!(links[link].kind, LinkKind::Peer(_));
         for (i, &id) in r.short_ids.iter().enumerate() {
-            let recent = self
-                .answered
-                .get(&(link, id))
-                .is_some_and(|&t| now.saturating_duration_since(t) < self.answer_repeat);
+            let recent = peer
+                && self
+                    .answered
+                    .get(&(link, id))
+                    .is_some_and(|&t| now.saturating_duration_since(t) < self.answer_repeat);
             if recent || r.short_ids[..i].contains(&id) {
                 self.stats.tx_request_ids_refused += 1;
                 continue;
