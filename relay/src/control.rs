@@ -534,24 +534,7 @@ impl Control {
             return;
         }
         self.origin_checks_left -= 1;
-        let bound = (|| {
-            let p = Packet::new_checked(datagram).ok()?;
-            let repr = Repr::parse(&p).ok()?;
-            let Message::Fragment(f) = repr.message else {
-                return None;
-            };
-            let m = ManifestFragmentRepr::parse(f.payload).ok()?;
-            if m.meta.stream != f.stream {
-                return None;
-            }
-            if let Some(allowed) = &self.settings.allowed_gateways {
-                if !allowed.contains(&m.meta.origin) {
-                    return None;
-                }
-            }
-            m.verify(&m.root()).ok()?;
-            Some((f.stream, m.meta.origin))
-        })();
+        let bound = self.manifest_origin(datagram);
         match bound {
             Some((stream, origin)) => {
                 self.stream_origins.insert(stream, origin);
@@ -608,6 +591,27 @@ impl Control {
     /// The roster in force, if any.
     pub fn roster(&self) -> Option<&Arc<Roster>> {
         self.settings.roster.as_ref()
+    }
+
+    /// (stream, origin) of a manifest fragment whose signature verifies under its origin key,
+    /// an allowed gateway's when there is an allow list.
+    fn manifest_origin(&self, datagram: &[u8]) -> Option<(u64, [u8; 32])> {
+        let p = Packet::new_checked(datagram).ok()?;
+        let repr = Repr::parse(&p).ok()?;
+        let Message::Fragment(f) = repr.message else {
+            return None;
+        };
+        let m = ManifestFragmentRepr::parse(f.payload).ok()?;
+        if m.meta.stream != f.stream {
+            return None;
+        }
+        if let Some(allowed) = &self.settings.allowed_gateways {
+            if !allowed.contains(&m.meta.origin) {
+                return None;
+            }
+        }
+        m.verify(&m.root()).ok()?;
+        Some((f.stream, m.meta.origin))
     }
 
     /// The origin this relay bound `stream` to, if any.
