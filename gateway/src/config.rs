@@ -14,10 +14,10 @@ use photon_protocol::identity::PublicKey;
 use photon_protocol::shortid::TxStoreConfig;
 use serde::Deserialize;
 
-use crate::node::NodeConfig;
 use crate::core::{
     BlockEncoding, CoreConfig, Delivery, KeyReleasePolicy, PeerEndpoint, RelayEndpoint,
 };
+use crate::node::NodeConfig;
 
 /// `node.network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -85,6 +85,10 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub perf: PerfSection,
+    /// The deployment's signed membership roster (optional): trusted origins, the receipt
+    /// signers and the receiver count default from it (`photon_ops::roster`).
+    #[serde(default)]
+    pub roster: photon_ops::roster::RosterSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +138,16 @@ pub struct NetworkSection {
     pub recv_batch: usize,
     #[serde(default = "default_recv_buffer")]
     pub recv_buffer_kb: usize,
+    /// Per destination: KiB of transactions (and tx answers) queued at most, and KiB of
+    /// control messages; more is dropped and counted (F7).
+    #[serde(default = "default_paced_queue")]
+    pub paced_queue_kb: usize,
+    #[serde(default = "default_control_queue")]
+    pub control_queue_kb: usize,
+    /// A tx request for an ID answered on the same direct peer link within this long is not
+    /// answered again.
+    #[serde(default = "default_tx_answer_repeat")]
+    pub tx_answer_repeat_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,28 +172,26 @@ pub struct KeyReleaseSection {
     pub policy: KeyReleaseKind,
     /// With `receipts`: share of `receivers` whose receipts release the key, and the timeout.
     pub share: f64,
-    pub receivers: u32,
+    /// Default: the roster's gateways minus one, else the core's default (1).
+    pub receivers: Option<u32>,
     pub timeout_ms: u64,
 }
 
 impl Default for KeyReleaseSection {
     fn default() -> Self {
         match CoreConfig::new().key_release {
-            KeyReleasePolicy::Receipts {
-                share,
-                receivers,
-                timeout,
-            } => KeyReleaseSection {
+            KeyReleasePolicy::Receipts { share, timeout, .. } => KeyReleaseSection {
                 policy: KeyReleaseKind::Receipts,
                 share,
-                receivers,
+                // Resolved later: from the roster, else the core's default.
+                receivers: None,
                 timeout_ms: ms(timeout),
             },
             // Not the core's default; the receipt settings are then unused.
             KeyReleasePolicy::Immediate => KeyReleaseSection {
                 policy: KeyReleaseKind::Immediate,
                 share: 0.0,
-                receivers: 0,
+                receivers: Some(0),
                 timeout_ms: 0,
             },
         }
@@ -270,6 +282,15 @@ fn default_batch() -> usize {
 fn default_recv_buffer() -> usize {
     8192
 }
+fn default_paced_queue() -> usize {
+    CoreConfig::new().paced_queue_bytes / 1024
+}
+fn default_control_queue() -> usize {
+    CoreConfig::new().control_queue_bytes / 1024
+}
+fn default_tx_answer_repeat() -> u64 {
+    ms(CoreConfig::new().tx_answer_repeat)
+}
 
 /// The public key (64 hex digits, [`PublicKey`]'s `FromStr`) set by config key `key`.
 pub fn parse_public_key(key: &str, s: &str) -> Result<PublicKey, ConfigError> {
@@ -302,6 +323,8 @@ pub struct Resolved {
     pub log: LogSection,
     /// Where stage records go, and the node name they carry.
     pub stage_log: Option<(PathBuf, String)>,
+    /// Watches `[roster] file` for a newer roster while running.
+    pub roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
 impl Config {
@@ -362,6 +385,10 @@ impl Config {
                 k,
             )?);
         }
+        let roster = self
+            .roster
+            .load(base, photon_ops::roster::unix_now_s())?
+            .map(std::sync::Arc::new);
         core.uplink_bytes_per_sec = (n.uplink_mbps * 1e6 / 8.0) as u64;
         core.repair = RepairPolicy {
             overhead_permille: (n.repair_percent * 10.0).round() as u32,
@@ -372,6 +399,15 @@ impl Config {
         core.register_retry = Duration::from_millis(n.register_retry_ms.max(10));
         core.peer_fallback = Duration::from_millis(n.peer_fallback_ms);
         core.originate_via_peers = n.originate_via_peers;
+        if n.paced_queue_kb == 0 || n.control_queue_kb == 0 {
+            return Err(invalid(
+                "network.paced_queue_kb",
+                "paced_queue_kb and control_queue_kb must be at least 1",
+            ));
+        }
+        core.paced_queue_bytes = n.paced_queue_kb.saturating_mul(1024);
+        core.control_queue_bytes = n.control_queue_kb.saturating_mul(1024);
+        core.tx_answer_repeat = Duration::from_millis(n.tx_answer_repeat_ms);
         if n.originate_via_peers && core.peers.is_empty() {
             return Err(invalid(
                 "network.originate_via_peers",
@@ -386,15 +422,34 @@ impl Config {
                 if !(0.0..=1.0).contains(&k.share) {
                     return Err(invalid("key_release.share", "must be within 0.0..=1.0"));
                 }
+                let default_receivers = match (&roster, CoreConfig::new().key_release) {
+                    (Some(r), _) => (r.gateways().count() as u32).saturating_sub(1),
+                    (None, KeyReleasePolicy::Receipts { receivers, .. }) => receivers,
+                    (None, KeyReleasePolicy::Immediate) => 0,
+                };
                 KeyReleasePolicy::Receipts {
                     share: k.share,
-                    receivers: k.receivers,
+                    receivers: k.receivers.unwrap_or(default_receivers),
                     timeout: Duration::from_millis(k.timeout_ms),
                 }
             }
         };
         core.block_encoding = self.block.encoding;
         core.encrypt = self.block.encrypt;
+        if let Some(r) = &roster {
+            for (i, relay) in core.relays.iter().enumerate() {
+                if !r.is_relay(&relay.public_key) {
+                    return Err(invalid(
+                        format!("relays[{i}].public_key"),
+                        "is not a relay of the roster (roster.file): add it to the roster",
+                    ));
+                }
+            }
+        }
+        let roster_watch =
+            photon_ops::roster::RosterWatcher::new(&self.roster, base, roster.clone());
+        core.roster = roster;
+        core.network = network;
         if self.tx_store.max_mb == 0 {
             return Err(invalid("tx_store.max_mb", "must be at least 1"));
         }
@@ -427,6 +482,7 @@ impl Config {
             metrics_listen,
             log: self.log.clone(),
             stage_log,
+            roster_watch,
         })
     }
 }
@@ -488,6 +544,74 @@ mod tests {
         let r = c.resolve(Path::new("/etc/photon")).expect("and resolves");
         assert_eq!(r.core.relays.len(), 2);
         assert_eq!(r.core.key_release.receipts_needed(), 2);
+    }
+
+    #[test]
+    fn a_roster_gives_trusted_origins_receivers_and_checks_relays() {
+        use photon_protocol::identity::Identity;
+        use photon_protocol::roster::{Member, MemberRole, Roster};
+        use photon_protocol::shortid::ShortIdRange;
+        let rng = ring::rand::SystemRandom::new();
+        let op = Identity::generate(&rng).unwrap();
+        let gws: Vec<PublicKey> = (0..5)
+            .map(|_| Identity::generate(&rng).unwrap().public_key())
+            .collect();
+        let mut members: Vec<Member> = gws
+            .iter()
+            .map(|&key| Member {
+                key,
+                role: MemberRole::Gateway,
+            })
+            .collect();
+        members.push(Member {
+            key: KEY.parse().unwrap(),
+            role: MemberRole::Relay {
+                short_ids: ShortIdRange::new(0, 1 << 20).unwrap(),
+            },
+        });
+        let mut roster = Roster::new(4, u64::MAX, members).unwrap();
+        roster.sign(&op).unwrap();
+        let dir = std::env::temp_dir().join(format!("photon-gw-roster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("d.roster"), roster.emit()).unwrap();
+        let text = format!(
+            "{}[roster]\nfile = \"d.roster\"\noperators = [\"{}\"]\n",
+            minimal(),
+            op.public_key()
+        );
+        let r = Config::from_toml(Path::new("x.toml"), &text)
+            .unwrap()
+            .resolve(&dir)
+            .unwrap();
+        // No list in the config: the core trusts the roster's gateways (Gateway::new).
+        assert!(r.core.trusted_origins.is_empty());
+        assert_eq!(
+            r.core
+                .roster
+                .as_ref()
+                .unwrap()
+                .gateways()
+                .collect::<Vec<_>>(),
+            gws
+        );
+        // Five gateways: four receivers, half of them release the key.
+        assert_eq!(r.core.key_release.receipts_needed(), 2);
+        assert_eq!(r.core.roster.as_deref(), Some(&roster));
+        // A relay the roster does not list is a config error naming the key.
+        let other = text.replace(KEY, &"02".repeat(32));
+        let e = Config::from_toml(Path::new("x.toml"), &other)
+            .unwrap()
+            .resolve(&dir)
+            .unwrap_err();
+        assert!(e.to_string().contains("relays[0].public_key"), "{e}");
+        // A roster signed by someone else is refused.
+        let wrong = text.replace(&op.public_key().to_string(), &gws[0].to_string());
+        let e = Config::from_toml(Path::new("x.toml"), &wrong)
+            .unwrap()
+            .resolve(&dir)
+            .unwrap_err();
+        assert!(e.to_string().contains("roster.file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

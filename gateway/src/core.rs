@@ -16,10 +16,12 @@ mod outbound;
 mod stages;
 mod stats;
 mod txs;
+pub mod validity;
 
 use photon_protocol::fifo::FifoSet;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Block, BlockHash, Transaction};
@@ -27,6 +29,7 @@ use photon_protocol::assembler::{AssemblerConfig, AssemblerStats};
 pub use photon_protocol::compress::BlockEncoding;
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::roster::{Roster, RosterError};
 use photon_protocol::shortid::{TxStoreConfig, TxStoreStats};
 use photon_protocol::wire::{Message, MessageType, Packet, ReceiptRepr, Repr};
 use ring::rand::SystemRandom;
@@ -143,7 +146,8 @@ pub enum Delivery {
 pub struct CoreConfig {
     pub relays: Vec<RelayEndpoint>,
     pub peers: Vec<PeerEndpoint>,
-    /// Origins whose blocks we accept (peers are added automatically).
+    /// Origins whose blocks we accept (peers are added automatically). Empty with a roster:
+    /// the roster's gateways.
     pub trusted_origins: Vec<PublicKey>,
     /// Uplink budget for block fragments, bytes per second, all destinations together.
     pub uplink_bytes_per_sec: u64,
@@ -182,6 +186,20 @@ pub struct CoreConfig {
     pub max_awaiting_ids: usize,
     /// Keep [`StageRecord`]s for [`Gateway::poll_stage`] (the perf report's stage log).
     pub stage_records: bool,
+    /// Bytes queued at most per destination in the paced queue (transactions, tx answers)
+    /// and in the control queue (receipts, key releases, requests); more is dropped, counted.
+    pub paced_queue_bytes: usize,
+    pub control_queue_bytes: usize,
+    /// A tx request for an ID we answered on the same direct peer link within this long is not
+    /// answered again (F7: answered once per ID; a lost answer is asked again after it). Over
+    /// a relay link the relay refuses each asker's repeats.
+    pub tx_answer_repeat: Duration,
+    /// The deployment's verified roster (`photon_protocol::roster`). With it, only its
+    /// gateways' receipts count toward a key release; without it, only those of
+    /// `trusted_origins` and `peers` (docs/protocol/8-threat-model.md).
+    pub roster: Option<Arc<Roster>>,
+    /// The chain's network: blocks from the network must meet its proof-of-work limit.
+    pub network: bitcoin::Network,
 }
 
 impl CoreConfig {
@@ -213,6 +231,11 @@ impl CoreConfig {
             outbound_linger: Duration::from_secs(30),
             max_awaiting_ids: 100_000,
             stage_records: false,
+            paced_queue_bytes: 16 << 20,
+            control_queue_bytes: 4 << 20,
+            tx_answer_repeat: Duration::from_millis(400),
+            roster: None,
+            network: bitcoin::Network::Bitcoin,
         }
     }
 }
@@ -342,17 +365,67 @@ pub struct Gateway {
     inbound: Inbound,
     /// Blocks delivered to or received from the node, to drop duplicates and echoes.
     known_blocks: FifoSet<BlockHash>,
+    /// The easiest target a block from the network may claim (`CoreConfig::network`).
+    pow_limit: bitcoin::Target,
+    /// The trusted origins are the roster's gateways (none were configured, or the config's
+    /// came from the roster): a newer roster replaces them.
+    trusted_from_roster: bool,
 
-    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    control: LinkQueue,
     /// Transactions out, paced at the uplink rate (a burst of thousands would overflow the
     /// relay's socket buffer).
-    paced: VecDeque<(SocketAddr, Vec<u8>)>,
+    paced: LinkQueue,
     paced_next: Instant,
     node_actions: VecDeque<NodeAction>,
     events: VecDeque<GatewayEvent>,
     stages: StageLog,
     next_housekeeping: Instant,
     stats: GatewayStats,
+}
+
+/// A FIFO of datagrams bounded in bytes per destination (F7): a datagram that would pass its
+/// destination's budget is refused (the caller counts it), so no peer's requests can make us
+/// queue without bound, and one slow destination cannot starve the others' budget.
+struct LinkQueue {
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    bytes: HashMap<SocketAddr, usize>,
+    limit: usize,
+}
+
+impl LinkQueue {
+    fn new(limit: usize) -> Self {
+        LinkQueue {
+            queue: VecDeque::new(),
+            bytes: HashMap::new(),
+            limit,
+        }
+    }
+
+    /// Queues `d`; `false` (dropped) when its destination's budget would be passed.
+    fn push(&mut self, d: (SocketAddr, Vec<u8>)) -> bool {
+        let held = self.bytes.entry(d.0).or_insert(0);
+        if *held + d.1.len() > self.limit {
+            return false;
+        }
+        *held += d.1.len();
+        self.queue.push_back(d);
+        true
+    }
+
+    fn pop(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let d = self.queue.pop_front()?;
+        if let Some(held) = self.bytes.get_mut(&d.0) {
+            *held = held.saturating_sub(d.1.len());
+            if *held == 0 {
+                self.bytes.remove(&d.0);
+            }
+        }
+        Some(d)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// Block hashes remembered to drop duplicates and echoes from the node.
@@ -367,13 +440,21 @@ const MAX_EVENTS: usize = 4096;
 impl Gateway {
     /// A gateway with `identity`, started at `now` which is `unix_ms` on the wall clock.
     pub fn new(mut config: CoreConfig, identity: Identity, now: Instant, unix_ms: u64) -> Self {
-        let mut trusted: Vec<[u8; 32]> = config.trusted_origins.iter().map(|k| k.0).collect();
+        // Without a configured list, the roster's gateways are the trusted origins.
+        let trusted_from_roster = config.trusted_origins.is_empty() && config.roster.is_some();
+        let mut trusted: Vec<[u8; 32]> = match &config.roster {
+            Some(r) if trusted_from_roster => r.gateways().map(|k| k.0).collect(),
+            _ => config.trusted_origins.iter().map(|k| k.0).collect(),
+        };
         trusted.extend(config.peers.iter().map(|p| p.public_key.0));
         trusted.sort_unstable();
         trusted.dedup();
         config.assembler.trusted_origins = trusted;
         let links = Links::new(&config, identity.public_key(), now);
         let stages = StageLog::new(config.stage_records);
+        let control = LinkQueue::new(config.control_queue_bytes);
+        let paced = LinkQueue::new(config.paced_queue_bytes);
+        let pow_limit = crate::node::pow::pow_limit(config.network);
         let outbound = Outbound::new(&config);
         let inbound = Inbound::new(
             config.assembler.clone(),
@@ -382,7 +463,12 @@ impl Gateway {
         );
         Gateway {
             inbound,
-            txs: Txs::new(config.tx_store, config.max_awaiting_ids),
+            txs: Txs::new(
+                config.tx_store,
+                config.max_awaiting_ids,
+                config.tx_answer_repeat,
+                config.roster.as_deref(),
+            ),
             config,
             identity,
             rng: SystemRandom::new(),
@@ -390,9 +476,11 @@ impl Gateway {
             epoch_unix_ms: unix_ms,
             links,
             known_blocks: FifoSet::new(KNOWN_BLOCKS),
+            pow_limit,
+            trusted_from_roster,
             outbound,
-            control: VecDeque::new(),
-            paced: VecDeque::new(),
+            control,
+            paced,
             paced_next: now,
             node_actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -404,6 +492,40 @@ impl Gateway {
 
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    /// Takes a newer roster (already verified by the caller against the operators' keys, e.g.
+    /// `photon_ops::roster::RosterWatcher`): refused unless its serial is above the one held.
+    /// From now on its gateways are the receipt signers and (when the config listed no trusted
+    /// origins) the trusted origins, and its relays' ranges bound short IDs. Streams already
+    /// bound keep their origin.
+    pub fn replace_roster(&mut self, roster: Arc<Roster>) -> Result<(), RosterError> {
+        if let Some(current) = &self.config.roster {
+            roster.check_replaces(current)?;
+        }
+        self.outbound.set_receipt_signers(&roster);
+        self.txs.set_roster(&roster);
+        if self.config.trusted_origins.is_empty() {
+            self.trusted_from_roster = true;
+        }
+        if self.trusted_from_roster {
+            let mut trusted: Vec<[u8; 32]> = roster.gateways().map(|k| k.0).collect();
+            trusted.extend(self.config.peers.iter().map(|p| p.public_key.0));
+            self.inbound.set_trusted_origins(trusted);
+        }
+        self.config.roster = Some(roster);
+        self.stats.roster_updates += 1;
+        Ok(())
+    }
+
+    /// Counts a roster the driver refused (expired, badly signed, not newer, unreadable).
+    pub fn note_roster_refused(&mut self) {
+        self.stats.roster_refused += 1;
+    }
+
+    /// The roster in force, if any.
+    pub fn roster(&self) -> Option<&Arc<Roster>> {
+        self.config.roster.as_ref()
     }
 
     /// Counters of the gateway and its parts, as one snapshot.
@@ -541,16 +663,16 @@ impl Gateway {
         match repr.message {
             Message::Keepalive(k) => self.links.handle_keepalive(link, &k),
             Message::Transaction(t) => {
-                self.txs.handle_transaction(now, link, &t);
+                self.txs.handle_transaction(now, &self.links, link, &t);
                 self.drain_txs(now);
             }
             Message::ShortIdAssign(a) => {
-                self.txs.handle_short_id_assign(now, &a);
+                self.txs.handle_short_id_assign(now, &self.links, link, &a);
                 self.drain_txs(now);
             }
             Message::TxRequest(r) => {
                 let ours = self.outbound.is_ours(r.stream);
-                self.txs.handle_tx_request(&self.links, link, &r, ours);
+                self.txs.handle_tx_request(now, &self.links, link, &r, ours);
                 self.drain_txs(now);
             }
             Message::Receipt(r) => self.handle_receipt(now, link, &r),
@@ -617,9 +739,9 @@ impl Gateway {
         let from_paced =
             self.control.is_empty() && !self.paced.is_empty() && now >= self.paced_next;
         let queued = if from_paced {
-            self.paced.pop_front()
+            self.paced.pop()
         } else {
-            self.control.pop_front()
+            self.control.pop()
         };
         let t = if let Some((dst, bytes)) = queued {
             let len = bytes.len().min(buf.len());
@@ -644,7 +766,9 @@ impl Gateway {
     /// blocks, in that order.
     fn drain_txs(&mut self, now: Instant) {
         while let Some(d) = self.txs.poll_transmit() {
-            self.paced.push_back(d);
+            if !self.paced.push(d) {
+                self.stats.dropped_paced_full += 1;
+            }
         }
         while let Some(tx) = self.txs.poll_announce() {
             self.node_actions.push_back(NodeAction::AnnounceTx(tx));
@@ -671,7 +795,9 @@ impl Gateway {
     /// What the outbound streams want sent (key releases) and reported.
     fn drain_outbound(&mut self) {
         while let Some(d) = self.outbound.poll_control() {
-            self.control.push_back(d);
+            if !self.control.push(d) {
+                self.stats.dropped_control_full += 1;
+            }
         }
         while let Some(ev) = self.outbound.poll_event() {
             self.event(ev);
@@ -686,7 +812,9 @@ impl Gateway {
     /// What the inbound streams want sent and reported, and the blocks they decoded.
     fn drain_inbound(&mut self) {
         while let Some(d) = self.inbound.poll_transmit() {
-            self.control.push_back(d);
+            if !self.control.push(d) {
+                self.stats.dropped_control_full += 1;
+            }
         }
         while let Some(ev) = self.inbound.poll_event() {
             self.event(ev);
@@ -700,10 +828,37 @@ impl Gateway {
     /// relays as ours), unless the node has it already.
     fn deliver(&mut self, b: InboundBlock) {
         let hash = b.block.block_hash();
-        if !self.known_blocks.insert(hash) {
+        if self.known_blocks.contains(&hash) {
             self.stats.blocks_duplicate += 1;
             return;
         }
+        // F6: nothing the node would reject goes to it (a trusted origin may still send junk).
+        if let Err(e) = validity::check_block(&b.block, self.pow_limit) {
+            match e {
+                validity::BlockInvalid::Pow(_) => self.stats.blocks_invalid_pow += 1,
+                validity::BlockInvalid::Mutated => self.stats.blocks_invalid_mutated += 1,
+                validity::BlockInvalid::TooHeavy { .. } | validity::BlockInvalid::Empty => {
+                    self.stats.blocks_invalid_size += 1
+                }
+            }
+            if let Some(origin) = b.origin {
+                let n = self
+                    .stats
+                    .invalid_blocks_by_origin
+                    .entry(origin.to_string())
+                    .or_insert(0);
+                *n += 1;
+            }
+            let origin = b
+                .origin
+                .map_or_else(|| "unknown".to_string(), |o| o.to_string());
+            self.event(GatewayEvent::BlockFailed {
+                stream: b.stream,
+                reason: format!("invalid block from origin {origin}: {e}"),
+            });
+            return;
+        }
+        self.known_blocks.insert(hash);
         let (now, stream) = (b.at, b.stream);
         self.stages
             .record(now, Stage::Decode, Some(stream), Some(hash), None);
@@ -744,7 +899,9 @@ impl Gateway {
     /// What the links want sent and reported, in order.
     fn drain_links(&mut self) {
         while let Some(d) = self.links.poll_transmit() {
-            self.control.push_back(d);
+            if !self.control.push(d) {
+                self.stats.dropped_control_full += 1;
+            }
         }
         while let Some(ev) = self.links.poll_event() {
             self.event(ev);

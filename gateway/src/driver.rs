@@ -55,6 +55,9 @@ pub struct DriverConfig {
     /// Stage records (JSON lines, `perf/README.md`) appended to this file under this node
     /// name; needs `core.stage_records`.
     pub stage_log: Option<(std::path::PathBuf, String)>,
+    /// Watches the roster file: a newer signed roster replaces the one in force
+    /// ([`Gateway::replace_roster`]) at the next publish, without a restart.
+    pub roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
 /// The driver's published state.
@@ -282,6 +285,7 @@ fn run(
     // The last receive filled its batch: more is probably queued, so do not wait.
     let mut busy = false;
     let mut next_publish = start;
+    let mut roster_watch = config.roster_watch.clone();
     let mut published = GatewayStats::default();
     let mut published_node = NodeStats::default();
     let mut down_since: Vec<Option<Instant>> = vec![Some(start); core.links().len()];
@@ -308,8 +312,13 @@ fn run(
                     }
                 }
                 ConnectionEvent::Node(NodeEvent::DeliveryFallback { mode, used, reason }) => {
-                    tracing::warn!(mode, used, reason, "node.delivery: the node does not take \
-                        what this mode sends; announcing instead")
+                    tracing::warn!(
+                        mode,
+                        used,
+                        reason,
+                        "node.delivery: the node does not take \
+                        what this mode sends; announcing instead"
+                    )
                 }
                 ConnectionEvent::Node(e) => core.handle_node_event(now, e),
                 ConnectionEvent::Connected(a) => tracing::info!(node = %a, "connected to node"),
@@ -367,6 +376,25 @@ fn run(
         }
         if now >= next_publish {
             next_publish = now + PUBLISH_EVERY;
+            if let Some(w) = &mut roster_watch {
+                match w.poll(unix_ms() / 1000) {
+                    None => {}
+                    Some(Ok(r)) => {
+                        let serial = r.serial;
+                        match core.replace_roster(r) {
+                            Ok(()) => tracing::info!(serial, "newer roster in force"),
+                            Err(e) => {
+                                core.note_roster_refused();
+                                tracing::warn!(error = %e, "roster refused");
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        core.note_roster_refused();
+                        tracing::warn!(error = %e, "roster file refused; the roster in force stays");
+                    }
+                }
+            }
             if let Some(log) = &mut stage_log {
                 log.flush();
             }

@@ -42,6 +42,12 @@ pub struct StageLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabel {
+    /// An origin gateway's public key, 64 hex digits.
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -121,6 +127,10 @@ metrics! {
     tx_requests: Counter = "tx_requests";
     /// Keys of our blocks released, by reason
     key_releases: Family<ReasonLabel, Counter> = "key_releases";
+    /// Decoded blocks not handed to the node (bad proof of work, mutation, weight), by origin
+    invalid_blocks: Family<OriginLabel, Counter> = "invalid_blocks";
+    /// Newer membership rosters taken while running
+    roster_updates: Counter = "roster_updates";
     /// Blocks sent to peers directly after no receipt
     peer_fallbacks: Counter = "peer_fallbacks";
     /// Receipts received for our blocks
@@ -234,6 +244,33 @@ impl Metrics {
         add(&d("unexpected"), |s| s.dropped_unexpected);
         add(&d("bad_tx"), |s| s.txs_bad);
         add(&d("bad_key_release"), |s| s.key_releases_bad);
+        add(&d("partial_tx_evicted"), |s| s.partials_evicted);
+        add(&d("roster_refused"), |s| s.roster_refused);
+        add(&self.roster_updates, |s| s.roster_updates);
+        for (origin, &n) in &new.invalid_blocks_by_origin {
+            let before = old
+                .invalid_blocks_by_origin
+                .get(origin)
+                .copied()
+                .unwrap_or(0);
+            if n > before {
+                self.invalid_blocks
+                    .get_or_create(&OriginLabel {
+                        origin: origin.clone(),
+                    })
+                    .inc_by(n - before);
+            }
+        }
+        add(&d("block_bad_pow"), |s| s.blocks_invalid_pow);
+        add(&d("block_mutated"), |s| s.blocks_invalid_mutated);
+        add(&d("block_too_big"), |s| s.blocks_invalid_size);
+        add(&d("paced_queue_full"), |s| s.dropped_paced_full);
+        add(&d("control_queue_full"), |s| s.dropped_control_full);
+        add(&d("tx_request_repeat"), |s| s.tx_request_ids_refused);
+        add(&d("short_id_conflict"), |s| s.short_id_conflicts);
+        add(&d("short_id_not_from_relay"), |s| s.short_id_not_from_relay);
+        add(&d("short_id_out_of_range"), |s| s.short_id_out_of_range);
+        add(&d("key_release_dropped"), |s| s.key_releases_dropped);
         add(&self.tx_requests, |s| s.tx_requests_sent);
         add(&self.peer_fallbacks, |s| s.peer_fallbacks);
         add(&self.receipts, |s| s.receipts_received);
@@ -245,6 +282,7 @@ impl Metrics {
         add(&r("unsigned"), |s| s.receipts_unsigned);
         add(&r("bad_signature"), |s| s.receipts_bad_signature);
         add(&r("duplicate"), |s| s.receipts_duplicate);
+        add(&r("not_member"), |s| s.receipts_not_member);
         self.links_up.set(links_up);
         self.tx_store_bytes.set(store_bytes as i64);
     }
@@ -307,6 +345,10 @@ mod tests {
             receipts_received: 7,
             receipts_unsigned: 2,
             receipts_duplicate: 1,
+            receipts_not_member: 3,
+            short_id_conflicts: 4,
+            dropped_paced_full: 5,
+            invalid_blocks_by_origin: [("ab".repeat(32), 2)].into_iter().collect(),
             ..GatewayStats::default()
         };
         m.publish(&GatewayStats::default(), &new, 2, 1234);
@@ -347,6 +389,16 @@ mod tests {
         assert!(body.contains("photon_gateway_receipts_total 7"), "{body}");
         assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"unsigned\"} 2"));
         assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"duplicate\"} 1"));
+        assert!(body.contains("photon_gateway_receipts_not_counted_total{reason=\"not_member\"} 3"));
+        assert!(
+            body.contains("photon_gateway_dropped_total{reason=\"short_id_conflict\"} 4"),
+            "{body}"
+        );
+        assert!(body.contains("photon_gateway_dropped_total{reason=\"paced_queue_full\"} 5"));
+        assert!(body.contains(&format!(
+            "photon_gateway_invalid_blocks_total{{origin=\"{}\"}} 2",
+            "ab".repeat(32)
+        )));
         assert!(get("/other").starts_with("HTTP/1.1 404"));
     }
 

@@ -171,7 +171,8 @@ fn a_block_originated_through_a_peer_gateway_arrives_under_the_peer_s_identity()
     ca.originate_via_peers = true;
     // P: originates what A sends it; its node is unreachable (a gateway without a node of its
     // own works on: it reconnects in the background).
-    let mut cp = core(&[&r], &[]);
+    // P knows B (a trusted origin), so B's receipt counts toward P's key release.
+    let mut cp = core(&[&r], &[gb.key()]);
     let mut pa = peer(ga.key(), ua);
     pa.originate_for = true;
     cp.peers.push(pa);

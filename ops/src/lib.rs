@@ -8,5 +8,6 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod log;
+pub mod roster;
 pub mod stages;
 pub mod threads;

@@ -229,7 +229,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let mut f = std::fs::File::create(&args.records).map_err(|e| e.to_string())?;
     for r in &records {
-        let line = json!({"t_ns": r.t_ns, "node": r.node, "event": r.event, "id": r.id, "bytes": r.bytes});
+        let line =
+            json!({"t_ns": r.t_ns, "node": r.node, "event": r.event, "id": r.id, "bytes": r.bytes});
         writeln!(f, "{line}").map_err(|e| e.to_string())?;
     }
     // Every receiver still has its peers: nobody was dropped for misbehaving.
@@ -245,8 +246,11 @@ pub fn run(args: &Args) -> Result<(), String> {
         "blocks": rows, "misbehaviour": punished,
     });
     if let Some(p) = &args.summary {
-        std::fs::write(p, serde_json::to_string_pretty(&summary).unwrap_or_default())
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            p,
+            serde_json::to_string_pretty(&summary).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
     }
     if !punished.is_empty() {
         return Err(format!("nodes logged misbehaviour: {punished:?}"));

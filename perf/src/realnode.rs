@@ -360,7 +360,11 @@ impl Bcoin {
     pub fn mine(&self, n: u32, address: &str) -> Result<Vec<String>, RealNodeError> {
         let v = self.rpc("generatetoaddress", json!([n, address]))?;
         Ok(v.as_array()
-            .map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -411,9 +415,10 @@ impl Bcoin {
         };
         match self.agent.request(verb, &url).send_json(body) {
             Ok(r) => r.into_json().map_err(|e| err(e.to_string())),
-            Err(ureq::Error::Status(code, r)) => {
-                Err(err(format!("{code}: {}", r.into_string().unwrap_or_default())))
-            }
+            Err(ureq::Error::Status(code, r)) => Err(err(format!(
+                "{code}: {}",
+                r.into_string().unwrap_or_default()
+            ))),
             Err(e) => Err(err(e.to_string())),
         }
     }
@@ -438,7 +443,11 @@ impl Bcoin {
     pub fn mempool(&self) -> Result<Vec<String>, RealNodeError> {
         let v = self.rpc("getrawmempool", json!([]))?;
         Ok(v.as_array()
-            .map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -529,11 +538,13 @@ impl Bcoin {
     }
 
     fn string(&self, v: Value, method: &str) -> Result<String, RealNodeError> {
-        v.as_str().map(String::from).ok_or_else(|| RealNodeError::Rpc {
-            name: self.config.name.clone(),
-            method: method.to_string(),
-            message: format!("expected a string, got {v}"),
-        })
+        v.as_str()
+            .map(String::from)
+            .ok_or_else(|| RealNodeError::Rpc {
+                name: self.config.name.clone(),
+                method: method.to_string(),
+                message: format!("expected a string, got {v}"),
+            })
     }
 }
 

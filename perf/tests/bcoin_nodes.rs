@@ -91,6 +91,7 @@ impl Gw {
                 hugepages: false,
                 recv_buffer: 8 << 20,
                 stage_log: None,
+                roster_watch: None,
             },
             Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
             None,
@@ -117,7 +118,8 @@ fn wait_snapshot(gw: &GatewayHandle, what: &str, ok: impl Fn(&Snapshot) -> bool)
 /// Gateways A and B, each beside its node, both registered at the relay and handshaken with
 /// their nodes.
 struct Pair {
-    a: GatewayHandle,
+    /// Gateway A: running while the pair lives.
+    _a: GatewayHandle,
     b: GatewayHandle,
 }
 
@@ -139,7 +141,7 @@ fn pair(na: &Bcoin, nb: &Bcoin, relay: &RunningRelay, delivery: Delivery) -> Pai
         })
         .unwrap();
     }
-    Pair { a, b }
+    Pair { _a: a, b }
 }
 
 /// Mine `n` at A and wait for B's tip to be A's last block; B's chain then holds every one of
@@ -214,7 +216,10 @@ fn bcoin_blocks_runs_txs_segwit_bursts_and_a_reorg_cross_photon() {
     })
     .unwrap();
     mine_and_follow(&na, &nb, 1, &to_a);
-    assert!(!nb.mempool().unwrap().contains(&txid), "mined, out of B's mempool");
+    assert!(
+        !nb.mempool().unwrap().contains(&txid),
+        "mined, out of B's mempool"
+    );
 
     // Segwit: activate it (bcoin's regtest: BIP9, ~432 blocks), in bursts of 150.
     while !segwit_active(&na) {
@@ -231,10 +236,11 @@ fn bcoin_blocks_runs_txs_segwit_bursts_and_a_reorg_cross_photon() {
         n.mempool().is_ok_and(|m| m.contains(&seg_txid))
     })
     .unwrap();
-    let raw = nb
-        .rpc("getrawtransaction", json!([seg_txid, 1]))
-        .unwrap();
-    assert_ne!(raw["hash"], raw["txid"], "a witness: wtxid differs: {raw:#}");
+    let raw = nb.rpc("getrawtransaction", json!([seg_txid, 1])).unwrap();
+    assert_ne!(
+        raw["hash"], raw["txid"],
+        "a witness: wtxid differs: {raw:#}"
+    );
     mine_and_follow(&na, &nb, 1, &to_a);
     assert!(!nb.mempool().unwrap().contains(&seg_txid));
 

@@ -232,6 +232,12 @@ impl Assembler {
         }
     }
 
+    /// Replaces the trusted origin keys (a newer roster): streams already bound keep their
+    /// origin; new streams bind only to the new set.
+    pub fn set_trusted_origins(&mut self, keys: impl IntoIterator<Item = [u8; PUBLIC_KEY_LEN]>) {
+        self.trusted = keys.into_iter().collect();
+    }
+
     /// Counters.
     pub fn stats(&self) -> &AssemblerStats {
         &self.stats

@@ -7,6 +7,7 @@
 // §1-2 framing and message kinds; §4.2 per-hop authentication; §5 sealing and identities.
 pub mod hopauth;
 pub mod identity;
+pub mod roster;
 pub mod seal;
 pub mod wire;
 

@@ -167,6 +167,8 @@ fn wrong_transactions_fail_the_merkle_check() {
     let other = Bitcoin::tx_ids(&block.txdata[2]);
     let other_bytes = receiver.get(b).unwrap().to_vec();
     receiver.remove(b);
+    // The old holder of `a` expired first: a held ID is never rebound (§6.2).
+    receiver.remove(a);
     receiver
         .insert(a, other, &other_bytes, Instant::now())
         .unwrap();

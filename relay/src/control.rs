@@ -19,6 +19,9 @@ use std::sync::Arc;
 use photon_protocol::fifo::FifoMap;
 use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
+use photon_protocol::integrity::ManifestFragmentRepr;
+use photon_protocol::roster::{Roster, RosterError};
+use photon_protocol::seal::BlockKey;
 use photon_protocol::shortid::ShortIdAllocator;
 use photon_protocol::wire::{
     flags, register_status, FragmentKind, KeepaliveRepr, Message, MessageType, Packet,
@@ -76,10 +79,12 @@ control_counters! {
     RegisterUnknownIdentity => "register_unknown_identity", "registrations refused: identity not on the allow list";
     RegisterBadSignature => "register_bad_signature", "registrations dropped: bad signature";
     RegisterStale => "register_stale", "registrations refused: timestamp outside the window";
-    RegisterReplay => "register_replay", "registrations refused: nonce seen before";
-    RegisterBusy => "register_busy", "registrations refused: too many gateways or replay cache full";
+    RegisterReplay => "register_replay", "registrations dropped unanswered: nonce seen before (a replay)";
+    RegisterBusy => "register_busy", "registrations refused: too many gateways, replay cache full, or this identity holds too many of its nonces";
+    RegisterRefusalSuppressed => "register_refusal_suppressed", "registration refusals not sent: more than 64 a second (F11)";
     Keepalives => "keepalives", "keepalives received";
     NatRebinds => "nat_rebinds", "peers whose source address changed";
+    KeepaliveStale => "keepalive_stale", "keepalives whose seq is not newer than the session's last (replayed): dropped, no address change (F5)";
     Expired => "expired", "gateways removed after missing keepalives";
     Transactions => "transactions", "transaction fragments passed on";
     ShortIdsAssigned => "short_ids_assigned", "short IDs assigned";
@@ -91,6 +96,18 @@ control_counters! {
     Receipts => "receipts", "receipts passed on";
     KeyReleases => "key_releases", "key releases passed on";
     KeyReleaseDuplicates => "key_release_duplicates", "key releases seen before (dropped)";
+    KeyReleaseBadSignature => "key_release_bad_signature", "key releases whose signature does not verify under the stream's origin (dropped, nothing marked)";
+    KeyReleaseUnverified => "key_release_unverified", "key releases of streams whose origin is not known here: passed on once per (stream, key), nothing marked";
+    OriginsLearned => "origins_learned", "streams bound to their origin by a forwarded manifest fragment whose signature verifies";
+    OriginCheckSkipped => "origin_check_skipped", "manifest fragments of unbound streams not checked: the per-tick budget of signature checks was spent";
+    ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
+    TxRequestRefused => "tx_request_refused", "tx-request IDs not answered or passed on: named twice in one request, or answered to that node within tx_answer_repeat_ms (F7)";
+    ToOrigin => "to_origin", "receipts and tx requests passed on toward the stream's known origin only, not to every gateway";
+    RosterUpdates => "roster_updates", "newer membership rosters taken while running";
+    RosterRefused => "roster_refused", "roster files refused (expired, badly signed, not newer, unreadable): the roster in force stays";
+    RosterRemoved => "roster_removed", "registered gateways removed because a newer roster no longer lists them";
+    ShortIdFromGateway => "short_id_from_gateway", "short IDs a gateway supplied that nobody asked for: not passed on, the relay assigned its own (F2)";
+    TxAnswerRelayed => "tx_answer_relayed", "transaction fragments answering a passed-on tx request, with the answering gateway's short ID, sent only to the links that asked";
     RepairRequests => "repair_requests", "repair requests received";
     RepairServed => "repair_served", "fragments retransmitted from the cache";
     RepairMissed => "repair_missed", "requested fragments not in the cache";
@@ -195,6 +212,9 @@ struct Gateway {
     port: u16,
     keys: HopKeys,
     last_seen_ms: u64,
+    /// The highest keepalive `seq` of this session (gateways count up from 1 and never go
+    /// back): only a fresh one may move the gateway's address (F5).
+    last_keepalive_seq: u32,
 }
 
 /// The relay's control path. See the module documentation.
@@ -214,11 +234,29 @@ pub struct Control {
     next_node: u32,
     /// (identity, nonce) → timestamp_ms + window: until when the nonce must be refused.
     replay: FifoMap<([u8; 32], [u8; 16]), u64>,
+    /// Nonces of the replay cache per identity: one allowlisted key cannot fill it (F11).
+    replay_per_identity: HashMap<[u8; 32], u32>,
+    /// The second (Unix) of the refusal budget and the refusals sent in it.
+    refusal_second: u64,
+    refusals_this_second: u32,
     short_ids: ShortIdAllocator,
-    /// (origin node, origin transfer) → (short ID, relay transfer id).
-    txs: FifoMap<(u32, u64), (Option<u32>, u64)>,
+    /// (origin node, origin transfer) → (short ID, relay transfer id, how it goes on).
+    txs: FifoMap<(u32, u64), (Option<u32>, u64, TxRoute)>,
+    /// Short ID → node ids (at most [`TX_WANTERS`]) whose tx request for it was passed on to
+    /// the gateways: the only links a gateway's answer under that ID goes to.
+    tx_wanted: FifoMap<u32, Vec<u32>>,
+    /// (asking node, short ID) → when its request was last served or passed on (ms).
+    tx_answered: FifoMap<(u32, u32), u64>,
     next_transfer: u64,
     key_releases: FifoMap<u64, ()>,
+    /// Stream → its origin's key, from a forwarded manifest fragment whose signature verifies
+    /// (§4.1): key releases are checked against it before anything is marked (F4).
+    stream_origins: FifoMap<u64, [u8; 32]>,
+    /// Key releases of streams whose origin is not known here, passed on once per (stream,
+    /// key): a bogus one never suppresses the origin's.
+    unverified_releases: FifoMap<(u64, [u8; 32]), ()>,
+    /// Manifest signature checks left until the next tick.
+    origin_checks_left: u32,
     /// Stream → gateways (node ids, at most [`REPAIR_WAITERS`]) whose repair request was
     /// passed on to the peer relays: who gets the RETRANSMIT answers.
     repair_waiting: FifoMap<u64, Vec<u32>>,
@@ -262,16 +300,30 @@ impl Control {
         rng: Arc<dyn SecureRandom + Send + Sync>,
     ) -> Result<Control, TableError> {
         let table = Arc::new(Table::new(local.clone(), static_peers.clone())?);
+        // A roster names this relay's short-ID range: it wins over the configured one.
+        let short_id_range = settings
+            .roster
+            .as_ref()
+            .and_then(|r| r.relay_range(&identity.public_key()))
+            .unwrap_or(settings.short_ids);
         Ok(Control {
             identity,
             next_node: settings.first_gateway_node_id,
             replay: FifoMap::new(settings.replay_cache),
-            short_ids: ShortIdAllocator::new(settings.short_ids, settings.on_exhaustion),
+            replay_per_identity: HashMap::new(),
+            refusal_second: 0,
+            refusals_this_second: 0,
+            short_ids: ShortIdAllocator::new(short_id_range, settings.on_exhaustion),
             txs: FifoMap::new(settings.tx_memory),
+            tx_wanted: FifoMap::new(TX_WANTED_IDS),
+            tx_answered: FifoMap::new(TX_WANTED_IDS),
             // Relay transfer ids: the relay's node id in the top 32 bits keeps them apart
             // from other relays' (and gateways') ids at a receiver that sees several.
             next_transfer: u64::from(local.node_id) << 32,
             key_releases: FifoMap::new(settings.key_release_memory),
+            stream_origins: FifoMap::new(settings.key_release_memory),
+            unverified_releases: FifoMap::new(settings.key_release_memory),
+            origin_checks_left: ORIGIN_CHECKS_PER_TICK,
             repair_waiting: FifoMap::new(REPAIR_WAITING_STREAMS),
             cache: RepairCache::new(settings.repair_cache_fragments, settings.repair_cache_bytes),
             tx_cache: TxCache::new(settings.tx_cache_bytes),
@@ -462,7 +514,109 @@ impl Control {
     /// Keeps a copy of a fragment the data path forwarded, for repair requests.
     #[inline]
     pub fn record_fragment(&mut self, datagram: &[u8]) {
+        if let Some(key) = RepairCache::<Stored>::key_of(datagram) {
+            if key.kind == FragmentKind::Manifest && !self.stream_origins.contains(&key.stream) {
+                self.learn_origin(datagram);
+            }
+        }
         self.cache.insert_datagram(datagram);
+    }
+
+    /// Binds a stream to its origin from a forwarded manifest fragment (§4.1: each carries
+    /// the origin key, the signed metadata and a Merkle proof of its chunk, so one fragment
+    /// proves the origin signed a manifest for the stream). Only a member gateway's key (the
+    /// allow list, when there is one) binds. Called once per stream until it binds.
+    fn learn_origin(&mut self, datagram: &[u8]) {
+        // A signature check per unbound stream's manifest fragment: bounded per tick, so junk
+        // manifest fragments for made-up streams cannot eat the forwarding thread.
+        if self.origin_checks_left == 0 {
+            self.counters.inc(ControlCounter::OriginCheckSkipped);
+            return;
+        }
+        self.origin_checks_left -= 1;
+        let bound = self.manifest_origin(datagram);
+        match bound {
+            Some((stream, origin)) => {
+                self.stream_origins.insert(stream, origin);
+                self.counters.inc(ControlCounter::OriginsLearned);
+            }
+            None => self.counters.inc(ControlCounter::ManifestUnverified),
+        }
+    }
+
+    /// Takes a newer roster (verified by the caller against the operators' keys,
+    /// `photon_ops::roster::RosterWatcher`): refused unless its serial is above the one held.
+    /// When the allow list came from the roster it is replaced, and registered gateways the
+    /// new roster no longer lists are removed at once (a new table). The short-ID range stays
+    /// the one the relay started with (an allocator is not moved while running: restart to
+    /// change it).
+    pub fn replace_roster(&mut self, roster: Arc<Roster>) -> Result<(), RosterError> {
+        if let Some(current) = &self.settings.roster {
+            if let Err(e) = roster.check_replaces(current) {
+                self.counters.inc(ControlCounter::RosterRefused);
+                return Err(e);
+            }
+        }
+        if self.settings.allow_from_roster {
+            let allowed: std::collections::HashSet<[u8; 32]> =
+                roster.gateways().map(|k| k.0).collect();
+            let before = self.gateways.len();
+            let by_identity = &mut self.by_identity;
+            self.gateways.retain(|_, g| {
+                let keep = allowed.contains(&g.identity.0);
+                if !keep {
+                    by_identity.remove(&g.identity.0);
+                }
+                keep
+            });
+            if self.gateways.len() != before {
+                self.counters.add(
+                    ControlCounter::RosterRemoved,
+                    (before - self.gateways.len()) as u64,
+                );
+                self.rebuild_table();
+            }
+            self.settings.allowed_gateways = Some(allowed);
+        }
+        self.settings.roster = Some(roster);
+        self.counters.inc(ControlCounter::RosterUpdates);
+        Ok(())
+    }
+
+    /// Counts a roster file the driver refused (expired, badly signed, unreadable).
+    pub fn note_roster_refused(&mut self) {
+        self.counters.inc(ControlCounter::RosterRefused);
+    }
+
+    /// The roster in force, if any.
+    pub fn roster(&self) -> Option<&Arc<Roster>> {
+        self.settings.roster.as_ref()
+    }
+
+    /// (stream, origin) of a manifest fragment whose signature verifies under its origin key,
+    /// an allowed gateway's when there is an allow list.
+    fn manifest_origin(&self, datagram: &[u8]) -> Option<(u64, [u8; 32])> {
+        let p = Packet::new_checked(datagram).ok()?;
+        let repr = Repr::parse(&p).ok()?;
+        let Message::Fragment(f) = repr.message else {
+            return None;
+        };
+        let m = ManifestFragmentRepr::parse(f.payload).ok()?;
+        if m.meta.stream != f.stream {
+            return None;
+        }
+        if let Some(allowed) = &self.settings.allowed_gateways {
+            if !allowed.contains(&m.meta.origin) {
+                return None;
+            }
+        }
+        m.verify(&m.root()).ok()?;
+        Some((f.stream, m.meta.origin))
+    }
+
+    /// The origin this relay bound `stream` to, if any.
+    pub fn stream_origin(&self, stream: u64) -> Option<PublicKey> {
+        self.stream_origins.get(&stream).map(|k| PublicKey(*k))
     }
 
     /// Keeps a fragment a DPDK data core forwarded and handed over without copying: an mbuf
@@ -472,12 +626,19 @@ impl Control {
     #[cfg(feature = "dpdk")]
     #[inline]
     pub fn record_fragment_mbuf(&mut self, m: photon_dpdk::Mbuf) -> bool {
+        if let Some(key) = RepairCache::<Stored>::key_of_header(m.data()) {
+            if key.kind == FragmentKind::Manifest && !self.stream_origins.contains(&key.stream) {
+                // Once per stream until it binds: a copy out of the chain is cheap enough.
+                self.learn_origin(&m.to_vec());
+            }
+        }
         self.cache.insert_mbuf(m)
     }
 
     /// Housekeeping: removes gateways silent for too long and forgets registration nonces
     /// whose window has passed.
     pub fn tick(&mut self, now_ms: u64) {
+        self.origin_checks_left = ORIGIN_CHECKS_PER_TICK;
         let limit =
             u64::from(self.settings.keepalive_ms) * u64::from(self.settings.expiry_keepalives);
         let before = self.gateways.len();
@@ -498,7 +659,14 @@ impl Control {
             if until >= now_ms {
                 break;
             }
-            self.replay.pop_oldest();
+            if let Some(((identity, _), _)) = self.replay.pop_oldest() {
+                if let Some(n) = self.replay_per_identity.get_mut(&identity) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.replay_per_identity.remove(&identity);
+                    }
+                }
+            }
         }
     }
 
@@ -546,58 +714,41 @@ impl Control {
         }
         match repr.message {
             Message::Keepalive(ka) => self.keepalive(sender, src, ka, out),
-            Message::Transaction(mut tx) => {
-                self.counters.inc(ControlCounter::Transactions);
-                let key = (sender, tx.transfer);
-                let (short_id, transfer) = match self.txs.get(&key) {
-                    Some(&v) => v,
-                    None => {
-                        let id = match tx.short_id {
-                            Some(id) => Some(id),
-                            None => match self.short_ids.next_id() {
-                                Ok(id) => {
-                                    self.counters.inc(ControlCounter::ShortIdsAssigned);
-                                    Some(id.0)
-                                }
-                                Err(_) => {
-                                    self.counters.inc(ControlCounter::ShortIdExhausted);
-                                    None
-                                }
-                            },
-                        };
-                        self.next_transfer = self.next_transfer.wrapping_add(1);
-                        let v = (id, self.next_transfer);
-                        self.txs.insert(key, v);
-                        v
-                    }
-                };
-                // The origin gets its transaction back only when the relay just gave it an ID.
-                let include_origin = tx.short_id.is_none() && short_id.is_some();
-                tx.short_id = short_id;
-                tx.transfer = transfer;
-                if let Some(id) = short_id {
-                    if self.tx_cache.record(id, transfer, &tx) {
-                        self.counters.inc(ControlCounter::TxCached);
-                    }
-                }
-                let repr = Repr {
+            Message::Transaction(tx) => self.transaction(sender, slot, from_kind, &repr, tx, out),
+            Message::Receipt(ref r) => {
+                self.counters.inc(ControlCounter::Receipts);
+                let fwd = Repr {
                     sender: self.local.node_id,
                     hops: repr.hops.saturating_add(1),
                     flags: repr.flags,
-                    message: Message::Transaction(tx),
+                    message: repr.message.clone(),
                 };
-                self.fan_out(&repr, slot, from_kind, include_origin, out);
-            }
-            Message::Receipt(_) => {
-                self.counters.inc(ControlCounter::Receipts);
-                self.pass_on(&repr, slot, from_kind, out);
+                self.toward_origin(r.stream, &fwd, slot, from_kind, out);
             }
             Message::KeyRelease(ref kr) => {
                 if self.key_releases.contains(&kr.stream) {
                     self.counters.inc(ControlCounter::KeyReleaseDuplicates);
                     return;
                 }
-                self.key_releases.insert(kr.stream, ());
+                // Checked against the stream's origin before anything is marked (F4): a
+                // release from anyone else can neither pass nor suppress the origin's.
+                match self.stream_origins.get(&kr.stream) {
+                    Some(origin) => {
+                        if BlockKey::from_release(kr, &PublicKey(*origin)).is_err() {
+                            self.counters.inc(ControlCounter::KeyReleaseBadSignature);
+                            return;
+                        }
+                        self.key_releases.insert(kr.stream, ());
+                    }
+                    None => {
+                        if self.unverified_releases.contains(&(kr.stream, kr.key)) {
+                            self.counters.inc(ControlCounter::KeyReleaseDuplicates);
+                            return;
+                        }
+                        self.unverified_releases.insert((kr.stream, kr.key), ());
+                        self.counters.inc(ControlCounter::KeyReleaseUnverified);
+                    }
+                }
                 self.counters.inc(ControlCounter::KeyReleases);
                 self.pass_on(&repr, slot, from_kind, out);
             }
@@ -618,12 +769,90 @@ impl Control {
             }
             Message::TxRequest(ref req) => {
                 self.counters.inc(ControlCounter::TxRequests);
-                self.serve_tx_request(&repr, req, slot, from_kind, out);
+                self.serve_tx_request(now_ms, &repr, req, slot, from_kind, out);
             }
             Message::ShortIdAssign(_) | Message::RegisterAck(_) | Message::Register(_) => {
                 self.counters.inc(ControlCounter::Unsupported)
             }
         }
+    }
+
+    /// A transaction fragment (§2.2, §2.3; F2 in docs/protocol/8-threat-model.md). Only relays
+    /// assign short IDs: a gateway's transaction gets the next ID of this relay's range (the
+    /// same one for every fragment of one (origin, transfer)), whatever ID the gateway wrote,
+    /// and is fanned out with it, back to the origin too. The one exception is a gateway's
+    /// answer to a tx request this relay passed on: its ID goes on unchanged, but only to the
+    /// links that asked for that ID, and it is not cached (the relay cannot check the binding,
+    /// so it must not serve it to others). An ID from a peer relay (its own range) goes on as
+    /// it came, by split horizon.
+    fn transaction(
+        &mut self,
+        sender: u32,
+        slot: usize,
+        from_kind: PeerKind,
+        repr: &Repr<'_>,
+        mut tx: photon_protocol::wire::TransactionRepr<'_>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.counters.inc(ControlCounter::Transactions);
+        let key = (sender, tx.transfer);
+        let (short_id, transfer, route) = match self.txs.get(&key) {
+            Some(&v) => v,
+            None => {
+                let (id, route) = match (tx.short_id, from_kind) {
+                    (Some(id), PeerKind::Relay) => (Some(id), TxRoute::Passed),
+                    (Some(id), PeerKind::Gateway) if self.tx_wanted.contains(&id) => {
+                        (Some(id), TxRoute::Answer)
+                    }
+                    (supplied, _) => {
+                        if supplied.is_some() {
+                            self.counters.inc(ControlCounter::ShortIdFromGateway);
+                        }
+                        match self.short_ids.next_id() {
+                            Ok(id) => {
+                                self.counters.inc(ControlCounter::ShortIdsAssigned);
+                                (Some(id.0), TxRoute::Assigned)
+                            }
+                            Err(_) => {
+                                self.counters.inc(ControlCounter::ShortIdExhausted);
+                                (None, TxRoute::Passed)
+                            }
+                        }
+                    }
+                };
+                self.next_transfer = self.next_transfer.wrapping_add(1);
+                let v = (id, self.next_transfer, route);
+                self.txs.insert(key, v);
+                v
+            }
+        };
+        tx.short_id = short_id;
+        tx.transfer = transfer;
+        let fwd = Repr {
+            sender: self.local.node_id,
+            hops: repr.hops.saturating_add(1),
+            flags: repr.flags,
+            message: Message::Transaction(tx),
+        };
+        if route == TxRoute::Answer {
+            let wanted = short_id
+                .and_then(|id| self.tx_wanted.get(&id))
+                .cloned()
+                .unwrap_or_default();
+            self.counters.inc(ControlCounter::TxAnswerRelayed);
+            self.send_to_slots(&fwd, out, |to, peer| {
+                to != slot && peer.spec.keys.is_some() && wanted.contains(&peer.spec.node_id)
+            });
+            return;
+        }
+        if let (Some(id), Message::Transaction(t)) = (short_id, &fwd.message) {
+            if self.tx_cache.record(id, transfer, t) {
+                self.counters.inc(ControlCounter::TxCached);
+            }
+        }
+        // The origin gets its transaction back only when this relay just gave it an ID.
+        let include_origin = route == TxRoute::Assigned;
+        self.fan_out(&fwd, slot, from_kind, include_origin, out);
     }
 
     fn register<T: AsRef<[u8]>>(
@@ -637,13 +866,8 @@ impl Control {
             self.counters.inc(ControlCounter::Malformed);
             return;
         };
-        if let Some(allowed) = &self.settings.allowed_gateways {
-            if !allowed.contains(&reg.identity) {
-                self.counters.inc(ControlCounter::RegisterUnknownIdentity);
-                self.refuse(now_ms, src, &reg, register_status::UNKNOWN_IDENTITY, out);
-                return;
-            }
-        }
+        // The signature first (F11): a datagram that does not prove its identity gets no
+        // answer, so spoofed registrations cost us one verification and reflect nothing.
         match identity::verify_register(&reg, now_ms, self.settings.register_window_ms) {
             Ok(_) => {}
             Err(IdentityError::Stale { .. }) => {
@@ -656,15 +880,28 @@ impl Control {
                 return;
             }
         }
+        if let Some(allowed) = &self.settings.allowed_gateways {
+            if !allowed.contains(&reg.identity) {
+                self.counters.inc(ControlCounter::RegisterUnknownIdentity);
+                self.refuse(now_ms, src, &reg, register_status::UNKNOWN_IDENTITY, out);
+                return;
+            }
+        }
         let nonce_key = (reg.identity, reg.nonce);
         if self.replay.contains(&nonce_key) {
+            // A replayed capture (possibly from a spoofed source): no answer at all.
             self.counters.inc(ControlCounter::RegisterReplay);
-            self.refuse(now_ms, src, &reg, register_status::STALE, out);
             return;
         }
         let known = self.by_identity.get(&reg.identity).copied();
+        let held = self
+            .replay_per_identity
+            .get(&reg.identity)
+            .copied()
+            .unwrap_or(0);
         if (known.is_none() && self.gateways.len() >= self.settings.max_gateways)
             || self.replay.len() >= self.replay.capacity()
+            || held >= REPLAY_PER_IDENTITY
         {
             self.counters.inc(ControlCounter::RegisterBusy);
             self.refuse(now_ms, src, &reg, register_status::BUSY, out);
@@ -699,6 +936,7 @@ impl Control {
             reg.timestamp_ms
                 .saturating_add(self.settings.register_window_ms),
         );
+        *self.replay_per_identity.entry(reg.identity).or_insert(0) += 1;
         let repr = Repr::new(self.local.node_id, Message::RegisterAck(ack));
         let Some(datagram) = self.emit_signed(&repr, Some(&keys)) else {
             return;
@@ -714,6 +952,7 @@ impl Control {
                 port: src.port,
                 keys,
                 last_seen_ms: now_ms,
+                last_keepalive_seq: 0,
             },
         );
         self.rebuild_table();
@@ -730,6 +969,17 @@ impl Control {
         status: u8,
         out: &mut Vec<Outgoing>,
     ) {
+        // At most MAX_REFUSALS_PER_SEC signed refusals a second (F11): each costs a key and a
+        // signature, and a verified request may still be a replay of a stale capture.
+        if now_ms / 1000 != self.refusal_second {
+            self.refusal_second = now_ms / 1000;
+            self.refusals_this_second = 0;
+        }
+        if self.refusals_this_second >= MAX_REFUSALS_PER_SEC {
+            self.counters.inc(ControlCounter::RegisterRefusalSuppressed);
+            return;
+        }
+        self.refusals_this_second += 1;
         let Ok(eph) = EphemeralKey::generate(&*self.rng) else {
             return;
         };
@@ -761,6 +1011,14 @@ impl Control {
     fn keepalive(&mut self, sender: u32, src: Source, ka: KeepaliveRepr, out: &mut Vec<Outgoing>) {
         self.counters.inc(ControlCounter::Keepalives);
         if let Some(g) = self.gateways.get_mut(&sender) {
+            // The hop tag authenticates the keepalive, its seq makes it fresh: a captured one
+            // replayed (from any address) is dropped, so it cannot point the gateway's fan-out
+            // elsewhere (F5).
+            if ka.seq <= g.last_keepalive_seq {
+                self.counters.inc(ControlCounter::KeepaliveStale);
+                return;
+            }
+            g.last_keepalive_seq = ka.seq;
             if g.addr != src.addr || g.port != src.port {
                 // NAT rebinding (or the gateway moved): follow it, authenticated by the tag.
                 g.addr = src.addr;
@@ -904,8 +1162,15 @@ impl Control {
     /// the requester (one transaction message per fragment, with its short ID, under the
     /// requester's hop key); the IDs it does not hold are passed on in one request like a
     /// receipt (to everyone but the sender), where the block's origin answers.
+    ///
+    /// F7: each ID is answered once to the asker: named twice in one request, or answered to
+    /// that node within `tx_answer_repeat_ms`, it is not answered or passed on again
+    /// (`tx_request_refused`). The rest goes toward the block's origin when this relay knows
+    /// it (the manifest it forwarded): to that gateway alone if it is registered here, else to
+    /// the peer relays; to everyone only when the origin is unknown.
     fn serve_tx_request(
         &mut self,
+        now_ms: u64,
         repr: &Repr<'_>,
         req: &TxRequestRepr,
         slot: usize,
@@ -913,7 +1178,21 @@ impl Control {
         out: &mut Vec<Outgoing>,
     ) {
         let mut missing = Vec::new();
-        for &id in &req.short_ids {
+        let asker = repr.sender;
+        for (i, &id) in req.short_ids.iter().enumerate() {
+            // A peer relay's request gathers many gateways' (split horizon): only a gateway's
+            // own repeats are refused.
+            let recent = from_kind == PeerKind::Gateway
+                && self
+                    .tx_answered
+                    .get(&(asker, id))
+                    .is_some_and(|&t| now_ms.saturating_sub(t) < self.settings.tx_answer_repeat_ms);
+            if recent || req.short_ids[..i].contains(&id) {
+                self.counters.inc(ControlCounter::TxRequestRefused);
+                continue;
+            }
+            self.tx_answered.remove(&(asker, id));
+            self.tx_answered.insert((asker, id), now_ms);
             let Some(tx) = self.tx_cache.get_complete(id) else {
                 missing.push(id);
                 continue;
@@ -941,6 +1220,20 @@ impl Control {
         }
         self.counters
             .add(ControlCounter::TxRequestPassedOn, missing.len() as u64);
+        // Who asked: the answers under these IDs go back to them only.
+        let asker = repr.sender;
+        for &id in &missing {
+            match self.tx_wanted.get_mut(&id) {
+                Some(w) => {
+                    if !w.contains(&asker) && w.len() < TX_WANTERS {
+                        w.push(asker);
+                    }
+                }
+                None => {
+                    self.tx_wanted.insert(id, vec![asker]);
+                }
+            }
+        }
         let fwd = Repr {
             sender: self.local.node_id,
             hops: repr.hops.saturating_add(1),
@@ -950,7 +1243,38 @@ impl Control {
                 short_ids: missing,
             }),
         };
-        self.fan_out(&fwd, slot, from_kind, false, out);
+        self.toward_origin(req.stream, &fwd, slot, from_kind, out);
+    }
+
+    /// Sends what only the origin of `stream` needs (a receipt, the IDs of a tx request) toward
+    /// it when this relay bound the stream to an origin: to that gateway alone if it is
+    /// registered here, else to the peer relays (a peer relay's message goes no further, split
+    /// horizon); to everyone but the sender only when the origin is unknown. Counted
+    /// `to_origin`: nothing a member sends for another's stream is multiplied by the fan-out.
+    fn toward_origin(
+        &mut self,
+        stream: u64,
+        fwd: &Repr<'_>,
+        slot: usize,
+        from_kind: PeerKind,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(origin) = self.stream_origins.get(&stream).copied() else {
+            return self.fan_out(fwd, slot, from_kind, false, out);
+        };
+        self.counters.inc(ControlCounter::ToOrigin);
+        match self.by_identity.get(&origin).copied() {
+            Some(node) => self.send_to_slots(fwd, out, |to, peer| {
+                to != slot && peer.spec.node_id == node && peer.spec.keys.is_some()
+            }),
+            None if from_kind == PeerKind::Gateway => self.send_to_slots(fwd, out, |to, peer| {
+                to != slot
+                    && peer.spec.kind == PeerKind::Relay
+                    && peer.fans_out
+                    && peer.spec.keys.is_some()
+            }),
+            None => {}
+        }
     }
 
     /// Signs an emitted datagram for the peer in `slot` and queues it.
@@ -1095,6 +1419,28 @@ impl Control {
 
 /// Streams whose passed-on repair requests are remembered (oldest forgotten first).
 const REPAIR_WAITING_STREAMS: usize = 4096;
+/// Registration nonces one identity may hold in the replay cache (a gateway registers every
+/// few seconds at most: 64 within the 30 s window is far beyond an honest one).
+const REPLAY_PER_IDENTITY: u32 = 64;
+/// Manifest signature checks (stream origin binding) per tick at most (ticks are 20-100 ms:
+/// thousands of new streams a second, far above any block rate).
+const ORIGIN_CHECKS_PER_TICK: u32 = 256;
+/// Signed registration refusals sent per second at most.
+const MAX_REFUSALS_PER_SEC: u32 = 64;
+/// Short IDs whose tx request was passed on, remembered at most, and askers kept per ID.
+const TX_WANTED_IDS: usize = 16_384;
+const TX_WANTERS: usize = 16;
+
+/// How a transaction goes on from this relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxRoute {
+    /// This relay gave it an ID from its range: to everyone, the origin included.
+    Assigned,
+    /// With a peer relay's ID, or without an ID (range exhausted): to everyone but the sender.
+    Passed,
+    /// A gateway's answer to a passed-on tx request: only to the links that asked.
+    Answer,
+}
 /// Gateways remembered per such stream.
 const REPAIR_WAITERS: usize = 16;
 

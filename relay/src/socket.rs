@@ -97,6 +97,8 @@ pub struct SocketRelayConfig {
     /// `[perf]`: stage records (file, node name) for the propagation report
     /// ([`crate::ops::stages`]); `None`: none.
     pub stage_log: Option<(std::path::PathBuf, String)>,
+    /// Watches the roster file while running (a newer signed roster replaces the one in force).
+    pub roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
 impl SocketRelayConfig {
@@ -121,6 +123,7 @@ impl SocketRelayConfig {
             },
             control: ControlSettings::default(),
             stage_log: None,
+            roster_watch: None,
         }
     }
 }
@@ -243,6 +246,7 @@ pub struct SocketRelay {
     /// `[perf] stage_log`: the record file (the fragments to stamp are in
     /// [`Buffers::forwarded`], stamped once after the poll's sends).
     stages: Option<StageLog>,
+    roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
 /// The buffers the fan-out works on.
@@ -396,6 +400,7 @@ impl SocketRelay {
                 forwarded: stages.as_ref().map(|_| Vec::with_capacity(MAX_BATCH)),
             },
             stages,
+            roster_watch: cfg.roster_watch,
         })
     }
 
@@ -476,8 +481,11 @@ impl SocketRelay {
         })
     }
 
-    /// Publishes counters, expires silent gateways.
+    /// Publishes counters, expires silent gateways, takes a newer roster.
     pub fn housekeeping(&mut self) {
+        if let Some(w) = &mut self.roster_watch {
+            apply_roster(w, &mut self.control);
+        }
         let now = unix_ms();
         self.control.tick(now);
         let _ = self.control.take_table_update();
@@ -852,4 +860,23 @@ impl Drop for RunningRelay {
 /// The largest datagram the relay forwards (for callers sizing buffers).
 pub const fn max_datagram() -> usize {
     MAX_DATAGRAM
+}
+
+/// Polls the roster file and gives a newer roster to `control`; refusals are counted (and
+/// logged once per file change). Shared by both backends' control loops.
+pub fn apply_roster(watch: &mut photon_ops::roster::RosterWatcher, control: &mut Control) {
+    match watch.poll(unix_ms() / 1000) {
+        None => {}
+        Some(Ok(r)) => {
+            let serial = r.serial;
+            match control.replace_roster(r) {
+                Ok(()) => tracing::info!(serial, "newer roster in force"),
+                Err(e) => tracing::warn!(error = %e, "roster refused"),
+            }
+        }
+        Some(Err(e)) => {
+            control.note_roster_refused();
+            tracing::warn!(error = %e, "roster file refused; the roster in force stays");
+        }
+    }
 }

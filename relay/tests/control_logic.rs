@@ -171,8 +171,12 @@ fn registration_is_accepted_and_keepalives_answered() {
         "same address: no new table"
     );
 
-    // NAT rebinding: the same gateway, authenticated, from another port.
+    // NAT rebinding: the same gateway, authenticated and fresh, from another port.
     out.clear();
+    let ka = g.signed(Repr::new(
+        g.node,
+        Message::Keepalive(KeepaliveRepr { seq: 8, echo: 0 }),
+    ));
     c.handle(NOW + 20, src(6001), &ka, &mut out);
     assert_eq!(to_port(&out[0]), 6001);
     assert_eq!(c.counters().get(ControlCounter::NatRebinds), 1);
@@ -205,7 +209,8 @@ fn bad_signature_stale_replayed_and_unknown_registrations_are_refused() {
     identity::verify_register_ack(&ack, &req, &pk).unwrap();
     assert_eq!(c.counters().get(ControlCounter::RegisterStale), 1);
 
-    // Replay: the first copy registers, the second is refused.
+    // Replay: the first copy registers, the second is dropped unanswered (F11: it may come
+    // from a spoofed source).
     let (d, _, _) = g.register_msg([3; 16], NOW);
     c.handle(NOW, src(5002), &d, &mut out);
     assert_eq!(
@@ -213,10 +218,7 @@ fn bad_signature_stale_replayed_and_unknown_registrations_are_refused() {
         register_status::ACCEPTED
     );
     c.handle(NOW + 1000, src(5002), &d, &mut out);
-    assert_eq!(
-        parse_ack(&out.pop().unwrap().datagram).status,
-        register_status::STALE
-    );
+    assert!(out.is_empty(), "no answer to a replay");
     assert_eq!(c.counters().get(ControlCounter::RegisterReplay), 1);
     assert_eq!(c.gateway_count(), 1);
 
@@ -353,18 +355,44 @@ fn transactions_get_short_ids_from_the_range_and_reach_the_origin_too() {
         .iter()
         .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)));
     assert_eq!(c.counters().get(ControlCounter::ShortIdsAssigned), 2);
-    // A transaction that already has an ID does not go back to its sender.
+}
+
+#[test]
+fn attack_gateway_supplies_its_own_short_id() {
+    // F2: a registered gateway writes a short ID of its choice (one the others already hold,
+    // for other bytes) into its transaction. The relay never passes a gateway's ID on: the
+    // transaction gets the relay's next ID, to everyone and the sender too.
+    let (mut c, gws) = three_with_ids(0x0100_0000);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 77, 0, 1, None), &mut out);
+    assert!(out
+        .iter()
+        .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0000)));
     out.clear();
     c.handle(
         NOW,
         src(5102),
-        &tx_msg(&gws[2], 5, 0, 1, Some(42)),
+        &tx_msg(&gws[2], 5, 0, 1, Some(0x0100_0000)),
         &mut out,
     );
     let mut ports: Vec<u16> = out.iter().map(to_port).collect();
     ports.sort();
-    assert_eq!(ports, [5100, 5101]);
-    assert!(out.iter().all(|o| parse_tx(&o.datagram).2 == Some(42)));
+    assert_eq!(ports, [5100, 5101, 5102], "fanned out as a new transaction");
+    assert!(
+        out.iter()
+            .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)),
+        "the relay's own next ID, not the gateway's"
+    );
+    assert_eq!(c.counters().get(ControlCounter::ShortIdFromGateway), 1);
+    assert_eq!(c.counters().get(ControlCounter::ShortIdsAssigned), 2);
+    // Its later fragments follow the same (origin, transfer): same relay ID.
+    out.clear();
+    c.handle(NOW, src(5102), &tx_msg(&gws[2], 5, 0, 1, Some(7)), &mut out);
+    assert!(out
+        .iter()
+        .all(|o| parse_tx(&o.datagram).2 == Some(0x0100_0001)));
+    // The cache holds the relay's binding only.
+    assert!(c.tx_cache().get_complete(0x0100_0000).is_some());
 }
 
 fn fragment(stream: u64, index: u16, sender: u32) -> Vec<u8> {
@@ -576,8 +604,9 @@ fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
     assert_eq!(c.counters().get(ControlCounter::TxRequestPassedOn), 2);
     assert_eq!(c.counters().get(ControlCounter::Unsupported), 0);
 
-    // The origin answers the passed-on request through the relay: fanned out with its ID
-    // (to the requester among others) and cached, so the next request is served directly.
+    // The origin answers the passed-on request through the relay: with its ID, but only to
+    // the requester (F2: a gateway's ID goes to nobody who did not ask for it) and not cached
+    // (the relay cannot check the binding), so the next request is passed on again.
     out.clear();
     c.handle(
         NOW,
@@ -585,12 +614,16 @@ fn tx_requests_are_answered_from_the_cache_and_the_rest_passed_on() {
         &tx_msg(&gws[0], 50, 0, 1, Some(5)),
         &mut out,
     );
-    assert!(out.iter().any(|o| to_port(o) == 5102));
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5102);
+    assert_eq!(parse_tx_full(&out[0].datagram).1.short_id, Some(5));
+    assert_eq!(c.counters().get(ControlCounter::TxAnswerRelayed), 1);
+    assert_eq!(c.counters().get(ControlCounter::ShortIdFromGateway), 0);
     out.clear();
     c.handle(NOW, src(5101), &tx_request(&gws[1], 99, vec![5]), &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(to_port(&out[0]), 5101);
-    assert_eq!(parse_tx_full(&out[0].datagram).1.short_id, Some(5));
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(ports, [5100, 5102], "not served from the cache: passed on");
 }
 
 #[test]
@@ -799,4 +832,373 @@ fn peer_relays_join_the_table_when_their_next_hop_resolves() {
     assert_eq!(t.peer(slot).unwrap().spec.next_hop_mac, [2, 0, 0, 0, 1, 7]);
     assert_eq!(c.counters().get(ControlCounter::ArpRepliesLearned), 2);
     assert_eq!(c.pending_peers().count(), 0);
+}
+
+/// A relay whose `[control]` names no gateways, with a signed roster listing `members` as
+/// gateways and the relay itself with short IDs `0x0300_0000 .. + 10`.
+fn control_with_roster(members: &[&Gw]) -> (Control, PublicKey) {
+    use photon_protocol::roster::{Member, MemberRole, Roster};
+    let rng = SystemRandom::new();
+    let id = Identity::generate(&rng).unwrap();
+    let pk = id.public_key();
+    let operator = Identity::generate(&rng).unwrap();
+    let mut list: Vec<Member> = members
+        .iter()
+        .map(|g| Member {
+            key: g.identity.public_key(),
+            role: MemberRole::Gateway,
+        })
+        .collect();
+    list.push(Member {
+        key: pk,
+        role: MemberRole::Relay {
+            short_ids: ShortIdRange::new(0x0300_0000, 10).unwrap(),
+        },
+    });
+    let mut roster = Roster::new(1, u64::MAX, list).unwrap();
+    roster.sign(&operator).unwrap();
+    let settings = photon_relay::control::ControlConfig::default()
+        .settings_with_roster(Some(Arc::new(roster)))
+        .unwrap();
+    let c = Control::new(id, local(), Vec::new(), settings, Arc::new(rng)).unwrap();
+    (c, pk)
+}
+
+#[test]
+fn attack_gateway_outside_the_roster_cannot_register() {
+    // The allow list defaults from the roster: a gateway it does not list is refused (and
+    // counted), a listed one registers and gets IDs from the relay's roster range.
+    let mut member = Gw::new(5300);
+    let outsider = Gw::new(5301);
+    let (mut c, pk) = control_with_roster(&[&member]);
+    let (d, _, _) = outsider.register_msg([9; 16], NOW);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5301), &d, &mut out);
+    assert_eq!(c.counters().get(ControlCounter::RegisterUnknownIdentity), 1);
+    assert_eq!(c.gateway_count(), 0);
+    member.register(&mut c, &pk, 1);
+    assert_eq!(c.gateway_count(), 1);
+    out.clear();
+    c.handle(NOW, src(5300), &tx_msg(&member, 1, 0, 1, None), &mut out);
+    assert_eq!(out.len(), 1, "back to the origin");
+    assert_eq!(
+        parse_tx(&out[0].datagram).2,
+        Some(0x0300_0000),
+        "the roster range"
+    );
+}
+
+/// The first datagram (manifest fragment 0) of a real stream `stream` signed by `origin`.
+fn manifest_fragment(stream: u64, origin: &Identity) -> Vec<u8> {
+    use photon_protocol::sender::{Sender, SenderConfig};
+    let block: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let now = std::time::Instant::now();
+    let config = SenderConfig {
+        rate_bytes_per_sec: 0,
+        ..SenderConfig::default()
+    };
+    let mut s = Sender::new(config, stream, &block, origin.key_pair(), now).unwrap();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = s.poll_transmit(now, &mut buf).unwrap();
+    buf.truncate(n);
+    let p = Packet::new_checked(&buf[..]).unwrap();
+    assert!(matches!(
+        Repr::parse(&p).unwrap().message,
+        Message::Fragment(FragmentRepr {
+            kind: FragmentKind::Manifest,
+            ..
+        })
+    ));
+    buf
+}
+
+#[test]
+fn attack_bogus_key_release_cannot_suppress_the_origins() {
+    // F4: a registered gateway sends a key release for another gateway's stream. The relay
+    // learnt the stream's origin from the manifest it forwarded: the bogus release is dropped
+    // (counted) and marks nothing, the origin's own goes through once.
+    let (mut c, pk) = control();
+    let gws = three(&mut c, &pk);
+    let stream = 0x5151;
+    c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
+    assert_eq!(c.counters().get(ControlCounter::OriginsLearned), 1);
+    assert_eq!(c.stream_origin(stream), Some(gws[0].identity.public_key()));
+    let release = |g: &Gw, key: [u8; 32]| {
+        let kr = photon_protocol::seal::BlockKey::from_bytes(key).release(stream, &g.identity);
+        g.signed(Repr::new(g.node, Message::KeyRelease(kr)))
+    };
+    let mut out = Vec::new();
+    c.handle(NOW, src(5101), &release(&gws[1], [0xbb; 32]), &mut out);
+    assert!(out.is_empty(), "the bogus release goes nowhere");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseBadSignature), 1);
+    c.handle(NOW, src(5100), &release(&gws[0], [0xaa; 32]), &mut out);
+    let mut ports: Vec<u16> = out.iter().map(to_port).collect();
+    ports.sort();
+    assert_eq!(ports, [5101, 5102], "the origin's release reaches everyone");
+    c.handle(NOW, src(5100), &release(&gws[0], [0xaa; 32]), &mut out);
+    assert_eq!(out.len(), 2, "and only once");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseDuplicates), 1);
+    // A manifest fragment forged by a member for the bound stream changes nothing.
+    c.record_fragment(&manifest_fragment(stream, &gws[1].identity));
+    assert_eq!(c.stream_origin(stream), Some(gws[0].identity.public_key()));
+}
+
+#[test]
+fn attack_release_first_for_an_unknown_stream_does_not_suppress_the_real_one() {
+    // Without the manifest (not forwarded here), the relay cannot check: each distinct
+    // (stream, key) goes on once and the gateways check it against the origin.
+    let (mut c, pk) = control();
+    let gws = three(&mut c, &pk);
+    let stream = 0x6262;
+    let release = |g: &Gw, key: [u8; 32]| {
+        let kr = photon_protocol::seal::BlockKey::from_bytes(key).release(stream, &g.identity);
+        g.signed(Repr::new(g.node, Message::KeyRelease(kr)))
+    };
+    let mut out = Vec::new();
+    c.handle(NOW, src(5101), &release(&gws[1], [0xbb; 32]), &mut out);
+    c.handle(NOW, src(5100), &release(&gws[0], [0xaa; 32]), &mut out);
+    assert_eq!(out.len(), 4, "both passed on, the real one not suppressed");
+    assert_eq!(c.counters().get(ControlCounter::KeyReleaseUnverified), 2);
+    // A forged manifest from a gateway not on the allow list binds nothing.
+    let settings = ControlSettings {
+        allowed_gateways: Some(gws.iter().map(|g| g.identity.public_key().0).collect()),
+        ..ControlSettings::default()
+    };
+    let (mut c2, _) = control_tuned(|s| *s = settings);
+    let outsider = Identity::generate(&SystemRandom::new()).unwrap();
+    c2.record_fragment(&manifest_fragment(stream, &outsider));
+    assert_eq!(c2.counters().get(ControlCounter::ManifestUnverified), 1);
+    assert_eq!(c2.stream_origin(stream), None);
+}
+
+#[test]
+fn attack_tx_request_amplification_at_the_relay() {
+    // F7: a registered gateway asks for one cached transaction 298 times in one request, then
+    // again at once, and asks for unknown IDs of a stream whose origin the relay knows.
+    let (mut c, pk) = control();
+    let gws = three(&mut c, &pk);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5100), &tx_msg(&gws[0], 1, 0, 1, None), &mut out);
+    let id = parse_tx(&out[0].datagram).2.unwrap();
+    out.clear();
+    c.handle(
+        NOW,
+        src(5102),
+        &tx_request(&gws[2], 0, vec![id; 298]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "answered once, not 298 times");
+    assert_eq!(c.counters().get(ControlCounter::TxRequestRefused), 297);
+    out.clear();
+    c.handle(
+        NOW + 10,
+        src(5102),
+        &tx_request(&gws[2], 0, vec![id]),
+        &mut out,
+    );
+    assert!(out.is_empty(), "asked again at once: refused");
+    // After the repeat interval, a lost answer can be asked for again.
+    c.handle(
+        NOW + 1000,
+        src(5102),
+        &tx_request(&gws[2], 0, vec![id]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    // IDs the cache lacks, for a stream whose origin (gateway 0) the relay bound: the request
+    // goes to the origin alone, not to every gateway.
+    let stream = 0x7373;
+    c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
+    out.clear();
+    c.handle(
+        NOW + 2000,
+        src(5102),
+        &tx_request(&gws[2], stream, vec![0x0abc_0000]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5100, "only the origin");
+    assert_eq!(c.counters().get(ControlCounter::ToOrigin), 1);
+    // The origin's answer goes back to the asker only.
+    out.clear();
+    c.handle(
+        NOW + 2001,
+        src(5100),
+        &tx_msg(&gws[0], 9, 0, 1, Some(0x0abc_0000)),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5102);
+}
+
+#[test]
+fn attack_replayed_keepalive_cannot_move_a_gateway() {
+    // F5: an attacker captured a gateway's keepalive (hop tag and all) and replays it from its
+    // own address, to point the relay's fan-out for that gateway at a victim. The seq is not
+    // fresh: dropped, counted, the address stays; the gateway's next keepalive still works.
+    let (mut c, pk) = control();
+    let mut g = Gw::new(5001);
+    g.register(&mut c, &pk, 1);
+    c.take_table_update();
+    let ka = |seq| {
+        g.signed(Repr::new(
+            g.node,
+            Message::Keepalive(KeepaliveRepr { seq, echo: 0 }),
+        ))
+    };
+    let captured = ka(3);
+    let mut out = Vec::new();
+    c.handle(NOW + 10, src(5001), &captured, &mut out);
+    assert_eq!(out.len(), 1);
+    out.clear();
+    c.handle(NOW + 20, src(6666), &captured, &mut out);
+    assert!(out.is_empty(), "no answer to a replay");
+    assert_eq!(c.counters().get(ControlCounter::KeepaliveStale), 1);
+    assert_eq!(c.counters().get(ControlCounter::NatRebinds), 0);
+    assert!(c.take_table_update().is_none(), "the address did not move");
+    c.handle(NOW + 30, src(5001), &ka(4), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5001);
+}
+
+#[test]
+fn attack_spoofed_and_flooding_registrations_are_not_answered() {
+    // F11: (1) a registration for a listed identity with a bad signature (spoofed source) gets
+    // no answer, even for an identity not on the allow list; (2) an allowlisted gateway that
+    // sends fresh registrations without end cannot fill the replay cache for the others;
+    // (3) refusals are rate-limited. The honest gateway still registers.
+    let mut honest = Gw::new(5400);
+    let flooder = Gw::new(5401);
+    let stranger = Gw::new(5402);
+    let settings = ControlSettings {
+        allowed_gateways: Some(
+            [
+                honest.identity.public_key().0,
+                flooder.identity.public_key().0,
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        ..ControlSettings::default()
+    };
+    let (mut c, pk) = control_tuned(|s| *s = settings);
+    let mut out = Vec::new();
+    let (mut d, _, _) = stranger.register_msg([1; 16], NOW);
+    let at = d.len() - 1;
+    d[at] ^= 1;
+    c.handle(NOW, src(5402), &d, &mut out);
+    assert!(out.is_empty(), "not on the list and not proven: no answer");
+    assert_eq!(c.counters().get(ControlCounter::RegisterBadSignature), 1);
+    assert_eq!(c.counters().get(ControlCounter::RegisterUnknownIdentity), 0);
+    for n in 0..200u16 {
+        let mut nonce = [0u8; 16];
+        nonce[..2].copy_from_slice(&n.to_be_bytes());
+        let (d, _, _) = flooder.register_msg(nonce, NOW);
+        c.handle(NOW, src(5401), &d, &mut out);
+    }
+    assert_eq!(c.counters().get(ControlCounter::RegisterAccepted), 64);
+    assert!(c.counters().get(ControlCounter::RegisterBusy) > 0);
+    assert!(
+        c.counters().get(ControlCounter::RegisterRefusalSuppressed) > 0,
+        "refusals are rate-limited"
+    );
+    honest.register(&mut c, &pk, 9);
+    assert_eq!(c.gateway_count(), 2);
+}
+
+#[test]
+fn attack_older_roster_is_refused_and_a_removed_gateway_is_cut_off() {
+    // The operator removes a compromised gateway in roster 2: the relay drops its session at
+    // once and refuses its registrations; an older roster (a replay of roster 1) is refused
+    // and changes nothing.
+    use photon_protocol::roster::{Member, MemberRole, Roster, RosterError};
+    let mut keep = Gw::new(5500);
+    let mut cut = Gw::new(5501);
+    let (mut c, pk) = control_with_roster(&[&keep, &cut]);
+    keep.register(&mut c, &pk, 1);
+    cut.register(&mut c, &pk, 2);
+    assert_eq!(c.gateway_count(), 2);
+    let first = c.roster().unwrap().clone();
+    let operator = Identity::generate(&SystemRandom::new()).unwrap();
+    let mut second = Roster::new(
+        2,
+        u64::MAX,
+        vec![Member {
+            key: keep.identity.public_key(),
+            role: MemberRole::Gateway,
+        }],
+    )
+    .unwrap();
+    second.sign(&operator).unwrap();
+    c.replace_roster(Arc::new(second)).unwrap();
+    assert_eq!(c.gateway_count(), 1);
+    assert_eq!(c.counters().get(ControlCounter::RosterRemoved), 1);
+    assert!(
+        c.take_table_update().is_some(),
+        "the fan-out no longer has it"
+    );
+    let (d, _, _) = cut.register_msg([7; 16], NOW);
+    let mut out = Vec::new();
+    c.handle(NOW, src(5501), &d, &mut out);
+    assert_eq!(c.counters().get(ControlCounter::RegisterUnknownIdentity), 1);
+    assert!(matches!(
+        c.replace_roster(first),
+        Err(RosterError::NotNewer {
+            serial: 1,
+            current: 2
+        })
+    ));
+    assert_eq!(c.counters().get(ControlCounter::RosterRefused), 1);
+    assert_eq!(c.roster().unwrap().serial, 2);
+    // The kept gateway goes on working.
+    out.clear();
+    c.handle(NOW, src(5500), &tx_msg(&keep, 1, 0, 1, None), &mut out);
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn attack_junk_manifests_cannot_eat_the_control_path() {
+    // A member floods manifest fragments for made-up streams (validly signed by keys it made
+    // up, or junk): each unbound stream costs a signature check, so the checks are budgeted
+    // per tick; the rest are skipped (counted), and after the tick an honest origin's stream
+    // binds as usual.
+    let (mut c, pk) = control();
+    let gws = three(&mut c, &pk);
+    let junk = manifest_fragment(1, &Identity::generate(&SystemRandom::new()).unwrap());
+    for stream in 0..300u64 {
+        let mut d = junk.clone();
+        // Another stream id in the header: the payload's signed stream no longer matches.
+        d[photon_protocol::wire::field::STREAM].copy_from_slice(&(stream + 10).to_be_bytes());
+        c.record_fragment(&d);
+    }
+    assert_eq!(c.counters().get(ControlCounter::ManifestUnverified), 256);
+    assert_eq!(c.counters().get(ControlCounter::OriginCheckSkipped), 44);
+    c.tick(NOW);
+    c.record_fragment(&manifest_fragment(0x8888, &gws[0].identity));
+    assert_eq!(c.stream_origin(0x8888), Some(gws[0].identity.public_key()));
+}
+
+#[test]
+fn attack_forged_receipts_are_not_fanned_out_to_every_gateway() {
+    // A member floods receipts for another gateway's stream: once the relay knows the
+    // stream's origin, each receipt goes to the origin alone (which refuses the forged ones),
+    // not to every gateway.
+    let (mut c, pk) = control();
+    let gws = three(&mut c, &pk);
+    let stream = 0x9191;
+    c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        let sybil = Identity::generate(&SystemRandom::new()).unwrap();
+        let r = ReceiptRepr::sign(stream, [1; 32], &sybil);
+        c.handle(
+            NOW,
+            src(5102),
+            &gws[2].signed(Repr::new(gws[2].node, Message::Receipt(r))),
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 10, "one copy each, not two");
+    assert!(out.iter().all(|o| to_port(o) == 5100), "only to the origin");
+    assert_eq!(c.counters().get(ControlCounter::ToOrigin), 10);
 }

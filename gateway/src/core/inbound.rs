@@ -21,6 +21,7 @@ use bitcoin::Block;
 use photon_protocol::assembler::{Assembler, AssemblerConfig, AssemblerStats, Event};
 use photon_protocol::chain::Bitcoin;
 use photon_protocol::compress::{decompress, envelope, BlockEncoding, Decompressed, PendingBlock};
+use photon_protocol::fifo::FifoMap;
 use photon_protocol::identity::{Identity, PublicKey};
 use photon_protocol::seal::BlockKey;
 use photon_protocol::shortid::{ShortId, TxStore};
@@ -36,6 +37,10 @@ use super::{GatewayEvent, InTimings, LinkId, LinkKind, Stage};
 
 /// Most inbound streams tracked (keys and sealed blocks waiting, pending transactions).
 const MAX_IN_STREAMS: usize = 256;
+/// Streams whose key release came before their origin was known, kept apart (at most), and
+/// releases kept per stream.
+const EARLY_RELEASE_STREAMS: usize = 1024;
+const EARLY_RELEASES_PER_STREAM: usize = 4;
 
 /// What an inbound call may use of the rest of the gateway.
 pub(super) struct InCtx<'a> {
@@ -59,12 +64,16 @@ pub(super) struct InboundBlock {
     pub(super) timings: InTimings,
     /// When the block was decoded (the caller's `now` or later, see [`Inbound::poll_block`]).
     pub(super) at: Instant,
+    /// The origin the stream's manifest was signed by.
+    pub(super) origin: Option<PublicKey>,
 }
 
 /// The inbound streams and the assembler that verifies and decodes their fragments.
 pub(super) struct Inbound {
     asm: Assembler,
     streams: HashMap<u64, InStream>,
+    /// Key releases whose stream or origin is not known yet, checked once the origin binds.
+    early_releases: FifoMap<u64, Vec<KeyReleaseRepr>>,
     /// Creation order, to forget the oldest stream first.
     order: VecDeque<u64>,
     tx_request_retry: Duration,
@@ -90,12 +99,7 @@ enum InState {
     /// Fragments go to the assembler. A key may come before the block decodes.
     Assembling { key: EarlyKey },
     /// Decoded and sealed; the origin withholds the key until receipts or a timeout (§2.6).
-    /// `held`: a key release that came while the origin was not bound, checked once it is.
-    WaitingForKey {
-        sealed: Vec<u8>,
-        ready_at: Instant,
-        held: Option<KeyReleaseRepr>,
-    },
+    WaitingForKey { sealed: Vec<u8>, ready_at: Instant },
     /// Opened; decompression waits for transactions asked for by short ID (§2.4).
     WaitingForTxs {
         pending: PendingBlock,
@@ -109,15 +113,10 @@ enum InState {
     Failed,
 }
 
-/// A key that came while the stream was still assembling.
+/// A key that came while the stream was still assembling (checked against its origin).
 enum EarlyKey {
     None,
-    /// The origin was not bound yet: checked once it is.
-    Unverified(KeyReleaseRepr),
-    Verified {
-        key: BlockKey,
-        at: Instant,
-    },
+    Verified { key: BlockKey, at: Instant },
 }
 
 /// What opening the payload found, for the delivery's timings and event.
@@ -164,29 +163,6 @@ impl InStream {
             _ => false,
         }
     }
-
-    /// Keeps a release until the origin is bound (the latest one wins).
-    fn hold_release(&mut self, release: KeyReleaseRepr) {
-        match &mut self.state {
-            InState::Assembling { key } => *key = EarlyKey::Unverified(release),
-            InState::WaitingForKey { held, .. } => *held = Some(release),
-            _ => {}
-        }
-    }
-
-    fn take_held_release(&mut self) -> Option<KeyReleaseRepr> {
-        match &mut self.state {
-            InState::Assembling { key } => match std::mem::replace(key, EarlyKey::None) {
-                EarlyKey::Unverified(r) => Some(r),
-                other => {
-                    *key = other;
-                    None
-                }
-            },
-            InState::WaitingForKey { held, .. } => held.take(),
-            _ => None,
-        }
-    }
 }
 
 impl Inbound {
@@ -198,6 +174,7 @@ impl Inbound {
         Inbound {
             asm: Assembler::new(assembler),
             streams: HashMap::new(),
+            early_releases: FifoMap::new(EARLY_RELEASE_STREAMS),
             order: VecDeque::new(),
             tx_request_retry,
             tx_request_rounds,
@@ -206,6 +183,11 @@ impl Inbound {
             blocks: VecDeque::new(),
             stats: InStats::default(),
         }
+    }
+
+    /// The origins whose streams bind from now on (a newer roster).
+    pub(super) fn set_trusted_origins(&mut self, keys: impl IntoIterator<Item = [u8; 32]>) {
+        self.asm.set_trusted_origins(keys);
     }
 
     pub(super) fn stats(&self) -> &InStats {
@@ -350,8 +332,12 @@ impl Inbound {
             return;
         }
         s.origin = Some(origin);
-        if let Some(release) = s.take_held_release() {
-            self.accept_key(now, &release, cx);
+        // Releases that came before the origin was known: each checked now, the bad ones
+        // counted (a bogus release never displaces the origin's, F4).
+        if let Some(held) = self.early_releases.remove(&stream) {
+            for release in held {
+                self.accept_key(now, &release, cx);
+            }
         }
     }
 
@@ -369,18 +355,10 @@ impl Inbound {
             EarlyKey::Verified { key, at } => {
                 self.open(now, stream, bytes, now, Some((key, at)), cx)
             }
-            EarlyKey::Unverified(release) => {
-                s.state = InState::WaitingForKey {
-                    sealed: bytes,
-                    ready_at: now,
-                    held: Some(release),
-                }
-            }
             EarlyKey::None => {
                 s.state = InState::WaitingForKey {
                     sealed: bytes,
                     ready_at: now,
-                    held: None,
                 }
             }
         }
@@ -420,16 +398,34 @@ impl Inbound {
         cx: &mut InCtx<'_>,
     ) {
         self.stats.key_releases_received += 1;
-        let s = self.in_stream(k.stream, link, now);
-        if !s.wants_key() {
-            return;
+        let _ = link;
+        let origin_known = match self.streams.get(&k.stream) {
+            Some(s) if !s.wants_key() => return,
+            Some(s) => s.origin.is_some(),
+            None => false,
+        };
+        if origin_known {
+            return self.accept_key(now, k, cx);
         }
-        if s.origin.is_none() {
-            // Origin not known yet (key before the manifest): keep it until we know.
-            s.hold_release(*k);
-            return;
+        // Unknown stream or origin not bound yet (key before the manifest): held apart from
+        // the inbound streams, so releases for made-up streams never evict a stream waiting
+        // for its key (F8), a few per stream so a bogus one cannot displace the origin's (F4).
+        self.stats.key_releases_held += 1;
+        match self.early_releases.get_mut(&k.stream) {
+            Some(held) => {
+                if held.len() < EARLY_RELEASES_PER_STREAM && !held.contains(k) {
+                    held.push(*k);
+                } else {
+                    self.stats.key_releases_dropped += 1;
+                }
+            }
+            None => {
+                if self.early_releases.len() >= self.early_releases.capacity() {
+                    self.stats.key_releases_dropped += 1;
+                }
+                self.early_releases.insert(k.stream, vec![*k]);
+            }
         }
-        self.accept_key(now, k, cx);
     }
 
     fn accept_key(&mut self, now: Instant, k: &KeyReleaseRepr, cx: &mut InCtx<'_>) {
@@ -453,9 +449,7 @@ impl Inbound {
                 cx.stages
                     .record(now, Stage::KeyIn, Some(stream), None, None);
             }
-            InState::WaitingForKey {
-                sealed, ready_at, ..
-            } => {
+            InState::WaitingForKey { sealed, ready_at } => {
                 cx.stages
                     .record(now, Stage::KeyIn, Some(stream), None, None);
                 self.open(now, stream, sealed, ready_at, Some((key, now)), cx);
@@ -488,7 +482,6 @@ impl Inbound {
                         s.state = InState::WaitingForKey {
                             sealed: payload,
                             ready_at,
-                            held: None,
                         };
                     }
                     return;
@@ -667,6 +660,7 @@ impl Inbound {
         // decompressing took time since (the stage records read the clock the same way).
         let now = now.max(Instant::now());
         let via = cx.links[s.first_link].kind;
+        let origin = s.origin;
         let keyed = o.key_at.map_or(o.ready_at, |k| k.max(o.ready_at));
         let timings = InTimings {
             assemble: o.ready_at - s.first_at,
@@ -685,6 +679,7 @@ impl Inbound {
             compressed_bytes: o.compressed_len,
             timings,
             at: now,
+            origin,
         });
     }
 }

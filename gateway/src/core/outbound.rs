@@ -21,6 +21,7 @@ use photon_protocol::compress::BlockEncoding;
 use photon_protocol::compress::{compress_as, envelope};
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::roster::Roster;
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::sender::{EncodedStream, Sender, SenderConfig};
 use photon_protocol::shortid::TxStore;
@@ -135,6 +136,11 @@ struct OutConfig {
     encrypt: bool,
     outbound_linger: Duration,
     stage_records: bool,
+    /// The gateways whose receipts may count toward a key release (F1,
+    /// docs/protocol/8-threat-model.md): the roster's gateways, or without a roster the
+    /// configured trusted origins and peers. Any other key, however well signed, is a key a
+    /// relay or gateway made up.
+    receipt_signers: HashSet<PublicKey>,
 }
 
 /// Our outbound streams and the fan-out of their fragments.
@@ -172,6 +178,15 @@ impl Outbound {
                 encrypt: config.encrypt,
                 outbound_linger: config.outbound_linger,
                 stage_records: config.stage_records,
+                receipt_signers: match &config.roster {
+                    Some(r) => r.gateways().collect(),
+                    None => config
+                        .trusted_origins
+                        .iter()
+                        .copied()
+                        .chain(config.peers.iter().map(|p| p.public_key))
+                        .collect(),
+                },
             },
             streams: Vec::new(),
             fanout: None,
@@ -185,6 +200,11 @@ impl Outbound {
 
     pub(super) fn stats(&self) -> &OutStats {
         &self.stats
+    }
+
+    /// A newer roster: its gateways are the receipt signers from now on.
+    pub(super) fn set_receipt_signers(&mut self, roster: &Roster) {
+        self.config.receipt_signers = roster.gateways().collect();
     }
 
     /// Whether `stream` is one of ours.
@@ -495,7 +515,9 @@ impl Outbound {
     ///   `receipts_unsigned`, not toward the quorum (a relay could forge or replay it).
     ///
     /// A receiver already counted for the stream, or our own key, is `receipts_duplicate`; a
-    /// signature that does not verify `receipts_bad_signature`. Once the key is out, receipts
+    /// signature that does not verify `receipts_bad_signature`; a receiver that is not a member
+    /// gateway (the roster's, else the trusted origins and peers) `receipts_not_member`: a
+    /// relay that signs receipts with keys it made up gets nothing released (F1). Once the key is out, receipts
     /// only mark peers for the fallback (no signature is checked).
     pub(super) fn handle_receipt(
         &mut self,
@@ -536,7 +558,15 @@ impl Outbound {
             self.stats.receipts_unsigned += 1;
             return;
         };
-        if receiver == our_key || !s.receivers.insert(receiver) {
+        if receiver == our_key {
+            self.stats.receipts_duplicate += 1;
+            return;
+        }
+        if !self.config.receipt_signers.contains(&receiver) {
+            self.stats.receipts_not_member += 1;
+            return;
+        }
+        if !s.receivers.insert(receiver) {
             self.stats.receipts_duplicate += 1;
             return;
         }

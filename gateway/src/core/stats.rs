@@ -19,6 +19,10 @@ pub struct GatewayStats {
     pub dropped_register: u64,
     /// Messages we do not expect on that link.
     pub dropped_unexpected: u64,
+    /// Datagrams not queued: their destination's paced (transactions) or control queue was
+    /// at its byte limit (F7).
+    pub dropped_paced_full: u64,
+    pub dropped_control_full: u64,
     pub blocks_from_node: u64,
     pub blocks_from_network: u64,
     /// Blocks already known (delivered or seen from the node) when they came again.
@@ -43,9 +47,16 @@ pub struct GatewayStats {
     /// Receipts from a receiver already counted for the stream (sent twice, replayed, or both
     /// over a peer link and through a relay), or naming our own key: not counted again.
     pub receipts_duplicate: u64,
+    /// Receipts whose receiver is not a member gateway (the roster's, else the trusted origins
+    /// and peers): a made-up key, not counted (F1).
+    pub receipts_not_member: u64,
     pub key_releases_sent: u64,
     pub key_releases_received: u64,
     pub key_releases_bad: u64,
+    /// Key releases held apart because their stream or origin was not known yet (F8).
+    pub key_releases_held: u64,
+    /// Held key releases dropped (too many for one stream, or the early store full).
+    pub key_releases_dropped: u64,
     pub repair_requests_sent: u64,
     pub repair_requests_received: u64,
     /// Our blocks dropped before they were out and released, because
@@ -56,6 +67,17 @@ pub struct GatewayStats {
     pub tx_requests_served: u64,
     /// Our node's transactions (or their short IDs) that came back to us with an ID.
     pub short_ids_assigned: u64,
+    /// IDs of tx requests not answered: named twice in one request, or answered on that
+    /// link within `tx_answer_repeat` (F7).
+    pub tx_request_ids_refused: u64,
+    /// Short-ID bindings refused because the ID is held for another transaction (F2).
+    pub short_id_conflicts: u64,
+    /// Short IDs named by a peer gateway (only relays assign): bound nowhere (F2).
+    pub short_id_not_from_relay: u64,
+    /// Short IDs from a relay in no roster relay's range: bound nowhere (F2).
+    pub short_id_out_of_range: u64,
+    /// Partial multi-datagram transactions evicted, oldest first, for newer ones (F9).
+    pub partials_evicted: u64,
     /// Transactions sent to the relay again because their ID did not come back.
     pub tx_resends: u64,
     pub open_failed: u64,
@@ -66,9 +88,21 @@ pub struct GatewayStats {
     pub blocks_out_unsealed: u64,
     pub blocks_in_unsealed: u64,
     pub blocks_given_up: u64,
+    /// Decoded blocks not handed to the node (F6): proof of work, duplicate-transaction
+    /// mutation, weight.
+    pub blocks_invalid_pow: u64,
+    pub blocks_invalid_mutated: u64,
+    pub blocks_invalid_size: u64,
+    /// Invalid blocks by origin key (hex): which trusted origin sends junk. Bounded by the
+    /// trusted origins (only their streams decode).
+    pub invalid_blocks_by_origin: std::collections::BTreeMap<String, u64>,
     pub peer_fallbacks: u64,
     pub registrations: u64,
     pub failovers: u64,
+    /// Newer rosters taken while running (`Gateway::replace_roster`), and roster files
+    /// refused (kept the one in force).
+    pub roster_updates: u64,
+    pub roster_refused: u64,
 }
 
 /// Defines the parts' counter structs: `u64` fields, each one also a field of [`GatewayStats`],
@@ -111,6 +145,18 @@ part_counters! {
         tx_requests_served,
         /// A peer's transaction without a short ID.
         dropped_unexpected,
+        /// Tx-request IDs not answered: repeated within a request, or answered on that link
+        /// within `answer_repeat` (F7).
+        tx_request_ids_refused,
+        /// Partial transactions evicted (oldest first) to make room for a new one (F9).
+        partials_evicted,
+        /// Bindings refused: the short ID is held for another transaction (F2).
+        short_id_conflicts,
+        /// Short IDs named by a peer gateway (not a relay): never bound in the store, the
+        /// transaction only offered to the blocks waiting for that ID (F2).
+        short_id_not_from_relay,
+        /// Short IDs from a relay that lie in no roster relay's range: not bound (F2).
+        short_id_out_of_range,
     }
 
     /// Counters of the inbound side ([`super::inbound`]).
@@ -118,6 +164,11 @@ part_counters! {
         receipts_sent,
         key_releases_received,
         key_releases_bad,
+        /// Key releases held because their stream or its origin was not known yet.
+        key_releases_held,
+        /// Held key releases dropped: more than a few for one stream, or the oldest stream's
+        /// forgotten (the store of early releases is full).
+        key_releases_dropped,
         repair_requests_sent,
         tx_requests_sent,
         txs_requested,
@@ -137,6 +188,8 @@ part_counters! {
         receipts_unsigned,
         receipts_bad_signature,
         receipts_duplicate,
+        /// Receipts signed by (or, over a peer link, from) a key that is not a member gateway.
+        receipts_not_member,
         key_releases_sent,
         repair_requests_received,
         peer_fallbacks,

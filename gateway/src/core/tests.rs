@@ -632,9 +632,24 @@ fn undecodable_payloads_are_counted_failures_never_blocks() {
 
 /// An origin gateway with one relay link (link 0) and one peer link (link 1, the peer `peer`),
 /// neither up, that has just sent a real block as a sealed stream; the key waits for receipts
-/// from all of `receivers` gateways (no timeout in sight). Returns it with the stream and its
-/// manifest hash.
-fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instant, u64, [u8; 32]) {
+/// from all of `receivers` gateways (no timeout in sight). `members` are its other known
+/// gateways (trusted origins: without a roster the only receipt signers besides the peer).
+/// Returns it with the stream and its manifest hash.
+fn origin_awaiting_receipts(
+    receivers: u32,
+    peer: &Identity,
+    members: &[&Identity],
+) -> (Gateway, Instant, u64, [u8; 32]) {
+    origin_awaiting_receipts_with(receivers, peer, |c| {
+        c.trusted_origins = members.iter().map(|m| m.public_key()).collect();
+    })
+}
+
+fn origin_awaiting_receipts_with(
+    receivers: u32,
+    peer: &Identity,
+    tune: impl FnOnce(&mut CoreConfig),
+) -> (Gateway, Instant, u64, [u8; 32]) {
     let rng = SystemRandom::new();
     let mut c = CoreConfig::new();
     c.relays.push(RelayEndpoint {
@@ -647,6 +662,7 @@ fn origin_awaiting_receipts(receivers: u32, peer: &Identity) -> (Gateway, Instan
         originate_for: false,
     });
     c.key_release = every_receiver(receivers);
+    tune(&mut c);
     let now = Instant::now();
     let mut g = Gateway::new(c, Identity::generate(&rng).unwrap(), now, 1_700_000_000_000);
     let b = block(227836);
@@ -682,7 +698,8 @@ const PEER_LINK: LinkId = 1;
 fn signed_receipts_through_a_relay_count_once_per_receiver() {
     let rng = SystemRandom::new();
     let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&rng).unwrap()).collect();
-    let (mut g, now, stream, hash) = origin_awaiting_receipts(3, &ids[3]);
+    let (mut g, now, stream, hash) =
+        origin_awaiting_receipts(3, &ids[3], &[&ids[0], &ids[1], &ids[2]]);
     let receipt = |i: usize| wire::ReceiptRepr::sign(stream, hash, &ids[i]);
 
     // Receiver 0 twice (sent twice, or replayed by a relay): one receiver.
@@ -746,7 +763,7 @@ fn a_peer_counts_once_over_its_link_and_through_a_relay() {
     let rng = SystemRandom::new();
     let peer = Identity::generate(&rng).unwrap();
     let other = Identity::generate(&rng).unwrap();
-    let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(2, &peer, &[&other]);
     // Over the direct link the hop tag names the peer: an unsigned receipt counts for it.
     g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
     assert_eq!(g.outbound.streams[0].receipts(), 1);
@@ -815,4 +832,515 @@ fn quorum_of_distinct_receivers_over_peer_links_end_to_end() {
     for i in 1..4 {
         assert_eq!(sim.gws[i].stats().receipts_sent, 1);
     }
+}
+
+/// A deployment roster of `gateways` (and one relay per key of `relays`), signed by `operator`.
+fn roster_of(operator: &Identity, gateways: &[&Identity], relays: &[PublicKey]) -> Arc<Roster> {
+    use photon_protocol::roster::{Member, MemberRole};
+    use photon_protocol::shortid::ShortIdRange;
+    let mut members: Vec<Member> = gateways
+        .iter()
+        .map(|g| Member {
+            key: g.public_key(),
+            role: MemberRole::Gateway,
+        })
+        .collect();
+    for (i, r) in relays.iter().enumerate() {
+        members.push(Member {
+            key: *r,
+            role: MemberRole::Relay {
+                short_ids: ShortIdRange::new(i as u32 * 1000, 1000).unwrap(),
+            },
+        });
+    }
+    let mut r = Roster::new(1, u64::MAX, members).unwrap();
+    r.sign(operator).unwrap();
+    Arc::new(r)
+}
+
+#[test]
+fn attack_relay_forges_receipts_with_made_up_keys() {
+    // F1: a hostile relay sees the cleartext manifest, so it can sign a receipt for the stream
+    // with any key it makes up. Without a roster the origin counts only its known gateways
+    // (trusted origins and peers): fifty forged receivers release nothing.
+    let rng = SystemRandom::new();
+    let (peer, honest) = (
+        Identity::generate(&rng).unwrap(),
+        Identity::generate(&rng).unwrap(),
+    );
+    let (mut g, now, stream, hash) = origin_awaiting_receipts(1, &peer, &[&honest]);
+    for _ in 0..50 {
+        let sybil = Identity::generate(&rng).unwrap();
+        g.handle_receipt(
+            now,
+            RELAY_LINK,
+            &wire::ReceiptRepr::sign(stream, hash, &sybil),
+        );
+    }
+    assert!(
+        key_released(&mut g).is_none(),
+        "no key for made-up receivers"
+    );
+    assert_eq!(g.stats().receipts_not_member, 50);
+    assert_eq!(g.outbound.streams[0].receipts(), 0);
+    // The honest receiver's receipt, through the same relay, still releases it.
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &honest),
+    );
+    assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
+}
+
+#[test]
+fn attack_relay_forges_receipts_against_a_roster() {
+    // With a roster, only its gateways count: not a trusted origin outside it, not the relay's
+    // own key (a roster relay), not made-up keys; the origin itself never.
+    let rng = SystemRandom::new();
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate(&rng).unwrap()).collect();
+    let operator = Identity::generate(&rng).unwrap();
+    let relay = Identity::generate(&rng).unwrap();
+    let outsider = Identity::generate(&rng).unwrap();
+    let roster = roster_of(
+        &operator,
+        &[&ids[0], &ids[1], &ids[2]],
+        &[relay.public_key()],
+    );
+    let (mut g, now, stream, hash) = origin_awaiting_receipts_with(2, &ids[2], |c| {
+        c.trusted_origins = vec![outsider.public_key()];
+        c.roster = Some(roster);
+    });
+    for forger in [&relay, &outsider, &ids[3]] {
+        g.handle_receipt(
+            now,
+            RELAY_LINK,
+            &wire::ReceiptRepr::sign(stream, hash, forger),
+        );
+    }
+    assert_eq!(g.stats().receipts_not_member, 3);
+    assert!(key_released(&mut g).is_none());
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &ids[0]),
+    );
+    assert!(key_released(&mut g).is_none(), "one roster gateway of two");
+    // The peer (a roster gateway) over its direct link completes it.
+    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    assert_eq!(key_released(&mut g), Some((2, ReleaseReason::Receipts)));
+}
+
+#[test]
+fn attack_peer_not_in_roster_gets_no_receipt_counted() {
+    // A configured peer that the roster does not list is no receiver either: its hop tag
+    // authenticates the link, not membership.
+    let rng = SystemRandom::new();
+    let (peer, member) = (
+        Identity::generate(&rng).unwrap(),
+        Identity::generate(&rng).unwrap(),
+    );
+    let operator = Identity::generate(&rng).unwrap();
+    let roster = roster_of(&operator, &[&member], &[]);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts_with(1, &peer, |c| {
+        c.roster = Some(roster);
+    });
+    g.handle_receipt(now, PEER_LINK, &wire::ReceiptRepr::unsigned(stream, hash));
+    g.handle_receipt(
+        now,
+        PEER_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &peer),
+    );
+    assert_eq!(g.stats().receipts_not_member, 2);
+    assert!(key_released(&mut g).is_none());
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &member),
+    );
+    assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
+}
+
+/// A whole transaction message for `tx` under `short_id`.
+fn tx_message<'a>(
+    tx: &bitcoin::Transaction,
+    short_id: u32,
+    bytes: &'a mut Vec<u8>,
+) -> wire::TransactionRepr<'a> {
+    *bytes = Bitcoin::encode_tx(tx);
+    wire::TransactionRepr {
+        transfer: 77,
+        index: 0,
+        count: 1,
+        short_id: Some(short_id),
+        tx_len: bytes.len() as u32,
+        offset: 0,
+        data: bytes,
+    }
+}
+
+#[test]
+fn attack_member_rebinds_held_short_ids_to_junk() {
+    // F2: a hostile relay or peer gateway sends other (valid) transactions under short IDs
+    // the receivers already hold, so that blocks rebuild with the wrong transactions. The
+    // gateway never rebinds a held ID and binds nothing a peer names; the honest block still
+    // decodes from the bindings it had.
+    let (origin, receiver) = (0, 1);
+    let mut sim = Sim::peers(2, |_, c| {
+        c.key_release = KeyReleasePolicy::Immediate;
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    share_txs(&mut sim, &b, &[origin, receiver], |_| false);
+    let other = block(227835);
+    let g = &mut sim.gws[receiver];
+    let now = sim.now;
+    let peer_link = 0; // Sim::peers: link 0 is the other gateway, the attacker here
+    let mut buf = Vec::new();
+    // Through the peer link: the ID binds nothing, the held one is not offered other bytes.
+    let t = tx_message(&other.txdata[0], 5001, &mut buf);
+    g.txs.handle_transaction(now, &g.links, peer_link, &t);
+    // A junk binding for an ID not held: still not bound (only relays assign).
+    let t = tx_message(&other.txdata[0], 9_999_999, &mut buf);
+    g.txs.handle_transaction(now, &g.links, peer_link, &t);
+    let s = g.stats();
+    assert_eq!(s.short_id_not_from_relay, 2);
+    assert_eq!(s.short_id_conflicts, 1);
+    assert!(g
+        .txs
+        .store()
+        .get(photon_protocol::shortid::ShortId(9_999_999))
+        .is_none());
+    let held = g
+        .txs
+        .store()
+        .ids(photon_protocol::shortid::ShortId(5001))
+        .unwrap();
+    assert_eq!(held.wtxid, Bitcoin::tx_ids(&b.txdata[1]).wtxid);
+    // A peer's ShortIdAssign is refused too.
+    g.txs.handle_short_id_assign(
+        now,
+        &g.links,
+        peer_link,
+        &wire::ShortIdAssignRepr {
+            entries: vec![([7; 32], 5002)],
+        },
+    );
+    assert_eq!(g.stats().short_id_not_from_relay, 3);
+    // The honest block still arrives, byte-identical.
+    sim.block_from_node(origin, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s
+        .delivered(receiver)
+        .is_empty()));
+    assert_eq!(sim.delivered(receiver)[0], &b);
+}
+
+#[test]
+fn attack_relay_rebinds_a_held_short_id() {
+    // The same through a relay link: a binding from a relay for an ID already held for other
+    // bytes is a counted conflict, the store keeps the first binding.
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let (mut g, now, _, _) = origin_awaiting_receipts(1, &peer, &[]);
+    let b = block(227836);
+    let id = photon_protocol::shortid::ShortId(42);
+    g.txs
+        .store_mut()
+        .insert(
+            id,
+            Bitcoin::tx_ids(&b.txdata[1]),
+            &Bitcoin::encode_tx(&b.txdata[1]),
+            now,
+        )
+        .unwrap();
+    let mut buf = Vec::new();
+    let t = tx_message(&b.txdata[2], 42, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(g.stats().short_id_conflicts, 1);
+    assert_eq!(
+        g.txs.store().ids(id).unwrap().wtxid,
+        Bitcoin::tx_ids(&b.txdata[1]).wtxid
+    );
+    // The same binding again is a duplicate, not a conflict.
+    let t = tx_message(&b.txdata[1], 42, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(g.stats().short_id_conflicts, 1);
+}
+
+#[test]
+fn attack_key_releases_for_made_up_streams_evict_nothing() {
+    // F8: a hostile member sends key releases for thousands of random streams. They are held
+    // apart (bounded) and never evict the inbound stream waiting for its key; a bogus release
+    // for the real stream is refused against its origin (F4) and the origin's own still opens
+    // the block, not earlier than the origin released it.
+    let mut sim = Sim::peers(2, |_, c| {
+        c.key_release = KeyReleasePolicy::Receipts {
+            share: 1.0,
+            receivers: 5,
+            timeout: Duration::from_secs(10),
+        };
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(3), |s| s.gws[1]
+        .blocks_waiting_for_key()
+        == 1));
+    let stream = sim.gws[0].outbound_stream_ids()[0];
+    let attacker = Identity::generate(&SystemRandom::new()).unwrap();
+    let now = sim.now;
+    let g = &mut sim.gws[1];
+    for n in 0..3000u64 {
+        let k = photon_protocol::seal::BlockKey::from_bytes([n as u8; 32]);
+        let release = k.release(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, &attacker);
+        g.inbound
+            .handle_key_release(now, 0, &release, &mut in_cx!(g));
+    }
+    let bogus = photon_protocol::seal::BlockKey::from_bytes([0xee; 32]).release(stream, &attacker);
+    g.inbound.handle_key_release(now, 0, &bogus, &mut in_cx!(g));
+    let s = g.stats();
+    assert_eq!(s.key_releases_held, 3000);
+    assert!(
+        s.key_releases_dropped >= 3000 - 1024,
+        "the early store is bounded"
+    );
+    assert_eq!(
+        s.key_releases_bad, 1,
+        "the bogus release for the real stream"
+    );
+    assert_eq!(g.blocks_waiting_for_key(), 1, "the real stream still waits");
+    assert!(
+        sim.delivered(1).is_empty(),
+        "no key before the origin releases it"
+    );
+    // The origin's timeout releases the real key: the block arrives.
+    assert!(sim.run_until(Duration::from_secs(15), |s| !s.delivered(1).is_empty()));
+    assert_eq!(sim.delivered(1)[0], &b);
+    assert_eq!(sim.gws[0].stats().key_releases_sent, 1);
+}
+
+#[test]
+fn attack_tx_request_amplification_is_bounded() {
+    // F7: a member's 1.2 KB tx request names the same big transactions over and over, and
+    // asks again at once. Each ID is answered once per link (and again only after
+    // tx_answer_repeat), and the paced queue to that link is bounded in bytes.
+    let mut sim = Sim::peers(2, |_, c| {
+        c.paced_queue_bytes = 16 << 10;
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    share_txs(&mut sim, &b, &[1], |_| false);
+    let now = sim.now;
+    let g = &mut sim.gws[1];
+    let peer_link = 0;
+    let ids: Vec<u32> = (0..298).map(|i| 5001 + (i % 3)).collect();
+    let r = wire::TxRequestRepr {
+        stream: 0,
+        short_ids: ids,
+    };
+    g.txs.handle_tx_request(now, &g.links, peer_link, &r, false);
+    g.drain_txs(now);
+    assert_eq!(
+        g.stats().tx_requests_served,
+        3,
+        "three distinct IDs, once each"
+    );
+    assert_eq!(g.stats().tx_request_ids_refused, 295);
+    g.txs.handle_tx_request(now, &g.links, peer_link, &r, false);
+    assert_eq!(
+        g.stats().tx_requests_served,
+        3,
+        "asked again at once: not answered"
+    );
+    // Every transaction of the block, asked for: only 16 KiB are queued for that link.
+    let all = wire::TxRequestRepr {
+        stream: 0,
+        short_ids: (5004..5004 + 298).collect(),
+    };
+    g.txs
+        .handle_tx_request(now, &g.links, peer_link, &all, false);
+    g.drain_txs(now);
+    let s = g.stats();
+    assert!(s.dropped_paced_full > 0, "{s:?}");
+    assert!(g.paced.bytes.values().all(|&b| b <= 16 << 10));
+    // After the repeat interval an ID is answered again (a lost answer can be asked for).
+    let later = now + Duration::from_secs(1);
+    let one = wire::TxRequestRepr {
+        stream: 0,
+        short_ids: vec![5001],
+    };
+    g.txs
+        .handle_tx_request(later, &g.links, peer_link, &one, false);
+    assert_eq!(g.stats().tx_requests_served, s.tx_requests_served + 1);
+}
+
+#[test]
+fn attack_relay_assigns_outside_every_roster_range() {
+    // With a roster, a relay's IDs come from its range: a binding from a relay for an ID in
+    // no roster relay's range is refused (a hostile relay squatting other IDs), one inside a
+    // range is bound.
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let operator = Identity::generate(&rng).unwrap();
+    let relays = [PublicKey([0x71; 32]), PublicKey([0x72; 32])];
+    let roster = roster_of(&operator, &[&peer], &relays); // ranges 0..1000, 1000..2000
+    let (mut g, now, _, _) = origin_awaiting_receipts_with(1, &peer, |c| {
+        c.roster = Some(roster);
+    });
+    let b = block(227836);
+    let mut buf = Vec::new();
+    let t = tx_message(&b.txdata[1], 5000, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(g.stats().short_id_out_of_range, 1);
+    assert!(g.txs.store().is_empty());
+    let t = tx_message(&b.txdata[1], 1500, &mut buf);
+    g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    assert_eq!(
+        g.txs.store().len(),
+        1,
+        "in relay 2's range, passed on by relay 1"
+    );
+}
+
+#[test]
+fn attack_trusted_origin_sends_invalid_blocks() {
+    // F6: a trusted origin (a member, or a hostile one) sends merkle-consistent blocks its
+    // receivers' nodes would reject: a header whose hash misses its target, and the
+    // CVE-2012-2459 duplicate-transaction mutation. Neither reaches the node (counted); the
+    // honest block after them does.
+    let mut sim = Sim::peers(2, |_, c| {
+        c.key_release = KeyReleasePolicy::Immediate;
+    });
+    assert!(sim.run_until(Duration::from_secs(2), Sim::all_up));
+    let b = block(227836);
+    let mut bad_pow = b.clone();
+    bad_pow.header.nonce ^= 1;
+    sim.block_from_node(0, &bad_pow);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.gws[1]
+        .stats()
+        .blocks_invalid_pow
+        == 1));
+    // The honest block (same transactions, valid header) still arrives.
+    sim.block_from_node(0, &b);
+    assert!(sim.run_until(Duration::from_secs(5), |s| !s.delivered(1).is_empty()));
+    assert_eq!(sim.delivered(1), vec![&b]);
+    // A mutation of another block (same header hash as the real one, so it is sent before
+    // the real one here).
+    let other = block(227835);
+    let mutated = (0..12)
+        .map(|k| {
+            let mut m = other.clone();
+            let n = m.txdata.len();
+            m.txdata
+                .extend_from_slice(&other.txdata[n.saturating_sub(1 << k)..]);
+            m
+        })
+        .find(|m| m.check_merkle_root())
+        .unwrap();
+    sim.block_from_node(0, &mutated);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.gws[1]
+        .stats()
+        .blocks_invalid_mutated
+        == 1));
+    assert_eq!(
+        sim.delivered(1).len(),
+        1,
+        "nothing invalid reached the node"
+    );
+    let by_origin = &sim.gws[1].stats().invalid_blocks_by_origin;
+    assert_eq!(
+        by_origin.get(&sim.gws[0].public_key().to_string()),
+        Some(&2)
+    );
+}
+
+#[test]
+fn attack_replayed_older_roster_is_refused_and_a_newer_one_takes_effect() {
+    // The operator adds gateway `late` in roster 2. Before it, `late`'s receipts do not count;
+    // after, they do. An older roster (a replay of roster 1, or a hostile party's stale copy)
+    // is refused and changes nothing.
+    let rng = SystemRandom::new();
+    let (peer, late) = (
+        Identity::generate(&rng).unwrap(),
+        Identity::generate(&rng).unwrap(),
+    );
+    let operator = Identity::generate(&rng).unwrap();
+    let first = roster_of(&operator, &[&peer], &[]);
+    let (mut g, now, stream, hash) = origin_awaiting_receipts_with(1, &peer, |c| {
+        c.roster = Some(first.clone());
+    });
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &late),
+    );
+    assert_eq!(g.stats().receipts_not_member, 1);
+    let mut second = (*roster_of(&operator, &[&peer, &late], &[])).clone();
+    second.serial = 2;
+    second.signatures.clear();
+    second.sign(&operator).unwrap();
+    g.replace_roster(Arc::new(second)).unwrap();
+    assert_eq!(g.stats().roster_updates, 1);
+    assert_eq!(
+        g.replace_roster(first),
+        Err(photon_protocol::roster::RosterError::NotNewer {
+            serial: 1,
+            current: 2
+        })
+    );
+    assert_eq!(g.roster().unwrap().serial, 2);
+    g.handle_receipt(
+        now,
+        RELAY_LINK,
+        &wire::ReceiptRepr::sign(stream, hash, &late),
+    );
+    assert_eq!(key_released(&mut g), Some((1, ReleaseReason::Receipts)));
+}
+
+#[test]
+fn attack_junk_first_fragments_do_not_block_honest_transactions() {
+    // F9: a member sends first fragments of 4 MB "transactions" that never complete, 200 of
+    // them, to fill the partial-transaction slots and budget. They hold only the bytes that
+    // came, the oldest are evicted, and an honest two-fragment transaction still completes.
+    let rng = SystemRandom::new();
+    let peer = Identity::generate(&rng).unwrap();
+    let (mut g, now, _, _) = origin_awaiting_receipts(1, &peer, &[]);
+    let junk = [0x5au8; 1000];
+    for n in 0..200u64 {
+        let t = wire::TransactionRepr {
+            transfer: 1_000 + n,
+            index: 0,
+            count: 4000,
+            short_id: Some(7),
+            tx_len: 4_000_000,
+            offset: 0,
+            data: &junk,
+        };
+        g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    }
+    assert!(g.stats().partials_evicted >= 200 - 64);
+    assert!(g.txs.partial_bytes() <= 64 * 1000);
+    // An honest transaction in two fragments, bound by the relay.
+    let b = block(227836);
+    let bytes = Bitcoin::encode_tx(&b.txdata[1]);
+    let half = bytes.len() / 2;
+    for (i, (offset, data)) in [(0, &bytes[..half]), (half, &bytes[half..])]
+        .into_iter()
+        .enumerate()
+    {
+        let t = wire::TransactionRepr {
+            transfer: 5,
+            index: i as u16,
+            count: 2,
+            short_id: Some(900),
+            tx_len: bytes.len() as u32,
+            offset: offset as u32,
+            data,
+        };
+        g.txs.handle_transaction(now, &g.links, RELAY_LINK, &t);
+    }
+    let held = g.txs.store().ids(photon_protocol::shortid::ShortId(900));
+    assert_eq!(
+        held.map(|i| i.wtxid),
+        Some(Bitcoin::tx_ids(&b.txdata[1]).wtxid)
+    );
 }

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use bitcoin::Transaction;
 use photon_protocol::chain::{Bitcoin, ChainAdapter, TxIds};
-use photon_protocol::shortid::{Inserted, ShortId, TxStore, TxStoreConfig, TxStoreStats};
+use photon_protocol::fifo::FifoMap;
+use photon_protocol::roster::Roster;
+use photon_protocol::shortid::{
+    Inserted, ShortId, ShortIdRange, TxStore, TxStoreConfig, TxStoreError, TxStoreStats,
+};
 use photon_protocol::wire::{
     Message, ShortIdAssignRepr, TransactionRepr, TxRequestRepr, MAX_TX_LEN,
 };
@@ -22,6 +26,8 @@ use super::links::Links;
 use super::stats::TxStats;
 use super::{LinkId, LinkKind};
 
+/// (link, short ID) pairs answered recently, remembered at most.
+const ANSWERED_MEMORY: usize = 16_384;
 /// Partial multi-datagram transactions kept at once, and their bytes together.
 const MAX_PARTIALS: usize = 64;
 const MAX_PARTIAL_BYTES: usize = 16 << 20;
@@ -29,10 +35,14 @@ const MAX_PARTIAL_BYTES: usize = 16 << 20;
 const PARTIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Partial {
+    /// The bytes so far, up to the furthest fragment that came.
     data: Vec<u8>,
+    tx_len: u32,
     got: Vec<bool>,
     short_id: Option<u32>,
     started: Instant,
+    /// Creation order, to evict the oldest first.
+    seq: u64,
 }
 
 /// A transaction of our node sent to the relay, waiting for its short ID.
@@ -60,16 +70,27 @@ pub(super) struct Txs {
     max_awaiting: usize,
     partials: HashMap<(LinkId, u64), Partial>,
     partial_bytes: usize,
+    next_partial_seq: u64,
     next_transfer: u64,
     next_resend: Option<Instant>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// (link, short ID) → when we last answered it there (F7: once per ID per link).
+    answered: FifoMap<(LinkId, u32), Instant>,
+    answer_repeat: Duration,
+    /// With a roster, the relays' short-ID ranges: an ID outside all of them is no relay's.
+    ranges: Option<Vec<ShortIdRange>>,
     announce: VecDeque<Transaction>,
     arrived: VecDeque<(ShortId, Vec<u8>)>,
     stats: TxStats,
 }
 
 impl Txs {
-    pub(super) fn new(store: TxStoreConfig, max_awaiting: usize) -> Self {
+    pub(super) fn new(
+        store: TxStoreConfig,
+        max_awaiting: usize,
+        answer_repeat: Duration,
+        roster: Option<&Roster>,
+    ) -> Self {
         Txs {
             store: TxStore::new(store),
             awaiting: HashMap::new(),
@@ -77,13 +98,28 @@ impl Txs {
             max_awaiting: max_awaiting.max(1),
             partials: HashMap::new(),
             partial_bytes: 0,
+            next_partial_seq: 0,
             next_transfer: 1,
             next_resend: None,
             transmits: VecDeque::new(),
+            answered: FifoMap::new(ANSWERED_MEMORY),
+            answer_repeat,
+            ranges: roster.map(|r| r.relays().map(|(_, range)| range).collect()),
             announce: VecDeque::new(),
             arrived: VecDeque::new(),
             stats: TxStats::default(),
         }
+    }
+
+    /// A newer roster: its relays' ranges from now on.
+    pub(super) fn set_roster(&mut self, roster: &Roster) {
+        self.ranges = Some(roster.relays().map(|(_, range)| range).collect());
+    }
+
+    /// Bytes held by partial transactions now.
+    #[cfg(test)]
+    pub(super) fn partial_bytes(&self) -> usize {
+        self.partial_bytes
     }
 
     /// The short-ID store blocks are compressed against and decompressed from.
@@ -261,6 +297,7 @@ impl Txs {
     pub(super) fn handle_transaction(
         &mut self,
         now: Instant,
+        links: &Links,
         link: LinkId,
         t: &TransactionRepr<'_>,
     ) {
@@ -284,12 +321,32 @@ impl Txs {
             return;
         };
         let ids = Bitcoin::tx_ids(&tx);
+        if matches!(links[link].kind, LinkKind::Peer(_)) {
+            // Only relays assign IDs (§6.1): a peer's answer to our tx request may complete a
+            // waiting block (whose merkle root checks it), but it binds nothing, and an ID we
+            // hold is never offered other bytes.
+            self.stats.short_id_not_from_relay += 1;
+            match self.store.ids(ShortId(id)) {
+                Some(held) if held.wtxid == ids.wtxid => self.stats.txs_duplicate += 1,
+                Some(_) => self.stats.short_id_conflicts += 1,
+                None => self.arrived.push_back((ShortId(id), bytes)),
+            }
+            return;
+        }
+        if let Some(ranges) = &self.ranges {
+            // Every relay assigns from its roster range; a relay passes on its peers' IDs, so
+            // the ID must lie in some relay's range (not necessarily this one's).
+            if !ranges.iter().any(|r| r.contains(ShortId(id))) {
+                self.stats.short_id_out_of_range += 1;
+                return;
+            }
+        }
         let ours = self.awaiting.remove(&ids.txid).is_some();
         if ours {
             self.stats.short_ids_assigned += 1;
         }
         match self.store.insert(ShortId(id), ids, &bytes, now) {
-            Ok(Inserted::New) | Ok(Inserted::ReplacedId) => {
+            Ok(Inserted::New) => {
                 if !ours {
                     self.stats.txs_from_network += 1;
                     self.announce.push_back(tx);
@@ -297,10 +354,16 @@ impl Txs {
                 self.arrived.push_back((ShortId(id), bytes));
             }
             Ok(Inserted::AlreadyKnown(_)) => self.stats.txs_duplicate += 1,
-            Err(_) => self.stats.txs_bad += 1,
+            Err(TxStoreError::IdTaken { .. }) => self.stats.short_id_conflicts += 1,
+            Err(TxStoreError::TooLarge { .. }) => self.stats.txs_bad += 1,
         }
     }
 
+    /// Reassembles a multi-datagram transaction by (link, transfer) (F9): a partial holds
+    /// only the bytes that came (its buffer grows to the furthest fragment, not to the length
+    /// the first fragment claims), and when the slots or the byte budget are full the oldest
+    /// partial is evicted (counted `partials_evicted`) rather than the new one refused, so a
+    /// few junk first fragments cannot keep honest transactions out.
     fn reassemble(
         &mut self,
         now: Instant,
@@ -308,35 +371,57 @@ impl Txs {
         t: &TransactionRepr<'_>,
     ) -> Option<(Option<u32>, Vec<u8>)> {
         let key = (link, t.transfer);
-        if !self.partials.contains_key(&key) {
-            let len = t.tx_len as usize;
-            if self.partials.len() >= MAX_PARTIALS || self.partial_bytes + len > MAX_PARTIAL_BYTES {
-                self.stats.txs_bad += 1;
-                return None;
-            }
-            self.partial_bytes += len;
-            self.partials.insert(
-                key,
-                Partial {
-                    data: vec![0; len],
-                    got: vec![false; usize::from(t.count)],
-                    short_id: t.short_id,
-                    started: now,
-                },
-            );
-        }
-        let p = self.partials.get_mut(&key)?;
         let at = t.offset as usize;
-        if p.data.len() != t.tx_len as usize
-            || p.got.len() != usize::from(t.count)
-            || at + t.data.len() > p.data.len()
-        {
+        let end = at + t.data.len();
+        if end > t.tx_len as usize || usize::from(t.index) >= usize::from(t.count) {
             self.stats.txs_bad += 1;
             return None;
         }
-        p.data[at..at + t.data.len()].copy_from_slice(t.data);
+        if !self.partials.contains_key(&key) {
+            while self.partials.len() >= MAX_PARTIALS {
+                if !self.evict_oldest_partial() {
+                    break;
+                }
+            }
+            self.partials.insert(
+                key,
+                Partial {
+                    data: Vec::new(),
+                    tx_len: t.tx_len,
+                    got: vec![false; usize::from(t.count)],
+                    short_id: t.short_id,
+                    started: now,
+                    seq: self.next_partial_seq,
+                },
+            );
+            self.next_partial_seq += 1;
+        }
+        let p = self.partials.get(&key)?;
+        if p.tx_len != t.tx_len || p.got.len() != usize::from(t.count) {
+            self.stats.txs_bad += 1;
+            return None;
+        }
+        let grow = end.saturating_sub(p.data.len());
+        while self.partial_bytes + grow > MAX_PARTIAL_BYTES && self.partials.len() > 1 {
+            if !self.evict_oldest_partial_except(key) {
+                break;
+            }
+        }
+        if self.partial_bytes + grow > MAX_PARTIAL_BYTES {
+            self.stats.txs_bad += 1;
+            if let Some(p) = self.partials.remove(&key) {
+                self.partial_bytes -= p.data.len();
+            }
+            return None;
+        }
+        let p = self.partials.get_mut(&key)?;
+        if p.data.len() < end {
+            p.data.resize(end, 0);
+            self.partial_bytes += grow;
+        }
+        p.data[at..end].copy_from_slice(t.data);
         p.got[usize::from(t.index)] = true;
-        if !p.got.iter().all(|&g| g) {
+        if !p.got.iter().all(|&g| g) || p.data.len() != p.tx_len as usize {
             return None;
         }
         let p = self.partials.remove(&key)?;
@@ -344,14 +429,53 @@ impl Txs {
         Some((p.short_id, p.data))
     }
 
-    pub(super) fn handle_short_id_assign(&mut self, now: Instant, a: &ShortIdAssignRepr) {
+    fn evict_oldest_partial(&mut self) -> bool {
+        self.evict_oldest_partial_except((usize::MAX, u64::MAX))
+    }
+
+    /// Drops the oldest partial other than `keep`; `false` if there is none.
+    fn evict_oldest_partial_except(&mut self, keep: (LinkId, u64)) -> bool {
+        let Some(oldest) = self
+            .partials
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .min_by_key(|(_, p)| p.seq)
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        if let Some(p) = self.partials.remove(&oldest) {
+            self.partial_bytes -= p.data.len();
+            self.stats.partials_evicted += 1;
+        }
+        true
+    }
+
+    /// A relay's short-ID assignment (§2.3); from a peer gateway it is refused (only relays
+    /// assign, F2).
+    pub(super) fn handle_short_id_assign(
+        &mut self,
+        now: Instant,
+        links: &Links,
+        link: LinkId,
+        a: &ShortIdAssignRepr,
+    ) {
+        if !matches!(links[link].kind, LinkKind::Relay(_)) {
+            self.stats.short_id_not_from_relay += 1;
+            return;
+        }
         for (txid, id) in &a.entries {
             let Some(a) = self.awaiting.remove(txid) else {
                 continue;
             };
-            if self.store.insert(ShortId(*id), a.ids, &a.tx, now).is_ok() {
-                self.stats.short_ids_assigned += 1;
-                self.arrived.push_back((ShortId(*id), a.tx));
+            match self.store.insert(ShortId(*id), a.ids, &a.tx, now) {
+                Ok(Inserted::New) => {
+                    self.stats.short_ids_assigned += 1;
+                    self.arrived.push_back((ShortId(*id), a.tx));
+                }
+                Ok(Inserted::AlreadyKnown(_)) => self.stats.txs_duplicate += 1,
+                Err(TxStoreError::IdTaken { .. }) => self.stats.short_id_conflicts += 1,
+                Err(TxStoreError::TooLarge { .. }) => self.stats.txs_bad += 1,
             }
         }
     }
@@ -359,8 +483,14 @@ impl Txs {
     /// Someone asks for transactions of a block. Over a direct peer link we answer whatever
     /// we hold; over a relay only for our own streams (`ours`: the relay passes the request
     /// to every gateway, and one answer, the origin's, is enough).
+    ///
+    /// Each ID is answered once, to the asking link only: an ID named twice in one request,
+    /// or answered on this direct peer link within `answer_repeat`, is not answered again
+    /// (counted `tx_request_ids_refused`; over a relay link the relay refuses each asker's
+    /// repeats); the paced queue's per-link byte limit bounds the rest (F7).
     pub(super) fn handle_tx_request(
         &mut self,
+        now: Instant,
         links: &Links,
         link: LinkId,
         r: &TxRequestRepr,
@@ -369,13 +499,27 @@ impl Txs {
         if matches!(links[link].kind, LinkKind::Relay(_)) && !ours {
             return;
         }
-        for &id in &r.short_ids {
+        // Behind a relay link are many askers (the relay refuses each one's own repeats and
+        // sends the answer only to them): the repeat window is per direct peer only.
+        let peer = matches!(links[link].kind, LinkKind::Peer(_));
+        for (i, &id) in r.short_ids.iter().enumerate() {
+            let recent = peer
+                && self
+                    .answered
+                    .get(&(link, id))
+                    .is_some_and(|&t| now.saturating_duration_since(t) < self.answer_repeat);
+            if recent || r.short_ids[..i].contains(&id) {
+                self.stats.tx_request_ids_refused += 1;
+                continue;
+            }
             let Some(tx) = self.store.get(ShortId(id)).map(<[u8]>::to_vec) else {
                 continue;
             };
             let transfer = self.next_transfer;
             self.next_transfer += 1;
             self.send_tx(links, link, transfer, Some(id), &tx);
+            self.answered.remove(&(link, id));
+            self.answered.insert((link, id), now);
             self.stats.tx_requests_served += 1;
         }
     }

@@ -239,16 +239,29 @@ mod tests {
         assert_eq!(s.tip(), Some(hashes[9]));
         // The node has block 4 (and older): it gets 5.., in order, up to `max`.
         let loc = [BlockHash::from_byte_array([7; 32]), hashes[4], hashes[1]];
-        assert_eq!(s.after(&loc, BlockHash::all_zeros(), 500), hashes[5..].to_vec());
-        assert_eq!(s.after(&loc, BlockHash::all_zeros(), 2), hashes[5..7].to_vec());
+        assert_eq!(
+            s.after(&loc, BlockHash::all_zeros(), 500),
+            hashes[5..].to_vec()
+        );
+        assert_eq!(
+            s.after(&loc, BlockHash::all_zeros(), 2),
+            hashes[5..7].to_vec()
+        );
         assert_eq!(s.after(&loc, hashes[6], 500), hashes[5..7].to_vec());
         // The node has only the stored chain's parent: everything.
         assert_eq!(s.after(&[root], BlockHash::all_zeros(), 500), hashes);
         let headers = s.headers_after(&[root], BlockHash::all_zeros(), 3);
-        assert_eq!(headers, main[..3].iter().map(|b| b.header).collect::<Vec<_>>());
+        assert_eq!(
+            headers,
+            main[..3].iter().map(|b| b.header).collect::<Vec<_>>()
+        );
         // A locator we know nothing of: nothing.
         assert!(s
-            .after(&[BlockHash::from_byte_array([9; 32])], BlockHash::all_zeros(), 500)
+            .after(
+                &[BlockHash::from_byte_array([9; 32])],
+                BlockHash::all_zeros(),
+                500
+            )
             .is_empty());
     }
 
@@ -266,7 +279,11 @@ mod tests {
         s.insert(fork[2].clone(), true);
         assert_eq!(s.tip(), Some(fork[2].block_hash()));
         // A node on the old branch, at main[3], gets the new branch from the fork point.
-        let loc = [main[3].block_hash(), main[2].block_hash(), main[1].block_hash()];
+        let loc = [
+            main[3].block_hash(),
+            main[2].block_hash(),
+            main[1].block_hash(),
+        ];
         let want: Vec<_> = fork.iter().map(|b| b.block_hash()).collect();
         assert_eq!(s.after(&loc, BlockHash::all_zeros(), 500), want);
     }

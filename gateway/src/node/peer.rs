@@ -26,8 +26,8 @@ use super::blocks::BlockStore;
 use super::codec::{encode_message, FrameDecoder, FrameError};
 use super::pow::{check_pow, pow_limit};
 use super::{
-    accepts_unsolicited_blocks, BlockMessage, NodeConfig, NodeError, NodeEvent, NodeStats, PeerInfo, MIN_PEER_VERSION,
-    PROTOCOL_VERSION,
+    accepts_unsolicited_blocks, BlockMessage, NodeConfig, NodeError, NodeEvent, NodeStats,
+    PeerInfo, MIN_PEER_VERSION, PROTOCOL_VERSION,
 };
 use photon_protocol::fifo::{FifoMap, FifoSet};
 
@@ -881,7 +881,9 @@ impl NodePeer {
                     .map(|tx| NetworkMessage::Tx(strip_witness(tx))),
                 Inventory::WitnessBlock(h) => {
                     sent = Some((h, BlockMessage::Block));
-                    self.blocks.get(&h).map(|b| NetworkMessage::Block(b.clone()))
+                    self.blocks
+                        .get(&h)
+                        .map(|b| NetworkMessage::Block(b.clone()))
                 }
                 Inventory::Block(h) => {
                     sent = Some((h, BlockMessage::Block));
@@ -909,7 +911,8 @@ impl NodePeer {
                         self.stats.getdata_served += 1;
                         if let Some((hash, message)) = sent {
                             self.node_knows_block.insert(hash);
-                            self.events.push_back(NodeEvent::BlockSent { hash, message });
+                            self.events
+                                .push_back(NodeEvent::BlockSent { hash, message });
                         }
                     }
                 }

@@ -185,6 +185,7 @@ impl Gw {
                 hugepages: false,
                 recv_buffer: 8 << 20,
                 stage_log: None,
+                roster_watch: None,
             },
             Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
             None,

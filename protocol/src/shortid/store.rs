@@ -40,6 +40,12 @@ pub enum TxStoreError {
     /// One transaction alone is bigger than the whole budget.
     #[error("transaction of {tx_bytes} bytes does not fit a store of {max_bytes} bytes: raise `max_bytes`")]
     TooLarge { tx_bytes: usize, max_bytes: usize },
+    /// The ID is bound to another transaction: an ID is never rebound while held (a hostile
+    /// member could otherwise rebind recent IDs to junk and fail every block that uses them,
+    /// docs/protocol/8-threat-model.md F2). A wrapped range reuses an ID only after the old
+    /// binding expired (`ttl`) or was evicted.
+    #[error("short ID {id} is bound to another transaction")]
+    IdTaken { id: ShortId },
 }
 
 /// What [`TxStore::insert`] did.
@@ -47,8 +53,6 @@ pub enum TxStoreError {
 pub enum Inserted {
     /// Stored under the given ID.
     New,
-    /// The ID was in use (its range wrapped): the old transaction was dropped for this one.
-    ReplacedId,
     /// The same wtxid is already stored under another ID; kept as it was, nothing added.
     /// (One transaction has one ID: the one of the first relay that saw it, §6.1.)
     AlreadyKnown(ShortId),
@@ -61,7 +65,8 @@ pub struct TxStoreStats {
     pub bytes: usize,
     pub evicted_for_space: u64,
     pub expired: u64,
-    pub replaced_ids: u64,
+    /// Bindings refused: the ID was held for another transaction ([`TxStoreError::IdTaken`]).
+    pub id_conflicts: u64,
 }
 
 #[derive(Debug)]
@@ -113,8 +118,9 @@ impl TxStore {
     /// network: decompression takes them instead of hashing the transaction again when it
     /// checks a block's merkle root and witness commitment (docs/protocol.md §6.4).
     ///
-    /// Evicts the oldest entries while the budget would be passed. An ID already in use is
-    /// reassigned to the new transaction ([`Inserted::ReplacedId`]).
+    /// Evicts the oldest entries while the budget would be passed. An ID already bound to
+    /// another transaction is refused ([`TxStoreError::IdTaken`], counted `id_conflicts`); the
+    /// same transaction under the same ID again is [`Inserted::AlreadyKnown`].
     pub fn insert(
         &mut self,
         id: ShortId,
@@ -130,13 +136,11 @@ impl TxStore {
             });
         }
         if let Some(&existing) = self.by_wtxid.get(&ids.wtxid) {
-            if existing != id {
-                return Ok(Inserted::AlreadyKnown(existing));
-            }
+            return Ok(Inserted::AlreadyKnown(existing));
         }
-        let replaced = self.remove(id).is_some();
-        if replaced {
-            self.stats.replaced_ids += 1;
+        if self.by_id.contains_key(&id) {
+            self.stats.id_conflicts += 1;
+            return Err(TxStoreError::IdTaken { id });
         }
         while self.stats.bytes + cost > self.config.max_bytes {
             let Some((_, oldest)) = self.order.pop_first() else {
@@ -161,11 +165,7 @@ impl TxStore {
         );
         self.stats.bytes += cost;
         self.stats.entries = self.by_id.len();
-        Ok(if replaced {
-            Inserted::ReplacedId
-        } else {
-            Inserted::New
-        })
+        Ok(Inserted::New)
     }
 
     /// Drop every entry inserted more than `ttl` before `now`. Entries are visited oldest
@@ -273,14 +273,22 @@ mod tests {
             Ok(Inserted::AlreadyKnown(ShortId(7)))
         );
         assert_eq!(s.len(), 1);
-        // A wrapped range reuses ID 7 for another transaction.
+        assert_eq!(
+            s.insert(ShortId(7), ids(1), b"abc", t0),
+            Ok(Inserted::AlreadyKnown(ShortId(7)))
+        );
+        // ID 7 is never rebound to another transaction while it is held.
         assert_eq!(
             s.insert(ShortId(7), ids(2), b"xyz", t0),
-            Ok(Inserted::ReplacedId)
+            Err(TxStoreError::IdTaken { id: ShortId(7) })
         );
-        assert_eq!(s.get(ShortId(7)), Some(&b"xyz"[..]));
-        assert_eq!(s.id_by_txid(&[1; 32]), None);
+        assert_eq!(s.get(ShortId(7)), Some(&b"abc"[..]));
+        assert_eq!(s.id_by_txid(&[1; 32]), Some(ShortId(7)));
+        assert_eq!(s.stats().id_conflicts, 1);
         assert_eq!(s.stats().bytes, 3 + TxStore::ENTRY_OVERHEAD);
+        // Once the binding is gone (expired, evicted), the ID may carry another transaction.
+        s.remove(ShortId(7));
+        assert_eq!(s.insert(ShortId(7), ids(2), b"xyz", t0), Ok(Inserted::New));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use photon_protocol::identity::PublicKey;
+use photon_protocol::roster::Roster;
 use photon_protocol::shortid::{OnExhaustion, ShortIdRange};
 use serde::Deserialize;
 
@@ -42,6 +44,9 @@ pub struct ControlConfig {
     /// by short ID, to answer tx requests at the relay (§2.4). 0 disables it: every request
     /// is passed on to the gateways.
     pub tx_cache_bytes: usize,
+    /// A tx request naming an ID served to (or passed on for) the same node within this many
+    /// ms is not answered again (F7).
+    pub tx_answer_repeat_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -61,6 +66,7 @@ impl Default for ControlConfig {
             repair_cache_fragments: 65_536,
             repair_cache_bytes: 64 << 20,
             tx_cache_bytes: 32 << 20,
+            tx_answer_repeat_ms: 400,
         }
     }
 }
@@ -104,14 +110,34 @@ impl ControlConfig {
         Ok(())
     }
 
-    /// The resolved settings (after [`ControlConfig::validate`]).
+    /// The resolved settings (after [`ControlConfig::validate`]), without a roster.
     pub fn settings(&self) -> Result<ControlSettings, ConfigError> {
+        self.settings_with_roster(None)
+    }
+
+    /// The resolved settings with the deployment's verified roster: unless `gateways` lists
+    /// keys (or `allow_any_gateway` is set), the allow list is the roster's gateways; the
+    /// relay's short-ID range is its roster range ([`crate::control::Control::new`]).
+    pub fn settings_with_roster(
+        &self,
+        roster: Option<Arc<Roster>>,
+    ) -> Result<ControlSettings, ConfigError> {
         self.validate()?;
         let short_ids = ShortIdRange::new(self.short_id_first, self.short_id_count)
             .map_err(|e| invalid("short_id_count", e.to_string()))?;
+        let allow_from_roster =
+            roster.is_some() && !self.allow_any_gateway && self.gateways.is_empty();
+        let allowed_gateways = match (&roster, self.allow_any_gateway) {
+            (_, true) => None,
+            (Some(r), false) if self.gateways.is_empty() => {
+                Some(r.gateways().map(|k| k.0).collect())
+            }
+            _ => Some(self.gateways.iter().map(|k| k.0).collect()),
+        };
         Ok(ControlSettings {
-            allowed_gateways: (!self.allow_any_gateway)
-                .then(|| self.gateways.iter().map(|k| k.0).collect()),
+            allowed_gateways,
+            roster,
+            allow_from_roster,
             register_window_ms: self.register_window_ms,
             keepalive_ms: self.keepalive_ms,
             expiry_keepalives: self.expiry_keepalives,
@@ -126,6 +152,7 @@ impl ControlConfig {
             repair_cache_fragments: self.repair_cache_fragments,
             repair_cache_bytes: self.repair_cache_bytes,
             tx_cache_bytes: self.tx_cache_bytes,
+            tx_answer_repeat_ms: self.tx_answer_repeat_ms,
             ..ControlSettings::default()
         })
     }
@@ -136,6 +163,11 @@ impl ControlConfig {
 pub struct ControlSettings {
     /// Gateway identities allowed to register; `None`: anyone with a valid signature.
     pub allowed_gateways: Option<HashSet<[u8; 32]>>,
+    /// The deployment's verified roster, if one is configured.
+    pub roster: Option<Arc<Roster>>,
+    /// `allowed_gateways` are the roster's gateways (no list in the config): a newer roster
+    /// replaces them.
+    pub allow_from_roster: bool,
     pub register_window_ms: u64,
     pub keepalive_ms: u32,
     pub expiry_keepalives: u32,
@@ -147,6 +179,8 @@ pub struct ControlSettings {
     pub repair_cache_bytes: usize,
     /// Bound of the transaction cache that answers tx requests (0: pass every request on).
     pub tx_cache_bytes: usize,
+    /// A tx request for an ID served to the same node within this many ms is refused.
+    pub tx_answer_repeat_ms: u64,
     /// Registration nonces remembered at most (a full replay cache refuses registrations as
     /// busy rather than forget a nonce still inside the window).
     pub replay_cache: usize,
@@ -163,6 +197,8 @@ impl Default for ControlSettings {
     fn default() -> Self {
         ControlSettings {
             allowed_gateways: None,
+            roster: None,
+            allow_from_roster: false,
             register_window_ms: 30_000,
             keepalive_ms: 5_000,
             expiry_keepalives: 3,
@@ -173,6 +209,7 @@ impl Default for ControlSettings {
             repair_cache_fragments: 65_536,
             repair_cache_bytes: 64 << 20,
             tx_cache_bytes: 32 << 20,
+            tx_answer_repeat_ms: 400,
             replay_cache: 65_536,
             tx_memory: 16_384,
             key_release_memory: 4_096,

@@ -164,7 +164,21 @@ pub fn run_with_stages(
     shared: &ControlShared,
     quit: &AtomicBool,
     tick: Duration,
+    stages: Option<&mut StageLog>,
+) -> DriverDrops {
+    run_with_roster(link, control, shared, quit, tick, stages, None)
+}
+
+/// [`run_with_stages`], also polling the roster file on each tick: a newer signed roster
+/// replaces the one in force ([`Control::replace_roster`]).
+pub fn run_with_roster(
+    link: &mut ControlLink,
+    control: &mut Control,
+    shared: &ControlShared,
+    quit: &AtomicBool,
+    tick: Duration,
     mut stages: Option<&mut StageLog>,
+    mut roster_watch: Option<photon_ops::roster::RosterWatcher>,
 ) -> DriverDrops {
     let mut drops = DriverDrops::default();
     let mut lags = Lags::default();
@@ -235,6 +249,9 @@ pub fn run_with_stages(
             queue_arp(link, q, &mut drops);
         }
         if last_tick.elapsed() >= tick {
+            if let Some(w) = &mut roster_watch {
+                crate::socket::apply_roster(w, control);
+            }
             control.tick(unix_ms());
             if let Some(t) = control.take_table_update() {
                 link.tables.publish((*t).clone());

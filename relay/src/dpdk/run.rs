@@ -1,5 +1,6 @@
 //! The DPDK backend's entry point: `photon-relay run --backend dpdk`.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +64,7 @@ pub fn run(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), St
              (they join the forwarding table when the next hop answers)"
         );
     }
-    let mut settings = cfg.control.settings().map_err(|e| e.to_string())?;
+    let mut settings = cfg.control_settings().map_err(|e| e.to_string())?;
     // Cached fragments pin pool mbufs here: the pools were sized for dataplane.repair_mbufs.
     settings.repair_cache_fragments = settings
         .repair_cache_fragments
@@ -92,13 +93,19 @@ pub fn run(cfg: &Config, identity: Identity, quit: &AtomicBool) -> Result<(), St
     let s = shared.clone();
     let metrics = metrics::serve(&cfg.metrics, Arc::new(move || render(&cores, Some(&s))))?;
     tracing::info!(cores = ?cfg.relay.cores, "DPDK data path running");
-    let drops = control_core::run_with_stages(
+    let roster_watch = photon_ops::roster::RosterWatcher::new(
+        &cfg.roster,
+        Path::new("."),
+        control.roster().cloned(),
+    );
+    let drops = control_core::run_with_roster(
         &mut link,
         &mut control,
         &shared,
         quit,
         Duration::from_millis(100),
         stages.as_mut(),
+        roster_watch,
     );
     drop(stages);
     tracing::info!(?drops, "control core stopped");

@@ -102,6 +102,10 @@ pub struct Config {
     /// `[control]`: registration, keepalives, short IDs, repair cache ([`crate::control`]).
     #[serde(default)]
     pub control: crate::control::ControlConfig,
+    /// `[roster]`: the deployment's signed membership roster (optional; `photon_ops::roster`):
+    /// the allow list and this relay's short-ID range default from it.
+    #[serde(default)]
+    pub roster: photon_ops::roster::RosterSection,
     /// `[socket]`: the kernel-socket backend ([`crate::socket`]).
     #[serde(default)]
     pub socket: SocketConfig,
@@ -303,6 +307,11 @@ impl Config {
         let text = photon_ops::config::read(path)?;
         let mut cfg = Config::from_toml(&text)?;
         if let Some(p) = &mut cfg.perf.stage_log {
+            if p.is_relative() {
+                *p = path.parent().unwrap_or(Path::new(".")).join(&*p);
+            }
+        }
+        if let Some(p) = &mut cfg.roster.file {
             if p.is_relative() {
                 *p = path.parent().unwrap_or(Path::new(".")).join(&*p);
             }
@@ -607,6 +616,16 @@ impl Default for MetricsConfig {
 }
 
 impl Config {
+    /// `[control]` resolved with the roster of `[roster]` (read and verified now, against
+    /// the wall clock), if one is configured.
+    pub fn control_settings(&self) -> Result<crate::control::ControlSettings, ConfigError> {
+        let roster = self
+            .roster
+            .load(Path::new("."), photon_ops::roster::unix_now_s())?
+            .map(std::sync::Arc::new);
+        self.control.settings_with_roster(roster)
+    }
+
     /// The socket backend's settings from this configuration (`[relay]`, `[dataplane].dedup_entries`,
     /// `[[peer]]`, `[control]`, `[socket]`).
     pub fn socket_relay(&self) -> Result<SocketRelayConfig, ConfigError> {
@@ -636,6 +655,7 @@ impl Config {
                 subscribed: p.subscribed,
             })
             .collect();
+        let control = cfg.control_settings()?;
         Ok(SocketRelayConfig {
             bind,
             node_id: cfg.relay.node_id,
@@ -648,7 +668,12 @@ impl Config {
             peers,
             forwarding: cfg.relay.forwarding,
             hold: cfg.relay.hold_limits(),
-            control: cfg.control.settings()?,
+            roster_watch: photon_ops::roster::RosterWatcher::new(
+                &cfg.roster,
+                Path::new("."),
+                control.roster.clone(),
+            ),
+            control,
             stage_log: cfg.stage_log(),
         })
     }
@@ -668,6 +693,47 @@ mod tests {
         name = "net_ring0"
         vdev = "net_ring0"
     "#;
+
+    #[test]
+    fn a_roster_file_sets_the_allow_list_and_is_watched() {
+        use photon_protocol::identity::Identity;
+        use photon_protocol::roster::{Member, MemberRole, Roster};
+        let rng = ring::rand::SystemRandom::new();
+        let op = Identity::generate(&rng).unwrap();
+        let g = Identity::generate(&rng).unwrap().public_key();
+        let mut roster = Roster::new(
+            3,
+            u64::MAX,
+            vec![Member {
+                key: g,
+                role: MemberRole::Gateway,
+            }],
+        )
+        .unwrap();
+        roster.sign(&op).unwrap();
+        let dir = std::env::temp_dir().join(format!("photon-relay-roster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("d.roster"), roster.emit()).unwrap();
+        let text = format!(
+            "{MINIMAL}\n[roster]\nfile = \"d.roster\"\noperators = [\"{}\"]\n",
+            op.public_key()
+        );
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, &text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let s = c.control_settings().unwrap();
+        assert_eq!(s.allowed_gateways, Some([g.0].into_iter().collect()));
+        assert!(s.allow_from_roster);
+        assert_eq!(s.roster.as_ref().map(|r| r.serial), Some(3));
+        let socket = c.socket_relay().unwrap();
+        assert!(socket.roster_watch.is_some());
+        // Signed by another key: refused, naming the key to fix.
+        let wrong = text.replace(&op.public_key().to_string(), &g.to_string());
+        std::fs::write(&path, wrong).unwrap();
+        let e = Config::load(&path).unwrap().control_settings().unwrap_err();
+        assert!(e.to_string().contains("roster.file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -435,7 +435,14 @@ fn push_to_a_node_that_drops_unrequested_blocks_announces() {
     );
     let ev = sim.events();
     assert!(
-        matches!(ev[..], [NodeEvent::DeliveryFallback { mode: "push", used: "announce", .. }]),
+        matches!(
+            ev[..],
+            [NodeEvent::DeliveryFallback {
+                mode: "push",
+                used: "announce",
+                ..
+            }]
+        ),
         "{ev:?}"
     );
     // Said once; counted every time.
@@ -449,11 +456,15 @@ fn push_to_a_node_that_drops_unrequested_blocks_announces() {
     assert_eq!(sim.peer.stats().delivery_fallbacks, 2);
     assert_eq!(sim.peer.stats().blocks_sent, 0);
     // The node asks (as bcoin does, for a compact block) and gets it.
-    sim.send(vec![NetworkMessage::GetData(vec![Inventory::CompactBlock(
-        b.block_hash(),
-    )])]);
+    sim.send(vec![NetworkMessage::GetData(vec![
+        Inventory::CompactBlock(b.block_hash()),
+    ])]);
     let out = sim.recv();
-    assert!(matches!(&out[..], [NetworkMessage::CmpctBlock(cb)] if cb.compact_block.header == b.header), "{:?}", cmds(&out));
+    assert!(
+        matches!(&out[..], [NetworkMessage::CmpctBlock(cb)] if cb.compact_block.header == b.header),
+        "{:?}",
+        cmds(&out)
+    );
     assert_eq!(
         sim.events(),
         vec![NodeEvent::BlockSent {
