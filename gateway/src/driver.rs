@@ -60,6 +60,32 @@ pub struct DriverConfig {
     pub roster_watch: Option<photon_ops::roster::RosterWatcher>,
 }
 
+impl DriverConfig {
+    /// A gateway beside a node on this machine, as the tests run one: reconnects to the node
+    /// within 50-500 ms, 32 datagrams per receive, 4,096 events offered, an 8 MiB receive
+    /// buffer, no hugepages, no stage log, no roster.
+    pub fn local(
+        core: CoreConfig,
+        listen: SocketAddr,
+        node_addr: SocketAddr,
+        node: NodeConfig,
+    ) -> Self {
+        DriverConfig {
+            core,
+            listen,
+            node_addr,
+            node,
+            node_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
+            recv_batch: 32,
+            event_queue: 4096,
+            hugepages: false,
+            recv_buffer: 8 << 20,
+            stage_log: None,
+            roster_watch: None,
+        }
+    }
+}
+
 /// The driver's published state.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {

@@ -359,13 +359,7 @@ impl Bcoin {
     /// Mine `n` blocks to `address`; their hashes, oldest first.
     pub fn mine(&self, n: u32, address: &str) -> Result<Vec<String>, RealNodeError> {
         let v = self.rpc("generatetoaddress", json!([n, address]))?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|h| h.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(strings(&v))
     }
 
     /// Pay `sats` to `address` from the `primary` wallet; the txid.
@@ -442,13 +436,7 @@ impl Bcoin {
     /// The txids in the node's mempool.
     pub fn mempool(&self) -> Result<Vec<String>, RealNodeError> {
         let v = self.rpc("getrawmempool", json!([]))?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|h| h.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(strings(&v))
     }
 
     /// `getpeerinfo`.
@@ -555,6 +543,17 @@ impl Drop for Bcoin {
             let _ = child.wait();
         }
     }
+}
+
+/// The strings of a JSON array (none if it is not one).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Three loopback TCP ports nobody listened on when asked (bound together, then released).

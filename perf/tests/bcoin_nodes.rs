@@ -12,7 +12,7 @@ use std::time::Duration;
 use bitcoin::Network;
 use photon_gateway::core::{CoreConfig, Delivery, RelayEndpoint};
 use photon_gateway::driver::{self, DriverConfig, GatewayHandle, Snapshot};
-use photon_gateway::node::{Backoff, NodeConfig};
+use photon_gateway::node::NodeConfig;
 use photon_perf::realnode::{Bcoin, BcoinConfig};
 use photon_protocol::identity::{Identity, PublicKey};
 use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
@@ -81,17 +81,14 @@ impl Gw {
         core.delivery = delivery;
         driver::spawn(
             DriverConfig {
-                core,
-                listen: "127.0.0.1:0".parse().unwrap(),
-                node_addr: node,
-                node: NodeConfig::new(Network::Regtest),
-                node_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
-                recv_batch: 32,
+                // Events are not read here.
                 event_queue: 0,
-                hugepages: false,
-                recv_buffer: 8 << 20,
-                stage_log: None,
-                roster_watch: None,
+                ..DriverConfig::local(
+                    core,
+                    "127.0.0.1:0".parse().unwrap(),
+                    node,
+                    NodeConfig::new(Network::Regtest),
+                )
             },
             Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
             None,

@@ -196,7 +196,9 @@ fn peers_register_and_deliver_a_real_block_byte_identical() {
 /// every one goes out and arrives, none is dropped for a newer one while still under way.
 #[test]
 fn a_burst_of_blocks_from_the_node_all_arrive() {
-    let mut sim = Sim::peers_up(2, |_, _| {});
+    // Regtest: blocks made here meet its proof-of-work limit after a few nonces.
+    let mut sim = Sim::peers_up(2, |_, c| c.network = bitcoin::Network::Regtest);
+    let limit = crate::node::pow::pow_limit(bitcoin::Network::Regtest);
     let base = block(227836);
     let blocks: Vec<Block> = (0..40u32)
         .map(|i| {
@@ -205,6 +207,10 @@ fn a_burst_of_blocks_from_the_node_all_arrive() {
             cb.lock_time = bitcoin::absolute::LockTime::from_consensus(i);
             let mut header = base.header;
             header.merkle_root = bitcoin::TxMerkleNode::from_raw_hash(cb.compute_txid().into());
+            header.bits = bitcoin::CompactTarget::from_consensus(0x207f_ffff);
+            while crate::node::pow::check_pow(&header, limit).is_err() {
+                header.nonce += 1;
+            }
             Block {
                 header,
                 txdata: vec![cb],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bitcoin::Network;
 use photon_gateway::core::{CoreConfig, GatewayEvent, PeerEndpoint, RelayEndpoint};
 use photon_gateway::driver::{self, DriverConfig, GatewayHandle, Snapshot};
-use photon_gateway::node::{Backoff, NodeConfig};
+use photon_gateway::node::NodeConfig;
 use photon_protocol::identity::{Identity, PublicKey};
 use photon_relay::socket::{RunningRelay, SocketRelay, SocketRelayConfig};
 use ring::rand::SystemRandom;
@@ -174,19 +174,7 @@ impl Gw {
 
     pub fn start(&self, node: SocketAddr, core: CoreConfig, listen: SocketAddr) -> GatewayHandle {
         driver::spawn(
-            DriverConfig {
-                core,
-                listen,
-                node_addr: node,
-                node: NodeConfig::new(Network::Bitcoin),
-                node_backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
-                recv_batch: 32,
-                event_queue: 4096,
-                hugepages: false,
-                recv_buffer: 8 << 20,
-                stage_log: None,
-                roster_watch: None,
-            },
+            DriverConfig::local(core, listen, node, NodeConfig::new(Network::Bitcoin)),
             Identity::from_pkcs8_bytes(self.id.to_pkcs8_bytes()).unwrap(),
             None,
         )
