@@ -11,6 +11,10 @@
 #   2-relay              (e) source gateway at relay 0, receivers at relay 1
 #   2-relay-full-ct      uncompressed blocks over the 2-relay path, cut-through  } goal 2
 #   2-relay-full-sf      the same, store-and-forward                              }
+#   p2p                  (not in the default list) real bcoin nodes: through Photon, then the same
+#                        nodes as a P2P network without Photon (PHOTON_DEMO_NODE=bcoin); its
+#                        own workload (regtest blocks of wallet txs), so it is not in compare.md
+#                        but its side-by-side table is printed and appended there
 #
 # Output: perf/out/baselines-<timestamp>/<variant>/ (each variant's report, records, logs,
 # configs) and compare.md there. Environment: PHOTON_BASELINES (space-separated subset of the
@@ -48,6 +52,7 @@ variant_env() { # variant -> environment assignments for demo.sh
     2-relay) echo "PHOTON_DEMO_RELAYS=2" ;;
     2-relay-full-ct) echo "PHOTON_DEMO_RELAYS=2 PHOTON_DEMO_ENCODING=full PHOTON_DEMO_UPLINK_MBPS=$FULL_UPLINK" ;;
     2-relay-full-sf) echo "PHOTON_DEMO_RELAYS=2 PHOTON_DEMO_ENCODING=full PHOTON_DEMO_UPLINK_MBPS=$FULL_UPLINK PHOTON_DEMO_FORWARDING=store-and-forward" ;;
+    p2p) echo "PHOTON_DEMO_NODE=bcoin" ;;
     *) echo "baselines: unknown variant $1" >&2; return 1 ;;
   esac
 }
@@ -56,6 +61,7 @@ for v in $VARIANTS; do variant_env "$v" >/dev/null; done
 SESSION=$ROOT/perf/out/baselines-$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$SESSION"
 RUNS=()
+P2P_RUNS=()
 for round in $(seq 1 "$ROUNDS"); do
   for v in $VARIANTS; do
     label=$v
@@ -70,6 +76,7 @@ for round in $(seq 1 "$ROUNDS"); do
       exit 1
     fi
     grep -E "time to 90%" "$out/report.md" | head -n 1 || true
+    if [ "$v" = p2p ]; then P2P_RUNS+=("$out"); continue; fi
     RUNS+=("$label=$out")
   done
 done
@@ -91,7 +98,14 @@ case "$RATE" in
   *) echo "baselines: PHOTON_DEMO_RATE $RATE: use <n>gbit or <n>mbit" >&2; exit 2 ;;
 esac
 echo
+if [ ${#RUNS[@]} -eq 0 ]; then
+  : >"$SESSION/compare.md"
+else
 target/release/photon-perf compare "${RUNS[@]}" --block data/bitcoin/mainnet/702861.raw \
   --rate-mbps "$RATE_MBPS" --path-delay-ms 0 "${GOALS[@]}" --out "$SESSION/compare.md"
+fi
+for out in "${P2P_RUNS[@]}"; do
+  sed -n '/^## bcoin through Photon vs/,$p' "$out/report.md" | tee -a "$SESSION/compare.md"
+done
 echo
 echo "baselines: $SESSION/compare.md; each variant's report, records and logs under $SESSION/"

@@ -63,13 +63,15 @@ pub struct DriverConfig {
 impl DriverConfig {
     /// A gateway beside a node on this machine, as the tests run one: reconnects to the node
     /// within 50-500 ms, 32 datagrams per receive, 4,096 events offered, an 8 MiB receive
-    /// buffer, no hugepages, no stage log, no roster.
+    /// buffer, no hugepages, no stage log, no roster. The core checks blocks against the
+    /// node's network.
     pub fn local(
-        core: CoreConfig,
+        mut core: CoreConfig,
         listen: SocketAddr,
         node_addr: SocketAddr,
         node: NodeConfig,
     ) -> Self {
+        core.network = node.network;
         DriverConfig {
             core,
             listen,
