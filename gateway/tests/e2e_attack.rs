@@ -19,9 +19,10 @@ use photon_protocol::identity::{self, EphemeralKey, Identity};
 use photon_protocol::integrity::ManifestFragmentRepr;
 use photon_protocol::seal::BlockKey;
 use photon_protocol::wire::{
-    FragmentKind, KeepaliveRepr, Message, Packet, ReceiptRepr, Repr, MAX_DATAGRAM,
+    FragmentKind, FragmentRepr, KeepaliveRepr, Message, Packet, ReceiptRepr, Repr, MAX_DATAGRAM,
 };
 use photon_relay::control::ControlCounter;
+use photon_relay::ops::counters::{Counter, DropReason};
 use ring::rand::SystemRandom;
 
 mod common;
@@ -109,6 +110,65 @@ impl Rogue {
             seq: self.seq,
             echo: 0,
         }));
+    }
+
+    /// Until `stop`: keeps its session alive and, on the first fragment of each new stream it
+    /// sees, sends a junk fragment under every index of every kind of that stream (what F3 did:
+    /// each would take the genuine fragment's dedup slot and repair-cache entry). Returns the
+    /// junk fragments sent.
+    fn inject(mut self, stop: &AtomicBool) -> usize {
+        let mut seen = Vec::new();
+        let mut sent = 0;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut next_keepalive = Instant::now();
+        let junk = [0xee; 100];
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next_keepalive {
+                self.keepalive();
+                next_keepalive = Instant::now() + Duration::from_millis(50);
+            }
+            let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(p) = Packet::new_checked(&buf[..n]) else {
+                continue;
+            };
+            let Ok(Repr {
+                message: Message::Fragment(f),
+                ..
+            }) = Repr::parse(&p)
+            else {
+                continue;
+            };
+            if seen.contains(&f.stream) {
+                continue;
+            }
+            seen.push(f.stream);
+            let manifest_count = match f.kind {
+                FragmentKind::Manifest => f.count,
+                _ => 64,
+            };
+            for (kind, count) in [
+                (FragmentKind::Manifest, manifest_count),
+                (FragmentKind::Source, f.k),
+                (FragmentKind::Repair, f.r),
+            ] {
+                for index in 0..count {
+                    let j = FragmentRepr {
+                        kind,
+                        stream: f.stream,
+                        index,
+                        count,
+                        k: f.k,
+                        r: f.r,
+                        payload: &junk,
+                    };
+                    self.send(Message::Fragment(j));
+                    sent += 1;
+                }
+            }
+        }
+        sent
     }
 
     /// Until `stop`: keeps its session alive and attacks each new stream it sees with
@@ -217,4 +277,39 @@ fn attack_rogue_gateway_forges_receipts_and_a_key_release_through_a_real_relay()
     assert_eq!(control.get(ControlCounter::KeyReleaseBadSignature), 1);
     assert_eq!(sb.stats.key_releases_bad, 0);
     r.stop().unwrap();
+}
+
+#[test]
+fn attack_member_injects_into_another_origins_stream() {
+    // F3 end to end: a registered gateway sends junk under every index of A's stream as soon
+    // as it sees the stream's first fragment. The relay drops each one (not A's prefix,
+    // docs/protocol/4.1-integrity.md §4.1.6) before dedup, so A's fragments are forwarded and
+    // cached as usual, and node B gets the block.
+    let height = 702861;
+    let r = relay(200);
+    let mut py = PyNodes::start(height, "all");
+    let (ga, gb) = (Gw::new(), Gw::new());
+    let a = ga.start(py.a, core(&[&r], &[gb.key()]), free_udp());
+    let b = gb.start(py.b, core(&[&r], &[ga.key()]), free_udp());
+    let rogue = Rogue::register(SocketAddr::V4(r.addr()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let attacker = std::thread::spawn(move || rogue.inject(&s));
+    let n = py.wait_count("READY ");
+    wait_stores(&a, &b, n);
+    let sb = send_block(&mut py, &b);
+    assert_eq!(sb.stats.blocks_from_network, 1, "the honest block arrived");
+    stop.store(true, Ordering::Relaxed);
+    let sent = attacker.join().unwrap();
+    assert!(
+        sent >= 3,
+        "the rogue saw A's stream and injected under every index ({sent})"
+    );
+    let stats = r.stats();
+    r.stop().unwrap();
+    assert_eq!(
+        stats.core.get(Counter::Drop(DropReason::ForeignStream)),
+        sent as u64,
+        "every junk fragment dropped at the relay"
+    );
 }

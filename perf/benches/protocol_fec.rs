@@ -5,7 +5,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use photon_protocol::fec::{self, Decoder, Encoded, RepairPolicy};
 use photon_protocol::integrity::{
-    Ed25519KeyPair, ManifestCollector, ManifestFragmentRepr, SignedManifest,
+    own_stream_id, Ed25519KeyPair, ManifestCollector, ManifestFragmentRepr, SignedManifest,
 };
 use photon_protocol::wire;
 
@@ -52,10 +52,22 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("integrity_1MB");
     g.bench_function("manifest build+sign (hash all shards)", |b| {
         b.iter(|| {
-            SignedManifest::build(7, black_box(&enc), &key, wire::max_fragment_payload()).unwrap()
+            SignedManifest::build(
+                own_stream_id(&key, 7),
+                black_box(&enc),
+                &key,
+                wire::max_fragment_payload(),
+            )
+            .unwrap()
         })
     });
-    let m = SignedManifest::build(7, &enc, &key, wire::max_fragment_payload()).unwrap();
+    let m = SignedManifest::build(
+        own_stream_id(&key, 7),
+        &enc,
+        &key,
+        wire::max_fragment_payload(),
+    )
+    .unwrap();
     let mut frags = Vec::new();
     for i in 0..m.fragment_count() {
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];

@@ -153,7 +153,9 @@ fn table(mac: [u8; 6], fanout: usize) -> Table {
     };
     let peer = |id: u32, subscribed: bool| PeerSpec {
         node_id: id,
-        kind: PeerKind::Gateway,
+        kind: PeerKind::Gateway {
+            streams: GENERATOR_PREFIX,
+        },
         addr: std::net::SocketAddrV4::new([10, 0, 1, id as u8].into(), 5000 + id as u16),
         next_hop_mac: [2, 0, 0, 0, 1, id as u8],
         port: 0,
@@ -182,11 +184,16 @@ pub(crate) fn generator_fragment(payload: &[u8]) -> FragmentRepr<'_> {
     }
 }
 
-/// Writes datagram `seq`'s stream (`seq / 32768`) and index (`seq % 32768`) into the Photon
-/// header `h` of a [`generator_fragment`].
+/// The stream prefix of the generators' streams (§4.1.6): relay-bench's sender is a gateway
+/// with this prefix, so the relay's own-stream check runs on every fragment.
+pub(crate) const GENERATOR_PREFIX: u32 = 0x5eed_0001;
+
+/// Writes datagram `seq`'s stream ([`GENERATOR_PREFIX`] and `seq / 32768`) and index
+/// (`seq % 32768`) into the Photon header `h` of a [`generator_fragment`].
 #[inline]
 pub(crate) fn set_seq(h: &mut [u8], seq: u64) {
-    h[8..16].copy_from_slice(&(seq >> 15).to_be_bytes());
+    let stream = u64::from(GENERATOR_PREFIX) << 32 | (seq >> 15) & 0xffff_ffff;
+    h[8..16].copy_from_slice(&stream.to_be_bytes());
     h[20..22].copy_from_slice(&((seq & 0x7fff) as u16).to_be_bytes());
 }
 

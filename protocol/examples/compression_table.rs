@@ -21,6 +21,7 @@ use photon_protocol::compress::{
     compress, compress_as, decompress, BlockEncoding, CompressStats, Decompressed,
 };
 use photon_protocol::identity::Identity;
+use photon_protocol::integrity::own_stream_id;
 use photon_protocol::seal::TAG_LEN;
 use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::shortid::{TxStore, TxStoreConfig};
@@ -98,7 +99,14 @@ fn wire_bytes(payload_len: usize, key: &Identity) -> (usize, usize) {
     let payload = vec![0u8; payload_len];
     let cfg = SenderConfig::unpaced();
     let now = Instant::now();
-    let mut s = Sender::new(cfg, 1, &payload, key.key_pair(), now).expect("sender");
+    let mut s = Sender::new(
+        cfg,
+        own_stream_id(key.key_pair(), 1),
+        &payload,
+        key.key_pair(),
+        now,
+    )
+    .expect("sender");
     let mut buf = vec![0u8; photon_protocol::wire::MAX_DATAGRAM];
     let (mut bytes, mut datagrams) = (0, 0);
     while let Some(len) = s.poll_transmit(now, &mut buf) {

@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo run --release -p photon-protocol --example fec_loss_table [trials]`
 use photon_protocol::fec::{self, Decoder, Encoded, RepairPolicy};
-use photon_protocol::integrity::SignedManifest;
+use photon_protocol::integrity::{own_stream_id, SignedManifest};
 use photon_protocol::wire;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,7 +51,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             min_repair: 4,
         };
         let enc = Encoded::encode(block, shard_size, &policy)?;
-        let manifest = SignedManifest::build(7, &enc, &key, wire::max_fragment_payload())?;
+        let manifest = SignedManifest::build(
+            own_stream_id(&key, 7),
+            &enc,
+            &key,
+            wire::max_fragment_payload(),
+        )?;
         let (k, r) = (enc.params().k(), enc.params().r());
         let (km, mt) = (
             usize::from(manifest.meta().chunk_count),

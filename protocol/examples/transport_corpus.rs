@@ -5,6 +5,7 @@
 //! Run: `cargo run -p photon-protocol --example transport_corpus -- fuzz/corpus`
 use std::time::Instant;
 
+use photon_protocol::integrity::own_stream_id;
 use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::wire;
 use ring::signature::Ed25519KeyPair;
@@ -20,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = SenderConfig::unpaced();
     for (name, len) in [("small", 3000usize), ("medium", 40_000)] {
         let block: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        let mut s = Sender::new(cfg, 0x77, &block, &key, t0)?;
+        let mut s = Sender::new(cfg, own_stream_id(&key, 0x77), &block, &key, t0)?;
         let mut buf = [0u8; wire::MAX_DATAGRAM];
         let mut stream = Vec::new();
         let mut first_manifest = None;

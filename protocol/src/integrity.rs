@@ -54,6 +54,39 @@ const SHARD_DOMAIN: &[u8] = b"photon/v1/shard\0";
 const LEAF_DOMAIN: &[u8] = b"photon/v1/manifest-leaf\0";
 const NODE_DOMAIN: &[u8] = b"photon/v1/manifest-node\0";
 const SIGN_DOMAIN: &[u8] = b"photon/v1/manifest-sig\0";
+const STREAM_DOMAIN: &[u8] = b"photon/v1/stream-prefix\0";
+
+/// The high 32 bits of every stream id `origin` sends (§4.1.6): the first four bytes of
+/// SHA-256(`"photon/v1/stream-prefix\0"` ‖ origin key), big-endian. A relay admits a
+/// gateway's fragments only for streams under its prefix, and receivers bind a stream only to
+/// the origin whose prefix it carries, so no other member can inject into it.
+pub fn stream_prefix(origin: &[u8; PUBLIC_KEY_LEN]) -> u32 {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(STREAM_DOMAIN);
+    ctx.update(origin);
+    let d = ctx.finish();
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&d.as_ref()[..4]);
+    u32::from_be_bytes(b)
+}
+
+/// The stream id `origin` sends as its stream `low` (§4.1.6): its [`stream_prefix`] in the
+/// high 32 bits. Origins draw `low` at random, non-zero.
+pub fn stream_id(origin: &[u8; PUBLIC_KEY_LEN], low: u32) -> u64 {
+    u64::from(stream_prefix(origin)) << 32 | u64::from(low)
+}
+
+/// [`stream_id`] for the origin whose signing key is `key`.
+pub fn own_stream_id(key: &Ed25519KeyPair, low: u32) -> u64 {
+    let mut origin = [0u8; PUBLIC_KEY_LEN];
+    origin.copy_from_slice(signature::KeyPair::public_key(key).as_ref());
+    stream_id(&origin, low)
+}
+
+/// Whether `stream` carries `origin`'s [`stream_prefix`].
+pub fn is_stream_of(stream: u64, origin: &[u8; PUBLIC_KEY_LEN]) -> bool {
+    (stream >> 32) as u32 == stream_prefix(origin)
+}
 
 /// Why a manifest fragment or a shard was rejected. Each is a counted drop at the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +106,9 @@ pub enum IntegrityError {
     /// The origin's key is not trusted.
     #[error("untrusted origin")]
     UntrustedOrigin,
+    /// A manifest for a stream id without its origin's [`stream_prefix`] (§4.1.6).
+    #[error("stream id does not carry its origin's prefix")]
+    ForeignStream,
     /// A fragment of another manifest (different metadata or root) for a stream already bound.
     #[error("manifest fragment conflicts with the verified manifest of this stream")]
     Conflict,
@@ -277,6 +313,9 @@ impl SignedManifest {
         key: &Ed25519KeyPair,
         payload_budget: usize,
     ) -> Result<Self, IntegrityError> {
+        if own_stream_id(key, stream as u32) != stream {
+            return Err(IntegrityError::ForeignStream);
+        }
         let fec = *block.params();
         let mut table = Vec::with_capacity(fec.total() * HASH_LEN);
         for (i, shard) in block.shards().enumerate() {
@@ -655,6 +694,9 @@ impl ManifestCollector {
         if !trusted(&first.meta.origin) {
             return Err(IntegrityError::UntrustedOrigin);
         }
+        if !is_stream_of(first.meta.stream, &first.meta.origin) {
+            return Err(IntegrityError::ForeignStream);
+        }
         let root = first.root();
         first.verify(&root)?;
         let mut c = ManifestCollector {
@@ -788,7 +830,12 @@ pub fn fuzz_manifest(data: &[u8]) {
                 let _ = c.shard_hash(i);
             }
         }
-        Err(_) => assert!(!verified || repr.meta.table_fec().is_err()),
+        Err(e) => assert!(
+            !verified
+                || repr.meta.table_fec().is_err()
+                || (e == IntegrityError::ForeignStream
+                    && !is_stream_of(repr.meta.stream, &repr.meta.origin))
+        ),
     }
 }
 
@@ -816,7 +863,7 @@ mod tests {
         let block: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let enc = Encoded::encode(&block, 1196, &RepairPolicy::DEFAULT).unwrap();
         let k = key(1);
-        let m = SignedManifest::build(9, &enc, &k, 1196).unwrap();
+        let m = SignedManifest::build(own_stream_id(&k, 9), &enc, &k, 1196).unwrap();
         assert!(m.fragment_len() <= 1196);
         let mut frags = Vec::new();
         for i in 0..m.fragment_count() {
@@ -850,7 +897,7 @@ mod tests {
     fn forged_fragments_are_rejected() {
         let enc = Encoded::encode(&[5u8; 50_000], 1196, &RepairPolicy::DEFAULT).unwrap();
         let k = key(1);
-        let m = SignedManifest::build(9, &enc, &k, 1196).unwrap();
+        let m = SignedManifest::build(own_stream_id(&k, 9), &enc, &k, 1196).unwrap();
         let mut buf = vec![0u8; 1196];
         let n = m.emit_fragment(0, &mut buf).unwrap();
         buf.truncate(n);
@@ -869,15 +916,36 @@ mod tests {
             ManifestCollector::new(&r, |_| true).err(),
             Some(IntegrityError::BadSignature)
         );
-        // Re-signed by another key but claiming the same origin: signature fails.
-        let other = SignedManifest::build(9, &enc, &key(2), 1196).unwrap();
+        // Signed by another key but claiming k as its origin: its stream carries the other
+        // key's prefix, not k's (§4.1.6).
+        let other = SignedManifest::build(own_stream_id(&key(2), 9), &enc, &key(2), 1196).unwrap();
         let mut buf2 = vec![0u8; 1196];
         let n2 = other.emit_fragment(0, &mut buf2).unwrap();
         buf2[field::ORIGIN].copy_from_slice(&public_key(&k));
         let r = ManifestFragmentRepr::parse(&buf2[..n2]).unwrap();
         assert_eq!(
             ManifestCollector::new(&r, |_| true).err(),
+            Some(IntegrityError::ForeignStream)
+        );
+        // The same with k's prefix written into its stream: the signature fails.
+        buf2[field::STREAM][..4].copy_from_slice(&buf[field::STREAM][..4]);
+        let r = ManifestFragmentRepr::parse(&buf2[..n2]).unwrap();
+        assert_eq!(
+            ManifestCollector::new(&r, |_| true).err(),
             Some(IntegrityError::BadSignature)
+        );
+        // k's own fragment moved to another stream of k's: the stream is signed.
+        let mut moved = buf.clone();
+        moved[field::STREAM][7] ^= 1;
+        let r = ManifestFragmentRepr::parse(&moved).unwrap();
+        assert_eq!(
+            ManifestCollector::new(&r, |_| true).err(),
+            Some(IntegrityError::BadSignature)
+        );
+        // A block of k's built under another origin's stream id is refused at the source.
+        assert_eq!(
+            SignedManifest::build(own_stream_id(&key(2), 9), &enc, &k, 1196).err(),
+            Some(IntegrityError::ForeignStream)
         );
         // After binding, a fragment with a forged chunk conflicts.
         let good = ManifestFragmentRepr::parse(&buf).unwrap();
@@ -902,7 +970,7 @@ mod tests {
         )
         .unwrap();
         let k = key(7);
-        let m = SignedManifest::build(0x0102_0304_0506_0708, &enc, &k, 250).unwrap();
+        let m = SignedManifest::build(own_stream_id(&k, 0x0506_0708), &enc, &k, 250).unwrap();
         let mut buf = vec![0u8; 250];
         let n = m.emit_fragment(0, &mut buf).unwrap();
         // 3 shards * 16 = 48-byte table in one 96-byte chunk; Km = 1, Rm = 2, depth 2.
@@ -915,7 +983,9 @@ mod tests {
             (1, 2, 96)
         );
         assert_eq!(n, FIXED_LEN + 2 * HASH_LEN + 96);
-        assert_eq!(&buf[field::STREAM], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        // The prefix of key(7)'s streams, as Python's hashlib and `cryptography` compute it:
+        // sha256(b"photon/v1/stream-prefix\0" + pk)[:4].
+        assert_eq!(&buf[field::STREAM], &[0x2a, 0x37, 0x65, 0x58, 5, 6, 7, 8]);
         assert_eq!(
             &buf[40..56],
             &[0, 0, 0, 3, 0, 2, 0, 2, 0, 1, 0, 96, 0, 1, 0, 2]
@@ -924,9 +994,9 @@ mod tests {
         assert_eq!(
             &buf[n - 96..n - 48],
             &[
-                shard_hash(0x0102_0304_0506_0708, 0, &[0xab, 0xcd]),
-                shard_hash(0x0102_0304_0506_0708, 1, &[0xef, 0]),
-                shard_hash(0x0102_0304_0506_0708, 2, enc.shard(2).unwrap())
+                shard_hash(own_stream_id(&k, 0x0506_0708), 0, &[0xab, 0xcd]),
+                shard_hash(own_stream_id(&k, 0x0506_0708), 1, &[0xef, 0]),
+                shard_hash(own_stream_id(&k, 0x0506_0708), 2, enc.shard(2).unwrap())
             ]
             .concat()[..]
         );

@@ -89,6 +89,8 @@ pub enum RosterError {
     TooManyMembers(usize),
     #[error("roster lists no members")]
     NoMembers,
+    #[error("members {a} and {b} are gateways whose keys give the same stream prefix")]
+    StreamPrefixClash { a: usize, b: usize },
     #[error("member {index}: unknown role byte {role}")]
     BadRole { index: usize, role: u8 },
     #[error("member {index}: a gateway has no short-ID range (first and count must be 0)")]
@@ -442,9 +444,17 @@ fn check_members(members: &[Member]) -> Result<(), RosterError> {
         return Err(RosterError::TooManyMembers(members.len()));
     }
     let mut seen = HashSet::with_capacity(members.len());
+    // Gateway prefix → member index: relays tell a gateway's own streams by their prefix
+    // (§4.1.6), so two gateways may not share one.
+    let mut prefixes = std::collections::HashMap::with_capacity(members.len());
     for (index, m) in members.iter().enumerate() {
         if !seen.insert(m.key) {
             return Err(RosterError::DuplicateMember { index });
+        }
+        if m.role == MemberRole::Gateway {
+            if let Some(a) = prefixes.insert(crate::integrity::stream_prefix(&m.key.0), index) {
+                return Err(RosterError::StreamPrefixClash { a, b: index });
+            }
         }
     }
     // Sorted by start, each range must end before the next begins: O(n log n).

@@ -348,6 +348,7 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::integrity::own_stream_id;
     use crate::wire::Packet;
 
     fn key() -> Ed25519KeyPair {
@@ -363,7 +364,7 @@ mod tests {
             ..SenderConfig::default()
         };
         let block = vec![9u8; 10_000];
-        let mut s = Sender::new(cfg, 5, &block, &key(), t0).unwrap();
+        let mut s = Sender::new(cfg, own_stream_id(&key(), 5), &block, &key(), t0).unwrap();
         let (k, r) = (s.encoded().params().k(), s.encoded().params().r());
         let m = s.manifest().fragment_count();
         let km = usize::from(s.manifest().meta().chunk_count);
@@ -402,7 +403,7 @@ mod tests {
             max_retransmit_queue: 2,
             ..SenderConfig::unpaced()
         };
-        let mut s = Sender::new(cfg, 5, &[1u8; 5000], &key(), t0).unwrap();
+        let mut s = Sender::new(cfg, own_stream_id(&key(), 5), &[1u8; 5000], &key(), t0).unwrap();
         let mut buf = [0u8; wire::MAX_DATAGRAM];
         while s.poll_transmit(t0, &mut buf).is_some() {}
         assert!(s.is_idle());
@@ -415,7 +416,7 @@ mod tests {
         assert!(s.poll_transmit(t0, &mut buf).is_some());
         assert!(s.poll_transmit(t0, &mut buf).is_none());
         assert!(matches!(
-            Sender::new(cfg, 5, &[], &key(), t0),
+            Sender::new(cfg, own_stream_id(&key(), 5), &[], &key(), t0),
             Err(SenderError::Fec(FecError::EmptyBlock))
         ));
     }
@@ -425,10 +426,12 @@ mod tests {
         let t0 = Instant::now();
         let cfg = SenderConfig::unpaced();
         let block = vec![7u8; 30_000];
-        let shared = Arc::new(EncodedStream::new(9, &block, &cfg.repair, &key()).unwrap());
+        let shared = Arc::new(
+            EncodedStream::new(own_stream_id(&key(), 9), &block, &cfg.repair, &key()).unwrap(),
+        );
         let mut a = Sender::for_stream(cfg, Arc::clone(&shared), t0);
         let mut b = Sender::for_stream(cfg, Arc::clone(&shared), t0);
-        let mut alone = Sender::new(cfg, 9, &block, &key(), t0).unwrap();
+        let mut alone = Sender::new(cfg, own_stream_id(&key(), 9), &block, &key(), t0).unwrap();
         assert!(Arc::ptr_eq(a.source(), b.source()));
         assert_eq!(
             a.manifest().manifest_hash(),

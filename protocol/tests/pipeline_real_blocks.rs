@@ -12,6 +12,7 @@ use photon_protocol::assembler::{Assembler, AssemblerConfig, Event};
 use photon_protocol::chain::{Bitcoin, ChainAdapter};
 use photon_protocol::compress::{compress, decompress, Decompressed};
 use photon_protocol::identity::Identity;
+use photon_protocol::integrity::own_stream_id;
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::shortid::{ShortId, TxStore, TxStoreConfig};
@@ -148,7 +149,7 @@ fn round_trip(height: u32, unknown: f64, loss: f64, seed: u64) {
     );
     let sysrand = SystemRandom::new();
     let origin = Identity::generate(&sysrand).expect("identity");
-    let stream = 0x5eed_0000_0000_0000 | u64::from(height);
+    let stream = own_stream_id(origin.key_pair(), height);
     let mut sealed = compressed.bytes.clone();
     let key = SealKey::generate(&sysrand)
         .expect("key")

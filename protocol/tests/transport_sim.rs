@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use photon_protocol::assembler::{Assembler, AssemblerConfig, Event, Reject};
-use photon_protocol::integrity::public_key;
+use photon_protocol::integrity::{own_stream_id, public_key};
 use photon_protocol::sender::{Sender, SenderConfig};
 use photon_protocol::wire::{self, FragmentKind, FragmentRepr};
 use rand::{Rng, SeedableRng};
@@ -108,7 +108,7 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
     let mut senders: Vec<Sender> = blocks
         .iter()
         .enumerate()
-        .map(|(i, b)| Sender::new(cfg, i as u64 + 1, b, &key, t0).unwrap())
+        .map(|(i, b)| Sender::new(cfg, own_stream_id(&key, i as u32 + 1), b, &key, t0).unwrap())
         .collect();
     let mut asm = Assembler::new(AssemblerConfig {
         trusted_origins: vec![public_key(&key)],
@@ -154,7 +154,8 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
                 Event::BlockReady { stream, bytes } => {
                     assert!(bound.contains(&stream), "block before its origin was bound");
                     assert!(
-                        out.delivered.insert(stream, bytes).is_none(),
+                        // Keyed by the stream's low half: the block's number from 1.
+                        out.delivered.insert(stream & 0xffff_ffff, bytes).is_none(),
                         "block delivered twice"
                     );
                 }
@@ -164,7 +165,9 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
                 } => {
                     assert_eq!(
                         manifest_hash,
-                        senders[stream as usize - 1].manifest().manifest_hash()
+                        senders[stream as u32 as usize - 1]
+                            .manifest()
+                            .manifest_hash()
                     );
                     out.receipts += 1;
                 }
@@ -175,7 +178,7 @@ fn run(seed: u64, model: LinkModel, blocks: &[Vec<u8>]) -> (Outcome, Assembler) 
                 } => {
                     // The feedback path is reliable here; the repair it triggers is not.
                     out.repair_requests += 1;
-                    senders[stream as usize - 1].handle_repair_request(kind, &missing);
+                    senders[stream as u32 as usize - 1].handle_repair_request(kind, &missing);
                 }
                 Event::ShardRejected { reason, .. } => {
                     assert!(matches!(reason, Reject::BadShard | Reject::Mismatch));
@@ -336,7 +339,7 @@ fn untrusted_origin_is_never_delivered() {
     let key = Ed25519KeyPair::from_seed_unchecked(&[99; 32]).unwrap();
     let t0 = Instant::now();
     let cfg = SenderConfig::unpaced();
-    let mut s = Sender::new(cfg, 5, &[1u8; 20_000], &key, t0).unwrap();
+    let mut s = Sender::new(cfg, own_stream_id(&key, 5), &[1u8; 20_000], &key, t0).unwrap();
     let mut asm = Assembler::new(AssemblerConfig {
         trusted_origins: vec![public_key(
             &Ed25519KeyPair::from_seed_unchecked(&[11; 32]).unwrap(),

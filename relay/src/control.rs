@@ -19,7 +19,7 @@ use std::sync::Arc;
 use photon_protocol::fifo::FifoMap;
 use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, IdentityError, PublicKey};
-use photon_protocol::integrity::ManifestFragmentRepr;
+use photon_protocol::integrity::{self, ManifestFragmentRepr};
 use photon_protocol::roster::{Roster, RosterError};
 use photon_protocol::seal::BlockKey;
 use photon_protocol::shortid::ShortIdAllocator;
@@ -102,7 +102,7 @@ control_counters! {
     OriginCheckSkipped => "origin_check_skipped", "manifest fragments of unbound streams not checked: the per-tick budget of signature checks was spent";
     ManifestUnverified => "manifest_unverified", "forwarded manifest fragments that bind no origin: bad signature or payload, or an origin that is not a member gateway";
     TxRequestRefused => "tx_request_refused", "tx-request IDs not answered or passed on: named twice in one request, or answered to that node within tx_answer_repeat_ms (F7)";
-    ToOrigin => "to_origin", "receipts and tx requests passed on toward the stream's known origin only, not to every gateway";
+    ToOrigin => "to_origin", "receipts, tx requests and repair requests passed on toward the stream's known origin only, not to every gateway";
     RosterUpdates => "roster_updates", "newer membership rosters taken while running";
     RosterRefused => "roster_refused", "roster files refused (expired, badly signed, not newer, unreadable): the roster in force stays";
     RosterRemoved => "roster_removed", "registered gateways removed because a newer roster no longer lists them";
@@ -484,7 +484,9 @@ impl Control {
             });
         let gws = self.gateways.iter().map(|(&node_id, g)| PeerInfo {
             node_id,
-            kind: PeerKind::Gateway,
+            kind: PeerKind::Gateway {
+                streams: integrity::stream_prefix(&g.identity.0),
+            },
             addr: g.addr,
             identity: g.identity.to_string(),
             idle_ms: now_ms.saturating_sub(g.last_seen_ms),
@@ -602,7 +604,7 @@ impl Control {
             return None;
         };
         let m = ManifestFragmentRepr::parse(f.payload).ok()?;
-        if m.meta.stream != f.stream {
+        if m.meta.stream != f.stream || !integrity::is_stream_of(f.stream, &m.meta.origin) {
             return None;
         }
         if let Some(allowed) = &self.settings.allowed_gateways {
@@ -757,7 +759,7 @@ impl Control {
                 let (stream, kind) = (req.stream, req.kind);
                 let missing = req.missing.clone();
                 let missed = self.serve_repair(slot, stream, kind, &missing, out);
-                if !missed.is_empty() && from_kind == PeerKind::Gateway {
+                if !missed.is_empty() && from_kind.is_gateway() {
                     self.pass_on_repair(sender, stream, kind, missed, repr.hops, out);
                 }
             }
@@ -801,7 +803,7 @@ impl Control {
             None => {
                 let (id, route) = match (tx.short_id, from_kind) {
                     (Some(id), PeerKind::Relay) => (Some(id), TxRoute::Passed),
-                    (Some(id), PeerKind::Gateway) if self.tx_wanted.contains(&id) => {
+                    (Some(id), PeerKind::Gateway { .. }) if self.tx_wanted.contains(&id) => {
                         (Some(id), TxRoute::Answer)
                     }
                     (supplied, _) => {
@@ -1087,8 +1089,9 @@ impl Control {
         missed
     }
 
-    /// Asks the peer relays for the fragments of `stream` gateway `gateway` asked for and the
-    /// cache lacks, and remembers who asked.
+    /// Asks for the fragments of `stream` gateway `gateway` asked for and the cache lacks,
+    /// toward the stream's origin: the origin itself when it is registered here (the gateway
+    /// whose prefix the stream carries, §4.1.6), else the peer relays; and remembers who asked.
     fn pass_on_repair(
         &mut self,
         gateway: u32,
@@ -1098,12 +1101,17 @@ impl Control {
         hops: u8,
         out: &mut Vec<Outgoing>,
     ) {
+        let origin = self.table.origin_of(stream).filter(|&slot| {
+            self.table
+                .peer(slot)
+                .is_some_and(|p| p.spec.keys.is_some() && p.spec.node_id != gateway)
+        });
         let has_relay = self
             .table
             .peers()
             .iter()
             .any(|p| p.spec.kind == PeerKind::Relay && p.spec.keys.is_some());
-        if !has_relay {
+        if origin.is_none() && !has_relay {
             return;
         }
         let mut waiting = self
@@ -1123,9 +1131,15 @@ impl Control {
             flags: 0,
             message: Message::RepairRequest(RepairRequestRepr::new(stream, kind, missed)),
         };
-        self.send_to_slots(&fwd, out, |_, peer| {
-            peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some()
-        });
+        match origin {
+            Some(slot) => {
+                self.counters.inc(ControlCounter::ToOrigin);
+                self.send_to_slot(&fwd, slot, out);
+            }
+            None => self.send_to_slots(&fwd, out, |_, peer| {
+                peer.spec.kind == PeerKind::Relay && peer.spec.keys.is_some()
+            }),
+        }
     }
 
     /// A RETRANSMIT fragment that reached the control path: from a peer relay, for a stream
@@ -1135,8 +1149,9 @@ impl Control {
         let Ok(p) = Packet::new_checked(datagram) else {
             return;
         };
+        // From a peer relay, or from the stream's origin answering a request passed to it.
         let waiting = match self.repair_waiting.get(&p.stream()) {
-            Some(w) if from_kind == PeerKind::Relay => w.clone(),
+            Some(w) if from_kind.may_send(p.stream()) => w.clone(),
             _ => {
                 self.counters.inc(ControlCounter::UnsolicitedRetransmit);
                 return;
@@ -1182,7 +1197,7 @@ impl Control {
         for (i, &id) in req.short_ids.iter().enumerate() {
             // A peer relay's request gathers many gateways' (split horizon): only a gateway's
             // own repeats are refused.
-            let recent = from_kind == PeerKind::Gateway
+            let recent = from_kind.is_gateway()
                 && self
                     .tx_answered
                     .get(&(asker, id))
@@ -1267,7 +1282,7 @@ impl Control {
             Some(node) => self.send_to_slots(fwd, out, |to, peer| {
                 to != slot && peer.spec.node_id == node && peer.spec.keys.is_some()
             }),
-            None if from_kind == PeerKind::Gateway => self.send_to_slots(fwd, out, |to, peer| {
+            None if from_kind.is_gateway() => self.send_to_slots(fwd, out, |to, peer| {
                 to != slot
                     && peer.spec.kind == PeerKind::Relay
                     && peer.fans_out
@@ -1399,7 +1414,9 @@ impl Control {
         }));
         specs.extend(self.gateways.iter().map(|(&node_id, g)| PeerSpec {
             node_id,
-            kind: PeerKind::Gateway,
+            kind: PeerKind::Gateway {
+                streams: integrity::stream_prefix(&g.identity.0),
+            },
             addr: g.addr,
             next_hop_mac: g.mac,
             port: g.port,

@@ -27,7 +27,9 @@ pub enum Reject {
 }
 
 /// Checks, in this order: the sender is in the table, its session exists, its hop tag verifies
-/// (so forged fragments can neither be forwarded nor poison the dedup table), the hop limit,
+/// (so forged fragments can neither be forwarded nor poison the dedup table), a gateway sends
+/// only its own streams ([`PeerKind::may_send`](table::PeerKind::may_send): no member can
+/// take another's dedup slots, hold or repair cache), the hop limit,
 /// that someone is subscribed, and finally dedup (`now`: the coarse clock of
 /// [`Dedup::check_insert`]). Returns the sender's slot.
 #[inline]
@@ -54,6 +56,9 @@ pub fn admit(
         .unwrap_or(&[]);
     if !keys.recv.verify(header) {
         return Err(Reject::Drop(DropReason::BadHopTag));
+    }
+    if !peer.spec.kind.may_send(info.stream) {
+        return Err(Reject::Drop(DropReason::ForeignStream));
     }
     if info.hops >= table.local().max_hops {
         return Err(Reject::Drop(DropReason::HopLimit));
@@ -521,5 +526,64 @@ pub(crate) mod tests {
             classify(&udp_frame(2, &dgram, true), &local()),
             Action::Control
         );
+    }
+
+    #[test]
+    fn attack_foreign_stream_fragments_cannot_take_the_origins_slots() {
+        // F3: member gateway 11 sends fragments of gateway 10's stream (10's prefix) ahead of
+        // 10's own, to make 10's genuine fragments duplicates (dedup, hold, repair cache). They
+        // are dropped before dedup, counted, and 10's fragments go through; a peer relay may
+        // forward any origin's stream.
+        let spec = LocalSpec {
+            node_id: 1,
+            ip: RELAY_IP,
+            udp_port: PORT,
+            port_macs: vec![RELAY_MAC],
+            max_hops: 4,
+        };
+        let mut specs: Vec<PeerSpec> = [10u32, 11, 12]
+            .iter()
+            .map(|&id| testkit::gateway(id, peer_addr(id), peer_mac(id)))
+            .collect();
+        specs[0].kind = table::PeerKind::Gateway { streams: 0xa };
+        specs[1].kind = table::PeerKind::Gateway { streams: 0xb };
+        specs[2].kind = table::PeerKind::Relay;
+        let t = Table::new(spec, specs).unwrap();
+        let d = Dedup::new(1024, [3, 3]);
+        let victim = 0xa_0000_0042u64;
+        let mut counters = LocalCounters::default();
+        for index in 0..100 {
+            let junk = fragment_frame(11, victim, index, &[0xee], 0, true);
+            let Action::Fragment(info) = classify(&junk, &local()) else {
+                panic!("not a fragment");
+            };
+            assert_eq!(admit_counted(&t, &d, &junk, &info, 0, &mut counters), None);
+        }
+        assert_eq!(
+            counters.get(Counter::Drop(DropReason::ForeignStream)),
+            100,
+            "every junk fragment counted"
+        );
+        assert_eq!(counters.get(Counter::DedupHits), 0);
+        // The origin's own fragments are all new, fanned out to 11 and the relay.
+        for index in 0..100 {
+            let copies = forward(
+                &t,
+                &d,
+                &fragment_frame(10, victim, index, b"genuine", 0, true),
+            )
+            .unwrap_or_else(|e| panic!("fragment {index} of the origin: {e:?}"));
+            let mut to: Vec<u32> = copies.iter().map(|c| c.0).collect();
+            to.sort();
+            assert_eq!(to, [11, 12]);
+        }
+        // 11's own stream is forwarded; the peer relay's copy of 10's stream is a duplicate
+        // only because 10's went first, and another of 10's streams from it is admitted.
+        assert!(forward(&t, &d, &fragment_frame(11, 0xb_0000_0001, 0, b"x", 0, true)).is_ok());
+        assert_eq!(
+            forward(&t, &d, &fragment_frame(12, victim, 0, b"genuine", 1, true)).err(),
+            Some(Reject::Duplicate)
+        );
+        assert!(forward(&t, &d, &fragment_frame(12, 0xa_0000_0043, 0, b"y", 1, true)).is_ok());
     }
 }

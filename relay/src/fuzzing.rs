@@ -29,10 +29,11 @@ pub const RELAY_ID: u32 = 1;
 pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const RELAY_PORT: u16 = 4433;
 pub const RELAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-/// Gateways 2 and 3 and peer relay 4 have sessions (static keys, [`keys_of`]).
+/// Gateways 2 and 3 and peer relay 4 have sessions (static keys, [`keys_of`]); gateway 2
+/// originates the streams below 2^32, gateway 3 those under prefix 3.
 pub const PEERS: [(u32, PeerKind); 3] = [
-    (2, PeerKind::Gateway),
-    (3, PeerKind::Gateway),
+    (2, PeerKind::Gateway { streams: 0 }),
+    (3, PeerKind::Gateway { streams: 3 }),
     (4, PeerKind::Relay),
 ];
 const NOW_MS: u64 = 1_700_000_000_000;

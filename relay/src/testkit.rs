@@ -30,11 +30,12 @@ pub fn keys_of(id: u32) -> HopKeys {
     }
 }
 
-/// Gateway `id` at `addr` behind `mac`, on port 0, subscribed, with its [`keys_of`].
+/// Gateway `id` at `addr` behind `mac`, on port 0, subscribed, with its [`keys_of`]; it
+/// originates the streams below 2^32 (prefix 0, [`PeerKind::Gateway`]).
 pub fn gateway(id: u32, addr: SocketAddrV4, mac: [u8; 6]) -> PeerSpec {
     PeerSpec {
         node_id: id,
-        kind: PeerKind::Gateway,
+        kind: PeerKind::Gateway { streams: 0 },
         addr,
         next_hop_mac: mac,
         port: 0,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
+use photon_protocol::integrity::own_stream_id;
 use photon_protocol::shortid::ShortIdRange;
 use photon_protocol::wire::{
     flags, register_status, FragmentKind, FragmentRepr, KeepaliveRepr, KeyReleaseRepr, Message,
@@ -888,7 +889,14 @@ fn attack_gateway_outside_the_roster_cannot_register() {
     );
 }
 
-/// The first datagram (manifest fragment 0) of a real stream `stream` signed by `origin`.
+/// A stream id of `g`'s own (its prefix, §4.1.6).
+fn own(g: &Gw, low: u32) -> u64 {
+    own_stream_id(g.identity.key_pair(), low)
+}
+
+/// The first datagram (manifest fragment 0) of a real stream signed by `origin`, sent with
+/// `stream` in its header: `origin`'s own stream `stream as u32` when `stream` carries another
+/// prefix (a member forging a manifest fragment for someone else's stream).
 fn manifest_fragment(stream: u64, origin: &Identity) -> Vec<u8> {
     use photon_protocol::sender::{Sender, SenderConfig};
     let block: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
@@ -897,10 +905,12 @@ fn manifest_fragment(stream: u64, origin: &Identity) -> Vec<u8> {
         rate_bytes_per_sec: 0,
         ..SenderConfig::default()
     };
-    let mut s = Sender::new(config, stream, &block, origin.key_pair(), now).unwrap();
+    let own = own_stream_id(origin.key_pair(), stream as u32);
+    let mut s = Sender::new(config, own, &block, origin.key_pair(), now).unwrap();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let n = s.poll_transmit(now, &mut buf).unwrap();
     buf.truncate(n);
+    buf[photon_protocol::wire::field::STREAM].copy_from_slice(&stream.to_be_bytes());
     let p = Packet::new_checked(&buf[..]).unwrap();
     assert!(matches!(
         Repr::parse(&p).unwrap().message,
@@ -919,7 +929,7 @@ fn attack_bogus_key_release_cannot_suppress_the_origins() {
     // (counted) and marks nothing, the origin's own goes through once.
     let (mut c, pk) = control();
     let gws = three(&mut c, &pk);
-    let stream = 0x5151;
+    let stream = own(&gws[0], 0x5151);
     c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
     assert_eq!(c.counters().get(ControlCounter::OriginsLearned), 1);
     assert_eq!(c.stream_origin(stream), Some(gws[0].identity.public_key()));
@@ -949,7 +959,7 @@ fn attack_release_first_for_an_unknown_stream_does_not_suppress_the_real_one() {
     // (stream, key) goes on once and the gateways check it against the origin.
     let (mut c, pk) = control();
     let gws = three(&mut c, &pk);
-    let stream = 0x6262;
+    let stream = own(&gws[0], 0x6262);
     let release = |g: &Gw, key: [u8; 32]| {
         let kr = photon_protocol::seal::BlockKey::from_bytes(key).release(stream, &g.identity);
         g.signed(Repr::new(g.node, Message::KeyRelease(kr)))
@@ -1007,7 +1017,7 @@ fn attack_tx_request_amplification_at_the_relay() {
     assert_eq!(out.len(), 1);
     // IDs the cache lacks, for a stream whose origin (gateway 0) the relay bound: the request
     // goes to the origin alone, not to every gateway.
-    let stream = 0x7373;
+    let stream = own(&gws[0], 0x7373);
     c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
     out.clear();
     c.handle(
@@ -1174,8 +1184,11 @@ fn attack_junk_manifests_cannot_eat_the_control_path() {
     assert_eq!(c.counters().get(ControlCounter::ManifestUnverified), 256);
     assert_eq!(c.counters().get(ControlCounter::OriginCheckSkipped), 44);
     c.tick(NOW);
-    c.record_fragment(&manifest_fragment(0x8888, &gws[0].identity));
-    assert_eq!(c.stream_origin(0x8888), Some(gws[0].identity.public_key()));
+    c.record_fragment(&manifest_fragment(own(&gws[0], 0x8888), &gws[0].identity));
+    assert_eq!(
+        c.stream_origin(own(&gws[0], 0x8888)),
+        Some(gws[0].identity.public_key())
+    );
 }
 
 #[test]
@@ -1185,7 +1198,7 @@ fn attack_forged_receipts_are_not_fanned_out_to_every_gateway() {
     // not to every gateway.
     let (mut c, pk) = control();
     let gws = three(&mut c, &pk);
-    let stream = 0x9191;
+    let stream = own(&gws[0], 0x9191);
     c.record_fragment(&manifest_fragment(stream, &gws[0].identity));
     let mut out = Vec::new();
     for _ in 0..10 {
@@ -1201,4 +1214,53 @@ fn attack_forged_receipts_are_not_fanned_out_to_every_gateway() {
     assert_eq!(out.len(), 10, "one copy each, not two");
     assert!(out.iter().all(|o| to_port(o) == 5100), "only to the origin");
     assert_eq!(c.counters().get(ControlCounter::ToOrigin), 10);
+}
+
+#[test]
+fn attack_repair_misses_go_to_the_origin_and_only_its_answers_pass() {
+    // F3: a repair the cache cannot serve goes toward the stream's origin: here the origin
+    // is registered, so to it alone (there is no peer relay). Its RETRANSMIT answer reaches
+    // the gateway that asked; the same answer forged by another member is an unsolicited drop
+    // and reaches nobody.
+    let (mut c, pk) = control();
+    let gws = three(&mut c, &pk);
+    let stream = own(&gws[0], 0x4242);
+    let req = gws[1].signed(Repr::new(
+        gws[1].node,
+        Message::RepairRequest(RepairRequestRepr::new(
+            stream,
+            FragmentKind::Repair,
+            vec![3],
+        )),
+    ));
+    let mut out = Vec::new();
+    c.handle(NOW, src(5101), &req, &mut out);
+    assert_eq!(out.len(), 1, "asked of the origin alone");
+    assert_eq!(to_port(&out[0]), 5100);
+    assert!(gws[0].accepts(&out[0].datagram));
+    let p = Packet::new_checked(&out[0].datagram[..]).unwrap();
+    let Message::RepairRequest(asked) = Repr::parse(&p).unwrap().message else {
+        panic!("a repair request to the origin")
+    };
+    assert_eq!((asked.stream, asked.missing), (stream, vec![3]));
+    assert_eq!(c.counters().get(ControlCounter::ToOrigin), 1);
+    let retransmit = |g: &Gw, payload: u8| {
+        let mut d = fragment(stream, 3, g.node);
+        let mut q = Packet::new_checked(&mut d[..]).unwrap();
+        q.set_flags(flags::RETRANSMIT);
+        q.payload_mut().fill(payload);
+        g.keys.as_ref().unwrap().send.sign_header(&mut d).unwrap();
+        d
+    };
+    out.clear();
+    c.handle(NOW, src(5102), &retransmit(&gws[2], 0xee), &mut out);
+    assert!(out.is_empty(), "the forged answer reaches nobody");
+    assert_eq!(c.counters().get(ControlCounter::UnsolicitedRetransmit), 1);
+    c.handle(NOW, src(5100), &retransmit(&gws[0], 3), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(to_port(&out[0]), 5101);
+    let p = Packet::new_checked(&out[0].datagram[..]).unwrap();
+    assert_eq!((p.stream(), p.index()), (stream, 3));
+    assert_eq!(p.payload(), &[3u8; 500][..], "the origin's bytes");
+    assert_eq!(c.counters().get(ControlCounter::RetransmitRelayed), 1);
 }

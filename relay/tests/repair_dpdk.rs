@@ -125,7 +125,8 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         wait_until("the fragment in the repair cache", || shared.cache().0 == 1);
         let cached_in_use = (rx_pool.in_use(), header_pool.in_use());
 
-        // Peer 3 lost it and asks again; index 5 was never seen.
+        // Peer 3 lost it and asks again; index 5 was never seen, so it is asked of the
+        // stream's origin, gateway 2 (its prefix: the test gateways' streams are below 2^32).
         let mut buf = [0u8; MAX_DATAGRAM];
         let n = Repr::new(
             3,
@@ -139,11 +140,29 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
         .unwrap();
         keys_of(3).recv.sign_header(&mut buf[..n]).unwrap();
         send(&mut a_tx, &udp_frame(3, &buf[..n]));
-        let out = receive(&mut b_rx, 1);
-        assert_eq!(out.len(), 1, "the retransmission");
+        let mut out = receive(&mut b_rx, 2);
+        assert_eq!(
+            out.len(),
+            2,
+            "the retransmission and the request to the origin"
+        );
+        out.sort_by_key(|f| EthernetFrame::new_checked(&f[..]).unwrap().dst_addr().0);
         let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
-        assert_eq!(eth.dst_addr().0, peer_mac(3));
+        assert_eq!(eth.dst_addr().0, peer_mac(2));
         let d = photon_of(&out[0]);
+        let p = Packet::new_checked(&d[..]).unwrap();
+        let Ok(Repr {
+            message: Message::RepairRequest(asked),
+            ..
+        }) = Repr::parse(&p)
+        else {
+            panic!("a repair request to the origin");
+        };
+        assert_eq!((asked.stream, asked.missing), (0x77, vec![5]));
+        assert!(keys_of(2).send.verify(&d), "under the relay → 2 hop key");
+        let eth = EthernetFrame::new_checked(&out[1][..]).unwrap();
+        assert_eq!(eth.dst_addr().0, peer_mac(3));
+        let d = photon_of(&out[1]);
         let p = Packet::new_checked(&d[..]).unwrap();
         assert_eq!(p.flags() & flags::RETRANSMIT, flags::RETRANSMIT);
         assert_eq!((p.sender(), p.stream(), p.index()), (RELAY_ID, 0x77, 4));
@@ -154,6 +173,7 @@ fn forwarded_fragment_is_served_from_the_control_cores_repair_cache() {
             shared.get(ControlCounter::RepairMissed) == 1
         });
         assert_eq!(shared.get(ControlCounter::RepairServed), 1);
+        assert_eq!(shared.get(ControlCounter::ToOrigin), 1);
         ctl_quit.store(true, Ordering::Relaxed);
         let drops = driver.join().unwrap();
         assert_eq!(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use photon_protocol::hopauth::{HopKeys, Role};
 use photon_protocol::identity::{self, EphemeralKey, Identity, PublicKey};
+use photon_protocol::integrity::own_stream_id;
 use photon_protocol::wire::{
     register_status, FragmentKind, FragmentRepr, Message, Packet, Repr, TransactionRepr,
     TxRequestRepr, MAX_DATAGRAM,
@@ -38,6 +39,7 @@ fn gateways(relay: &RunningRelay, n: usize) -> Vec<Gw> {
 }
 
 struct Gw {
+    id: Identity,
     sock: UdpSocket,
     node: u32,
     keys: HopKeys,
@@ -67,10 +69,16 @@ impl Gw {
         let ctx = identity::registration_context(&req, &ack, p.sender());
         let keys = eph.agree(&ack.ephemeral, &ctx, Role::Initiator).unwrap();
         Gw {
+            id,
             sock,
             node: ack.node_id,
             keys,
         }
+    }
+
+    /// Its own stream `low` (under its prefix: a relay forwards a gateway's own streams only).
+    fn own(&self, low: u32) -> u64 {
+        own_stream_id(self.id.key_pair(), low)
     }
 
     fn send(&self, relay: SocketAddrV4, repr: Repr<'_>) {
@@ -121,7 +129,8 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     let payload: Vec<u8> = (0..1196u32).map(|i| (i * 13) as u8).collect();
 
     // A fragment from gateway 0 reaches 1 and 2, re-signed for each, payload untouched.
-    gws[0].send(addr, from(gws[0].node, fragment(0xabc, 3, &payload)));
+    let s0 = gws[0].own(0xabc);
+    gws[0].send(addr, from(gws[0].node, fragment(s0, 3, &payload)));
     for g in &gws[1..] {
         let d = g.recv(WAIT).expect("the fragment arrives");
         assert!(
@@ -131,23 +140,23 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
         let p = Packet::new_checked(&d[..]).unwrap();
         assert_eq!(
             (p.sender(), p.hops(), p.stream(), p.index()),
-            (RELAY, 1, 0xabc, 3)
+            (RELAY, 1, s0, 3)
         );
         assert_eq!(p.payload(), &payload[..]);
     }
     assert!(gws[0].recv(QUIET).is_none(), "not back to the sender");
 
-    // The same fragment again (from the sender, then from another gateway): dedup.
-    gws[0].send(addr, from(gws[0].node, fragment(0xabc, 3, &payload)));
-    gws[1].send(addr, from(gws[1].node, fragment(0xabc, 3, &payload)));
+    // The same fragment again from the sender: dedup; from another gateway: not its stream.
+    gws[0].send(addr, from(gws[0].node, fragment(s0, 3, &payload)));
+    gws[1].send(addr, from(gws[1].node, fragment(s0, 3, &payload)));
     // Junk: an unknown sender, a bad tag, not Photon at all.
     let stranger = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let mut buf = [0u8; MAX_DATAGRAM];
-    let n = from(4242, fragment(0xabc, 4, &payload))
+    let n = from(4242, fragment(s0, 4, &payload))
         .emit(&mut buf)
         .unwrap();
     stranger.send_to(&buf[..n], addr).unwrap();
-    let n = from(gws[0].node, fragment(0xabc, 5, &payload))
+    let n = from(gws[0].node, fragment(s0, 5, &payload))
         .emit(&mut buf)
         .unwrap();
     gws[1].keys.send.sign_header(&mut buf[..n]).unwrap(); // another gateway's key
@@ -224,7 +233,8 @@ fn fragments_fan_out_to_the_other_gateways_once_and_junk_is_dropped() {
     let c = stats.core.snapshot();
     assert_eq!(c.get(Counter::Fragments), 1);
     assert_eq!(c.get(Counter::FanoutCopies), 2);
-    assert_eq!(c.get(Counter::DedupHits), 2);
+    assert_eq!(c.get(Counter::DedupHits), 1);
+    assert_eq!(c.get(Counter::Drop(DropReason::ForeignStream)), 1);
     assert_eq!(c.get(Counter::Drop(DropReason::UnknownSender)), 1);
     assert_eq!(c.get(Counter::Drop(DropReason::BadHopTag)), 1);
     assert_eq!(c.get(Counter::Drop(DropReason::NotPhoton)), 1);
@@ -241,7 +251,7 @@ fn metrics_endpoint_serves_the_counters() {
     let addr = relay.addr();
     let a = Gw::register(addr, &relay.public_key());
     let b = Gw::register(addr, &relay.public_key());
-    a.send(addr, from(a.node, fragment(1, 0, &[1, 2, 3])));
+    a.send(addr, from(a.node, fragment(a.own(1), 0, &[1, 2, 3])));
     assert!(b.recv(WAIT).is_some());
     let stats = relay.stats();
     let server = MetricsServer::start(
@@ -317,6 +327,7 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     let addr = relay.addr();
     let gws = gateways(&relay, 2);
     let (src, dst) = (&gws[0], &gws[1]);
+    let (s5f, s60) = (src.own(0x5f), src.own(0x60));
     let order = [
         (FragmentKind::Manifest, 0u16),
         (FragmentKind::Source, 0),
@@ -326,7 +337,7 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     let payload = |kind: FragmentKind, i: u16| vec![kind as u8 * 16 + i as u8; 300 + i as usize];
     for &(kind, i) in &order {
         let p = payload(kind, i);
-        src.send(addr, from(src.node, shard(kind, 0x5f, i, &p)));
+        src.send(addr, from(src.node, shard(kind, s5f, i, &p)));
     }
     // A second stream that never completes.
     src.send(
@@ -335,7 +346,7 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
             src.node,
             shard(
                 FragmentKind::Source,
-                0x60,
+                s60,
                 0,
                 &payload(FragmentKind::Source, 9),
             ),
@@ -349,7 +360,7 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     let last = payload(FragmentKind::Manifest, 1);
     src.send(
         addr,
-        from(src.node, shard(FragmentKind::Manifest, 0x5f, 1, &last)),
+        from(src.node, shard(FragmentKind::Manifest, s5f, 1, &last)),
     );
     let mut got = Vec::new();
     for _ in 0..5 {
@@ -357,7 +368,7 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
         assert!(dst.keys.recv.verify(&d), "tag under relay → gateway key");
         let p = Packet::new_checked(&d[..]).unwrap();
         let f = FragmentRepr::parse(&p).unwrap();
-        assert_eq!((p.sender(), p.hops(), f.stream), (RELAY, 1, 0x5f));
+        assert_eq!((p.sender(), p.hops(), f.stream), (RELAY, 1, s5f));
         assert_eq!(f.payload, &payload(f.kind, f.index)[..]);
         got.push((f.kind, f.index));
     }
@@ -368,16 +379,16 @@ fn store_and_forward_holds_each_stream_until_it_could_be_rebuilt() {
     let r0 = payload(FragmentKind::Repair, 0);
     src.send(
         addr,
-        from(src.node, shard(FragmentKind::Repair, 0x5f, 0, &r0)),
+        from(src.node, shard(FragmentKind::Repair, s5f, 0, &r0)),
     );
     let d = dst.recv(WAIT).expect("a later fragment passes straight");
     let p = Packet::new_checked(&d[..]).unwrap();
-    assert_eq!((p.stream(), p.index()), (0x5f, 0));
+    assert_eq!((p.stream(), p.index()), (s5f, 0));
     // The incomplete stream comes out after the hold timeout (400 ms).
     let d = dst
         .recv(Duration::from_secs(3))
         .expect("released by the timeout");
-    assert_eq!(Packet::new_checked(&d[..]).unwrap().stream(), 0x60);
+    assert_eq!(Packet::new_checked(&d[..]).unwrap().stream(), s60);
     assert!(src.recv(QUIET).is_none(), "nothing back to the sender");
 
     let stats = relay.stats();
@@ -433,6 +444,7 @@ fn stage_log_has_one_relay_line_per_forwarded_stream() {
         (0x51, 2),
         (0x51, 2),
     ] {
+        let stream = gws[0].own(stream);
         gws[0].send(addr, from(gws[0].node, fragment(stream, index, &payload)));
     }
     for _ in 0..5 {
@@ -454,7 +466,10 @@ fn stage_log_has_one_relay_line_per_forwarded_stream() {
         .map(|l| l.1)
         .collect();
     relay_streams.sort_unstable();
-    assert_eq!(relay_streams, [0x51, 0x52], "{text}");
+    let (s51, s52) = (gws[0].own(0x51), gws[0].own(0x52));
+    let mut want = [s51, s52];
+    want.sort_unstable();
+    assert_eq!(relay_streams, want, "{text}");
     let datagram = (photon_protocol::wire::HEADER_LEN + payload.len()) as u64;
     let mut last: Vec<(u64, Option<u64>)> = lines
         .iter()
@@ -464,7 +479,11 @@ fn stage_log_has_one_relay_line_per_forwarded_stream() {
     last.sort_unstable();
     assert_eq!(
         last,
-        [(0x51, Some(3 * datagram)), (0x52, Some(2 * datagram))],
+        {
+            let mut w = [(s51, Some(3 * datagram)), (s52, Some(2 * datagram))];
+            w.sort_unstable();
+            w
+        },
         "closed at shutdown with the bytes forwarded: {text}"
     );
     for l in &lines {

@@ -21,6 +21,7 @@ use photon_protocol::compress::BlockEncoding;
 use photon_protocol::compress::{compress_as, envelope};
 use photon_protocol::fec::RepairPolicy;
 use photon_protocol::identity::{Identity, PublicKey};
+use photon_protocol::integrity::own_stream_id;
 use photon_protocol::roster::Roster;
 use photon_protocol::seal::{BlockKey, SealKey};
 use photon_protocol::sender::{EncodedStream, Sender, SenderConfig};
@@ -256,11 +257,13 @@ impl Outbound {
             }
         };
         let t1 = clock();
-        let mut stream_bytes = [0u8; 8];
-        if cx.rng.fill(&mut stream_bytes).is_err() {
+        // Our prefix and 32 random bits (§4.1.6): relays take our fragments of our own
+        // streams only.
+        let mut low = [0u8; 4];
+        if cx.rng.fill(&mut low).is_err() {
             return;
         }
-        let stream = u64::from_be_bytes(stream_bytes);
+        let stream = own_stream_id(cx.identity.key_pair(), u32::from_be_bytes(low).max(1));
         cx.stages
             .record(now, Stage::Compress, Some(stream), Some(hash), None);
         let encrypt = self.config.encrypt;

@@ -586,8 +586,9 @@ fn inject_stream(sim: &mut Sim, stream: u64, payload: &[u8]) {
     use photon_protocol::sender::{Sender, SenderConfig};
     let now = sim.now;
     let cfg = SenderConfig::unpaced();
-    let mut sender =
-        Sender::new(cfg, stream, payload, sim.gws[0].identity.key_pair(), now).expect("sender");
+    let key = sim.gws[0].identity.key_pair();
+    let stream = photon_protocol::integrity::own_stream_id(key, stream as u32);
+    let mut sender = Sender::new(cfg, stream, payload, key, now).expect("sender");
     let session = sim.gws[0].links[0].session.as_ref().expect("link up");
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
     let mut datagrams = Vec::new();

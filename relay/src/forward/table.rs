@@ -20,10 +20,28 @@ pub const MAX_FANOUT: usize = 1024;
 /// What kind of node a peer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerKind {
-    /// A gateway beside a blockchain node; registered through the control path.
-    Gateway,
+    /// A gateway beside a blockchain node; registered through the control path. It originates
+    /// streams under its own prefix only (`streams`: `integrity::stream_prefix` of its key,
+    /// §4.1.6), so its fragments of any other stream are dropped (`foreign_stream`).
+    Gateway { streams: u32 },
     /// Another relay of the mesh; configured.
     Relay,
+}
+
+impl PeerKind {
+    pub fn is_gateway(self) -> bool {
+        matches!(self, PeerKind::Gateway { .. })
+    }
+
+    /// Whether fragments of `stream` may come from this peer: a gateway's own streams, any
+    /// stream from a peer relay.
+    #[inline]
+    pub fn may_send(self, stream: u64) -> bool {
+        match self {
+            PeerKind::Gateway { streams } => (stream >> 32) as u32 == streams,
+            PeerKind::Relay => true,
+        }
+    }
 }
 
 /// One peer as the control path describes it.
@@ -169,6 +187,14 @@ impl Table {
         &self.local
     }
 
+    /// The slot of the gateway whose prefix `stream` carries (its origin, §4.1.6), if it is
+    /// in the table. A linear scan: for the control path, not per fragment.
+    pub fn origin_of(&self, stream: u64) -> Option<usize> {
+        self.peers.iter().position(|p| {
+            matches!(p.spec.kind, PeerKind::Gateway { streams } if streams == (stream >> 32) as u32)
+        })
+    }
+
     /// The slot of a sender id, if known.
     #[inline]
     pub fn slot_of(&self, node_id: u32) -> Option<usize> {
@@ -238,7 +264,7 @@ mod tests {
     fn peer(id: u32, subscribed: bool, with_keys: bool) -> PeerSpec {
         PeerSpec {
             node_id: id,
-            kind: PeerKind::Gateway,
+            kind: PeerKind::Gateway { streams: 0 },
             addr: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, id as u8), 5000),
             next_hop_mac: [2, 0, 0, 0, 0, id as u8],
             port: 0,

@@ -48,6 +48,9 @@ pub enum DropReason {
     NoSession,
     /// Hop tag does not verify under the sender's key.
     BadHopTag,
+    /// Fragment from a gateway of a stream that is not under its prefix (§4.1.6): another
+    /// member's stream, which a gateway may not inject into.
+    ForeignStream,
     /// Fragment that already travelled `max_hops` relays.
     HopLimit,
     /// Fragment with nobody to forward it to.
@@ -106,7 +109,7 @@ pub enum Counter {
     Drop(DropReason),
 }
 
-const DROP_REASONS: [DropReason; 26] = [
+const DROP_REASONS: [DropReason; 27] = [
     DropReason::EthMalformed,
     DropReason::NotOurMac,
     DropReason::OtherEthertype,
@@ -126,6 +129,7 @@ const DROP_REASONS: [DropReason; 26] = [
     DropReason::UnknownSender,
     DropReason::NoSession,
     DropReason::BadHopTag,
+    DropReason::ForeignStream,
     DropReason::HopLimit,
     DropReason::NoDestination,
     DropReason::Multisegment,
@@ -142,7 +146,7 @@ pub const COUNTERS: usize = PLAIN + DROP_REASONS.len();
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 26] = DROP_REASONS;
+    pub const ALL: [DropReason; 27] = DROP_REASONS;
 
     /// A snake_case name for metrics (`drop_<name>`).
     pub const fn name(self) -> &'static str {
@@ -166,6 +170,7 @@ impl DropReason {
             DropReason::UnknownSender => "unknown_sender",
             DropReason::NoSession => "no_session",
             DropReason::BadHopTag => "bad_hop_tag",
+            DropReason::ForeignStream => "foreign_stream",
             DropReason::HopLimit => "hop_limit",
             DropReason::NoDestination => "no_destination",
             DropReason::Multisegment => "multisegment",

@@ -144,7 +144,7 @@ pub fn render(cores: &[Arc<CoreCounters>], control: Option<&ControlShared>) -> S
             idle.get_or_create(&PeerLabel {
                 node_id: p.node_id.to_string(),
                 kind: match p.kind {
-                    PeerKind::Gateway => "gateway".into(),
+                    PeerKind::Gateway { .. } => "gateway".into(),
                     PeerKind::Relay => "relay".into(),
                 },
                 addr: p.addr.to_string(),
