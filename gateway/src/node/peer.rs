@@ -357,18 +357,17 @@ impl NodePeer {
         }
         self.check_send_buffer()?;
         let hash = block.block_hash();
-        self.blocks.insert(block, true);
+        // Serialized from the block itself, which then moves into the store (no copy of it).
+        if let NetworkMessage::Block(b) = self.queue_unchecked(NetworkMessage::Block(block)) {
+            self.blocks.insert(b, true);
+        }
         self.node_knows_block.insert(hash);
         self.blocks_seen.insert(hash);
-        if let Some(b) = self.blocks.get(&hash) {
-            let msg = NetworkMessage::Block(b.clone());
-            self.queue_unchecked(msg);
-            self.stats.blocks_sent += 1;
-            self.events.push_back(NodeEvent::BlockSent {
-                hash,
-                message: BlockMessage::Block,
-            });
-        }
+        self.stats.blocks_sent += 1;
+        self.events.push_back(NodeEvent::BlockSent {
+            hash,
+            message: BlockMessage::Block,
+        });
         Ok(())
     }
 
