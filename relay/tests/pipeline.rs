@@ -11,6 +11,7 @@ use photon_dpdk::{lcore, MbufBatch, Ring, RxQueue, TxQueue};
 use photon_relay::dpdk::pipeline::{Pipeline, PipelineParts, PortIo};
 use photon_relay::forward::dedup::Dedup;
 use photon_relay::forward::publish;
+use photon_relay::forward::table::{PeerKind, Table};
 use photon_relay::ops::counters::{CoreCounters, Counter, DropReason};
 use photon_relay::packet::FORWARD_HEADER_LEN;
 
@@ -89,6 +90,34 @@ fn unknown_senders_and_bad_tags_are_dropped_and_counted() {
     assert_eq!(h.dropped(DropReason::BadHopTag), 1);
     // The forged copy did not enter the dedup table: the real one is forwarded.
     assert_eq!(h.run(&[fragment(2, 9, 0, &p)]).len(), 1);
+    assert_eq!(h.in_use(), base);
+}
+
+#[test]
+fn attack_member_junk_under_another_origins_stream_is_dropped_on_the_dpdk_path() {
+    // F3 on the DPDK pipeline: gateway 2 originates the streams under prefix 0xa, gateway 3
+    // those under 0xb. 3 sends junk under 2's stream ahead of 2's fragments: each is dropped
+    // (`foreign_stream`) and leaves no dedup entry, so 2's genuine fragments all go out.
+    let mut specs = vec![peer(2), peer(3), peer(4)];
+    specs[0].kind = PeerKind::Gateway { streams: 0xa };
+    specs[1].kind = PeerKind::Gateway { streams: 0xb };
+    let mut h = Harness::new(Table::new(local_spec(), specs).unwrap());
+    let base = h.in_use();
+    let victim = 0xa_0000_0001u64;
+    let junk: Vec<Vec<u8>> = (0..8)
+        .map(|i| fragment(3, victim, i, &[0xee; 40]))
+        .collect();
+    assert!(h.run(&junk).is_empty());
+    assert_eq!(h.dropped(DropReason::ForeignStream), 8);
+    let p = payload(600, 9);
+    let genuine: Vec<Vec<u8>> = (0..8).map(|i| fragment(2, victim, i, &p)).collect();
+    let out = h.run(&genuine);
+    assert_eq!(out.len(), 16, "8 fragments to 3 and 4 each");
+    for c in &out {
+        check_copy(dest_of(c), c, &p);
+    }
+    assert_eq!(h.counter(Counter::DedupHits), 0);
+    assert_eq!(h.counter(Counter::Fragments), 8);
     assert_eq!(h.in_use(), base);
 }
 
