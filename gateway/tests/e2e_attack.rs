@@ -112,16 +112,15 @@ impl Rogue {
         }));
     }
 
-    /// Until `stop`: keeps its session alive and, on the first fragment of each new stream it
-    /// sees, sends a junk fragment under every index of every kind of that stream (what F3 did:
-    /// each would take the genuine fragment's dedup slot and repair-cache entry). Returns the
-    /// junk fragments sent.
-    fn inject(mut self, stop: &AtomicBool) -> usize {
-        let mut seen = Vec::new();
-        let mut sent = 0;
+    /// Until `stop`: keeps its session alive (a keepalive every 50 ms) and hands each block
+    /// fragment it receives to `on_fragment`.
+    fn until_stop(
+        &mut self,
+        stop: &AtomicBool,
+        mut on_fragment: impl FnMut(&Rogue, &FragmentRepr<'_>),
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut next_keepalive = Instant::now();
-        let junk = [0xee; 100];
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next_keepalive {
                 self.keepalive();
@@ -133,15 +132,26 @@ impl Rogue {
             let Ok(p) = Packet::new_checked(&buf[..n]) else {
                 continue;
             };
-            let Ok(Repr {
+            if let Ok(Repr {
                 message: Message::Fragment(f),
                 ..
             }) = Repr::parse(&p)
-            else {
-                continue;
-            };
+            {
+                on_fragment(self, &f);
+            }
+        }
+    }
+
+    /// Until `stop`: on the first fragment of each new stream it sees, sends a junk fragment
+    /// under every index of every kind of that stream (what F3 did: each would take the
+    /// genuine fragment's dedup slot and repair-cache entry). Returns the junk fragments sent.
+    fn inject(mut self, stop: &AtomicBool) -> usize {
+        let mut seen = Vec::new();
+        let mut sent = 0;
+        let junk = [0xee; 100];
+        self.until_stop(stop, |rogue, f| {
             if seen.contains(&f.stream) {
-                continue;
+                return;
             }
             seen.push(f.stream);
             let manifest_count = match f.kind {
@@ -154,66 +164,43 @@ impl Rogue {
                 (FragmentKind::Repair, f.r),
             ] {
                 for index in 0..count {
-                    let j = FragmentRepr {
+                    rogue.send(Message::Fragment(FragmentRepr {
                         kind,
-                        stream: f.stream,
                         index,
                         count,
-                        k: f.k,
-                        r: f.r,
                         payload: &junk,
-                    };
-                    self.send(Message::Fragment(j));
+                        ..*f
+                    }));
                     sent += 1;
                 }
             }
-        }
+        });
         sent
     }
 
-    /// Until `stop`: keeps its session alive and attacks each new stream it sees with
-    /// `forged` receipts under made-up keys and one bogus key release. Returns the streams
-    /// attacked.
+    /// Until `stop`: attacks each new stream it sees with `forged` receipts under made-up keys
+    /// and one bogus key release. Returns the streams attacked.
     fn run(mut self, stop: &AtomicBool, forged: usize) -> Vec<u64> {
         let rng = SystemRandom::new();
         let mut attacked = Vec::new();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut next_keepalive = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            if Instant::now() >= next_keepalive {
-                self.keepalive();
-                next_keepalive = Instant::now() + Duration::from_millis(50);
-            }
-            let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(p) = Packet::new_checked(&buf[..n]) else {
-                continue;
-            };
-            let Ok(Repr {
-                message: Message::Fragment(f),
-                ..
-            }) = Repr::parse(&p)
-            else {
-                continue;
-            };
+        self.until_stop(stop, |rogue, f| {
             if f.kind != FragmentKind::Manifest || attacked.contains(&f.stream) {
-                continue;
+                return;
             }
             let Ok(m) = ManifestFragmentRepr::parse(f.payload) else {
-                continue;
+                return;
             };
             // What a relay (or any member) learns from the cleartext manifest: enough to sign
             // a receipt for the stream under any key.
             let hash = m.meta.manifest_hash(&m.root());
             for _ in 0..forged {
                 let sybil = Identity::generate(&rng).unwrap();
-                self.send(Message::Receipt(ReceiptRepr::sign(f.stream, hash, &sybil)));
+                rogue.send(Message::Receipt(ReceiptRepr::sign(f.stream, hash, &sybil)));
             }
-            let bogus = BlockKey::from_bytes([0x66; 32]).release(f.stream, &self.id);
-            self.send(Message::KeyRelease(bogus));
+            let bogus = BlockKey::from_bytes([0x66; 32]).release(f.stream, &rogue.id);
+            rogue.send(Message::KeyRelease(bogus));
             attacked.push(f.stream);
-        }
+        });
         attacked
     }
 }

@@ -192,7 +192,7 @@ pub(crate) const GENERATOR_PREFIX: u32 = 0x5eed_0001;
 /// (`seq % 32768`) into the Photon header `h` of a [`generator_fragment`].
 #[inline]
 pub(crate) fn set_seq(h: &mut [u8], seq: u64) {
-    let stream = u64::from(GENERATOR_PREFIX) << 32 | (seq >> 15) & 0xffff_ffff;
+    let stream = (u64::from(GENERATOR_PREFIX) << 32) | ((seq >> 15) & 0xffff_ffff);
     h[8..16].copy_from_slice(&stream.to_be_bytes());
     h[20..22].copy_from_slice(&((seq & 0x7fff) as u16).to_be_bytes());
 }

@@ -78,14 +78,18 @@ pub fn stream_id(origin: &[u8; PUBLIC_KEY_LEN], low: u32) -> u64 {
 
 /// [`stream_id`] for the origin whose signing key is `key`.
 pub fn own_stream_id(key: &Ed25519KeyPair, low: u32) -> u64 {
-    let mut origin = [0u8; PUBLIC_KEY_LEN];
-    origin.copy_from_slice(signature::KeyPair::public_key(key).as_ref());
-    stream_id(&origin, low)
+    stream_id(&public_key(key), low)
+}
+
+/// The prefix `stream` carries: its high 32 bits (§4.1.6).
+#[inline]
+pub fn prefix_of(stream: u64) -> u32 {
+    (stream >> 32) as u32
 }
 
 /// Whether `stream` carries `origin`'s [`stream_prefix`].
 pub fn is_stream_of(stream: u64, origin: &[u8; PUBLIC_KEY_LEN]) -> bool {
-    (stream >> 32) as u32 == stream_prefix(origin)
+    prefix_of(stream) == stream_prefix(origin)
 }
 
 /// Why a manifest fragment or a shard was rejected. Each is a counted drop at the caller.

@@ -207,6 +207,8 @@ impl ControlShared {
 
 struct Gateway {
     identity: PublicKey,
+    /// The prefix of its streams (`integrity::stream_prefix` of `identity`, §4.1.6).
+    streams: u32,
     addr: SocketAddrV4,
     mac: [u8; 6],
     port: u16,
@@ -484,9 +486,7 @@ impl Control {
             });
         let gws = self.gateways.iter().map(|(&node_id, g)| PeerInfo {
             node_id,
-            kind: PeerKind::Gateway {
-                streams: integrity::stream_prefix(&g.identity.0),
-            },
+            kind: PeerKind::Gateway { streams: g.streams },
             addr: g.addr,
             identity: g.identity.to_string(),
             idle_ms: now_ms.saturating_sub(g.last_seen_ms),
@@ -949,6 +949,7 @@ impl Control {
             node,
             Gateway {
                 identity: PublicKey(reg.identity),
+                streams: integrity::stream_prefix(&reg.identity),
                 addr: src.addr,
                 mac: src.mac,
                 port: src.port,
@@ -1106,12 +1107,13 @@ impl Control {
                 .peer(slot)
                 .is_some_and(|p| p.spec.keys.is_some() && p.spec.node_id != gateway)
         });
-        let has_relay = self
-            .table
-            .peers()
-            .iter()
-            .any(|p| p.spec.kind == PeerKind::Relay && p.spec.keys.is_some());
-        if origin.is_none() && !has_relay {
+        let has_relay = || {
+            self.table
+                .peers()
+                .iter()
+                .any(|p| p.spec.kind == PeerKind::Relay && p.spec.keys.is_some())
+        };
+        if origin.is_none() && !has_relay() {
             return;
         }
         let mut waiting = self
@@ -1414,9 +1416,7 @@ impl Control {
         }));
         specs.extend(self.gateways.iter().map(|(&node_id, g)| PeerSpec {
             node_id,
-            kind: PeerKind::Gateway {
-                streams: integrity::stream_prefix(&g.identity.0),
-            },
+            kind: PeerKind::Gateway { streams: g.streams },
             addr: g.addr,
             next_hop_mac: g.mac,
             port: g.port,

@@ -224,7 +224,13 @@ pub(crate) mod tests {
         [2, 0, 0, 0, 1, id as u8]
     }
 
-    pub fn table(ids: &[u32]) -> Table {
+    /// Test gateway `id` ([`testkit::gateway`]: its streams are those below 2^32).
+    pub fn gateway(id: u32) -> PeerSpec {
+        testkit::gateway(id, peer_addr(id), peer_mac(id))
+    }
+
+    /// The relay (node 1) with `peers`.
+    pub fn table_of(peers: Vec<PeerSpec>) -> Table {
         let local = LocalSpec {
             node_id: 1,
             ip: RELAY_IP,
@@ -232,11 +238,11 @@ pub(crate) mod tests {
             port_macs: vec![RELAY_MAC],
             max_hops: 4,
         };
-        let peers = ids
-            .iter()
-            .map(|&id| testkit::gateway(id, peer_addr(id), peer_mac(id)))
-            .collect();
         Table::new(local, peers).unwrap()
+    }
+
+    pub fn table(ids: &[u32]) -> Table {
+        table_of(ids.iter().map(|&id| gateway(id)).collect())
     }
 
     pub fn local() -> Local {
@@ -534,21 +540,11 @@ pub(crate) mod tests {
         // 10's own, to make 10's genuine fragments duplicates (dedup, hold, repair cache). They
         // are dropped before dedup, counted, and 10's fragments go through; a peer relay may
         // forward any origin's stream.
-        let spec = LocalSpec {
-            node_id: 1,
-            ip: RELAY_IP,
-            udp_port: PORT,
-            port_macs: vec![RELAY_MAC],
-            max_hops: 4,
-        };
-        let mut specs: Vec<PeerSpec> = [10u32, 11, 12]
-            .iter()
-            .map(|&id| testkit::gateway(id, peer_addr(id), peer_mac(id)))
-            .collect();
+        let mut specs: Vec<PeerSpec> = [10, 11, 12].map(gateway).into();
         specs[0].kind = table::PeerKind::Gateway { streams: 0xa };
         specs[1].kind = table::PeerKind::Gateway { streams: 0xb };
         specs[2].kind = table::PeerKind::Relay;
-        let t = Table::new(spec, specs).unwrap();
+        let t = table_of(specs);
         let d = Dedup::new(1024, [3, 3]);
         let victim = 0xa_0000_0042u64;
         let mut counters = LocalCounters::default();

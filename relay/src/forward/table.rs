@@ -10,6 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use photon_protocol::hopauth::HopKeys;
+use photon_protocol::integrity::prefix_of;
 
 use crate::packet::{HeaderTemplate, Local};
 
@@ -38,7 +39,7 @@ impl PeerKind {
     #[inline]
     pub fn may_send(self, stream: u64) -> bool {
         match self {
-            PeerKind::Gateway { streams } => (stream >> 32) as u32 == streams,
+            PeerKind::Gateway { streams } => prefix_of(stream) == streams,
             PeerKind::Relay => true,
         }
     }
@@ -191,7 +192,7 @@ impl Table {
     /// in the table. A linear scan: for the control path, not per fragment.
     pub fn origin_of(&self, stream: u64) -> Option<usize> {
         self.peers.iter().position(|p| {
-            matches!(p.spec.kind, PeerKind::Gateway { streams } if streams == (stream >> 32) as u32)
+            matches!(p.spec.kind, PeerKind::Gateway { streams } if streams == prefix_of(stream))
         })
     }
 
